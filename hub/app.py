@@ -1,0 +1,260 @@
+"""The Starlette application: routes, the socket endpoint, REST, and the node's lifespan."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from hub.auth import Authenticator, AuthError, Principal, Role
+from hub.broker import BrokerUnavailable, make_broker
+from hub.config import Settings
+from hub.connection import Connection
+from hub.events import check_event
+from hub.logs import configure as configure_logs
+from hub.metrics import Metrics
+from hub.node import Node
+from hub.protocol import Close, ErrorCode, HubError, check_event_name, check_room, check_tenant
+from hub.ratelimit import TokenBucket
+from hub.transport import WRITER_EXTENSION
+
+log = logging.getLogger("hub")
+
+MAX_BODY_BYTES = 1 << 20
+MAX_BROADCAST_ROOMS = 100
+_RATE_BUCKETS_MAX = 10000
+
+STATUS_OF = {
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.UNAVAILABLE: 503,
+}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def bearer(connection: HTTPConnection, *, query: bool = False) -> str | None:
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return connection.query_params.get("token") if query else None
+
+
+class Hub:
+    """Holds the node and answers the routes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.node = Node(settings, make_broker(settings), self.metrics)
+        self.auth = Authenticator(settings)
+        self._broadcast_buckets: dict[tuple[str | None, str], TokenBucket] = {}
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        configure_logs()
+        await self.node.start()
+        # Long-lived sockets make every full collection expensive; collect rarely, and
+        # keep what start-up allocated out of the collector's sight.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(self.settings.gc_threshold, 50, 100)
+        log.info("node %s started (broker: %s)", self.node.id, type(self.node.broker).__name__)
+        try:
+            yield
+        finally:
+            await self.node.stop()
+
+    async def socket(self, websocket: WebSocket) -> None:
+        try:
+            principal = self.auth.verify(bearer(websocket, query=True))
+        except AuthError as error:
+            code = "unauthorized" if error.status == 401 else "forbidden"
+            await websocket.send_denial_response(error_response(error.status, code, error.message))
+            return
+        writer = websocket.scope["extensions"].get(WRITER_EXTENSION)
+        if writer is None:
+            log.error("no fast writer: run with `hub serve` (uvicorn --ws %s)", WRITER_EXTENSION)
+            await websocket.close(Close.INTERNAL)
+            return
+        await websocket.accept()
+        connection = Connection(self.node, principal, writer)
+        role = self.metrics.connections.labels(principal.role.value)
+        role.inc()
+        try:
+            await connection.run(websocket.receive)
+        except BrokerUnavailable:
+            log.warning("closed %s: broker unavailable while joining its rooms", connection.id)
+        finally:
+            role.dec()
+
+    def _principal(self, request: Request) -> Principal:
+        try:
+            return self.auth.verify(bearer(request))
+        except AuthError as error:
+            raise _Refused(error.status, error.message) from None
+
+    def _throttle(self, principal: Principal) -> None:
+        rate = self.settings.broadcast_rate
+        if rate <= 0:
+            return
+        buckets = self._broadcast_buckets
+        key = (principal.tenant, principal.sub)
+        bucket = buckets.get(key)
+        if bucket is None:
+            if len(buckets) >= _RATE_BUCKETS_MAX:
+                for stale in [k for k, b in buckets.items() if b.full]:
+                    del buckets[stale]
+            bucket = buckets[key] = TokenBucket(rate, rate)
+        wait = bucket.take()
+        if wait > 0:
+            raise HubError(
+                ErrorCode.RATE_LIMITED, f"over {rate:g} broadcasts/s, retry later", retry_after=wait
+            )
+
+    async def broadcast(self, request: Request) -> Response:
+        principal = self._principal(request)
+        if not principal.broadcasts:
+            raise HubError(ErrorCode.FORBIDDEN, "only operators and admins broadcast")
+        self._throttle(principal)
+        body = await _read_json(request)
+        tenant = _tenant_for(principal, body.get("tenant"))
+        rooms = _rooms_of(body)
+        event = check_event_name(body.get("event"))
+        data = body.get("data")
+        check_event(event, data)
+        published = await self.node.publish(tenant, rooms, event, data)
+        return JSONResponse({"ids": published.ids, "ts": published.ts}, status_code=202)
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "node": self.node.id})
+
+    async def readyz(self, request: Request) -> Response:
+        if not self.node.broker.available:
+            return JSONResponse({"ready": False, "reason": "broker unreachable"}, status_code=503)
+        return JSONResponse({"ready": True, "node": self.node.id})
+
+    async def prometheus(self, request: Request) -> Response:
+        key = self.settings.stats_key
+        if key is not None and bearer(request) != key:
+            return error_response(401, "unauthorized", "the stats key is required")
+        self.metrics.broker_up.set(1 if self.node.broker.available else 0)
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def _read_json(request: Request) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HubError(ErrorCode.TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HubError(ErrorCode.TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    try:
+        body = orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError:
+        raise HubError(ErrorCode.BAD_REQUEST, "body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise HubError(ErrorCode.BAD_REQUEST, "body must be a JSON object")
+    return body
+
+
+def _tenant_for(principal: Principal, named: Any) -> str:
+    if named is None:
+        if principal.tenant is None:
+            raise HubError(ErrorCode.BAD_REQUEST, "tenant: admins without a tenant must name one")
+        return principal.tenant
+    tenant = check_tenant(named)
+    if tenant != principal.tenant and principal.role is not Role.ADMIN:
+        raise HubError(ErrorCode.FORBIDDEN, "only admins may name another tenant")
+    return tenant
+
+
+def _rooms_of(body: dict[str, Any]) -> list[str]:
+    if ("room" in body) == ("rooms" in body):
+        raise HubError(ErrorCode.BAD_REQUEST, "give exactly one of room or rooms")
+    if "room" in body:
+        return [check_room(body["room"])]
+    rooms = body["rooms"]
+    if not isinstance(rooms, list) or not rooms:
+        raise HubError(ErrorCode.BAD_REQUEST, "rooms must be a non-empty list")
+    if len(rooms) > MAX_BROADCAST_ROOMS:
+        raise HubError(ErrorCode.BAD_REQUEST, f"at most {MAX_BROADCAST_ROOMS} rooms at once")
+    checked = [check_room(room) for room in rooms]
+    return list(dict.fromkeys(checked))
+
+
+async def _hub_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HubError)
+    status = STATUS_OF[exc.code]
+    headers = None
+    if exc.retry_after is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    return error_response(status, exc.code, exc.message, headers)
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, _Refused)
+    code = "unauthorized" if exc.status == 401 else "forbidden"
+    return error_response(exc.status, code, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.BAD_REQUEST}.get(exc.status_code, "error")
+    return error_response(exc.status_code, code, exc.detail, dict(exc.headers or {}))
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    return error_response(503, ErrorCode.UNAVAILABLE, f"broker unavailable: {exc}")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    hub = Hub(settings or Settings())
+    return Starlette(
+        routes=[
+            WebSocketRoute("/v1/ws", hub.socket),
+            Route("/v1/broadcast", hub.broadcast, methods=["POST"]),
+            Route("/healthz", hub.healthz),
+            Route("/readyz", hub.readyz),
+            Route("/metrics", hub.prometheus),
+        ],
+        exception_handlers={
+            HubError: _hub_error,
+            _Refused: _refused,
+            BrokerUnavailable: _unavailable,
+            HTTPException: _http_error,
+        },
+        lifespan=hub.lifespan,
+    )

@@ -1,0 +1,184 @@
+"""Tokens to principals, and a principal's rights over rooms."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from fnmatch import translate
+from typing import Any
+
+import jwt
+
+from hub.config import Settings
+from hub.protocol import ROOM_RE, TENANT_RE
+
+STATUS_ROOM = "status"
+
+
+class Role(StrEnum):
+    DEVICE = "device"
+    DASHBOARD = "dashboard"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+class AuthError(Exception):
+    """A token is refused: `status` is 401 (no valid token) or 403 (valid but not allowed)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _patterns(globs: Iterable[str]) -> re.Pattern[str] | None:
+    globs = list(globs)
+    if not globs:
+        return None
+    return re.compile("|".join(f"(?:{translate(glob)})" for glob in globs))
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is on the other end, and what they may touch."""
+
+    sub: str
+    role: Role
+    tenant: str | None
+    exp: float
+    loc: str | None = None
+    groups: tuple[str, ...] = ()
+    rooms: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+    _rooms_re: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _publish_re: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_rooms_re", _patterns(self.rooms))
+        object.__setattr__(self, "_publish_re", _patterns(self.publish))
+
+    @property
+    def auto_rooms(self) -> tuple[str, ...]:
+        """The rooms a device is put in at connect."""
+        if self.role is not Role.DEVICE:
+            return ()
+        rooms = [f"device:{self.sub}", "devices"]
+        if self.loc is not None:
+            rooms.append(f"location:{self.loc}")
+        rooms.extend(f"group:{group}" for group in self.groups)
+        return tuple(rooms)
+
+    def may_subscribe(self, room: str) -> bool:
+        if self.role is Role.DEVICE:
+            if room == STATUS_ROOM:
+                return False
+            if room in self.auto_rooms:
+                return True
+            return self._rooms_re is not None and self._rooms_re.match(room) is not None
+        return self._rooms_re is None or self._rooms_re.match(room) is not None
+
+    def may_publish(self, room: str) -> bool:
+        return self._publish_re is not None and self._publish_re.match(room) is not None
+
+    @property
+    def broadcasts(self) -> bool:
+        """Whether the REST broadcast endpoint is open to this principal."""
+        return self.role in (Role.OPERATOR, Role.ADMIN)
+
+
+class Authenticator:
+    """Verifies tokens with PyJWT and turns their claims into a `Principal`."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.public_key_pem is not None:
+            self._key: str = settings.public_key_pem
+            self._algorithms = ["RS256", "ES256"]
+        else:
+            assert settings.jwt_secret is not None
+            self._key = settings.jwt_secret
+            self._algorithms = ["HS256"]
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+
+    def verify(self, token: str | None) -> Principal:
+        if not token:
+            raise AuthError(401, "a token is required (Authorization: Bearer or ?token=)")
+        required = ["exp"]
+        if self._issuer is not None:
+            required.append("iss")
+        if self._audience is not None:
+            required.append("aud")
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                issuer=self._issuer,
+                audience=self._audience,
+                options={"require": required, "verify_aud": self._audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(401, "token expired") from None
+        except jwt.InvalidTokenError as error:
+            raise AuthError(401, f"invalid token: {error}") from None
+        return principal_from_claims(claims)
+
+
+def _str_list(claims: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    value = claims.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise AuthError(403, f"claim {name!r} must be a list of strings")
+    return tuple(value)
+
+
+def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+    """Check the hub's own claims; a token that fails here is genuine but unusable (403)."""
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise AuthError(403, "claim 'sub' is required")
+    try:
+        role = Role(str(claims.get("role")))
+    except ValueError:
+        raise AuthError(403, "claim 'role' must be device, dashboard, operator or admin") from None
+    tenant = claims.get("tenant")
+    if tenant is None and role is not Role.ADMIN:
+        raise AuthError(403, "claim 'tenant' is required")
+    if tenant is not None and (not isinstance(tenant, str) or not TENANT_RE.match(tenant)):
+        raise AuthError(403, "claim 'tenant' must match ^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+    loc = claims.get("loc")
+    if loc is not None and not isinstance(loc, str):
+        raise AuthError(403, "claim 'loc' must be a string")
+    principal = Principal(
+        sub=sub,
+        role=role,
+        tenant=tenant,
+        exp=float(claims.get("exp", time.time())),
+        loc=loc,
+        groups=_str_list(claims, "groups"),
+        rooms=_str_list(claims, "rooms"),
+        publish=_str_list(claims, "publish"),
+    )
+    for room in principal.auto_rooms:
+        if not ROOM_RE.match(room):
+            raise AuthError(403, f"claims make an invalid room name {room!r}")
+    return principal
+
+
+def issue_token(
+    secret: str,
+    *,
+    sub: str,
+    role: Role,
+    tenant: str | None,
+    ttl: float,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """An HS256 token, for trying the hub out and for tests."""
+    claims: dict[str, Any] = {"sub": sub, "role": role.value, "exp": int(time.time() + ttl)}
+    if tenant is not None:
+        claims["tenant"] = tenant
+    claims.update(extra or {})
+    return jwt.encode(claims, secret, algorithm="HS256")

@@ -1,0 +1,198 @@
+"""The Redis broker: nodes meet on one pub/sub channel per room.
+
+One subscriber connection per node carries every room this node has members in. Its
+commands go out in call order from one writer task, so a room left and joined again in
+quick succession ends up subscribed. Replies are read by one reader task that hands
+message payloads on untouched. When the connection drops, both tasks end, waiters are
+failed, and the connection is rebuilt with backoff, resubscribing every room still wanted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections import defaultdict, deque
+from collections.abc import Sequence
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from hub.backoff import Backoff
+from hub.broker.base import Broker, BrokerUnavailable, Deliver
+
+log = logging.getLogger("hub.broker")
+
+CHANNEL_PREFIX = b"hub:room:"
+CONNECT_TIMEOUT = 2.0
+COMMAND_TIMEOUT = 5.0
+HEALTH_INTERVAL = 3.0
+_SUBSCRIBE = b"SUBSCRIBE"
+_UNSUBSCRIBE = b"UNSUBSCRIBE"
+_PING = b"PING"
+
+
+def channel_of(key: str) -> bytes:
+    return CHANNEL_PREFIX + key.encode()
+
+
+class RedisBroker(Broker):
+    def __init__(self, url: str) -> None:
+        options = {
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_timeout": COMMAND_TIMEOUT,
+            "socket_keepalive": True,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        self._pool = ConnectionPool.from_url(url, **options)
+        self._client = Redis(connection_pool=self._pool)
+        self._deliver: Deliver | None = None
+        self._wanted: set[bytes] = set()
+        self._waiters: defaultdict[bytes, deque[asyncio.Future[None]]] = defaultdict(deque)
+        self._commands: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
+        self._available = False
+        self._heard = True
+        self._task: asyncio.Task[None] | None = None
+
+    async def connect(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        self._task = asyncio.create_task(self._run(), name="redis-broker")
+
+    async def disconnect(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._client.aclose()
+        await self._pool.disconnect()
+
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    async def subscribe(self, key: str) -> None:
+        if not self._available:
+            raise BrokerUnavailable("redis is unreachable")
+        channel = channel_of(key)
+        waiter = asyncio.get_running_loop().create_future()
+        self._wanted.add(channel)
+        self._waiters[channel].append(waiter)
+        self._commands.put_nowait((_SUBSCRIBE, channel))
+        try:
+            await waiter
+        except BrokerUnavailable:
+            self._wanted.discard(channel)
+            raise
+
+    async def unsubscribe(self, key: str) -> None:
+        channel = channel_of(key)
+        self._wanted.discard(channel)
+        if self._available:
+            self._commands.put_nowait((_UNSUBSCRIBE, channel))
+
+    async def publish(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        if not self._available:
+            raise BrokerUnavailable("redis is unreachable")
+        try:
+            if len(messages) == 1:
+                key, payload = messages[0]
+                await self._client.publish(channel_of(key), payload)
+                return
+            async with self._client.pipeline(transaction=True) as pipe:
+                for key, payload in messages:
+                    pipe.publish(channel_of(key), payload)
+                await pipe.execute()
+        except (RedisError, OSError) as error:
+            raise BrokerUnavailable(f"redis publish failed: {error}") from error
+
+    async def _run(self) -> None:
+        backoff = Backoff(base=0.1, cap=5.0)
+        while True:
+            conn: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]
+                await self._serve(conn, backoff)
+            except (RedisError, OSError) as error:
+                log.warning("redis subscriber connection lost: %s", error)
+            finally:
+                self._lost()
+                await conn.disconnect(nowait=True)
+            await asyncio.sleep(backoff.next())
+
+    async def _serve(self, conn: AbstractConnection, backoff: Backoff) -> None:
+        """Resubscribe what is wanted, then read and write until the connection fails."""
+        while not self._commands.empty():
+            self._commands.get_nowait()
+        if self._wanted:
+            await conn.send_command(_SUBSCRIBE, *self._wanted)
+        self._available = True
+        self._heard = True
+        backoff.reset()
+        log.info("redis subscriber connected, %d rooms resubscribed", len(self._wanted))
+        tasks = [
+            asyncio.create_task(self._read(conn)),
+            asyncio.create_task(self._write(conn)),
+            asyncio.create_task(self._watch(conn)),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _lost(self) -> None:
+        self._available = False
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(BrokerUnavailable("redis connection lost"))
+        self._waiters.clear()
+
+    async def _read(self, conn: AbstractConnection) -> None:
+        deliver = self._deliver
+        assert deliver is not None
+        prefix = len(CHANNEL_PREFIX)
+        while True:
+            reply = await conn.read_response(timeout=math.inf)
+            self._heard = True
+            kind = reply[0]
+            if kind == b"message":
+                deliver(reply[1][prefix:].decode(), reply[2])
+            elif kind == b"subscribe":
+                waiters = self._waiters.get(reply[1])
+                if waiters:
+                    waiter = waiters.popleft()
+                    if not waiter.done():
+                        waiter.set_result(None)
+                    if not waiters:
+                        del self._waiters[reply[1]]
+
+    async def _write(self, conn: AbstractConnection) -> None:
+        """Send commands in call order; an unsubscribe overtaken by a new join is dropped."""
+        while True:
+            batch = [await self._commands.get()]
+            while not self._commands.empty():
+                batch.append(self._commands.get_nowait())
+            commands = [
+                (command, channel)
+                for command, channel in batch
+                if command != _UNSUBSCRIBE or channel not in self._wanted
+            ]
+            if commands:
+                await conn.send_packed_command(conn.pack_commands(commands))
+
+    async def _watch(self, conn: AbstractConnection) -> None:
+        """Ping on a quiet connection; a peer that stays silent past a ping is gone."""
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL)
+            if not self._heard:
+                raise ConnectionError("redis did not answer a ping")
+            self._heard = False
+            self._commands.put_nowait((_PING, b""))

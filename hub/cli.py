@@ -1,0 +1,117 @@
+"""`hub serve`, `hub token`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from hub.auth import Role, issue_token
+from hub.config import Settings
+
+WS_PROTOCOL = "hub.transport:HubWebSocketProtocol"
+
+
+def _settings_table() -> str:
+    lines = ["settings (environment variables):"]
+    for name, field in Settings.model_fields.items():
+        default = field.default if field.default_factory is None else "hostname-pid"
+        shown = "unset" if default is None else default
+        lines.append(f"  HUB_{name.upper():<24} {field.description} [default: {shown}]")
+    return "\n".join(lines)
+
+
+def _load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            (f"HUB_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "") + e["msg"]
+            for e in error.errors()
+        )
+        sys.exit(f"hub: bad settings: {problems}")
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    settings = _load_settings()
+    if args.workers > 1:
+        if settings.redis_url is None:
+            sys.exit("hub: --workers > 1 needs HUB_REDIS_URL: workers share rooms through Redis")
+        if "HUB_NODE_ID" in os.environ:
+            sys.exit("hub: HUB_NODE_ID names one node; leave it unset with --workers > 1")
+    uvicorn.run(
+        "hub.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        ws=WS_PROTOCOL,
+        ws_max_size=settings.max_frame_bytes,
+        ws_per_message_deflate=False,
+        ws_ping_interval=settings.ping_interval,
+        ws_ping_timeout=settings.ping_timeout,
+        log_level=settings.log_level,
+        lifespan="on",
+    )
+
+
+def token(args: argparse.Namespace) -> None:
+    secret = os.environ.get("HUB_JWT_SECRET")
+    if not secret:
+        sys.exit("hub: set HUB_JWT_SECRET to sign tokens")
+    extra: dict[str, object] = {}
+    if args.loc:
+        extra["loc"] = args.loc
+    for claim in ("groups", "rooms", "publish"):
+        if getattr(args, claim):
+            extra[claim] = getattr(args, claim)
+    print(
+        issue_token(
+            secret,
+            sub=args.sub,
+            role=Role(args.role),
+            tenant=args.tenant,
+            ttl=args.ttl,
+            extra=extra,
+        )
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="hub", description="A real-time WebSocket hub.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "serve",
+        help="run a node",
+        epilog=_settings_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--host", default="127.0.0.1", help="address to bind [127.0.0.1]")
+    run.add_argument("--port", type=int, default=8000, help="port to bind [8000]")
+    run.add_argument("--workers", type=int, default=1, help="worker processes [1]")
+    run.set_defaults(func=serve)
+
+    tok = commands.add_parser("token", help="print a token signed with HUB_JWT_SECRET")
+    tok.add_argument("--role", required=True, choices=[role.value for role in Role])
+    tok.add_argument("--sub", required=True, help="principal id")
+    tok.add_argument("--tenant", help="tenant (required except for admin)")
+    tok.add_argument("--loc", help="a device's location id")
+    tok.add_argument("--group", dest="groups", action="append", help="a device group (repeat)")
+    tok.add_argument("--room", dest="rooms", action="append", help="room pattern (repeat)")
+    tok.add_argument("--publish", action="append", help="publishable room pattern (repeat)")
+    tok.add_argument("--ttl", type=float, default=3600, help="seconds until expiry [3600]")
+    tok.set_defaults(func=token)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.func(args)

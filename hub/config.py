@@ -1,0 +1,71 @@
+"""Settings: every knob is an environment variable `HUB_<NAME>` with a documented default."""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """The hub's configuration; the field descriptions are what `hub serve --help` prints."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_", frozen=True, extra="ignore")
+
+    redis_url: str | None = Field(
+        None, description="Redis for a cluster (redis://host:port/db); unset = single node"
+    )
+    jwt_secret: str | None = Field(None, description="HS256 secret that verifies tokens")
+    jwt_public_key: str | None = Field(
+        None, description="PEM public key (text or file path) for RS256/ES256 tokens"
+    )
+    jwt_issuer: str | None = Field(None, description="required `iss` claim, when set")
+    jwt_audience: str | None = Field(None, description="required `aud` claim, when set")
+    node_id: str = Field(default_factory=_default_node_id, description="this node's id")
+    heartbeat_interval: float = Field(15.0, gt=0, description="device heartbeat interval, s")
+    heartbeat_timeout: float = Field(45.0, gt=0, description="device heartbeat timeout, s")
+    ping_interval: float = Field(20.0, gt=0, description="WebSocket ping interval, s")
+    ping_timeout: float = Field(20.0, gt=0, description="WebSocket pong deadline, s")
+    max_frame_bytes: int = Field(65536, ge=1024, description="largest client frame before 1009")
+    max_event_bytes: int = Field(
+        65536, ge=256, description="largest encoded event the hub fans out (too_large / 413)"
+    )
+    send_queue_bytes: int = Field(
+        524288, ge=4096, description="bytes queued to one socket before it is closed with 4009"
+    )
+    client_rate: float = Field(
+        50.0, ge=0, description="frames per second one socket may send (0 = off)"
+    )
+    client_burst: int = Field(100, ge=1, description="frames a socket may send in one burst")
+    broadcast_rate: float = Field(
+        100.0, ge=0, description="REST broadcasts per second per operator token (0 = off)"
+    )
+    stats_key: str | None = Field(
+        None, description="bearer key that may read /metrics (and /v1/stats)"
+    )
+    gc_threshold: int = Field(
+        50000, ge=700, description="allocations between young-generation collections"
+    )
+    log_level: str = Field("info", description="uvicorn log level")
+
+    @model_validator(mode="after")
+    def _needs_a_key(self) -> Settings:
+        if not self.jwt_secret and not self.jwt_public_key:
+            raise ValueError("set HUB_JWT_SECRET (HS256) or HUB_JWT_PUBLIC_KEY (RS256/ES256)")
+        return self
+
+    @cached_property
+    def public_key_pem(self) -> str | None:
+        """The public key's PEM text, read from the file when the setting names one."""
+        key = self.jwt_public_key
+        if key is None or key.lstrip().startswith("-----BEGIN"):
+            return key
+        return Path(key).read_text()

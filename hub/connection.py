@@ -1,0 +1,272 @@
+"""One socket's session: its principal, its subscriptions, its frames in and out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from hub.auth import STATUS_ROOM, Principal, Role
+from hub.broker import BrokerUnavailable
+from hub.events import DeviceHeartbeat, check_event, validate
+from hub.node import Node
+from hub.protocol import (
+    PROTOCOL_VERSION,
+    Close,
+    ErrorCode,
+    HubError,
+    Op,
+    Ref,
+    Request,
+    encode,
+    error_frame,
+    parse_request,
+    pong_frame,
+    websocket_text_frame,
+)
+from hub.ratelimit import TokenBucket
+from hub.rooms import room_key
+from hub.transport import FrameWriter
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+
+class Connection:
+    """Sends never wait: a socket that falls `send_queue_bytes` behind is closed with 4009."""
+
+    __slots__ = (
+        "_bucket",
+        "_closing",
+        "_expiry",
+        "_held",
+        "_limit",
+        "_node",
+        "_strikes",
+        "_subscriptions",
+        "_writer",
+        "id",
+        "principal",
+    )
+
+    def __init__(self, node: Node, principal: Principal, writer: FrameWriter) -> None:
+        settings = node.settings
+        self._node = node
+        self._writer = writer
+        self._limit = settings.send_queue_bytes
+        self._closing = False
+        self._held: list[bytes] | None = []
+        self._subscriptions: dict[str, str] = {}
+        self._bucket = (
+            TokenBucket(settings.client_rate, settings.client_burst)
+            if settings.client_rate > 0
+            else None
+        )
+        self._strikes = 0
+        self._expiry: asyncio.TimerHandle | None = None
+        self.id = node.next_conn_id()
+        self.principal = principal
+
+    def send(self, frame: bytes) -> None:
+        """The hot path: called once per event per local subscriber."""
+        if self._closing:
+            return
+        if self._held is not None:
+            self._held.append(frame)
+            return
+        if self._writer.buffered() > self._limit:
+            self._shed()
+            return
+        self._writer.write(frame)
+
+    def _reply(self, payload: bytes) -> None:
+        self.send(websocket_text_frame(payload))
+
+    def _shed(self) -> None:
+        self._closing = True
+        metrics = self._node.metrics
+        metrics.slow_consumers.inc()
+        metrics.dropped.labels("slow_consumer").inc()
+        asyncio.get_running_loop().call_soon(
+            self._writer.close, Close.SLOW_CONSUMER, "slow consumer"
+        )
+
+    def close(self, code: int, reason: str) -> None:
+        if not self._closing:
+            self._closing = True
+            self._writer.close(code, reason)
+
+    async def run(self, receive: Receive) -> None:
+        """Welcome, auto-join, then answer frames until the socket goes."""
+        principal = self.principal
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_at(
+            loop.time() + max(0.0, principal.exp - time.time()),
+            self.close,
+            Close.POLICY,
+            "token expired",
+        )
+        try:
+            await self._open()
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                text = message.get("text")
+                if text is None:
+                    self.close(Close.UNSUPPORTED_DATA, "binary frames are not accepted")
+                    return
+                await self._handle(text)
+        finally:
+            self._expiry.cancel()
+            self._closing = True
+            for key in list(self._subscriptions):
+                await self._node.leave(key, self)
+            self._subscriptions.clear()
+
+    async def _open(self) -> None:
+        """Join the device's rooms before the welcome goes out, holding events meanwhile.
+
+        So the welcome means what a subscribe ack means: every event accepted after it
+        is delivered.
+        """
+        node, principal = self._node, self.principal
+        tenant = principal.tenant
+        joined: list[str] = []
+        if tenant is not None and principal.auto_rooms:
+            try:
+                for room in principal.auto_rooms:
+                    await self._join(tenant, room)
+                    joined.append(room)
+            except BrokerUnavailable:
+                self.close(Close.TRY_AGAIN, "broker unavailable")
+                raise
+        held, self._held = self._held, None
+        settings = node.settings
+        self._reply(
+            encode(
+                {
+                    "type": "welcome",
+                    "v": PROTOCOL_VERSION,
+                    "conn": self.id,
+                    "node": node.id,
+                    "role": principal.role,
+                    "sub": principal.sub,
+                    "tenant": tenant,
+                    "rooms": joined,
+                    "heartbeat": {
+                        "interval": settings.heartbeat_interval,
+                        "timeout": settings.heartbeat_timeout,
+                    },
+                }
+            )
+        )
+        for frame in held or ():
+            self.send(frame)
+
+    async def _join(self, tenant: str, room: str) -> None:
+        key = room_key(tenant, room)
+        if key in self._subscriptions:
+            return
+        self._subscriptions[key] = room
+        try:
+            await self._node.join(key, self)
+        except BrokerUnavailable:
+            del self._subscriptions[key]
+            raise
+
+    async def _handle(self, text: str) -> None:
+        ref: Ref = None
+        try:
+            self._admit(text)
+            request = parse_request(text)
+            ref = request.ref
+            if request.op is Op.PING:
+                self._reply(pong_frame(ref))
+            elif request.op is Op.SUBSCRIBE:
+                await self._subscribe(request)
+            elif request.op is Op.UNSUBSCRIBE:
+                await self._unsubscribe(request)
+            elif request.op is Op.PUBLISH:
+                await self._publish(request)
+            else:
+                await self._heartbeat(request)
+        except HubError as error:
+            self._reply(error_frame(error.code, error.message, error.ref))
+        except BrokerUnavailable:
+            self._reply(error_frame(ErrorCode.UNAVAILABLE, "broker unavailable, retry", ref))
+
+    def _admit(self, text: str) -> None:
+        """Rate-limit frames: refuse with `rate_limited`, close with 4029 on a flood."""
+        if self._bucket is None or self._bucket.take() == 0.0:
+            self._strikes = 0
+            return
+        self._strikes += 1
+        if self._strikes > self._node.settings.client_burst:
+            self.close(Close.RATE_LIMITED, "rate limited")
+        try:
+            ref = parse_request(text).ref
+        except HubError as error:
+            ref = error.ref
+        raise HubError(ErrorCode.RATE_LIMITED, "too many frames, slow down", ref)
+
+    def _tenant(self, request: Request) -> str:
+        principal = self.principal
+        if request.tenant is not None and request.tenant != principal.tenant:
+            if principal.role is not Role.ADMIN:
+                raise HubError(ErrorCode.FORBIDDEN, "only admins may name a tenant", request.ref)
+            return request.tenant
+        if principal.tenant is None:
+            raise HubError(ErrorCode.BAD_REQUEST, "tenant is required for admins", request.ref)
+        return principal.tenant
+
+    async def _subscribe(self, request: Request) -> None:
+        room = request.room
+        assert room is not None
+        tenant = self._tenant(request)
+        if not self.principal.may_subscribe(room):
+            raise HubError(ErrorCode.FORBIDDEN, f"not allowed to subscribe to {room}", request.ref)
+        await self._join(tenant, room)
+        self._reply(
+            encode(
+                {
+                    "type": "ack",
+                    "ref": request.ref,
+                    "room": room,
+                    "recovered": False,
+                    "epoch": None,
+                    "last": None,
+                }
+            )
+        )
+
+    async def _unsubscribe(self, request: Request) -> None:
+        room = request.room
+        assert room is not None
+        key = room_key(self._tenant(request), room)
+        if self._subscriptions.pop(key, None) is not None:
+            await self._node.leave(key, self)
+        self._reply(encode({"type": "ack", "ref": request.ref, "room": room}))
+
+    async def _publish(self, request: Request) -> None:
+        room, event = request.room, request.event
+        assert room is not None
+        assert event is not None
+        tenant = self._tenant(request)
+        if not self.principal.may_publish(room):
+            raise HubError(ErrorCode.FORBIDDEN, f"not allowed to publish to {room}", request.ref)
+        check_event(event, request.data, request.ref)
+        published = await self._node.publish(tenant, [room], event, request.data, request.ref)
+        self._reply(
+            encode(
+                {"type": "ack", "ref": request.ref, "id": published.ids[room], "ts": published.ts}
+            )
+        )
+
+    async def _heartbeat(self, request: Request) -> None:
+        principal = self.principal
+        if principal.role is not Role.DEVICE or principal.tenant is None:
+            raise HubError(ErrorCode.FORBIDDEN, "only devices send heartbeats", request.ref)
+        data = {**request.data, "device": principal.sub}
+        validate(DeviceHeartbeat, data, request.ref)
+        await self._node.publish(principal.tenant, [STATUS_ROOM], "device.heartbeat", data)

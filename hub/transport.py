@@ -1,0 +1,62 @@
+"""The fast write path: pre-framed bytes straight onto a socket's transport.
+
+Starlette keeps routing and the handshake; once a socket is accepted, the hub writes to it
+through `FrameWriter`, never through an awaited ASGI `send`. `HubWebSocketProtocol` is
+uvicorn's sans-I/O WebSocket protocol with that writer exposed to the app through the
+ASGI scope (`scope["extensions"]["hub.writer"]`). Writing an already-framed message costs
+a few microseconds and never waits on the peer; how much may pile up is the caller's
+decision, made from `buffered()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+WRITER_EXTENSION = "hub.writer"
+CLOSE_TIMEOUT = 5.0
+
+
+class FrameWriter(Protocol):
+    """What a connection needs from its socket to send."""
+
+    def write(self, frame: bytes) -> None:
+        """Queue an already-framed WebSocket message; never blocks."""
+
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the kernel."""
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Send a close frame and drop the socket if the peer does not answer in time."""
+
+
+class HubWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, plus the `FrameWriter` verbs."""
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"][WRITER_EXTENSION] = self
+
+    def write(self, frame: bytes) -> None:
+        if not self.close_sent and not self.transport.is_closing():
+            self.transport.write(frame)
+
+    def buffered(self) -> int:
+        size: int = self.transport.get_write_buffer_size()
+        return size
+
+    def close(self, code: int, reason: str = "") -> None:
+        if self.close_sent or self.transport.is_closing():
+            return
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        # A peer that stopped reading never sees the close frame: abort rather than wait.
+        self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
