@@ -47,6 +47,8 @@ class RedisBroker(Broker):
             "socket_timeout": COMMAND_TIMEOUT,
             "socket_keepalive": True,
             "retry": Retry(NoBackoff(), 0),
+            # RESP2: pub/sub replies come back from read_response, not through push handlers.
+            "protocol": 2,
         }
         self._pool = ConnectionPool.from_url(url, **options)
         self._client = Redis(connection_pool=self._pool)
@@ -118,6 +120,8 @@ class RedisBroker(Broker):
                 await self._serve(conn, backoff)
             except (RedisError, OSError) as error:
                 log.warning("redis subscriber connection lost: %s", error)
+            except Exception:
+                log.exception("redis subscriber failed; reconnecting")
             finally:
                 self._lost()
                 await conn.disconnect(nowait=True)

@@ -1,0 +1,63 @@
+"""Fixtures that start real processes and always clean them up."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.support import HubNode, RedisServer
+
+
+def _need_redis() -> None:
+    if shutil.which("redis-server") is None:
+        message = "redis-server is not on PATH (apt-get install redis-server, or run scripts/test)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which the test may stop and restart."""
+    _need_redis()
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+NodeFactory = Callable[..., HubNode]
+
+
+@pytest.fixture
+def hub_node() -> Iterator[NodeFactory]:
+    """Start `hub serve` processes: `hub_node("a", redis_url=..., max_frame_bytes=2048)`."""
+    nodes: list[HubNode] = []
+
+    def start(name: str, redis_url: str | None = None, **settings: Any) -> HubNode:
+        node = HubNode(name, redis_url, **settings)
+        nodes.append(node)
+        node.start()
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def single(hub_node: NodeFactory) -> HubNode:
+    """One node alone, no Redis: the default a newcomer gets."""
+    return hub_node("solo")
+
+
+@pytest.fixture
+def pair(hub_node: NodeFactory, redis_server: RedisServer) -> tuple[HubNode, HubNode]:
+    """Two nodes meeting through a redis-server of their own."""
+    return hub_node("a", redis_server.url), hub_node("b", redis_server.url)

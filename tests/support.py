@@ -1,0 +1,240 @@
+"""Real parts for tests: a redis-server, `hub serve` processes, WebSocket clients, tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from hub.auth import Role, issue_token
+
+SECRET = "test-secret-that-is-long-enough-for-hs256"
+START_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def token(
+    role: Role | str,
+    sub: str,
+    tenant: str | None = "acme",
+    *,
+    ttl: float = 3600,
+    secret: str = SECRET,
+    **claims: Any,
+) -> str:
+    return issue_token(secret, sub=sub, role=Role(role), tenant=tenant, ttl=ttl, extra=claims)
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free loopback port; can be stopped and restarted."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not on PATH: apt-get install redis-server")
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self._answers, START_TIMEOUT, "redis-server to answer")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def command(self, *args: str) -> str:
+        """Run one command through redis-cli, for looking at Redis from the outside."""
+        result = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout
+
+
+class HubNode:
+    """One `hub serve` process on a free port."""
+
+    def __init__(self, name: str, redis_url: str | None = None, **settings: Any) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/v1/ws"
+        env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_")}
+        env.update(HUB_JWT_SECRET=SECRET, HUB_NODE_ID=name, HUB_LOG_LEVEL="info")
+        if redis_url is not None:
+            env["HUB_REDIS_URL"] = redis_url
+        env.update({f"HUB_{key.upper()}": str(value) for key, value in settings.items()})
+        self.env = env
+        self.log = Path(tempfile.mkstemp(prefix=f"hub-{name}-", suffix=".log")[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready: bool = True) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "hub", "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        path = "/readyz" if ready else "/healthz"
+        wait_until(lambda: self._status(path) == 200, START_TIMEOUT, f"{self.name}{path}")
+
+    def _status(self, path: str) -> int | None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited: {self.output()}")
+        try:
+            return httpx.get(self.url + path, timeout=1.0).status_code
+        except httpx.HTTPError:
+            return None
+
+    def ready(self) -> bool:
+        return self._status("/readyz") == 200
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def post(self, path: str, body: Any, bearer: str | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        return httpx.post(self.url + path, json=body, headers=headers, timeout=10.0)
+
+    def broadcast(self, bearer: str, **body: Any) -> httpx.Response:
+        return self.post("/v1/broadcast", body, bearer)
+
+
+class Client:
+    """A WebSocket client that speaks the hub's JSON frames, with deadlines on every read."""
+
+    def __init__(self, ws: ClientConnection, welcome: dict[str, Any]) -> None:
+        self.ws = ws
+        self.welcome = welcome
+        self._refs = 0
+
+    @classmethod
+    async def connect(cls, node: HubNode, bearer: str, *, query: bool = False) -> Client:
+        if query:
+            ws = await connect(f"{node.ws_url}?token={bearer}", compression=None)
+        else:
+            headers = {"Authorization": f"Bearer {bearer}"}
+            ws = await connect(node.ws_url, additional_headers=headers, compression=None)
+        welcome = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert welcome["type"] == "welcome", welcome
+        return cls(ws, welcome)
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(orjson.dumps(frame).decode())
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        frame: dict[str, Any] = orjson.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        return frame
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send one op and return its answer (ack, error or pong), skipping events."""
+        self._refs += 1
+        ref = self._refs
+        await self.send({"op": op, "ref": ref, **fields})
+        while True:
+            frame = await self.recv()
+            if frame.get("type") != "event" and frame.get("ref") == ref:
+                return frame
+
+    async def subscribe(self, room: str, **fields: Any) -> dict[str, Any]:
+        answer = await self.request("subscribe", room=room, **fields)
+        assert answer["type"] == "ack", answer
+        return answer
+
+    async def next_event(self, timeout: float = 5.0) -> dict[str, Any]:
+        while True:
+            frame = await self.recv(timeout)
+            if frame.get("type") == "event":
+                return frame
+
+    async def no_event(self, within: float = 0.5) -> None:
+        """Assert that nothing arrives for `within` seconds."""
+        try:
+            frame = await self.recv(within)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected frame {frame}")
+
+    async def closed_with(self, timeout: float = 10.0) -> int | None:
+        """Read until the server closes; return its close code."""
+        async with asyncio.timeout(timeout):
+            with contextlib.suppress(ConnectionClosed):
+                async for _ in self.ws:
+                    pass
+            await self.ws.wait_closed()
+        return self.ws.close_code
+
+    async def close(self) -> None:
+        await self.ws.close()

@@ -1,0 +1,173 @@
+"""Two `hub serve` nodes and a real redis-server: delivery, isolation, subscriptions, outages."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.support import Client, HubNode, RedisServer, token, wait_until
+
+OPERATOR = token("operator", "o1")
+
+
+def _alert(message: str) -> dict[str, str]:
+    return {"level": "info", "message": message}
+
+
+def _room_channels(redis: RedisServer) -> list[str]:
+    return sorted(redis.command("PUBSUB", "CHANNELS", "hub:room:*").split())
+
+
+def _subscribers(redis: RedisServer, channel: str) -> int:
+    return int(redis.command("PUBSUB", "NUMSUB", channel).split()[1])
+
+
+async def test_broadcast_on_one_node_reaches_sockets_on_the_other_both_ways(
+    pair: tuple[HubNode, HubNode],
+) -> None:
+    a, b = pair
+    on_a = await Client.connect(a, token("dashboard", "da"))
+    on_b = await Client.connect(b, token("dashboard", "db"))
+    await on_a.subscribe("location:lobby")
+    await on_b.subscribe("location:lobby")
+    for node in (a, b):
+        answer = node.broadcast(
+            OPERATOR, room="location:lobby", event="alert", data=_alert(f"from {node.name}")
+        )
+        assert answer.status_code == 202
+    for client in (on_a, on_b):
+        messages = [(await client.next_event())["data"]["message"] for _ in range(2)]
+        assert sorted(messages) == ["from a", "from b"]
+    await on_a.close()
+    await on_b.close()
+
+
+async def test_socket_publish_on_one_node_reaches_the_other(
+    pair: tuple[HubNode, HubNode],
+) -> None:
+    a, b = pair
+    listener = await Client.connect(b, token("device", "p1", loc="lobby"))
+    publisher = await Client.connect(a, token("dashboard", "d1", publish=["location:*"]))
+    data = {"content_id": "c9", "version": 3}
+    answer = await publisher.request(
+        "publish", room="location:lobby", event="content.update", data=data
+    )
+    assert answer["type"] == "ack"
+    event = await listener.next_event()
+    assert event["room"] == "location:lobby"
+    assert event["event"] == "content.update"
+    assert event["data"] == data
+    assert event["ts"] == answer["ts"]
+    await listener.close()
+    await publisher.close()
+
+
+async def test_same_room_name_in_two_tenants_never_mixes(pair: tuple[HubNode, HubNode]) -> None:
+    a, b = pair
+    acme = await Client.connect(a, token("dashboard", "d1", tenant="acme"))
+    globex = await Client.connect(b, token("dashboard", "d2", tenant="globex"))
+    await acme.subscribe("location:lobby")
+    await globex.subscribe("location:lobby")
+    acme_operator = token("operator", "o1", tenant="acme")
+    globex_operator = token("operator", "o2", tenant="globex")
+    a.broadcast(acme_operator, room="location:lobby", event="alert", data=_alert("acme only"))
+    assert (await acme.next_event())["data"]["message"] == "acme only"
+    await globex.no_event()
+    b.broadcast(globex_operator, room="location:lobby", event="alert", data=_alert("globex only"))
+    assert (await globex.next_event())["data"]["message"] == "globex only"
+    await acme.no_event()
+    await acme.close()
+    await globex.close()
+
+
+async def test_multi_room_broadcast_reaches_every_room_across_nodes(
+    pair: tuple[HubNode, HubNode],
+) -> None:
+    a, b = pair
+    lobby = await Client.connect(a, token("device", "p1", loc="lobby"))
+    hall = await Client.connect(b, token("device", "p2", loc="hall"))
+    answer = a.broadcast(
+        OPERATOR, rooms=["location:lobby", "location:hall"], event="command", data={"name": "x"}
+    )
+    assert answer.status_code == 202
+    assert set(answer.json()["ids"]) == {"location:lobby", "location:hall"}
+    assert (await lobby.next_event())["room"] == "location:lobby"
+    assert (await hall.next_event())["room"] == "location:hall"
+    await lobby.close()
+    await hall.close()
+
+
+async def test_a_node_holds_a_room_channel_only_while_it_has_a_member_there(
+    pair: tuple[HubNode, HubNode], redis_server: RedisServer
+) -> None:
+    a, b = pair
+    channel = "hub:room:acme:location:lobby"
+    assert channel not in _room_channels(redis_server)
+    first = await Client.connect(a, token("dashboard", "d1"))
+    second = await Client.connect(a, token("dashboard", "d2"))
+    await first.subscribe("location:lobby")
+    await second.subscribe("location:lobby")
+    assert _subscribers(redis_server, channel) == 1
+    other = await Client.connect(b, token("dashboard", "d3"))
+    await other.subscribe("location:lobby")
+    assert _subscribers(redis_server, channel) == 2
+    await first.request("unsubscribe", room="location:lobby")
+    await other.close()
+    wait_until(lambda: _subscribers(redis_server, channel) == 1, 5, "b to leave the channel")
+    await second.close()
+    wait_until(lambda: channel not in _room_channels(redis_server), 5, "a to leave the channel")
+
+
+async def test_redis_outage_is_refused_clearly_and_recovered_by_itself(
+    pair: tuple[HubNode, HubNode], redis_server: RedisServer
+) -> None:
+    a, b = pair
+    listener = await Client.connect(a, token("dashboard", "d1"))
+    await listener.subscribe("location:lobby")
+    redis_server.stop()
+    wait_until(lambda: not a.ready() and not b.ready(), 10, "nodes to report not ready")
+    refused = b.broadcast(OPERATOR, room="location:lobby", event="alert", data=_alert("lost?"))
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "unavailable"
+    other = await Client.connect(b, token("dashboard", "d2"))
+    assert (await other.request("subscribe", room="location:hall"))["code"] == "unavailable"
+
+    redis_server.start()
+    wait_until(lambda: a.ready() and b.ready(), 20, "nodes to reconnect to redis")
+    assert "hub:room:acme:location:lobby" in _room_channels(redis_server)
+    delivered = b.broadcast(OPERATOR, room="location:lobby", event="alert", data=_alert("back"))
+    assert delivered.status_code == 202
+    assert (await listener.next_event())["data"]["message"] == "back"
+    await other.subscribe("location:hall")
+    await listener.close()
+    await other.close()
+
+
+async def test_a_node_started_while_redis_is_down_becomes_ready_when_it_comes_up(
+    redis_server: RedisServer,
+) -> None:
+    redis_server.stop()
+    node = HubNode("late", redis_server.url)
+    node.start(ready=False)
+    try:
+        assert not node.ready()
+        redis_server.start()
+        wait_until(node.ready, 20, "the node to connect to redis")
+        client = await Client.connect(node, token("device", "p1"))
+        node.broadcast(OPERATOR, room="device:p1", event="command", data={"name": "hello"})
+        assert (await client.next_event())["data"] == {"name": "hello"}
+        await client.close()
+    finally:
+        node.stop()
+
+
+async def test_concurrent_joins_of_a_new_room_all_get_live_subscriptions(
+    pair: tuple[HubNode, HubNode],
+) -> None:
+    a, b = pair
+    clients = [await Client.connect(a, token("dashboard", f"d{i}")) for i in range(20)]
+    await asyncio.gather(*(client.subscribe("group:new") for client in clients))
+    answer = b.broadcast(OPERATOR, room="group:new", event="command", data={"name": "go"})
+    assert answer.status_code == 202
+    for client in clients:
+        assert (await client.next_event())["data"] == {"name": "go"}
+        await client.close()
