@@ -53,11 +53,6 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         super().shutdown()
         self.loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
 
-    def shutdown(self) -> None:
-        """Server shutdown: close as uvicorn does, but never wait on a peer that stopped reading."""
-        super().shutdown()
-        self.loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
-
     def close(self, code: int, reason: str = "") -> None:
         if self.close_sent or self.transport.is_closing():
             return
