@@ -106,6 +106,9 @@ class Hub:
             await connection.run(websocket.receive)
         except BrokerUnavailable:
             log.warning("closed %s: broker unavailable while joining its rooms", connection.id)
+        except Exception:
+            log.exception("closed %s after an internal error", connection.id)
+            connection.close(Close.INTERNAL, "internal error")
         finally:
             role.dec()
 

@@ -23,9 +23,9 @@ def configure() -> None:
     """Give the hub's logger uvicorn's handlers and level, and redact every query string."""
     server = logging.getLogger("uvicorn.error")
     hub = logging.getLogger("hub")
-    hub.setLevel(server.level)
+    hub.setLevel(server.getEffectiveLevel())
     hub.propagate = False
-    for handler in server.handlers:
+    for handler in server.handlers or logging.getLogger("uvicorn").handlers:
         hub.addHandler(handler)
     for name in ("uvicorn.error", "uvicorn.access", "hub"):
         logging.getLogger(name).addFilter(RedactQuery())
