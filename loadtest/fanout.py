@@ -1,0 +1,292 @@
+"""Single-room fan-out benchmark: delivered events per second, latency and loss.
+
+Starts its own hub node(s), opens N device sockets (all in room `devices`) spread over
+receiver processes that count frames straight from the byte stream and decode only a
+sample for latency, then publishes at each requested rate for a fixed time.
+
+    python -m loadtest.fanout --subscribers 2000 --rate 25,50,75 --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from hub.auth import Role, issue_token
+
+SECRET = "bench-secret-that-is-long-enough-for-hs256"
+_TEXT = 0x1
+_PING = 0x9
+KEY = base64.b64encode(b"0123456789abcdef").decode()
+
+
+def _raise_file_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class _Counter(asyncio.Protocol):
+    """Counts server frames from raw bytes; decodes every `sample`-th payload for latency."""
+
+    def __init__(self, shared: dict[str, Any]) -> None:
+        self.shared = shared
+        self.buffer = bytearray()
+        self.upgraded = False
+        self.ready = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        if not self.upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buffer.startswith(b"HTTP/1.1 101"):
+                self.ready.set_exception(RuntimeError(bytes(buffer[:80]).decode()))
+                return
+            del buffer[: end + 4]
+            self.upgraded = True
+        shared = self.shared
+        offset = 0
+        while len(buffer) - offset >= 2:
+            size = buffer[offset + 1] & 0x7F
+            head = 2
+            if size == 126:
+                if len(buffer) - offset < 4:
+                    break
+                size = int.from_bytes(buffer[offset + 2 : offset + 4], "big")
+                head = 4
+            elif size == 127:
+                if len(buffer) - offset < 10:
+                    break
+                size = int.from_bytes(buffer[offset + 2 : offset + 10], "big")
+                head = 10
+            if len(buffer) - offset < head + size:
+                break
+            opcode = buffer[offset] & 0x0F
+            if opcode == _PING:
+                data = bytes(buffer[offset + head : offset + head + size])
+                self.transport.write(bytes([0x8A, 0x80 | size]) + b"\0\0\0\0" + data)  # type: ignore[attr-defined]
+            elif opcode != _TEXT:
+                pass
+            elif not self.ready.done():
+                self.ready.set_result(None)
+            else:
+                shared["frames"] += 1
+                if shared["frames"] % shared["sample"] == 0:
+                    payload = orjson.loads(bytes(buffer[offset + head : offset + head + size]))
+                    sent = payload.get("data", {}).get("sent")
+                    if sent is not None:
+                        shared["latencies"].append(time.time() * 1000 - sent)
+            offset += head + size
+        del buffer[:offset]
+
+
+async def _receive(ports: list[int], first: int, count: int, shared: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
+    protocols = []
+    for i in range(first, first + count):
+        port = ports[i % len(ports)]
+        token = issue_token(SECRET, sub=f"dev-{i}", role=Role.DEVICE, tenant="bench", ttl=3600)
+        source = f"127.0.0.{2 + i % 200}"
+        _, protocol = await loop.create_connection(
+            lambda: _Counter(shared), "127.0.0.1", port, local_addr=(source, 0)
+        )
+        request = (
+            f"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n"
+        )
+        protocol.transport.write(request.encode())  # type: ignore[attr-defined]
+        protocols.append(protocol)
+    await asyncio.wait_for(asyncio.gather(*(p.ready for p in protocols)), 120)
+
+
+def _receiver(ports: list[int], first: int, count: int, pipe: Connection, sample: int) -> None:
+    """One receiver process: connect, say ready, then hand over its counts when asked."""
+    _raise_file_limit()
+    shared: dict[str, Any] = {"frames": 0, "latencies": [], "sample": sample}
+
+    async def main() -> None:
+        await _receive(ports, first, count, shared)
+        pipe.send("ready")
+        while True:
+            await asyncio.sleep(0.1)
+            if pipe.poll():
+                pipe.recv()
+                pipe.send((shared["frames"], shared["latencies"]))
+                shared["frames"], shared["latencies"] = 0, []
+
+    asyncio.run(main())
+
+
+async def _publish(port: int, rate: float, seconds: float, size: int) -> int:
+    """Publish `rate` events/s for `seconds` over one socket; acks are read and ignored."""
+    from websockets.asyncio.client import connect
+
+    token = issue_token(
+        SECRET,
+        sub="bench-publisher",
+        role=Role.DASHBOARD,
+        tenant="bench",
+        ttl=3600,
+        extra={"publish": ["devices"]},
+    )
+    pad = "x" * max(0, size - 110)
+    sent = 0
+    async with connect(
+        f"ws://127.0.0.1:{port}/v1/ws",
+        additional_headers={"Authorization": f"Bearer {token}"},
+        compression=None,
+    ) as ws:
+        await ws.recv()
+
+        async def drain() -> None:
+            async for _ in ws:
+                pass
+
+        reader = asyncio.create_task(drain())
+        start = time.monotonic()
+        total = int(rate * seconds)
+        for n in range(total):
+            delay = start + n / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            frame = {
+                "op": "publish",
+                "room": "devices",
+                "event": "x.bench",
+                "ref": n,
+                "data": {"sent": time.time() * 1000, "pad": pad},
+            }
+            await ws.send(orjson.dumps(frame).decode())
+            sent += 1
+        await asyncio.sleep(1.0)
+        reader.cancel()
+    return sent
+
+
+def _start_node(name: str, port: int, redis_url: str | None, cpu: str | None) -> Any:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env.update(
+        HUB_JWT_SECRET=SECRET,
+        HUB_NODE_ID=name,
+        HUB_CLIENT_RATE="0",
+        HUB_BROADCAST_RATE="0",
+        HUB_LOG_LEVEL="warning",
+    )
+    if redis_url:
+        env["HUB_REDIS_URL"] = redis_url
+    command = [sys.executable, "-m", "hub", "serve", "--port", str(port)]
+    if cpu is not None and shutil.which("taskset"):
+        command = ["taskset", "-c", cpu, *command]
+    process = subprocess.Popen(command, env=env)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"node {name} did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=2000)
+    parser.add_argument("--rate", default="25,50,75", help="events/s per step, comma-separated")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each step")
+    parser.add_argument("--size", type=int, default=200, help="approximate event size, bytes")
+    parser.add_argument("--procs", type=int, default=3, help="receiver processes")
+    parser.add_argument("--sample", type=int, default=50, help="decode every Nth frame")
+    parser.add_argument("--redis-url", help="run --nodes nodes through this Redis")
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--server-cpu", help="pin server processes to these CPUs (taskset)")
+    parser.add_argument("--out", default="results/fanout.json")
+    args = parser.parse_args()
+    _raise_file_limit()
+
+    nodes = args.nodes if args.redis_url else 1
+    ports = [20000 + os.getpid() % 10000 + i for i in range(nodes)]
+    servers = [
+        _start_node(f"bench-{i}", port, args.redis_url, args.server_cpu)
+        for i, port in enumerate(ports)
+    ]
+    context = mp.get_context("spawn")
+    per = -(-args.subscribers // args.procs)
+    pipes = [context.Pipe() for _ in range(args.procs)]
+    receivers = [
+        context.Process(
+            target=_receiver,
+            args=(ports, p * per, min(per, args.subscribers - p * per), pipes[p][1], args.sample),
+            daemon=True,
+        )
+        for p in range(args.procs)
+    ]
+    results: list[dict[str, Any]] = []
+    try:
+        for receiver in receivers:
+            receiver.start()
+        for mine, _ in pipes:
+            if not mine.poll(180) or mine.recv() != "ready":
+                raise RuntimeError("a receiver process did not connect in time")
+        for rate in [float(r) for r in args.rate.split(",")]:
+            sent = asyncio.run(_publish(ports[-1], rate, args.seconds, args.size))
+            frames, latencies = 0, []
+            for mine, _ in pipes:
+                mine.send("report")
+                if not mine.poll(30):
+                    raise RuntimeError("a receiver process did not report")
+                count, sample = mine.recv()
+                frames += count
+                latencies += sample
+            latencies.sort()
+            expected = sent * args.subscribers
+            row = {
+                "rate": rate,
+                "published": sent,
+                "expected": expected,
+                "delivered": frames,
+                "loss": expected - frames,
+                "delivered_per_s": round(frames / args.seconds),
+                "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
+                "p99_ms": round(latencies[int(len(latencies) * 0.99)], 2) if latencies else None,
+                "max_ms": round(latencies[-1], 2) if latencies else None,
+            }
+            results.append(row)
+            print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    finally:
+        for receiver in receivers:
+            receiver.kill()
+        for server in servers:
+            server.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(timeout=10)
+            server.kill()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(orjson.dumps({"args": vars(args), "steps": results}).decode())
+
+
+if __name__ == "__main__":
+    main()
