@@ -1,0 +1,147 @@
+"""POST /v1/broadcast and the small endpoints, with the errors of the contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import NodeFactory
+from tests.support import Client, HubNode, token
+
+OPERATOR = token("operator", "o1")
+COMMAND = {"event": "command", "data": {"name": "reboot"}}
+
+
+def _error(answer: httpx.Response, status: int, code: str) -> str:
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == code
+    message: str = error["message"]
+    return message
+
+
+async def test_broadcast_is_accepted_with_ids_and_ts_and_delivered(single: HubNode) -> None:
+    device = await Client.connect(single, token("device", "p1"))
+    answer = single.broadcast(OPERATOR, room="device:p1", **COMMAND)
+    assert answer.status_code == 202
+    body = answer.json()
+    assert set(body) == {"ids", "ts"}
+    assert list(body["ids"]) == ["device:p1"]
+    event = await device.next_event()
+    assert event["ts"] == body["ts"]
+    await device.close()
+
+
+async def test_admin_names_the_tenant_and_reaches_only_that_tenant(single: HubNode) -> None:
+    acme = await Client.connect(single, token("device", "p1", tenant="acme"))
+    globex = await Client.connect(single, token("device", "p1", tenant="globex"))
+    admin = token("admin", "root", tenant=None)
+    answer = single.broadcast(admin, room="device:p1", tenant="globex", **COMMAND)
+    assert answer.status_code == 202
+    assert (await globex.next_event())["event"] == "command"
+    await acme.no_event()
+    _error(single.broadcast(admin, room="device:p1", **COMMAND), 400, "bad_request")
+    await acme.close()
+    await globex.close()
+
+
+async def test_a_refused_multi_room_broadcast_delivers_nothing(single: HubNode) -> None:
+    device = await Client.connect(single, token("device", "p1"))
+    answer = single.broadcast(OPERATOR, rooms=["device:p1", "bad room"], **COMMAND)
+    _error(answer, 400, "bad_request")
+    await device.no_event()
+    await device.close()
+
+
+@pytest.mark.parametrize(
+    ("bearer", "status", "code"),
+    [
+        (None, 401, "unauthorized"),
+        ("garbage", 401, "unauthorized"),
+        (token("dashboard", "d1"), 403, "forbidden"),
+        (token("device", "p1"), 403, "forbidden"),
+    ],
+)
+def test_only_operators_and_admins_broadcast(
+    single: HubNode, bearer: str | None, status: int, code: str
+) -> None:
+    _error(single.post("/v1/broadcast", {"room": "devices", **COMMAND}, bearer), status, code)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "says"),
+    [
+        ({"room": "devices", "tenant": "globex", **COMMAND}, 403, "forbidden", "tenant"),
+        ([1, 2], 400, "bad_request", "object"),
+        ({"event": "command", "data": {"name": "x"}}, 400, "bad_request", "room"),
+        ({"room": "a", "rooms": ["b"], **COMMAND}, 400, "bad_request", "room"),
+        ({"rooms": [], **COMMAND}, 400, "bad_request", "rooms"),
+        ({"rooms": [f"r{i}" for i in range(101)], **COMMAND}, 400, "bad_request", "100"),
+        ({"room": "devices", "event": "Bad!", "data": {}}, 400, "bad_request", "event"),
+        (
+            {"room": "devices", "event": "content.update", "data": {}},
+            400,
+            "bad_request",
+            "data.content_id",
+        ),
+        ({"room": "devices", "event": "what.ever", "data": {}}, 404, "not_found", "unknown event"),
+        ({"room": "devices", "event": "device.online", "data": {}}, 403, "forbidden", "hub only"),
+    ],
+)
+def test_broadcast_errors(single: HubNode, body: Any, status: int, code: str, says: str) -> None:
+    assert says in _error(single.post("/v1/broadcast", body, OPERATOR), status, code)
+
+
+def test_a_body_that_is_not_json_is_400(single: HubNode) -> None:
+    answer = httpx.post(
+        single.url + "/v1/broadcast",
+        content=b"{nope",
+        headers={"Authorization": f"Bearer {OPERATOR}"},
+    )
+    _error(answer, 400, "bad_request")
+
+
+def test_a_body_over_one_mebibyte_is_413(single: HubNode) -> None:
+    body = {"room": "devices", "event": "x.big", "data": {"pad": "x" * (1 << 20)}}
+    _error(single.post("/v1/broadcast", body, OPERATOR), 413, "too_large")
+
+
+def test_an_event_over_the_event_limit_is_413(hub_node: NodeFactory) -> None:
+    node = hub_node("small", max_event_bytes=300)
+    body = {"room": "devices", "event": "x.big", "data": {"pad": "x" * 400}}
+    _error(node.post("/v1/broadcast", body, OPERATOR), 413, "too_large")
+
+
+def test_broadcasts_over_the_rate_are_429_with_retry_after(hub_node: NodeFactory) -> None:
+    node = hub_node("limited", broadcast_rate=2)
+    answers = [node.broadcast(OPERATOR, room="devices", **COMMAND) for _ in range(10)]
+    limited = [answer for answer in answers if answer.status_code == 429]
+    assert limited
+    assert all(int(answer.headers["Retry-After"]) >= 1 for answer in limited)
+    _error(limited[0], 429, "rate_limited")
+
+
+def test_unknown_paths_are_json_404(single: HubNode) -> None:
+    _error(httpx.get(single.url + "/nope"), 404, "not_found")
+
+
+def test_health_and_readiness_on_a_single_node(single: HubNode) -> None:
+    assert httpx.get(single.url + "/healthz").status_code == 200
+    ready = httpx.get(single.url + "/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["ready"] is True
+
+
+def test_metrics_are_prometheus_text(single: HubNode) -> None:
+    answer = httpx.get(single.url + "/metrics")
+    assert answer.status_code == 200
+    assert "hub_connections" in answer.text
+
+
+def test_metrics_need_the_stats_key_when_one_is_set(hub_node: NodeFactory) -> None:
+    node = hub_node("keyed", stats_key="k")
+    _error(httpx.get(node.url + "/metrics"), 401, "unauthorized")
+    keyed = httpx.get(node.url + "/metrics", headers={"Authorization": "Bearer k"})
+    assert keyed.status_code == 200
