@@ -18,21 +18,32 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from hub.auth import Authenticator, AuthError, Principal, Role
-from hub.broker import BrokerUnavailable, make_broker
+from hub.broker import BrokerUnavailable
 from hub.config import Settings
 from hub.connection import Connection
 from hub.events import check_event
 from hub.logs import configure as configure_logs
 from hub.metrics import Metrics
 from hub.node import Node
-from hub.protocol import Close, ErrorCode, HubError, check_event_name, check_room, check_tenant
+from hub.protocol import (
+    ID_RE,
+    Close,
+    ErrorCode,
+    HubError,
+    check_event_name,
+    check_room,
+    check_tenant,
+)
 from hub.ratelimit import TokenBucket
+from hub.rooms import room_key
 from hub.transport import WRITER_EXTENSION
 
 log = logging.getLogger("hub")
 
 MAX_BODY_BYTES = 1 << 20
 MAX_BROADCAST_ROOMS = 100
+DEFAULT_HISTORY_LIMIT = 100
+MAX_HISTORY_LIMIT = 1000
 _RATE_BUCKETS_MAX = 10000
 
 STATUS_OF = {
@@ -67,7 +78,7 @@ class Hub:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.node = Node(settings, make_broker(settings), self.metrics)
+        self.node = Node(settings, self.metrics)
         self.auth = Authenticator(settings)
         self._broadcast_buckets: dict[tuple[str | None, str], TokenBucket] = {}
 
@@ -150,6 +161,34 @@ class Hub:
         published = await self.node.publish(tenant, rooms, event, data)
         return JSONResponse({"ids": published.ids, "ts": published.ts}, status_code=202)
 
+    async def history(self, request: Request) -> Response:
+        principal = self._principal(request)
+        if principal.role is Role.DEVICE:
+            raise HubError(ErrorCode.FORBIDDEN, "devices do not read history")
+        room = check_room(request.path_params["room"])
+        tenant = _tenant_for(principal, request.query_params.get("tenant"))
+        if not principal.may_subscribe(room):
+            raise HubError(ErrorCode.FORBIDDEN, f"not allowed to read {room}")
+        since = request.query_params.get("since")
+        if since is not None and not ID_RE.match(since):
+            raise HubError(ErrorCode.BAD_REQUEST, "since must be an event id like 1700000000000-0")
+        limit = _limit(request.query_params.get("limit"))
+        page = await self.node.history(room_key(tenant, room), since, limit)
+        body = b"".join(
+            (
+                b'{"room":',
+                orjson.dumps(room),
+                b',"epoch":',
+                orjson.dumps(page.epoch),
+                b',"events":[',
+                b",".join(page.events),
+                b'],"last":',
+                orjson.dumps(page.last),
+                b"}",
+            )
+        )
+        return Response(body, media_type="application/json")
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "node": self.node.id})
 
@@ -204,6 +243,14 @@ def _tenant_for(principal: Principal, named: Any) -> str:
     return tenant
 
 
+def _limit(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_HISTORY_LIMIT
+    if not value.isdigit() or not 1 <= int(value) <= MAX_HISTORY_LIMIT:
+        raise HubError(ErrorCode.BAD_REQUEST, f"limit must be 1 to {MAX_HISTORY_LIMIT}")
+    return int(value)
+
+
 def _rooms_of(body: dict[str, Any]) -> list[str]:
     if ("room" in body) == ("rooms" in body):
         raise HubError(ErrorCode.BAD_REQUEST, "give exactly one of room or rooms")
@@ -249,6 +296,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             WebSocketRoute("/v1/ws", hub.socket),
             Route("/v1/broadcast", hub.broadcast, methods=["POST"]),
+            Route("/v1/rooms/{room}/history", hub.history),
             Route("/healthz", hub.healthz),
             Route("/readyz", hub.readyz),
             Route("/metrics", hub.prometheus),

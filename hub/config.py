@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         50.0, ge=0, description="frames per second one socket may send (0 = off)"
     )
     client_burst: int = Field(100, ge=1, description="frames a socket may send in one burst")
+    history_size: int = Field(1000, ge=0, description="events kept per room (0 = no history)")
+    history_ttl: float = Field(86400.0, gt=0, description="seconds an event is kept")
+    history_rooms: str | None = Field(
+        None,
+        description='per room-prefix retention, JSON: {"status": {"size": 100, "ttl": 600}}',
+    )
     broadcast_rate: float = Field(
         100.0, ge=0, description="REST broadcasts per second per operator token (0 = off)"
     )

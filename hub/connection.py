@@ -226,16 +226,26 @@ class Connection:
         tenant = self._tenant(request)
         if not self.principal.may_subscribe(room):
             raise HubError(ErrorCode.FORBIDDEN, f"not allowed to subscribe to {room}", request.ref)
-        await self._join(tenant, room)
+        key = room_key(tenant, room)
+        known = key in self._subscriptions
+        self._subscriptions[key] = room
+        try:
+            result = await self._node.subscribe(key, self, request.since, request.epoch)
+        except BrokerUnavailable:
+            if not known:
+                del self._subscriptions[key]
+            raise
+        for frame in result.frames:
+            self.send(frame)
         self._reply(
             encode(
                 {
                     "type": "ack",
                     "ref": request.ref,
                     "room": room,
-                    "recovered": False,
-                    "epoch": None,
-                    "last": None,
+                    "recovered": result.recovered,
+                    "epoch": result.epoch,
+                    "last": result.last,
                 }
             )
         )

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hub.broker import Broker
+from hub.broker import Broker, HistoryPage, Outgoing, make_broker
 from hub.config import Settings
+from hub.history import RetentionRules, id_of, parse_id, split_for_id
 from hub.metrics import Metrics
-from hub.protocol import ErrorCode, HubError, Ref, event_frame
+from hub.protocol import ErrorCode, HubError, Ref, event_frame, websocket_text_frame
 from hub.rooms import Member, Rooms, room_key
 
 
@@ -22,14 +23,64 @@ class Published:
     ts: int
 
 
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """A live subscription, and the frames that bring its member up to date first."""
+
+    epoch: str
+    last: str | None
+    recovered: bool
+    frames: list[bytes]
+
+
+class _Seam:
+    """Stands in a room for a member while its history is read, then until the live stream
+    has passed the last replayed event.
+
+    First it keeps what arrives. Once the history is in, it forwards only events newer
+    than the last one replayed (events the history already held may still be on their way
+    from the broker), and as soon as one has passed, it gives its place back to the member.
+    """
+
+    __slots__ = ("_after", "_frames", "_member", "_settle")
+
+    def __init__(self, member: Member, settle: Callable[[_Seam], None]) -> None:
+        self._member = member
+        self._settle: Callable[[_Seam], None] | None = settle
+        self._frames: list[bytes] | None = []
+        self._after: tuple[int, int] | None = None
+
+    def send(self, frame: bytes) -> None:
+        if self._frames is not None:
+            self._frames.append(frame)
+            return
+        if self._after is not None and id_of(frame) <= self._after:
+            return
+        self._member.send(frame)
+        self._after = None
+        settle, self._settle = self._settle, None
+        if settle is not None:
+            settle(self)
+
+    def release(self, after: tuple[int, int] | None) -> list[bytes]:
+        """Switch to forwarding; return the kept events newer than `after`."""
+        kept, self._frames = self._frames or [], None
+        self._after = after
+        return [frame for frame in kept if after is None or id_of(frame) > after]
+
+
 class Node:
-    def __init__(self, settings: Settings, broker: Broker, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.id = settings.node_id
-        self.broker = broker
+        self.retention = RetentionRules.parse(
+            settings.history_size, settings.history_ttl, settings.history_rooms
+        )
+        self.broker: Broker = make_broker(settings, self.retention)
         self.metrics = metrics
         self.rooms = Rooms()
         self._subscribing: dict[str, asyncio.Future[None]] = {}
+        self._seams: dict[tuple[str, Member], _Seam] = {}
         self._conn_ids = itertools.count(1)
 
     async def start(self) -> None:
@@ -76,9 +127,65 @@ class Node:
                 raise
 
     async def leave(self, key: str, member: Member) -> None:
-        if self.rooms.remove(key, member):
+        seam = self._seams.pop((key, member), None)
+        if self.rooms.remove(key, seam or member):
             self.metrics.rooms.set(len(self.rooms))
             await self.broker.unsubscribe(key)
+
+    async def subscribe(
+        self, key: str, member: Member, since: str | None, epoch: str | None
+    ) -> Subscribed:
+        """Join a room, replaying what `member` missed after `since` without gap or repeat.
+
+        A stand-in joins first, so events published from then on are kept; the history
+        read that follows holds every earlier one. The stand-in is then swapped for the
+        member in one step, and kept events the history already had are dropped by id.
+        """
+        seam = _Seam(member, lambda done: self._settle(key, member, done))
+        present = self._seams.get((key, member)) or (
+            member if self.rooms.has(key, member) else None
+        )
+        if present is not None:
+            self.rooms.swap(key, present, seam)
+            self._seams[key, member] = seam
+        else:
+            self._seams[key, member] = seam
+            try:
+                await self.join(key, seam)
+            except Exception:
+                self._seams.pop((key, member), None)
+                raise
+        size = self.retention.for_room(key.partition(":")[2]).size
+        try:
+            page = await self.history(key, since, size if since is not None else 0)
+        except Exception:
+            for frame in seam.release(None):
+                member.send(frame)
+            raise
+        if size <= 0:
+            return Subscribed(page.epoch, page.last, False, seam.release(None))
+        frames = [websocket_text_frame(event) for event in page.events]
+        if page.events:
+            after: tuple[int, int] | None = id_of(page.events[-1])
+        elif since is not None:
+            after = parse_id(since)
+        else:
+            after = parse_id(page.last) if page.last else None
+        frames += seam.release(after)
+        return Subscribed(page.epoch, page.last, _recovered(page, since, epoch), frames)
+
+    def _settle(self, key: str, member: Member, seam: _Seam) -> None:
+        """Give a seam's place back to its member, outside any fan-out loop."""
+
+        def swap() -> None:
+            if self._seams.get((key, member)) is seam:
+                del self._seams[key, member]
+                self.rooms.swap(key, seam, member)
+
+        asyncio.get_running_loop().call_soon(swap)
+
+    async def history(self, key: str, since: str | None, limit: int) -> HistoryPage:
+        return await self.broker.history(key, since, limit)
 
     async def publish(
         self, tenant: str, rooms: Sequence[str], event: str, data: Any, ref: Ref = None
@@ -93,7 +200,17 @@ class Node:
                 raise HubError(
                     ErrorCode.TOO_LARGE, f"event is {len(payload)} bytes, limit {limit}", ref
                 )
-            messages.append((room_key(tenant, room), payload))
-        await self.broker.publish(messages)
+            retention = self.retention.for_room(room)
+            prefix, suffix = split_for_id(payload) if retention.size > 0 else (payload, b"")
+            messages.append(Outgoing(room_key(tenant, room), prefix, suffix, retention))
+        ids = await self.broker.publish(messages)
         self.metrics.messages_in.inc(len(messages))
-        return Published(ids=dict.fromkeys(rooms), ts=ts)
+        return Published(ids=dict(zip(rooms, ids, strict=True)), ts=ts)
+
+
+def _recovered(page: HistoryPage, since: str | None, epoch: str | None) -> bool:
+    """True only when the client named the same epoch and nothing after `since` was dropped."""
+    if since is None or epoch != page.epoch:
+        return False
+    position = parse_id(since)
+    return position is not None and position >= page.trimmed

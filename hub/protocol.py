@@ -20,6 +20,7 @@ ROOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 EVENT_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 EVENT_MAX_LEN = 64
+ID_RE = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
 class Close(IntEnum):
@@ -150,6 +151,8 @@ def parse_request(text: str) -> Request:
         event = check_event_name(frame.get("event"), ref)
         return Request(op, ref, room=room, event=event, data=frame.get("data"), tenant=tenant)
     since = _optional_str(frame, "since", ref)
+    if since is not None and not ID_RE.match(since):
+        raise HubError(ErrorCode.BAD_REQUEST, "since must be an event id like 1700000000000-0", ref)
     epoch = _optional_str(frame, "epoch", ref)
     return Request(op, ref, room=room, since=since, epoch=epoch, tenant=tenant)
 

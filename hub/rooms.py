@@ -43,6 +43,16 @@ class Rooms:
         del self._members[key]
         return True
 
+    def swap(self, key: str, old: Member, new: Member) -> None:
+        """Put `new` in the place of `old`, in one step: no event can fall between them."""
+        members = self._members[key]
+        members.discard(old)
+        members.add(new)
+
+    def has(self, key: str, member: Member) -> bool:
+        members = self._members.get(key)
+        return members is not None and member in members
+
     def fan_out(self, key: str, payload: bytes) -> int:
         """Frame `payload` once and hand the same bytes to every local member."""
         members = self._members.get(key)

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from hub.broker.base import Broker, BrokerUnavailable, Deliver
+from hub.broker.base import Broker, BrokerUnavailable, Deliver, HistoryPage, Outgoing
 from hub.broker.memory import MemoryBroker
 from hub.config import Settings
+from hub.history import RetentionRules
 
-__all__ = ["Broker", "BrokerUnavailable", "Deliver", "MemoryBroker", "make_broker"]
+__all__ = [
+    "Broker",
+    "BrokerUnavailable",
+    "Deliver",
+    "HistoryPage",
+    "MemoryBroker",
+    "Outgoing",
+    "make_broker",
+]
 
 
-def make_broker(settings: Settings) -> Broker:
+def make_broker(settings: Settings, retention: RetentionRules) -> Broker:
     if settings.redis_url is None:
         return MemoryBroker()
     from hub.broker.redis import RedisBroker
 
-    return RedisBroker(settings.redis_url)
+    return RedisBroker(settings.redis_url, retention)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from hub.history import Retention
 
 Deliver = Callable[[str, bytes], None]
 """Called with a room key and an event's encoded bytes, for every event of a subscribed room."""
@@ -13,10 +16,36 @@ class BrokerUnavailable(Exception):
     """The broker cannot take the request now; nothing was published or subscribed."""
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One event for one room: `prefix + id + suffix` are its bytes once it has an id."""
+
+    key: str
+    prefix: bytes
+    suffix: bytes
+    retention: Retention
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """What a room's history holds after some id."""
+
+    epoch: str
+    events: list[bytes]
+    """Encoded events, oldest first."""
+    last: str | None
+    """The room's newest id."""
+    trimmed: tuple[int, int]
+    """The newest id retention has dropped: events after it are all still there."""
+
+
 class Broker(ABC):
-    """Carries encoded events between the nodes that have members in a room.
+    """Carries encoded events between the nodes that have members in a room, and keeps
+    each room's recent events.
 
     A broker never parses what it carries: the bytes published are the bytes delivered.
+    Appending to a room's history and publishing to its members are one atomic step, so
+    every node sees a room's events in id order.
     """
 
     @abstractmethod
@@ -36,8 +65,13 @@ class Broker(ABC):
         """Stop delivering `key`; this node has no member left in it."""
 
     @abstractmethod
-    async def publish(self, messages: Sequence[tuple[str, bytes]]) -> None:
-        """Publish every (key, payload) pair, or none of them (raise `BrokerUnavailable`)."""
+    async def publish(self, messages: Sequence[Outgoing]) -> list[str | None]:
+        """Publish every event, or none (raise `BrokerUnavailable`); return their ids
+        (None where the room keeps no history)."""
+
+    @abstractmethod
+    async def history(self, key: str, since: str | None, limit: int) -> HistoryPage:
+        """Up to `limit` retained events after `since` (from the oldest when None)."""
 
     @property
     @abstractmethod

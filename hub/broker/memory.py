@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from hub.broker.base import Broker, Deliver
+from hub.broker.base import Broker, Deliver, HistoryPage, Outgoing
+from hub.history import ID_END, format_id, parse_id
+
+_NONE = (0, 0)
+
+
+@dataclass(slots=True)
+class _Room:
+    epoch: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    events: deque[tuple[tuple[int, int], bytes, float]] = field(default_factory=deque)
+    last: tuple[int, int] = _NONE
+    trimmed: tuple[int, int] = _NONE
 
 
 class MemoryBroker(Broker):
-    """Delivers each publish straight to this process's rooms, in the order published."""
+    """Keeps history in this process and delivers each publish straight to its rooms."""
 
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
         self._keys: set[str] = set()
+        self._rooms: dict[str, _Room] = {}
 
     async def connect(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -27,13 +43,59 @@ class MemoryBroker(Broker):
     async def unsubscribe(self, key: str) -> None:
         self._keys.discard(key)
 
-    async def publish(self, messages: Sequence[tuple[str, bytes]]) -> None:
+    async def publish(self, messages: Sequence[Outgoing]) -> list[str | None]:
+        ids: list[str | None] = []
+        encoded: list[tuple[str, bytes]] = []
+        now = time.time()
+        for message in messages:
+            retention = message.retention
+            if retention.size <= 0:
+                ids.append(None)
+                encoded.append((message.key, message.prefix + message.suffix))
+                continue
+            room = self._room(message.key)
+            self._trim(room, now, retention.size - 1)
+            ms = int(now * 1000)
+            event_id = (ms, 0) if ms > room.last[0] else (room.last[0], room.last[1] + 1)
+            room.last = event_id
+            text = format_id(event_id)
+            room.events.append((event_id, message.prefix, now + retention.ttl))
+            ids.append(text)
+            encoded.append((message.key, message.prefix + text.encode() + message.suffix))
         deliver = self._deliver
-        if deliver is None:
-            return
-        for key, payload in messages:
-            if key in self._keys:
-                deliver(key, payload)
+        if deliver is not None:
+            for key, payload in encoded:
+                if key in self._keys:
+                    deliver(key, payload)
+        return ids
+
+    async def history(self, key: str, since: str | None, limit: int) -> HistoryPage:
+        room = self._room(key)
+        self._trim(room, time.time(), None)
+        after = parse_id(since) if since is not None else _NONE
+        events: list[bytes] = []
+        if after is not None and limit > 0:
+            for event_id, prefix, _ in room.events:
+                if event_id > after:
+                    events.append(prefix + format_id(event_id).encode() + ID_END)
+                    if len(events) >= limit:
+                        break
+        last = format_id(room.last) if room.events else None
+        return HistoryPage(room.epoch, events, last, room.trimmed)
+
+    def _room(self, key: str) -> _Room:
+        room = self._rooms.get(key)
+        if room is None:
+            room = self._rooms[key] = _Room()
+        return room
+
+    @staticmethod
+    def _trim(room: _Room, now: float, keep: int | None) -> None:
+        """Drop events past their age, and the oldest beyond `keep`; remember the newest
+        dropped id, which decides whether a resume is complete."""
+        events = room.events
+        while events and ((keep is not None and len(events) > keep) or events[0][2] <= now):
+            room.trimmed = events.popleft()[0]
 
     @property
     def available(self) -> bool:

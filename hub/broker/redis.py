@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Sequence
 
@@ -23,11 +24,15 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from hub.backoff import Backoff
-from hub.broker.base import Broker, BrokerUnavailable, Deliver
+from hub.broker import scripts
+from hub.broker.base import Broker, BrokerUnavailable, Deliver, HistoryPage, Outgoing
+from hub.history import ID_END, RetentionRules, parse_id
 
 log = logging.getLogger("hub.broker")
 
 CHANNEL_PREFIX = b"hub:room:"
+STREAM_PREFIX = b"hub:h:"
+META_PREFIX = b"hub:m:"
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
 HEALTH_INTERVAL = 3.0
@@ -40,8 +45,13 @@ def channel_of(key: str) -> bytes:
     return CHANNEL_PREFIX + key.encode()
 
 
+def _new_epoch() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 class RedisBroker(Broker):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, retention: RetentionRules) -> None:
+        self._retention = retention
         options = {
             "socket_connect_timeout": CONNECT_TIMEOUT,
             "socket_timeout": COMMAND_TIMEOUT,
@@ -52,6 +62,8 @@ class RedisBroker(Broker):
         }
         self._pool = ConnectionPool.from_url(url, **options)
         self._client = Redis(connection_pool=self._pool)
+        self._publish = self._client.register_script(scripts.PUBLISH)
+        self._history = self._client.register_script(scripts.HISTORY)
         self._deliver: Deliver | None = None
         self._wanted: set[bytes] = set()
         self._waiters: defaultdict[bytes, deque[asyncio.Future[None]]] = defaultdict(deque)
@@ -96,20 +108,44 @@ class RedisBroker(Broker):
         if self._available:
             self._commands.put_nowait((_UNSUBSCRIBE, channel))
 
-    async def publish(self, messages: Sequence[tuple[str, bytes]]) -> None:
+    async def publish(self, messages: Sequence[Outgoing]) -> list[str | None]:
         if not self._available:
             raise BrokerUnavailable("redis is unreachable")
+        keys: list[bytes] = []
+        args: list[bytes | str | int] = [_new_epoch()]
+        for message in messages:
+            keys += [STREAM_PREFIX + message.key.encode(), META_PREFIX + message.key.encode()]
+            retention = message.retention
+            args += [
+                channel_of(message.key),
+                message.prefix,
+                message.suffix,
+                retention.size,
+                int(retention.ttl * 1000),
+            ]
         try:
-            if len(messages) == 1:
-                key, payload = messages[0]
-                await self._client.publish(channel_of(key), payload)
-                return
-            async with self._client.pipeline(transaction=True) as pipe:
-                for key, payload in messages:
-                    pipe.publish(channel_of(key), payload)
-                await pipe.execute()
+            ids = await self._publish(keys=keys, args=args)
         except (RedisError, OSError) as error:
             raise BrokerUnavailable(f"redis publish failed: {error}") from error
+        return [event_id.decode() if event_id else None for event_id in ids]
+
+    async def history(self, key: str, since: str | None, limit: int) -> HistoryPage:
+        if not self._available:
+            raise BrokerUnavailable("redis is unreachable")
+        keys = [STREAM_PREFIX + key.encode(), META_PREFIX + key.encode()]
+        ttl_ms = int(self._retention.for_room(key.partition(":")[2]).ttl * 1000)
+        try:
+            epoch, trimmed, last, events = await self._history(
+                keys=keys, args=[_new_epoch(), since or "", limit, ttl_ms]
+            )
+        except (RedisError, OSError) as error:
+            raise BrokerUnavailable(f"redis history read failed: {error}") from error
+        return HistoryPage(
+            epoch=epoch.decode(),
+            events=[event + ID_END for event in events],
+            last=last.decode() if last else None,
+            trimmed=parse_id(trimmed.decode()) or (0, 0),
+        )
 
     async def _run(self) -> None:
         backoff = Backoff(base=0.1, cap=5.0)

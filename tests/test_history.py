@@ -1,0 +1,239 @@
+"""Room history and resume: ids, replay after `since`, epochs, and the seam under load."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from hub.history import parse_id
+from tests.conftest import NodeFactory
+from tests.support import Client, HubNode, RedisServer, token, wait_until
+
+OPERATOR = token("operator", "o1")
+PUBLISHER = token("dashboard", "pub", publish=["*"])
+
+
+def _order(event_id: str) -> tuple[int, int]:
+    return parse_id(event_id) or (0, 0)
+
+
+def _tick(node: HubNode, room: str, n: int) -> str:
+    answer = node.broadcast(OPERATOR, room=room, event="x.tick", data={"n": n})
+    assert answer.status_code == 202, answer.text
+    event_id: str = answer.json()["ids"][room]
+    return event_id
+
+
+def _history(node: HubNode, room: str, **params: Any) -> dict[str, Any]:
+    answer = httpx.get(
+        f"{node.url}/v1/rooms/{room}/history",
+        params=params,
+        headers={"Authorization": f"Bearer {OPERATOR}"},
+    )
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+async def _ticks(client: Client, count: int) -> list[int]:
+    return [(await client.next_event())["data"]["n"] for _ in range(count)]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def node(request: pytest.FixtureRequest, hub_node: NodeFactory) -> HubNode:
+    """A single node without Redis, and a node with one, for behaviour both must share."""
+    if request.param == "memory":
+        return hub_node("solo", history_size=5)
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    return hub_node("with-redis", redis.url, history_size=5)
+
+
+async def test_events_carry_increasing_ids_that_acks_and_rest_report(node: HubNode) -> None:
+    listener = await Client.connect(node, token("dashboard", "d1"))
+    await listener.subscribe("room")
+    ids = [_tick(node, "room", n) for n in range(3)]
+    events = [await listener.next_event() for _ in range(3)]
+    assert [event["id"] for event in events] == ids
+    assert sorted(ids, key=_order) == ids
+    publisher = await Client.connect(node, PUBLISHER)
+    ack = await publisher.request("publish", room="room", event="x.tick", data={"n": 3})
+    assert ack["id"] == (await listener.next_event())["id"]
+    await listener.close()
+    await publisher.close()
+
+
+async def test_resume_replays_what_was_missed_then_goes_live(node: HubNode) -> None:
+    first = await Client.connect(node, token("dashboard", "d1"))
+    ack = await first.subscribe("room")
+    assert ack["recovered"] is False
+    _tick(node, "room", 0)
+    seen = await first.next_event()
+    await first.close()
+    _tick(node, "room", 1)
+    _tick(node, "room", 2)
+
+    again = await Client.connect(node, token("dashboard", "d1"))
+    resumed = await again.request("subscribe", room="room", since=seen["id"], epoch=ack["epoch"])
+    assert resumed["type"] == "ack"
+    assert resumed["recovered"] is True
+    assert resumed["epoch"] == ack["epoch"]
+    _tick(node, "room", 3)
+    assert await _ticks(again, 1) == [3]
+    await again.close()
+
+
+async def test_replayed_events_come_before_the_ack(node: HubNode) -> None:
+    first_id = _tick(node, "room", 0)
+    _tick(node, "room", 1)
+    client = await Client.connect(node, token("dashboard", "d1"))
+    epoch = _history(node, "room")["epoch"]
+    await client.send({"op": "subscribe", "room": "room", "since": first_id, "epoch": epoch})
+    replayed = await client.recv()
+    assert (replayed["type"], replayed["data"]) == ("event", {"n": 1})
+    ack = await client.recv()
+    assert (ack["type"], ack["recovered"], ack["last"]) == ("ack", True, replayed["id"])
+    await client.close()
+
+
+async def test_since_older_than_retention_is_not_recovered(node: HubNode) -> None:
+    first_id = _tick(node, "room", 0)
+    for n in range(1, 8):
+        _tick(node, "room", n)
+    epoch = _history(node, "room")["epoch"]
+    client = await Client.connect(node, token("dashboard", "d1"))
+    await client.send({"op": "subscribe", "room": "room", "since": first_id, "epoch": epoch})
+    assert await _ticks(client, 5) == [3, 4, 5, 6, 7]
+    ack = await client.recv()
+    assert ack["type"] == "ack"
+    assert ack["recovered"] is False
+    await client.close()
+
+
+async def test_another_epoch_is_not_recovered(node: HubNode) -> None:
+    first_id = _tick(node, "room", 0)
+    client = await Client.connect(node, token("dashboard", "d1"))
+    ack = await client.subscribe("room", since=first_id, epoch="not-this-one")
+    assert ack["recovered"] is False
+    await client.close()
+
+
+async def test_history_endpoint_pages_after_since(node: HubNode) -> None:
+    ids = [_tick(node, "room", n) for n in range(4)]
+    page = _history(node, "room", since=ids[0], limit=2)
+    assert page["room"] == "room"
+    assert [event["data"]["n"] for event in page["events"]] == [1, 2]
+    assert page["last"] == ids[-1]
+    assert page["events"][0]["type"] == "event"
+    assert page["events"][0]["id"] == ids[1]
+
+
+def test_history_endpoint_refuses_devices_and_bad_input(single: HubNode) -> None:
+    url = f"{single.url}/v1/rooms/room/history"
+    device = {"Authorization": f"Bearer {token('device', 'p1')}"}
+    operator = {"Authorization": f"Bearer {OPERATOR}"}
+    assert httpx.get(url, headers=device).status_code == 403
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, params={"since": "yesterday"}, headers=operator).status_code == 400
+    assert httpx.get(url, params={"limit": "0"}, headers=operator).status_code == 400
+
+
+async def test_no_history_means_no_ids(hub_node: NodeFactory) -> None:
+    node = hub_node("forgetful", history_size=0)
+    client = await Client.connect(node, token("device", "p1"))
+    answer = node.broadcast(OPERATOR, room="devices", event="x.tick", data={"n": 0})
+    assert answer.json()["ids"] == {"devices": None}
+    assert "id" not in await client.next_event()
+    await client.close()
+
+
+async def test_retention_per_room_prefix(hub_node: NodeFactory) -> None:
+    node = hub_node("prefixed", history_rooms='{"brief:": {"size": 2}}')
+    for n in range(4):
+        _tick(node, "brief:room", n)
+        _tick(node, "long:room", n)
+    assert len(_history(node, "brief:room")["events"]) == 2
+    assert len(_history(node, "long:room")["events"]) == 4
+
+
+async def test_redis_losing_its_data_changes_the_epoch(
+    hub_node: NodeFactory, redis_server: RedisServer
+) -> None:
+    node = hub_node("a", redis_server.url)
+    first_id = _tick(node, "room", 0)
+    epoch = _history(node, "room")["epoch"]
+    redis_server.stop()
+    redis_server.start()
+    wait_until(node.ready, 20, "the node to reconnect")
+    client = await Client.connect(node, token("dashboard", "d1"))
+    ack = await client.subscribe("room", since=first_id, epoch=epoch)
+    assert ack["recovered"] is False
+    assert ack["epoch"] != epoch
+    await client.close()
+
+
+async def test_resume_has_no_gap_and_no_repeat_while_both_nodes_publish(
+    hub_node: NodeFactory, redis_server: RedisServer
+) -> None:
+    a = hub_node("a", redis_server.url, client_rate=0)
+    b = hub_node("b", redis_server.url, client_rate=0)
+    publishers = [await Client.connect(node, PUBLISHER) for node in (a, b)]
+    total = 300
+
+    async def publish(client: Client, origin: int) -> None:
+        for n in range(total):
+            await client.send(
+                {"op": "publish", "room": "busy", "event": "x.tick", "data": {"o": origin, "n": n}}
+            )
+        for _ in range(total):
+            assert (await client.recv())["type"] == "ack"
+
+    watchers = [
+        await Client.connect(node, token("dashboard", f"w{i}")) for i, node in enumerate((a, b))
+    ]
+    for watcher in watchers:
+        await watcher.subscribe("busy")
+    tasks = [asyncio.create_task(publish(client, i)) for i, client in enumerate(publishers)]
+    early = await watchers[0].next_event()
+    # A late subscriber resumes from the first event while both publishers are running.
+    late = await Client.connect(b, token("dashboard", "late"))
+    await late.send({"op": "subscribe", "room": "busy", "since": early["id"]})
+    await asyncio.gather(*tasks)
+
+    async def ids(client: Client, count: int) -> list[str]:
+        got: list[str] = []
+        while len(got) < count:
+            frame = await client.recv(10)
+            if frame.get("type") == "event":
+                got.append(frame["id"])
+        return got
+
+    full = [early["id"], *await ids(watchers[0], 2 * total - 1)]
+    assert await ids(watchers[1], 2 * total) == full
+    assert await ids(late, 2 * total - 1) == full[1:]
+    assert sorted(full, key=_order) == full
+    for client in (*publishers, *watchers, late):
+        await client.close()
+
+
+async def test_a_device_resumes_its_own_rooms_by_subscribing_to_them(node: HubNode) -> None:
+    device = await Client.connect(node, token("device", "p1"))
+    ack = await device.subscribe("device:p1")
+    _tick(node, "device:p1", 0)
+    seen = await device.next_event()
+    await device.close()
+    _tick(node, "device:p1", 1)
+
+    again = await Client.connect(node, token("device", "p1"))
+    assert "device:p1" in again.welcome["rooms"]
+    await again.send(
+        {"op": "subscribe", "room": "device:p1", "since": seen["id"], "epoch": ack["epoch"]}
+    )
+    assert (await again.recv())["data"] == {"n": 1}
+    resumed = await again.recv()
+    assert (resumed["type"], resumed["recovered"]) == ("ack", True)
+    _tick(node, "device:p1", 2)
+    assert await _ticks(again, 1) == [2]
+    await again.close()
