@@ -37,7 +37,7 @@ _PING = 0x9
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 
 
-def _raise_file_limit() -> None:
+def raise_file_limit() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -124,7 +124,7 @@ async def _receive(ports: list[int], first: int, count: int, shared: dict[str, A
 
 def _receiver(ports: list[int], first: int, count: int, pipe: Connection, sample: int) -> None:
     """One receiver process: connect, say ready, then hand over its counts when asked."""
-    _raise_file_limit()
+    raise_file_limit()
     shared: dict[str, Any] = {"frames": 0, "latencies": [], "sample": sample}
 
     async def main() -> None:
@@ -186,7 +186,10 @@ async def _publish(port: int, rate: float, seconds: float, size: int) -> int:
     return sent
 
 
-def _start_node(name: str, port: int, redis_url: str | None, cpu: str | None) -> Any:
+def start_node(
+    name: str, port: int, redis_url: str | None, cpu: str | None, **settings: str
+) -> Any:
+    """Start `hub serve` (pinned with taskset when asked) and wait until it is ready."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env.update(
         HUB_JWT_SECRET=SECRET,
@@ -197,6 +200,7 @@ def _start_node(name: str, port: int, redis_url: str | None, cpu: str | None) ->
     )
     if redis_url:
         env["HUB_REDIS_URL"] = redis_url
+    env.update({f"HUB_{key.upper()}": value for key, value in settings.items()})
     command = [sys.executable, "-m", "hub", "serve", "--port", str(port)]
     if cpu is not None and shutil.which("taskset"):
         command = ["taskset", "-c", cpu, *command]
@@ -224,12 +228,12 @@ def main() -> None:
     parser.add_argument("--server-cpu", help="pin server processes to these CPUs (taskset)")
     parser.add_argument("--out", default="results/fanout.json")
     args = parser.parse_args()
-    _raise_file_limit()
+    raise_file_limit()
 
     nodes = args.nodes if args.redis_url else 1
     ports = [20000 + os.getpid() % 10000 + i for i in range(nodes)]
     servers = [
-        _start_node(f"bench-{i}", port, args.redis_url, args.server_cpu)
+        start_node(f"bench-{i}", port, args.redis_url, args.server_cpu)
         for i, port in enumerate(ports)
     ]
     context = mp.get_context("spawn")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+from tests.conftest import NodeFactory
 from tests.support import Client, HubNode, RedisServer, token, wait_until
 
 OPERATOR = token("operator", "o1")
@@ -171,3 +173,15 @@ async def test_concurrent_joins_of_a_new_room_all_get_live_subscriptions(
     for client in clients:
         assert (await client.next_event())["data"] == {"name": "go"}
         await client.close()
+
+
+async def test_a_node_without_rooms_stays_connected_across_health_pings(
+    hub_node: NodeFactory, redis_server: RedisServer
+) -> None:
+    node = hub_node("idle", redis_server.url)
+    deadline = time.monotonic() + 7.5  # past two health pings of an unsubscribed connection
+    while time.monotonic() < deadline:
+        assert node.ready()
+        await asyncio.sleep(0.2)
+    assert "reconnecting" not in node.output()
+    assert "connection lost" not in node.output()

@@ -126,6 +126,7 @@ class RedisBroker(Broker):
         try:
             ids = await self._publish(keys=keys, args=args)
         except (RedisError, OSError) as error:
+            log.warning("redis publish failed: %s", error)
             raise BrokerUnavailable(f"redis publish failed: {error}") from error
         return [event_id.decode() if event_id else None for event_id in ids]
 
@@ -202,6 +203,8 @@ class RedisBroker(Broker):
         while True:
             reply = await conn.read_response(timeout=math.inf)
             self._heard = True
+            if not isinstance(reply, list):
+                continue  # a PING's answer while no channel is subscribed
             kind = reply[0]
             if kind == b"message":
                 deliver(reply[1][prefix:].decode(), reply[2])
