@@ -227,13 +227,22 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--server-cpu", help="pin server processes to these CPUs (taskset)")
     parser.add_argument("--out", default="results/fanout.json")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a hub setting"
+    )
     args = parser.parse_args()
     raise_file_limit()
 
     nodes = args.nodes if args.redis_url else 1
     ports = [20000 + os.getpid() % 10000 + i for i in range(nodes)]
     servers = [
-        start_node(f"bench-{i}", port, args.redis_url, args.server_cpu)
+        start_node(
+            f"bench-{i}",
+            port,
+            args.redis_url,
+            args.server_cpu,
+            **dict(item.split("=", 1) for item in args.set),
+        )
         for i, port in enumerate(ports)
     ]
     context = mp.get_context("spawn")
@@ -256,16 +265,23 @@ def main() -> None:
                 raise RuntimeError("a receiver process did not connect in time")
         for rate in [float(r) for r in args.rate.split(",")]:
             sent = asyncio.run(_publish(ports[-1], rate, args.seconds, args.size))
-            frames, latencies = 0, []
-            for mine, _ in pipes:
-                mine.send("report")
-                if not mine.poll(30):
-                    raise RuntimeError("a receiver process did not report")
-                count, sample = mine.recv()
-                frames += count
-                latencies += sample
-            latencies.sort()
             expected = sent * args.subscribers
+            frames, latencies = 0, []
+            # Collect until everything arrived, or nothing more arrives for two seconds.
+            quiet_since = time.monotonic()
+            while frames < expected and time.monotonic() - quiet_since < 2.0:
+                before = frames
+                for mine, _ in pipes:
+                    mine.send("report")
+                    if not mine.poll(30):
+                        raise RuntimeError("a receiver process did not report")
+                    count, sample = mine.recv()
+                    frames += count
+                    latencies += sample
+                if frames > before:
+                    quiet_since = time.monotonic()
+                time.sleep(0.2)
+            latencies.sort()
             row = {
                 "rate": rate,
                 "published": sent,
