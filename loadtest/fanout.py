@@ -22,12 +22,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+from websockets.asyncio.client import ClientConnection, connect
 
 from hub.auth import Role, issue_token
 
@@ -140,26 +142,26 @@ def _receiver(ports: list[int], first: int, count: int, pipe: Connection, sample
     asyncio.run(main())
 
 
-async def _publish(port: int, rate: float, seconds: float, size: int) -> int:
-    """Publish `rate` events/s for `seconds` over one socket; acks are read and ignored."""
-    from websockets.asyncio.client import connect
-
+@contextlib.asynccontextmanager
+async def publisher(port: int, sub: str, rooms: list[str]) -> AsyncIterator[ClientConnection]:
+    """A dashboard socket allowed to publish to `rooms`, past its welcome."""
     token = issue_token(
-        SECRET,
-        sub="bench-publisher",
-        role=Role.DASHBOARD,
-        tenant="bench",
-        ttl=3600,
-        extra={"publish": ["devices"]},
+        SECRET, sub=sub, role=Role.DASHBOARD, tenant="bench", ttl=3600, extra={"publish": rooms}
     )
-    pad = "x" * max(0, size - 110)
-    sent = 0
     async with connect(
         f"ws://127.0.0.1:{port}/v1/ws",
         additional_headers={"Authorization": f"Bearer {token}"},
         compression=None,
     ) as ws:
         await ws.recv()
+        yield ws
+
+
+async def _publish(port: int, rate: float, seconds: float, size: int) -> int:
+    """Publish `rate` events/s for `seconds` over one socket; acks are read and ignored."""
+    pad = "x" * max(0, size - 110)
+    sent = 0
+    async with publisher(port, "bench-publisher", ["devices"]) as ws:
 
         async def drain() -> None:
             async for _ in ws:

@@ -16,31 +16,16 @@ import signal
 import time
 
 import orjson
-from websockets.asyncio.client import connect
 
-from hub.auth import Role, issue_token
-from loadtest.fanout import SECRET, start_node
+from loadtest.fanout import publisher, start_node
 
 
 async def _publisher(port: int, index: int, seconds: float, window: int) -> int:
-    token = issue_token(
-        SECRET,
-        sub=f"pub-{index}",
-        role=Role.DASHBOARD,
-        tenant="bench",
-        ttl=3600,
-        extra={"publish": ["*"]},
-    )
     frame = orjson.dumps(
         {"op": "publish", "room": f"bench:{index}", "event": "x.bench", "data": {"pad": "x" * 100}}
     ).decode()
     acked = 0
-    async with connect(
-        f"ws://127.0.0.1:{port}/v1/ws",
-        additional_headers={"Authorization": f"Bearer {token}"},
-        compression=None,
-    ) as ws:
-        await ws.recv()
+    async with publisher(port, f"pub-{index}", ["*"]) as ws:
         for _ in range(window):
             await ws.send(frame)
         deadline = time.monotonic() + seconds
