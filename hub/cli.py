@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -84,6 +85,29 @@ def token(args: argparse.Namespace) -> None:
     )
 
 
+def listen(args: argparse.Namespace) -> None:
+    import asyncio
+
+    import orjson
+
+    from hub.client import Event, HubClient
+
+    bearer = args.token or os.environ.get("HUB_TOKEN")
+    if not bearer:
+        sys.exit("hub: give --token or set HUB_TOKEN")
+
+    def show(event: Event) -> None:
+        sys.stdout.write(orjson.dumps(event).decode() + "\n")
+        sys.stdout.flush()
+
+    def lost(room: str) -> None:
+        sys.stderr.write(f"hub: events of {room} may be missing (recovered: false)\n")
+
+    client = HubClient(args.url, bearer, rooms=args.room, on_event=show, on_lost=lost)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(client.run())
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="hub", description="A real-time WebSocket hub.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -109,9 +133,24 @@ def parser() -> argparse.ArgumentParser:
     tok.add_argument("--publish", action="append", help="publishable room pattern (repeat)")
     tok.add_argument("--ttl", type=float, default=3600, help="seconds until expiry [3600]")
     tok.set_defaults(func=token)
+
+    watch = commands.add_parser(
+        "listen", help="print a room's events as JSON lines, resuming across reconnects"
+    )
+    watch.add_argument("--room", action="append", default=[], help="a room (repeat)")
+    watch.add_argument(
+        "--url",
+        action="append",
+        default=None,
+        help="socket URL (repeat for several nodes) [ws://127.0.0.1:8000/v1/ws]",
+    )
+    watch.add_argument("--token", help="bearer token [HUB_TOKEN]")
+    watch.set_defaults(func=listen)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    if getattr(args, "url", ()) is None:
+        args.url = ["ws://127.0.0.1:8000/v1/ws"]
     args.func(args)
