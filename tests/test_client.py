@@ -11,6 +11,7 @@ import sys
 
 import httpx
 import orjson
+import pytest
 
 from hub.backoff import Backoff
 from hub.client import Event, HubClient
@@ -58,8 +59,9 @@ async def _publisher(node: HubNode, origin: int, published: list[str]) -> None:
             await asyncio.sleep(0.02)
 
 
-async def test_fifty_clients_cut_off_at_random_and_a_killed_node_lose_nothing(
-    hub_node: NodeFactory, redis_server: RedisServer
+@pytest.mark.parametrize("trouble", ["sockets cut at random", "a node killed and restarted"])
+async def test_fifty_resuming_clients_end_with_the_exact_history(
+    hub_node: NodeFactory, redis_server: RedisServer, trouble: str
 ) -> None:
     a = hub_node("a", redis_server.url, broadcast_rate=0)
     b = hub_node("b", redis_server.url, broadcast_rate=0)
@@ -71,12 +73,16 @@ async def test_fifty_clients_cut_off_at_random_and_a_killed_node_lose_nothing(
     publishing = asyncio.gather(_publisher(a, 0, published), _publisher(b, 1, published))
 
     async def cut_at_random() -> None:
+        if trouble != "sockets cut at random":
+            return
         rng = random.Random(7)
         for _ in range(60):
             await asyncio.sleep(rng.uniform(0.01, 0.08))
             await rng.choice(recorders).client.drop()
 
     async def kill_and_restart_a() -> None:
+        if trouble != "a node killed and restarted":
+            return
         await asyncio.sleep(1.5)
         await asyncio.to_thread(a.stop, signal.SIGKILL)
         await asyncio.sleep(0.5)
