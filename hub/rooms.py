@@ -65,6 +65,3 @@ class Rooms:
 
     def __len__(self) -> int:
         return len(self._members)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._members
