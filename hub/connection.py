@@ -42,6 +42,7 @@ class Connection:
         "_held",
         "_limit",
         "_node",
+        "_silence",
         "_strikes",
         "_subscriptions",
         "_writer",
@@ -64,6 +65,7 @@ class Connection:
         )
         self._strikes = 0
         self._expiry: asyncio.TimerHandle | None = None
+        self._silence: asyncio.TimerHandle | None = None
         self.id = node.next_conn_id()
         self.principal = principal
 
@@ -106,6 +108,7 @@ class Connection:
             Close.POLICY,
             "token expired",
         )
+        self._listen_for_heartbeats()
         try:
             await self._open()
             while True:
@@ -119,10 +122,27 @@ class Connection:
                 await self._handle(text)
         finally:
             self._expiry.cancel()
+            if self._silence is not None:
+                self._silence.cancel()
             self._closing = True
             for key in list(self._subscriptions):
                 await self._node.leave(key, self)
             self._subscriptions.clear()
+
+    def _listen_for_heartbeats(self) -> None:
+        """(Re)arm a device's silence deadline: one timer per device, reset by each heartbeat,
+        so only the devices that fell silent cost anything when time runs out."""
+        if self.principal.role is not Role.DEVICE:
+            return
+        if self._silence is not None:
+            self._silence.cancel()
+        loop = asyncio.get_running_loop()
+        self._silence = loop.call_at(
+            loop.time() + self._node.settings.heartbeat_timeout,
+            self.close,
+            Close.HEARTBEAT_TIMEOUT,
+            "heartbeat timeout",
+        )
 
     async def _open(self) -> None:
         """Join the device's rooms before the welcome goes out, holding events meanwhile.
@@ -279,4 +299,5 @@ class Connection:
             raise HubError(ErrorCode.FORBIDDEN, "only devices send heartbeats", request.ref)
         data = {**request.data, "device": principal.sub}
         validate(DeviceHeartbeat, data, request.ref)
+        self._listen_for_heartbeats()
         await self._node.publish(principal.tenant, [STATUS_ROOM], "device.heartbeat", data)
