@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import orjson
@@ -179,21 +178,3 @@ async def test_device_heartbeat_reaches_the_status_room(single: HubNode) -> None
 
 def _alert(message: str) -> dict[str, str]:
     return {"level": "info", "message": message}
-
-
-async def test_a_silent_device_is_closed_4008_and_a_beating_one_is_not(
-    hub_node: NodeFactory,
-) -> None:
-    node = hub_node("beats", heartbeat_interval=0.3, heartbeat_timeout=1.0)
-    silent = await Client.connect(node, token("device", "quiet"))
-    beating = await Client.connect(node, token("device", "busy"))
-    dashboard = await Client.connect(node, token("dashboard", "d1"))
-    started = time.monotonic()
-    while time.monotonic() - started < 2.5:
-        await beating.send({"op": "heartbeat", "data": {"status": "playing"}})
-        await asyncio.sleep(0.3)
-    assert await silent.closed_with(timeout=5) == 4008
-    assert (await beating.request("ping"))["type"] == "pong"
-    assert (await dashboard.request("ping"))["type"] == "pong"
-    await beating.close()
-    await dashboard.close()
