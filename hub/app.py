@@ -161,14 +161,25 @@ class Hub:
         published = await self.node.publish(tenant, rooms, event, data)
         return JSONResponse({"ids": published.ids, "ts": published.ts}, status_code=202)
 
-    async def history(self, request: Request) -> Response:
+    def _readable_room(self, request: Request) -> tuple[str, str]:
+        """The room named in the path, and its tenant, when the caller may read it."""
         principal = self._principal(request)
         if principal.role is Role.DEVICE:
-            raise HubError(ErrorCode.FORBIDDEN, "devices do not read history")
+            raise HubError(ErrorCode.FORBIDDEN, "devices do not read rooms over REST")
         room = check_room(request.path_params["room"])
         tenant = _tenant_for(principal, request.query_params.get("tenant"))
         if not principal.may_subscribe(room):
             raise HubError(ErrorCode.FORBIDDEN, f"not allowed to read {room}")
+        return tenant, room
+
+    async def presence(self, request: Request) -> Response:
+        tenant, room = self._readable_room(request)
+        members = await self.node.presence.members(room_key(tenant, room))
+        members.sort(key=lambda member: (member["sub"], member["conn"]))
+        return JSONResponse({"room": room, "members": members})
+
+    async def history(self, request: Request) -> Response:
+        tenant, room = self._readable_room(request)
         since = request.query_params.get("since")
         if since is not None and not ID_RE.match(since):
             raise HubError(ErrorCode.BAD_REQUEST, "since must be an event id like 1700000000000-0")
@@ -297,6 +308,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             WebSocketRoute("/v1/ws", hub.socket),
             Route("/v1/broadcast", hub.broadcast, methods=["POST"]),
             Route("/v1/rooms/{room}/history", hub.history),
+            Route("/v1/rooms/{room}/presence", hub.presence),
             Route("/healthz", hub.healthz),
             Route("/readyz", hub.readyz),
             Route("/metrics", hub.prometheus),

@@ -10,6 +10,11 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+NODE_LOST_GRACE = 15.0
+"""The contract: a dead node's devices are offline within `heartbeat_timeout` + this."""
+REAP_ALLOWANCE = 2.0
+"""What a survivor may take to reap a dead node and deliver its events."""
+
 
 def _default_node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -32,6 +37,12 @@ class Settings(BaseSettings):
     node_id: str = Field(default_factory=_default_node_id, description="this node's id")
     heartbeat_interval: float = Field(15.0, gt=0, description="device heartbeat interval, s")
     heartbeat_timeout: float = Field(45.0, gt=0, description="device heartbeat timeout, s")
+    node_ttl: float = Field(
+        15.0,
+        gt=0,
+        description="seconds a node stays registered in Redis without refreshing; a node "
+        "silent for longer is declared dead and its devices reported offline",
+    )
     ping_interval: float = Field(20.0, gt=0, description="WebSocket ping interval, s")
     ping_timeout: float = Field(20.0, gt=0, description="WebSocket pong deadline, s")
     max_frame_bytes: int = Field(65536, ge=1024, description="largest client frame before 1009")
@@ -67,6 +78,28 @@ class Settings(BaseSettings):
         if not self.jwt_secret and not self.jwt_public_key:
             raise ValueError("set HUB_JWT_SECRET (HS256) or HUB_JWT_PUBLIC_KEY (RS256/ES256)")
         return self
+
+    @model_validator(mode="after")
+    def _timeouts_fit(self) -> Settings:
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise ValueError("HUB_HEARTBEAT_TIMEOUT must be longer than HUB_HEARTBEAT_INTERVAL")
+        if self.redis_url and self.node_death_bound > self.heartbeat_timeout + NODE_LOST_GRACE:
+            raise ValueError(
+                "HUB_NODE_TTL is too long: a dead node's devices must be reported offline "
+                f"within HUB_HEARTBEAT_TIMEOUT + {NODE_LOST_GRACE:g} s, and that takes up to "
+                f"4/3 of HUB_NODE_TTL + {REAP_ALLOWANCE:g} s"
+            )
+        return self
+
+    @property
+    def node_refresh(self) -> float:
+        """How often a node refreshes its registration and looks for dead nodes."""
+        return self.node_ttl / 3
+
+    @property
+    def node_death_bound(self) -> float:
+        """Longest time from a node's death to its devices' `device.offline` events."""
+        return self.node_ttl + self.node_refresh + REAP_ALLOWANCE
 
     @cached_property
     def public_key_pem(self) -> str | None:

@@ -7,10 +7,11 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from hub.auth import STATUS_ROOM, Principal, Role
+from hub.auth import Principal, Role
 from hub.broker import BrokerUnavailable
 from hub.events import DeviceHeartbeat, check_event, validate
 from hub.node import Node
+from hub.presence import Gone, Present
 from hub.protocol import (
     PROTOCOL_VERSION,
     Close,
@@ -27,9 +28,20 @@ from hub.protocol import (
 )
 from hub.ratelimit import TokenBucket
 from hub.rooms import room_key
-from hub.transport import FrameWriter
+from hub.transport import PING_TIMEOUT_REASON, FrameWriter
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+GONE_BY_CLOSE: dict[int, Gone] = {
+    Close.HEARTBEAT_TIMEOUT: Gone.HEARTBEAT_TIMEOUT,
+    Close.SLOW_CONSUMER: Gone.SLOW_CONSUMER,
+    Close.RATE_LIMITED: Gone.RATE_LIMITED,
+    Close.POLICY: Gone.TOKEN_EXPIRED,
+    Close.UNSUPPORTED_DATA: Gone.POLICY,
+    Close.RESTART: Gone.NODE_RESTART,
+    Close.INTERNAL: Gone.ERROR,
+}
+"""The `device.offline` reason for a socket the hub closed with a code."""
 
 
 class Connection:
@@ -39,10 +51,11 @@ class Connection:
         "_bucket",
         "_closing",
         "_expiry",
+        "_gone",
         "_held",
         "_limit",
         "_node",
-        "_silence",
+        "_present",
         "_strikes",
         "_subscriptions",
         "_writer",
@@ -65,7 +78,8 @@ class Connection:
         )
         self._strikes = 0
         self._expiry: asyncio.TimerHandle | None = None
-        self._silence: asyncio.TimerHandle | None = None
+        self._gone = Gone.CLOSED
+        self._present: Present | None = None
         self.id = node.next_conn_id()
         self.principal = principal
 
@@ -86,6 +100,7 @@ class Connection:
 
     def _shed(self) -> None:
         self._closing = True
+        self._gone = Gone.SLOW_CONSUMER
         metrics = self._node.metrics
         metrics.slow_consumers.inc()
         metrics.dropped.labels("slow_consumer").inc()
@@ -96,6 +111,7 @@ class Connection:
     def close(self, code: int, reason: str) -> None:
         if not self._closing:
             self._closing = True
+            self._gone = GONE_BY_CLOSE.get(code, Gone.CLOSED)
             self._writer.close(code, reason)
 
     async def run(self, receive: Receive) -> None:
@@ -108,12 +124,15 @@ class Connection:
             Close.POLICY,
             "token expired",
         )
-        self._listen_for_heartbeats()
+        device = principal.role is Role.DEVICE
+        if device:
+            self._node.heartbeats.beat(self)
         try:
             await self._open()
             while True:
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
+                    self._disconnected(message)
                     return
                 text = message.get("text")
                 if text is None:
@@ -122,27 +141,24 @@ class Connection:
                 await self._handle(text)
         finally:
             self._expiry.cancel()
-            if self._silence is not None:
-                self._silence.cancel()
+            if device:
+                self._node.heartbeats.forget(self)
             self._closing = True
+            if self._present is not None:
+                self._node.presence.disconnect(self._present, self._gone)
             for key in list(self._subscriptions):
                 await self._node.leave(key, self)
             self._subscriptions.clear()
 
-    def _listen_for_heartbeats(self) -> None:
-        """(Re)arm a device's silence deadline: one timer per device, reset by each heartbeat,
-        so only the devices that fell silent cost anything when time runs out."""
-        if self.principal.role is not Role.DEVICE:
+    def _disconnected(self, message: MutableMapping[str, Any]) -> None:
+        """Note why the socket went, unless the hub itself closed it."""
+        if self._closing:
             return
-        if self._silence is not None:
-            self._silence.cancel()
-        loop = asyncio.get_running_loop()
-        self._silence = loop.call_at(
-            loop.time() + self._node.settings.heartbeat_timeout,
-            self.close,
-            Close.HEARTBEAT_TIMEOUT,
-            "heartbeat timeout",
-        )
+        self._closing = True
+        if message.get("code") == Close.RESTART:
+            self._gone = Gone.NODE_RESTART
+        elif message.get("reason") == PING_TIMEOUT_REASON:
+            self._gone = Gone.PING_TIMEOUT
 
     async def _open(self) -> None:
         """Join the device's rooms before the welcome goes out, holding events meanwhile.
@@ -183,6 +199,8 @@ class Connection:
         )
         for frame in held or ():
             self.send(frame)
+        self._present = Present(self.id, principal.sub, principal.role, tenant, principal.loc)
+        node.presence.connect(self._present, self._subscriptions)
 
     async def _join(self, tenant: str, room: str) -> None:
         key = room_key(tenant, room)
@@ -210,7 +228,7 @@ class Connection:
             elif request.op is Op.PUBLISH:
                 await self._publish(request)
             else:
-                await self._heartbeat(request)
+                self._heartbeat(request)
         except HubError as error:
             self._reply(error_frame(error.code, error.message, error.ref))
         except BrokerUnavailable:
@@ -257,6 +275,8 @@ class Connection:
             raise
         for frame in result.frames:
             self.send(frame)
+        if self._present is not None:
+            self._node.presence.join(self._present, key)
         self._reply(
             encode(
                 {
@@ -276,6 +296,8 @@ class Connection:
         key = room_key(self._tenant(request), room)
         if self._subscriptions.pop(key, None) is not None:
             await self._node.leave(key, self)
+            if self._present is not None:
+                self._node.presence.leave(self._present, key)
         self._reply(encode({"type": "ack", "ref": request.ref, "room": room}))
 
     async def _publish(self, request: Request) -> None:
@@ -293,11 +315,10 @@ class Connection:
             )
         )
 
-    async def _heartbeat(self, request: Request) -> None:
-        principal = self.principal
-        if principal.role is not Role.DEVICE or principal.tenant is None:
+    def _heartbeat(self, request: Request) -> None:
+        present = self._present
+        if present is None or present.device is None:
             raise HubError(ErrorCode.FORBIDDEN, "only devices send heartbeats", request.ref)
-        data = {**request.data, "device": principal.sub}
-        validate(DeviceHeartbeat, data, request.ref)
-        self._listen_for_heartbeats()
-        await self._node.publish(principal.tenant, [STATUS_ROOM], "device.heartbeat", data)
+        validate(DeviceHeartbeat, {**request.data, "device": present.sub}, request.ref)
+        self._node.heartbeats.beat(self)
+        self._node.presence.heartbeat(present, request.data)

@@ -33,5 +33,21 @@ class Metrics:
             "hub_broker_up", "1 when the broker is reachable", registry=self.registry
         )
 
+        self.presence_writes = Counter(
+            "hub_presence_writes",
+            "Presence changes and heartbeats written to Redis",
+            registry=self.registry,
+        )
+        self.presence_round_trips = Counter(
+            "hub_presence_round_trips",
+            "Round trips to Redis that carried presence writes (one per batch)",
+            registry=self.registry,
+        )
+        self.devices_reaped = Counter(
+            "hub_devices_reaped",
+            "Devices of dead nodes this node reported offline (reason node_lost)",
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,8 +12,10 @@ from typing import Any
 
 from hub.broker import Broker, HistoryPage, Outgoing, make_broker
 from hub.config import Settings
-from hub.history import RetentionRules, id_of, parse_id, split_for_id
+from hub.history import RetentionRules, id_of, parse_id
+from hub.liveness import HeartbeatWatch
 from hub.metrics import Metrics
+from hub.presence import Presence, make_presence
 from hub.protocol import ErrorCode, HubError, Ref, event_frame, websocket_text_frame
 from hub.rooms import Member, Rooms, room_key
 
@@ -79,18 +82,28 @@ class Node:
         self.broker: Broker = make_broker(settings, self.retention)
         self.metrics = metrics
         self.rooms = Rooms()
+        # Connection ids stay unique when a node restarts under the same id.
+        self._run = f"{self.id}.{secrets.token_hex(3)}"
+        self.presence: Presence = make_presence(
+            settings, self.broker, self.retention, self._run, metrics
+        )
+        self.heartbeats = HeartbeatWatch(settings.heartbeat_timeout)
         self._subscribing: dict[str, asyncio.Future[None]] = {}
         self._seams: dict[tuple[str, Member], _Seam] = {}
         self._conn_ids = itertools.count(1)
 
     async def start(self) -> None:
         await self.broker.connect(self._deliver)
+        await self.presence.start()
+        self.heartbeats.start()
 
     async def stop(self) -> None:
+        await self.heartbeats.stop()
+        await self.presence.stop()
         await self.broker.disconnect()
 
     def next_conn_id(self) -> str:
-        return f"{self.id}.{next(self._conn_ids)}"
+        return f"{self._run}.{next(self._conn_ids)}"
 
     def _deliver(self, key: str, payload: bytes) -> None:
         self.metrics.messages_out.inc(self.rooms.fan_out(key, payload))
@@ -200,9 +213,9 @@ class Node:
                 raise HubError(
                     ErrorCode.TOO_LARGE, f"event is {len(payload)} bytes, limit {limit}", ref
                 )
-            retention = self.retention.for_room(room)
-            prefix, suffix = split_for_id(payload) if retention.size > 0 else (payload, b"")
-            messages.append(Outgoing(room_key(tenant, room), prefix, suffix, retention))
+            messages.append(
+                Outgoing.of(room_key(tenant, room), payload, self.retention.for_room(room))
+            )
         ids = await self.broker.publish(messages)
         self.metrics.messages_in.inc(len(messages))
         return Published(ids=dict(zip(rooms, ids, strict=True)), ts=ts)

@@ -14,8 +14,11 @@ from typing import Any, Protocol
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from hub.protocol import Close
+
 WRITER_EXTENSION = "hub.writer"
 CLOSE_TIMEOUT = 5.0
+PING_TIMEOUT_REASON = "ping timeout"
 
 
 class FrameWriter(Protocol):
@@ -47,6 +50,18 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
     def buffered(self) -> int:
         size: int = self.transport.get_write_buffer_size()
         return size
+
+    def keepalive_timeout(self) -> None:
+        """The peer missed a pong: tell the app why the socket is going, then drop it."""
+        if not (self.close_sent or self.transport.is_closing()):
+            self.queue.put_nowait(
+                {
+                    "type": "websocket.disconnect",
+                    "code": Close.INTERNAL,
+                    "reason": PING_TIMEOUT_REASON,
+                }
+            )
+        super().keepalive_timeout()
 
     def shutdown(self) -> None:
         """Server shutdown: close as uvicorn does, but never wait on a peer that stopped reading."""

@@ -171,6 +171,28 @@ class HubNode:
     def broadcast(self, bearer: str, **body: Any) -> httpx.Response:
         return self.post("/v1/broadcast", body, bearer)
 
+    def get(self, path: str, bearer: str | None = None, **params: str) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        return httpx.get(self.url + path, params=params, headers=headers, timeout=10.0)
+
+    def presence(self, room: str, bearer: str) -> list[dict[str, Any]]:
+        """The members of `room`, as this node answers for the whole cluster."""
+        answer = self.get(f"/v1/rooms/{room}/presence", bearer)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["room"] == room
+        members: list[dict[str, Any]] = body["members"]
+        return members
+
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP), as a node cut off from everything would be."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
 
 class Client:
     """A WebSocket client that speaks the hub's JSON frames, with deadlines on every read."""
@@ -235,6 +257,31 @@ class Client:
                     pass
             await self.ws.wait_closed()
         return self.ws.close_code
+
+    async def events(
+        self, enough: Callable[[list[dict[str, Any]]], bool], timeout: float
+    ) -> list[dict[str, Any]]:
+        """Collect events until `enough(events)` holds; fail after `timeout` seconds."""
+        seen: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            while not enough(seen):
+                seen.append(await self.next_event(timeout))
+        return seen
+
+    async def drain(self, within: float) -> list[dict[str, Any]]:
+        """Every event that arrives in the next `within` seconds."""
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + within
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                seen.append(await self.next_event(left))
+            except TimeoutError:
+                break
+        return seen
+
+    def cut(self) -> None:
+        """Drop the connection without a closing handshake, as a network would."""
+        self.ws.transport.abort()
 
     async def close(self) -> None:
         await self.ws.close()

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from hub.history import Retention
+from hub.history import Retention, split_for_id
 
 Deliver = Callable[[str, bytes], None]
 """Called with a room key and an event's encoded bytes, for every event of a subscribed room."""
@@ -24,6 +24,12 @@ class Outgoing:
     prefix: bytes
     suffix: bytes
     retention: Retention
+
+    @classmethod
+    def of(cls, key: str, payload: bytes, retention: Retention) -> Outgoing:
+        """`payload` is an encoded event without its id, to be cut where the id goes."""
+        prefix, suffix = split_for_id(payload) if retention.size > 0 else (payload, b"")
+        return cls(key, prefix, suffix, retention)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,10 @@ class MemoryBroker(Broker):
         self._keys.discard(key)
 
     async def publish(self, messages: Sequence[Outgoing]) -> list[str | None]:
+        return self.publish_now(messages)
+
+    def publish_now(self, messages: Sequence[Outgoing]) -> list[str | None]:
+        """Publish without yielding to the loop: in-process events are ordered by call."""
         ids: list[str | None] = []
         encoded: list[tuple[str, bytes]] = []
         now = time.time()

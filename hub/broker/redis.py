@@ -30,9 +30,7 @@ from hub.history import ID_END, RetentionRules, parse_id
 
 log = logging.getLogger("hub.broker")
 
-CHANNEL_PREFIX = b"hub:room:"
-STREAM_PREFIX = b"hub:h:"
-META_PREFIX = b"hub:m:"
+CHANNEL_PREFIX = scripts.CHANNEL_PREFIX.encode()
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
 HEALTH_INTERVAL = 3.0
@@ -45,7 +43,8 @@ def channel_of(key: str) -> bytes:
     return CHANNEL_PREFIX + key.encode()
 
 
-def _new_epoch() -> str:
+def new_epoch() -> str:
+    """A fresh history epoch, used by a script only where a room's history has none."""
     return uuid.uuid4().hex[:12]
 
 
@@ -61,9 +60,10 @@ class RedisBroker(Broker):
             "protocol": 2,
         }
         self._pool = ConnectionPool.from_url(url, **options)
-        self._client = Redis(connection_pool=self._pool)
-        self._publish = self._client.register_script(scripts.PUBLISH)
-        self._history = self._client.register_script(scripts.HISTORY)
+        self.client: Redis = Redis(connection_pool=self._pool)
+        """Commands for other parts of the node (presence); pub/sub has its own connection."""
+        self._publish = self.client.register_script(scripts.PUBLISH)
+        self._history = self.client.register_script(scripts.HISTORY)
         self._deliver: Deliver | None = None
         self._wanted: set[bytes] = set()
         self._waiters: defaultdict[bytes, deque[asyncio.Future[None]]] = defaultdict(deque)
@@ -81,7 +81,7 @@ class RedisBroker(Broker):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._client.aclose()
+        await self.client.aclose()
         await self._pool.disconnect()
 
     @property
@@ -111,20 +111,18 @@ class RedisBroker(Broker):
     async def publish(self, messages: Sequence[Outgoing]) -> list[str | None]:
         if not self._available:
             raise BrokerUnavailable("redis is unreachable")
-        keys: list[bytes] = []
-        args: list[bytes | str | int] = [_new_epoch()]
+        args: list[bytes | str | int] = [new_epoch()]
         for message in messages:
-            keys += [STREAM_PREFIX + message.key.encode(), META_PREFIX + message.key.encode()]
             retention = message.retention
             args += [
-                channel_of(message.key),
+                message.key,
                 message.prefix,
                 message.suffix,
                 retention.size,
                 int(retention.ttl * 1000),
             ]
         try:
-            ids = await self._publish(keys=keys, args=args)
+            ids = await self._publish(args=args)
         except (RedisError, OSError) as error:
             log.warning("redis publish failed: %s", error)
             raise BrokerUnavailable(f"redis publish failed: {error}") from error
@@ -133,11 +131,10 @@ class RedisBroker(Broker):
     async def history(self, key: str, since: str | None, limit: int) -> HistoryPage:
         if not self._available:
             raise BrokerUnavailable("redis is unreachable")
-        keys = [STREAM_PREFIX + key.encode(), META_PREFIX + key.encode()]
         ttl_ms = int(self._retention.for_room(key.partition(":")[2]).ttl * 1000)
         try:
             epoch, trimmed, last, events = await self._history(
-                keys=keys, args=[_new_epoch(), since or "", limit, ttl_ms]
+                args=[key, new_epoch(), since or "", limit, ttl_ms]
             )
         except (RedisError, OSError) as error:
             raise BrokerUnavailable(f"redis history read failed: {error}") from error

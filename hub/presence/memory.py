@@ -1,0 +1,77 @@
+"""Presence of a single node: everything in this process, events published at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub.broker import MemoryBroker, Outgoing
+from hub.history import RetentionRules
+from hub.presence.base import Gone, Member, Presence, Present
+
+
+class MemoryPresence(Presence):
+    def __init__(
+        self, broker: MemoryBroker, node: str, retention: RetentionRules, max_event_bytes: int
+    ) -> None:
+        super().__init__(node, retention, max_event_bytes)
+        self._broker = broker
+        self._rooms: dict[str, dict[str, Present]] = {}
+        self._sockets: dict[tuple[str, str], int] = {}
+        self._beats: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def start(self) -> None:
+        """Nothing to register: this node is the whole cluster."""
+
+    async def stop(self) -> None:
+        """Nothing to hand over: presence ends with the process."""
+
+    async def members(self, key: str) -> list[Member]:
+        listed = []
+        for present in self._rooms.get(key, {}).values():
+            member = present.member(self.node, key)
+            device = present.device
+            member["heartbeat"] = self._beats.get(device) if device is not None else None
+            listed.append(member)
+        return listed
+
+    def _connected(self, present: Present) -> None:
+        for key in present.rooms:
+            self._joined(present, key)
+        device = present.device
+        if device is not None:
+            sockets = self._sockets.get(device, 0) + 1
+            self._sockets[device] = sockets
+            if sockets == 1:
+                self._publish(self.online_event(present))
+
+    def _joined(self, present: Present, key: str) -> None:
+        self._rooms.setdefault(key, {})[present.conn] = present
+
+    def _left(self, present: Present, key: str) -> None:
+        members = self._rooms.get(key)
+        if members is not None:
+            members.pop(present.conn, None)
+            if not members:
+                del self._rooms[key]
+
+    def _disconnected(self, present: Present, reason: Gone) -> None:
+        for key in present.rooms:
+            self._left(present, key)
+        device = present.device
+        if device is None:
+            return
+        sockets = self._sockets.pop(device) - 1
+        if sockets:
+            self._sockets[device] = sockets
+            return
+        self._beats.pop(device, None)
+        self._publish(self.offline_event(present, reason))
+
+    def _beat(self, present: Present, record: dict[str, Any], event: Outgoing) -> None:
+        device = present.device
+        assert device is not None
+        self._beats[device] = record
+        self._publish(event)
+
+    def _publish(self, event: Outgoing) -> None:
+        self._broker.publish_now([event])

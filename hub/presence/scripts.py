@@ -1,0 +1,217 @@
+"""Lua scripts that keep presence in Redis and publish the lifecycle events it implies.
+
+Keys (`<instance>` is one registration of one node process, `<pkey>` one socket of it):
+
+| key | type | holds |
+|---|---|---|
+| `hub:nodes` | sorted set | live instances, scored by the time (ms, Redis clock) they expire |
+| `hub:reaping` | hash | instances declared dead, still being cleaned up, to the offline reason |
+| `hub:pn:<instance>` | hash | pkey to the socket's record (below) |
+| `hub:pr:<room key>` | hash | pkey to the member entry the presence endpoint lists |
+| `hub:pd:<tenant>:<sub>` | set | a device's sockets across the cluster: online while not empty |
+| `hub:hb:<tenant>` | hash | sub to the device's last heartbeat |
+
+A socket's record is JSON: `t` its tenant, `s` its sub, `r` its room keys and, for a
+device, `o` its `device.offline` event cut just before the reason.
+
+Every script that writes for an instance first checks that the instance is still live:
+once a survivor has declared it dead, nothing it sends can bring its entries back. Each
+script is atomic, which is what makes online/offline exactly-once across nodes.
+"""
+
+from __future__ import annotations
+
+from hub.broker.scripts import LIBRARY
+
+NODES = "hub:nodes"
+ROOM_PREFIX = "hub:pr:"
+HEARTBEAT_PREFIX = "hub:hb:"
+
+PRESENCE_LIBRARY = (
+    LIBRARY
+    + f"""
+local NODES, REAPING = '{NODES}', 'hub:reaping'
+local SOCKETS, ROOM, BEATS = 'hub:pn:', '{ROOM_PREFIX}', '{HEARTBEAT_PREFIX}'
+
+local function alive(instance)
+  return redis.call('ZSCORE', NODES, instance)
+end
+
+local function ms(number)
+  return string.format('%.0f', number)
+end
+
+-- Take one socket out of presence; returns its record when it was its device's last.
+local function drop(instance, pkey)
+  local sockets = SOCKETS .. instance
+  local raw = redis.call('HGET', sockets, pkey)
+  if not raw then return nil end
+  redis.call('HDEL', sockets, pkey)
+  local record = cjson.decode(raw)
+  for _, key in ipairs(record.r) do redis.call('HDEL', ROOM .. key, pkey) end
+  if not record.o then return nil end
+  local devices = 'hub:pd:' .. record.t .. ':' .. record.s
+  redis.call('SREM', devices, pkey)
+  if redis.call('SCARD', devices) > 0 then return nil end
+  redis.call('HDEL', BEATS .. record.t, record.s)
+  return record
+end
+
+local function report_offline(record, reason, size, ttl_ms, epoch, now)
+  local head = record.o .. '"' .. reason .. '"}},"ts":' .. ms(now)
+  local prefix, suffix = head .. ID_FIELD, ID_END
+  if size <= 0 then prefix, suffix = head, '}}' end
+  append_and_publish(record.t .. ':status', prefix, suffix, size, ttl_ms, epoch, now)
+end
+"""
+)
+
+REGISTER = (
+    PRESENCE_LIBRARY
+    + """
+-- ARGV: instance, ttl (ms)
+redis.call('ZADD', NODES, ms(now_ms() + tonumber(ARGV[2])), ARGV[1])
+return 1
+"""
+)
+
+REFRESH = (
+    PRESENCE_LIBRARY
+    + """
+-- ARGV: instance, ttl (ms). 0 when the instance has been declared dead.
+if not alive(ARGV[1]) then return 0 end
+redis.call('ZADD', NODES, ms(now_ms() + tonumber(ARGV[2])), ARGV[1])
+return 1
+"""
+)
+
+RETIRE = (
+    PRESENCE_LIBRARY
+    + """
+-- ARGV: instance, reason. The instance leaves; `REAP` cleans up what it left behind.
+redis.call('ZREM', NODES, ARGV[1])
+redis.call('HSETNX', REAPING, ARGV[1], ARGV[2])
+return 1
+"""
+)
+
+CONNECT = (
+    PRESENCE_LIBRARY
+    + """
+-- ARGV: epoch, instance, pkey, record, tenant, sub, online prefix ('' unless a device),
+-- online suffix, status history size, ttl (ms), then pairs of room key and member entry.
+if not alive(ARGV[2]) then return 0 end
+redis.call('HSET', SOCKETS .. ARGV[2], ARGV[3], ARGV[4])
+for at = 11, #ARGV, 2 do redis.call('HSET', ROOM .. ARGV[at], ARGV[3], ARGV[at + 1]) end
+if ARGV[7] ~= '' then
+  local devices = 'hub:pd:' .. ARGV[5] .. ':' .. ARGV[6]
+  if redis.call('SADD', devices, ARGV[3]) == 1 and redis.call('SCARD', devices) == 1 then
+    append_and_publish(ARGV[5] .. ':status', ARGV[7], ARGV[8], tonumber(ARGV[9]),
+      tonumber(ARGV[10]), ARGV[1], now_ms())
+  end
+end
+return 1
+"""
+)
+
+JOIN = (
+    PRESENCE_LIBRARY
+    + """
+-- ARGV: epoch, instance, pkey, room key, member entry
+if not alive(ARGV[2]) then return 0 end
+local sockets = SOCKETS .. ARGV[2]
+local raw = redis.call('HGET', sockets, ARGV[3])
+if not raw then return 1 end
+local record = cjson.decode(raw)
+table.insert(record.r, ARGV[4])
+redis.call('HSET', sockets, ARGV[3], cjson.encode(record))
+redis.call('HSET', ROOM .. ARGV[4], ARGV[3], ARGV[5])
+return 1
+"""
+)
+
+LEAVE = (
+    PRESENCE_LIBRARY
+    + """
+-- ARGV: epoch, instance, pkey, room key
+if not alive(ARGV[2]) then return 0 end
+local sockets = SOCKETS .. ARGV[2]
+local raw = redis.call('HGET', sockets, ARGV[3])
+if not raw then return 1 end
+local record = cjson.decode(raw)
+local rooms = {}
+for _, key in ipairs(record.r) do
+  if key ~= ARGV[4] then rooms[#rooms + 1] = key end
+end
+record.r = rooms
+redis.call('HSET', sockets, ARGV[3], cjson.encode(record))
+redis.call('HDEL', ROOM .. ARGV[4], ARGV[3])
+return 1
+"""
+)
+
+DISCONNECT = (
+    PRESENCE_LIBRARY
+    + """
+-- ARGV: epoch, instance, pkey, reason, status history size, ttl (ms)
+if not alive(ARGV[2]) then return 0 end
+local record = drop(ARGV[2], ARGV[3])
+if record then
+  report_offline(record, ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[1], now_ms())
+end
+return 1
+"""
+)
+
+HEARTBEATS = (
+    PRESENCE_LIBRARY
+    + """
+-- ARGV: epoch, instance, status history size, ttl (ms), then per heartbeat:
+-- pkey, tenant, sub, record, event prefix, event suffix
+if not alive(ARGV[2]) then return 0 end
+local sockets = SOCKETS .. ARGV[2]
+local size, ttl_ms, now = tonumber(ARGV[3]), tonumber(ARGV[4]), now_ms()
+for at = 5, #ARGV, 6 do
+  if redis.call('HEXISTS', sockets, ARGV[at]) == 1 then
+    redis.call('HSET', BEATS .. ARGV[at + 1], ARGV[at + 2], ARGV[at + 3])
+    append_and_publish(ARGV[at + 1] .. ':status', ARGV[at + 4], ARGV[at + 5], size, ttl_ms,
+      ARGV[1], now)
+  end
+end
+return 1
+"""
+)
+
+REAP = (
+    PRESENCE_LIBRARY
+    + """
+-- ARGV: epoch, budget (sockets), status history size, ttl (ms), reason.
+-- Declares every expired instance dead, then cleans up to `budget` sockets of dead
+-- instances. Returns {devices reported offline, instances declared dead now, left}.
+local now = now_ms()
+local expired = redis.call('ZRANGEBYSCORE', NODES, '-inf', ms(now))
+for _, instance in ipairs(expired) do
+  redis.call('ZREM', NODES, instance)
+  redis.call('HSETNX', REAPING, instance, ARGV[5])
+end
+local budget, size, ttl_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local offline = 0
+local reaping = redis.call('HGETALL', REAPING)
+for i = 1, #reaping, 2 do
+  local instance, reason = reaping[i], reaping[i + 1]
+  if budget > 0 then
+    local pkeys = redis.call('HRANDFIELD', SOCKETS .. instance, budget)
+    for _, pkey in ipairs(pkeys) do
+      local record = drop(instance, pkey)
+      if record then
+        report_offline(record, reason, size, ttl_ms, ARGV[1], now)
+        offline = offline + 1
+      end
+    end
+    budget = budget - #pkeys
+  end
+  if redis.call('EXISTS', SOCKETS .. instance) == 0 then redis.call('HDEL', REAPING, instance) end
+end
+return {offline, #expired, redis.call('HLEN', REAPING)}
+"""
+)
