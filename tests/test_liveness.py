@@ -1,4 +1,7 @@
-"""Sockets whose peer is gone are reaped: missed WebSocket pongs, and silent devices (4008)."""
+"""Sockets whose peer is gone are reaped: missed WebSocket pongs, and silent devices (4008).
+
+The deadline table underneath is tested on its own: a sweep looks only at what expired.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +10,75 @@ import base64
 import socket
 import time
 
+from hub.liveness import Deadlines
 from tests.conftest import NodeFactory
-from tests.support import Client, token
+from tests.support import Client, HubNode, token
 
 
-async def test_a_peer_that_stops_answering_pings_is_reaped(hub_node: NodeFactory) -> None:
-    node = hub_node("pings", ping_interval=0.5, ping_timeout=0.5)
+def test_deadlines_expire_in_the_order_they_were_last_touched() -> None:
+    deadlines: Deadlines[str] = Deadlines(timeout=10)
+    for n, name in enumerate(["a", "b", "c", "d"]):
+        deadlines.touch(name, now=float(n))
+    deadlines.touch("a", now=5.0)  # a heartbeat pushes a's deadline back, to 15
+    deadlines.discard("c")
+    assert deadlines.expired(now=9.0) == []
+    assert deadlines.expired(now=11.5) == ["b"]
+    assert deadlines.expired(now=13.0) == ["d"]
+    assert len(deadlines) == 1
+    assert deadlines.expired(now=15.0) == ["a"]
+    assert len(deadlines) == 0
+
+
+def test_a_sweep_looks_at_the_expired_items_and_one_more() -> None:
+    class Counted:
+        """A deadline value that counts how often the sweep compares it."""
+
+        looked = 0
+
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        def __le__(self, now: float) -> bool:
+            Counted.looked += 1
+            return self.value <= now
+
+        def __gt__(self, now: float) -> bool:
+            return not self <= now
+
+        def __add__(self, other: float) -> Counted:
+            return Counted(self.value + other)
+
+    deadlines: Deadlines[int] = Deadlines(timeout=10)
+    for n in range(10_000):
+        deadlines.touch(n, now=Counted(n * 0.001))  # type: ignore[arg-type]
+    Counted.looked = 0
+    assert deadlines.expired(now=10.0025) == [0, 1, 2]
+    assert Counted.looked == 4
+
+
+def _raw_upgrade(node: HubNode, bearer: str) -> socket.socket:
+    """A WebSocket that reads but will never answer a ping, as a vanished peer would."""
     raw = socket.create_connection(("127.0.0.1", node.port))
     key = base64.b64encode(b"0123456789abcdef").decode()
     raw.sendall(
         (
             f"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token('dashboard', 'd1')}\r\n\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {bearer}\r\n\r\n"
         ).encode()
     )
     raw.settimeout(10)
+    return raw
+
+
+async def test_a_peer_that_stops_answering_pings_is_reaped_and_reported(
+    hub_node: NodeFactory,
+) -> None:
+    node = hub_node("pings", ping_interval=0.5, ping_timeout=0.5)
+    dashboard = await Client.connect(node, token("dashboard", "d1"))
+    await dashboard.subscribe("status")
+    raw = _raw_upgrade(node, token("device", "ghost"))
+    assert (await dashboard.next_event())["event"] == "device.online"
     received = b""
     started = time.monotonic()
     # Read everything (the 101, the welcome, pings) and never answer, until the server hangs up.
@@ -30,22 +86,40 @@ async def test_a_peer_that_stops_answering_pings_is_reaped(hub_node: NodeFactory
         received += chunk
     assert received.startswith(b"HTTP/1.1 101")
     assert time.monotonic() - started < 8
+    offline = await dashboard.next_event()
+    assert offline["data"] == {"device": "ghost", "node": "pings", "reason": "ping_timeout"}
     raw.close()
+    await dashboard.close()
 
 
-async def test_a_silent_device_is_closed_4008_and_a_beating_one_is_not(
+async def test_a_silent_device_is_closed_4008_and_reported_offline_a_beating_one_is_not(
     hub_node: NodeFactory,
 ) -> None:
     node = hub_node("beats", heartbeat_interval=0.3, heartbeat_timeout=1.0)
+    dashboard = await Client.connect(node, token("dashboard", "d1"))
+    await dashboard.subscribe("status")
     silent = await Client.connect(node, token("device", "quiet"))
     beating = await Client.connect(node, token("device", "busy"))
-    dashboard = await Client.connect(node, token("dashboard", "d1"))
     started = time.monotonic()
     while time.monotonic() - started < 2.5:
         await beating.send({"op": "heartbeat", "data": {"status": "playing"}})
         await asyncio.sleep(0.3)
     assert await silent.closed_with(timeout=5) == 4008
     assert (await beating.request("ping"))["type"] == "pong"
-    assert (await dashboard.request("ping"))["type"] == "pong"
+    events = await dashboard.drain(within=0.5)
+    lifecycle = [
+        (event["event"], event["data"]["device"], event["data"].get("reason"))
+        for event in events
+        if event["event"] != "device.heartbeat"
+    ]
+    assert sorted(lifecycle, key=str) == sorted(
+        [
+            ("device.online", "quiet", None),
+            ("device.online", "busy", None),
+            ("device.offline", "quiet", "heartbeat_timeout"),
+        ],
+        key=str,
+    )
+    assert lifecycle[-1] == ("device.offline", "quiet", "heartbeat_timeout")
     await beating.close()
     await dashboard.close()
