@@ -228,8 +228,11 @@ class RedisPresence(Presence):
                 elif self._pending:
                     await self._flush()
                 backoff.reset()
-            except (RedisError, OSError) as error:
-                log.warning("presence write failed (%s): rebuilding when Redis answers", error)
+            except Exception as error:
+                if isinstance(error, RedisError | OSError):
+                    log.warning("presence write failed (%s): rebuilding when Redis answers", error)
+                else:
+                    log.exception("presence write failed: rebuilding")
                 self._resync_due = True
                 self._wake.set()
                 await asyncio.sleep(backoff.next())
