@@ -161,10 +161,11 @@ class Connection:
             self._gone = Gone.PING_TIMEOUT
 
     async def _open(self) -> None:
-        """Join the device's rooms before the welcome goes out, holding events meanwhile.
+        """Join the device's rooms and enter presence before the welcome goes out, holding
+        events meanwhile.
 
         So the welcome means what a subscribe ack means: every event accepted after it
-        is delivered.
+        is delivered; and every node knows the socket.
         """
         node, principal = self._node, self.principal
         tenant = principal.tenant
@@ -177,6 +178,8 @@ class Connection:
             except BrokerUnavailable:
                 self.close(Close.TRY_AGAIN, "broker unavailable")
                 raise
+        self._present = Present(self.id, principal.sub, principal.role, tenant, principal.loc)
+        await node.presence.connect(self._present, self._subscriptions)
         held, self._held = self._held, None
         settings = node.settings
         self._reply(
@@ -199,8 +202,6 @@ class Connection:
         )
         for frame in held or ():
             self.send(frame)
-        self._present = Present(self.id, principal.sub, principal.role, tenant, principal.loc)
-        node.presence.connect(self._present, self._subscriptions)
 
     async def _join(self, tenant: str, room: str) -> None:
         key = room_key(tenant, room)

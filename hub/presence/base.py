@@ -3,9 +3,9 @@ device lifecycle events (`device.online`, `device.offline`, `device.heartbeat`) 
 follow from them.
 
 A connection tells presence what happens to it (connect, join, leave, heartbeat,
-disconnect); those calls never wait. The node's own sockets are the truth; what an
-implementation keeps elsewhere (Redis) is a copy that it rebuilds whenever it may have
-drifted. A device is online while it has at least one socket anywhere in the cluster, so
+disconnect); only connect waits, until the socket is visible to every node. The node's
+own sockets are the truth; what an implementation keeps elsewhere (Redis) is a copy that
+it rebuilds whenever it may have drifted. A device is online while it has at least one socket anywhere in the cluster, so
 a device that reconnects to another node before its old socket is reaped never goes
 offline.
 """
@@ -85,12 +85,15 @@ class Presence(ABC):
         self._status = retention.for_room(STATUS_ROOM)
         self._max_event_bytes = max_event_bytes
 
-    def connect(self, present: Present, keys: Iterable[str]) -> None:
-        """A socket is open and in the rooms `keys`; announce its device if it is new."""
+    async def connect(self, present: Present, keys: Iterable[str]) -> None:
+        """A socket is open and in the rooms `keys`; announce its device if it is new.
+
+        The one verb that waits: until every node can see the socket.
+        """
         since = now_ms()
         for key in keys:
             present.rooms[key] = since
-        self._connected(present)
+        await self._connected(present)
 
     def join(self, present: Present, key: str) -> None:
         if key not in present.rooms:
@@ -155,7 +158,7 @@ class Presence(ABC):
         """Everyone in room `key` on every node, devices with their last heartbeat."""
 
     @abstractmethod
-    def _connected(self, present: Present) -> None: ...
+    async def _connected(self, present: Present) -> None: ...
 
     @abstractmethod
     def _joined(self, present: Present, key: str) -> None: ...

@@ -34,7 +34,7 @@ class MemoryPresence(Presence):
             listed.append(member)
         return listed
 
-    def _connected(self, present: Present) -> None:
+    async def _connected(self, present: Present) -> None:
         for key in present.rooms:
             self._joined(present, key)
         device = present.device

@@ -83,6 +83,8 @@ class RedisPresence(Presence):
         self._instance = f"{run}#0"
         self._local: dict[str, Present] = {}
         self._pending: list[_Op] = []
+        self._waiting: list[asyncio.Future[None]] = []
+        """Connects in `_pending`, each waiting until it is written."""
         self._resync_due = True
         self._retire: set[str] = set()
         self._wake = asyncio.Event()
@@ -146,9 +148,17 @@ class RedisPresence(Presence):
 
     # What connections report: recorded locally at once, written to Redis in order.
 
-    def _connected(self, present: Present) -> None:
+    async def _connected(self, present: Present) -> None:
+        """Return once the socket is in Redis (its device announced), without waiting for
+        the next batch: a device welcomed on a second node before its first socket closed
+        is then already known there, so the close cannot take it offline."""
         self._local[present.conn] = present
         self._queue(self._connect_op(present))
+        if self._resync_due:
+            return  # the rebuild, when Redis answers, will write it
+        written = asyncio.get_running_loop().create_future()
+        self._waiting.append(written)
+        await written
 
     def _joined(self, present: Present, key: str) -> None:
         member = encode(present.member(self.node, key))
@@ -206,6 +216,7 @@ class RedisPresence(Presence):
         if len(self._pending) >= MAX_PENDING:
             log.warning("presence queue full: rebuilding presence in Redis")
             self._pending.clear()
+            _release(self._waiting)
             self._resync_due = True
         else:
             self._pending.append(op)
@@ -220,7 +231,8 @@ class RedisPresence(Presence):
         backoff = Backoff(base=0.1, cap=5.0)
         while True:
             await self._wake.wait()
-            await asyncio.sleep(FLUSH_SECONDS)
+            if not self._waiting:
+                await asyncio.sleep(FLUSH_SECONDS)
             self._wake.clear()
             try:
                 if self._resync_due:
@@ -239,6 +251,7 @@ class RedisPresence(Presence):
 
     async def _flush(self) -> None:
         ops, self._pending = self._pending, []
+        waiting, self._waiting = self._waiting, []
         pipe = self._redis.pipeline(transaction=False)
         epoch, instance = new_epoch(), self._instance
         heads = (self._status.size, int(self._status.ttl * 1000))
@@ -253,7 +266,10 @@ class RedisPresence(Presence):
             pipe.evalsha(script.sha, 0, epoch, instance, self._pkey(args[0]), *args[1:])
         if beats:
             pipe.evalsha(self._heartbeats.sha, 0, epoch, instance, *heads, *beats)
-        await self._execute(pipe, len(ops))
+        try:
+            await self._execute(pipe, len(ops))
+        finally:
+            _release(waiting)
 
     async def _execute(self, pipe: Pipeline, ops: int) -> None:
         """Run a pipeline of scripts loaded by `_resync`; a Redis that lost them (restarted)
@@ -273,6 +289,7 @@ class RedisPresence(Presence):
         self._generation += 1
         self._instance = f"{self._run}#{self._generation}"
         self._pending.clear()
+        waiting, self._waiting = self._waiting, []
         self._resync_due = False
         ops = [self._connect_op(present) for present in self._local.values()]
         try:
@@ -295,6 +312,8 @@ class RedisPresence(Presence):
         except BaseException:
             self._resync_due = True
             raise
+        finally:
+            _release(waiting)
         log.info("presence registered as %s with %d sockets", self._instance, len(ops))
 
     # Watching the cluster.
@@ -332,3 +351,10 @@ class RedisPresence(Presence):
                     "declared %d node(s) dead, reported %d device(s) offline", declared, offline
                 )
                 self._metrics.devices_reaped.inc(offline)
+
+
+def _release(waiting: list[asyncio.Future[None]]) -> None:
+    for written in waiting:
+        if not written.done():
+            written.set_result(None)
+    waiting.clear()

@@ -1,0 +1,473 @@
+"""Device heartbeat benchmark: heartbeats/s one node absorbs, and what each costs in Redis.
+
+Starts its own Redis (unless given one) and one hub node, opens N device sockets spread
+over processes that write one pre-framed heartbeat round-robin at each requested aggregate
+rate for a fixed time, and counts the `device.heartbeat` events a dashboard subscribed to
+`status` receives. Node and Redis CPU, Redis commands (those run inside scripts included)
+and presence round trips are read before and after each step. The rate `interval` is the
+fleet's own pace: every device beats once per 15 s.
+
+    python -m loadtest.heartbeats --devices 2000 --rate interval,5000,10000,20000 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import multiprocessing as mp
+import os
+import resource
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+import redis
+from redis.asyncio import Redis
+
+from hub.auth import Role, issue_token
+from loadtest.fanout import KEY, SECRET, raise_file_limit, start_node
+
+INTERVAL = 15.0
+"""Seconds between two heartbeats of one device at the fleet's own pace (rate `interval`)."""
+SLICE = 0.01
+"""Each device process writes the heartbeats due every this many seconds."""
+QUIET = 2.0
+"""A step's events are all in once the dashboard's count stopped growing for this long."""
+HEADROOM = 1000
+"""Open files kept free under the hard limit, for everything but the device sockets."""
+MASK = b"\x5a\x1e\xc3\x07"
+"""The one mask key of every client frame: frames are then built once and reused."""
+HEARTBEAT = orjson.dumps(
+    {
+        "op": "heartbeat",
+        "data": {"status": "playing", "cpu": 12.5, "mem": 40.1, "temp": 51.0, "uptime": 3600},
+    }
+)
+_TEXT = 0x1
+_CLOSE = 0x8
+_PING = 0x9
+_PONG = 0xA
+
+S = TypeVar("S", bound="_Socket")
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    """A final client-to-server frame, masked as RFC 6455 requires of clients."""
+    assert len(payload) < 126, "every frame this benchmark sends fits a one-byte length"
+    masked = bytes(byte ^ MASK[i % 4] for i, byte in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + MASK + masked
+
+
+class _Socket(asyncio.Protocol):
+    """A raw client socket: a hand-made upgrade, then server frames parsed only as far as
+    their ends. Pings are answered, the first text frame (the welcome) makes it ready,
+    later ones go to `text`, which for a device ignores them."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.upgraded = False
+        self.closed = False
+        self.ready = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("closed before the welcome"))
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        if not self.upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buffer.startswith(b"HTTP/1.1 101"):
+                self.ready.set_exception(RuntimeError(bytes(buffer[:80]).decode()))
+                self.transport.close()
+                return
+            del buffer[: end + 4]
+            self.upgraded = True
+        offset = 0
+        while len(buffer) - offset >= 2:
+            size = buffer[offset + 1] & 0x7F
+            head = 2
+            if size == 126:
+                if len(buffer) - offset < 4:
+                    break
+                size = int.from_bytes(buffer[offset + 2 : offset + 4], "big")
+                head = 4
+            elif size == 127:
+                if len(buffer) - offset < 10:
+                    break
+                size = int.from_bytes(buffer[offset + 2 : offset + 10], "big")
+                head = 10
+            start = offset + head
+            if len(buffer) - start < size:
+                break
+            opcode = buffer[offset] & 0x0F
+            if opcode == _PING:
+                self.transport.write(_frame(_PONG, bytes(buffer[start : start + size])))
+            elif opcode == _CLOSE:
+                self.closed = True
+            elif opcode != _TEXT:
+                pass
+            elif not self.ready.done():
+                self.ready.set_result(None)
+            else:
+                self.text(buffer, start, start + size)
+            offset = start + size
+        del buffer[:offset]
+
+    def text(self, buffer: bytearray, start: int, end: int) -> None:
+        """A text frame after the welcome, at `buffer[start:end]`."""
+
+
+class _Dashboard(_Socket):
+    """Counts `device.heartbeat` events by a substring search in each frame: cheap enough
+    to keep up with what the node publishes, where decoding every frame would not be."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heartbeats = 0
+        self.acked = asyncio.get_running_loop().create_future()
+
+    def text(self, buffer: bytearray, start: int, end: int) -> None:
+        if buffer.find(b"device.heartbeat", start, end) >= 0:
+            self.heartbeats += 1
+        elif not self.acked.done() and buffer.find(b'"type":"ack"', start, end) >= 0:
+            self.acked.set_result(None)
+
+
+async def _open(protocol: Callable[[], S], port: int, token: str, source: str) -> S:
+    """Connect from `source` and send the upgrade request; the socket is ready at its welcome."""
+    loop = asyncio.get_running_loop()
+    _, opened = await loop.create_connection(protocol, "127.0.0.1", port, local_addr=(source, 0))
+    request = (
+        f"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Authorization: Bearer {token}\r\n\r\n"
+    )
+    opened.transport.write(request.encode())
+    return opened
+
+
+def _connect_timeout(sockets: int) -> float:
+    """Generous: handshakes run at ~1,700/s on one server core."""
+    return 60 + sockets / 200
+
+
+async def _beat(turn: Iterator[_Socket], frame: bytes, total: int, seconds: float) -> int:
+    """Write `frame` `total` times at an even pace over `seconds`, each time to the next
+    socket in `turn`, the writes due every `SLICE`; returns how many went to open sockets."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    rate = total / seconds
+    due = written = 0
+    while due < total:
+        await asyncio.sleep(SLICE)
+        now_due = min(total, int(rate * (loop.time() - start)))
+        for _ in range(now_due - due):
+            device = next(turn)
+            if not device.closed:
+                device.transport.write(frame)
+                written += 1
+        due = now_due
+    return written
+
+
+def _fleet(port: int, first: int, count: int, pipe: Connection) -> None:
+    """One device process: connect, say ready, then for each step write the heartbeats asked
+    and answer with (heartbeats written, sockets the node closed so far)."""
+    raise_file_limit()
+
+    async def main() -> None:
+        sockets = []
+        for i in range(first, first + count):
+            token = issue_token(SECRET, sub=f"dev-{i}", role=Role.DEVICE, tenant="bench", ttl=3600)
+            sockets.append(await _open(_Socket, port, token, f"127.0.0.{2 + i % 200}"))
+        await asyncio.wait_for(
+            asyncio.gather(*(device.ready for device in sockets)), _connect_timeout(count)
+        )
+        pipe.send("ready")
+        frame = _frame(_TEXT, HEARTBEAT)
+        turn = itertools.cycle(sockets)
+        while True:
+            total, seconds = await asyncio.to_thread(pipe.recv)
+            written = await _beat(turn, frame, total, seconds)
+            pipe.send((written, sum(device.closed for device in sockets)))
+
+    asyncio.run(main())
+
+
+def _collect(pipes: list[Connection], timeout: float, what: str) -> list[Any]:
+    """One answer from every device process, within `timeout` seconds for them all."""
+    deadline = time.monotonic() + timeout
+    answers = []
+    for pipe in pipes:
+        if not pipe.poll(max(0.0, deadline - time.monotonic())):
+            raise RuntimeError(f"a device process did not {what} in time")
+        answers.append(pipe.recv())
+    return answers
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    """A Redis of the benchmark's own, without persistence, so its counters are ours alone."""
+    port = _free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    process = subprocess.Popen(
+        [*command, "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis.ConnectionError):
+            if client.ping():
+                client.close()
+                return process, url
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process `pid`, all its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise RuntimeError(f"{name} is not in /metrics")
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """Counters read at one moment; a step's figures are differences of two probes."""
+
+    at: float
+    node_cpu: float
+    redis_cpu: float
+    commands: int
+    evalsha: int
+    round_trips: float
+    heartbeats: int
+
+
+@dataclass(slots=True)
+class _Bench:
+    """What the steps read: the node, its Redis, and the dashboard that counts events."""
+
+    pid: int
+    redis: Redis
+    http: httpx.AsyncClient
+    dashboard: _Dashboard
+
+    async def probe(self) -> _Probe:
+        cpu = await self.redis.info("cpu")
+        stats = await self.redis.info("commandstats")
+        metrics = (await self.http.get("/metrics")).text
+        return _Probe(
+            at=time.monotonic(),
+            node_cpu=_cpu_seconds(self.pid),
+            redis_cpu=float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+            # INFO is the benchmark's own command, not the node's.
+            commands=sum(s["calls"] for name, s in stats.items() if name != "cmdstat_info"),
+            evalsha=stats.get("cmdstat_evalsha", {}).get("calls", 0),
+            round_trips=_metric(metrics, "hub_presence_round_trips_total"),
+            heartbeats=self.dashboard.heartbeats,
+        )
+
+    async def settle(self) -> None:
+        """Wait until the node has written every connect to Redis: steps count heartbeats."""
+        last = -1.0
+        while True:
+            writes = _metric((await self.http.get("/metrics")).text, "hub_presence_writes_total")
+            if writes == last:
+                return
+            last = writes
+            await asyncio.sleep(1.0)
+
+    async def drain(self) -> None:
+        """Wait until the dashboard's count has not grown for `QUIET` seconds."""
+        seen, quiet_since = self.dashboard.heartbeats, time.monotonic()
+        while time.monotonic() - quiet_since < QUIET:
+            await asyncio.sleep(0.2)
+            if self.dashboard.heartbeats != seen:
+                seen, quiet_since = self.dashboard.heartbeats, time.monotonic()
+
+
+async def _run(
+    args: argparse.Namespace,
+    targets: list[tuple[str, float]],
+    port: int,
+    pid: int,
+    redis_url: str,
+    pipes: list[Connection],
+    counts: list[int],
+) -> list[dict[str, Any]]:
+    """Every step, once the devices and the dashboard are connected; one row each."""
+    await asyncio.to_thread(_collect, pipes, _connect_timeout(args.devices) + 30, "connect")
+    token = issue_token(
+        SECRET, sub="bench-dashboard", role=Role.DASHBOARD, tenant="bench", ttl=3600
+    )
+    dashboard = await _open(_Dashboard, port, token, "127.0.0.1")
+    await asyncio.wait_for(dashboard.ready, 30)
+    subscribe = orjson.dumps({"op": "subscribe", "room": "status", "ref": 1})
+    dashboard.transport.write(_frame(_TEXT, subscribe))
+    await asyncio.wait_for(dashboard.acked, 30)
+    rows = []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        bench = _Bench(pid, Redis.from_url(redis_url), http, dashboard)
+        try:
+            await bench.settle()
+            for step, rate in targets:
+                before = await bench.probe()
+                # Each process's share of the step's heartbeats, in proportion to its sockets.
+                total = round(rate * args.seconds)
+                bounds = [total * done // args.devices for done in itertools.accumulate(counts)]
+                shares = itertools.pairwise([0, *bounds])
+                for pipe, (low, high) in zip(pipes, shares, strict=True):
+                    pipe.send((high - low, args.seconds))
+                answers = await asyncio.to_thread(_collect, pipes, args.seconds + 30, "beat")
+                sent = await bench.probe()
+                await bench.drain()
+                after = await bench.probe()
+                if dashboard.closed:
+                    raise RuntimeError("the node closed the dashboard: it read too slowly")
+                rows.append(_row(args.seconds, step, rate, answers, before, sent, after))
+                print(" ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
+        finally:
+            await bench.redis.aclose()
+    return rows
+
+
+def _row(
+    seconds: float,
+    step: str,
+    rate: float,
+    answers: list[tuple[int, int]],
+    before: _Probe,
+    sent: _Probe,
+    after: _Probe,
+) -> dict[str, Any]:
+    """CPU over the sending (`before` to `sent`); counts until everything arrived (`after`)."""
+    written = sum(answer[0] for answer in answers)
+    delivered = after.heartbeats - before.heartbeats
+    elapsed = sent.at - before.at
+
+    def per_heartbeat(total: float) -> float | None:
+        return float(f"{total / delivered:.3g}") if delivered else None
+
+    return {
+        "step": step,
+        "target_per_s": round(rate),
+        "sent": written,
+        "sent_per_s": round(written / seconds),
+        "delivered": delivered,
+        "delivered_per_s": round(delivered / seconds),
+        "loss": written - delivered,
+        "node_cpu_pct": round(100 * (sent.node_cpu - before.node_cpu) / elapsed, 1),
+        "redis_cpu_pct": round(100 * (sent.redis_cpu - before.redis_cpu) / elapsed, 1),
+        "cmds_per_hb": per_heartbeat(after.commands - before.commands),
+        "evalsha_per_hb": per_heartbeat(after.evalsha - before.evalsha),
+        "round_trips_per_hb": per_heartbeat(after.round_trips - before.round_trips),
+        "closed": sum(answer[1] for answer in answers),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=2000)
+    parser.add_argument(
+        "--rate",
+        default="interval,5000,10000,20000",
+        help="heartbeats/s per step, comma-separated; `interval` = devices / 15",
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each step")
+    parser.add_argument("--procs", type=int, default=3, help="device processes")
+    parser.add_argument("--server-cpu", help="pin the node to these CPUs (taskset)")
+    parser.add_argument(
+        "--redis-url", help="use this Redis (its other traffic counts) instead of our own"
+    )
+    parser.add_argument("--out", default="results/heartbeats.json")
+    args = parser.parse_args()
+    raise_file_limit()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if args.devices > hard - HEADROOM:
+        parser.error(f"--devices must stay under the open-file limit: at most {hard - HEADROOM}")
+    targets = [
+        (step, args.devices / INTERVAL if step == "interval" else float(step))
+        for step in args.rate.split(",")
+    ]
+
+    port = _free_port()
+    per = -(-args.devices // args.procs)
+    counts = [max(0, min(per, args.devices - p * per)) for p in range(args.procs)]
+    context = mp.get_context("spawn")
+    pipes = [context.Pipe() for _ in counts]
+    fleets = [
+        context.Process(target=_fleet, args=(port, p * per, count, pipes[p][1]), daemon=True)
+        for p, count in enumerate(counts)
+    ]
+    redis_server = node = None
+    try:
+        redis_url = args.redis_url
+        if redis_url is None:
+            redis_server, redis_url = _start_redis()
+        # Nothing is closed for silence: a device beats only when its turn comes.
+        node = start_node(
+            "heartbeats",
+            port,
+            redis_url,
+            args.server_cpu,
+            heartbeat_interval="300",
+            heartbeat_timeout="600",
+            node_ttl="15",
+        )
+        for fleet in fleets:
+            fleet.start()
+        mine = [pipe for pipe, _ in pipes]
+        rows = asyncio.run(_run(args, targets, port, node.pid, redis_url, mine, counts))
+    finally:
+        for fleet in fleets:
+            if fleet.is_alive():
+                fleet.kill()
+        if node is not None:
+            node.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.wait(timeout=15)
+            node.kill()
+        if redis_server is not None:
+            redis_server.kill()
+            redis_server.wait()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(orjson.dumps({"args": vars(args), "steps": rows}).decode())
+
+
+if __name__ == "__main__":
+    main()
