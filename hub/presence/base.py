@@ -5,9 +5,9 @@ follow from them.
 A connection tells presence what happens to it (connect, join, leave, heartbeat,
 disconnect); only connect waits, until the socket is visible to every node. The node's
 own sockets are the truth; what an implementation keeps elsewhere (Redis) is a copy that
-it rebuilds whenever it may have drifted. A device is online while it has at least one socket anywhere in the cluster, so
-a device that reconnects to another node before its old socket is reaped never goes
-offline.
+it rebuilds whenever it may have drifted. A device is online while it has at least one
+socket anywhere in the cluster, so a device that reconnects to another node before its old
+socket is reaped never goes offline.
 """
 
 from __future__ import annotations
