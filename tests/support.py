@@ -213,6 +213,13 @@ class Client:
         assert welcome["type"] == "welcome", welcome
         return cls(ws, welcome)
 
+    @classmethod
+    async def watching_status(cls, node: HubNode) -> Client:
+        """A dashboard on `node` subscribed to its tenant's lifecycle events."""
+        client = await cls.connect(node, token("dashboard", "status-watcher"))
+        await client.subscribe("status")
+        return client
+
     async def send(self, frame: dict[str, Any]) -> None:
         await self.ws.send(orjson.dumps(frame).decode())
 

@@ -36,8 +36,7 @@ async def test_online_heartbeat_and_offline_reach_the_status_room_and_presence(
     nodes: tuple[HubNode, HubNode],
 ) -> None:
     device_node, dashboard_node = nodes
-    dashboard = await Client.connect(dashboard_node, token("dashboard", "d1"))
-    await dashboard.subscribe("status")
+    dashboard = await Client.watching_status(dashboard_node)
     device = await Client.connect(device_node, token("device", "p1", loc="lobby"))
 
     online = await dashboard.next_event()
@@ -76,8 +75,7 @@ async def test_a_device_with_a_socket_on_each_node_stays_online_until_the_last_g
     nodes: tuple[HubNode, HubNode],
 ) -> None:
     first_node, second_node = nodes
-    dashboard = await Client.connect(second_node, token("dashboard", "d1"))
-    await dashboard.subscribe("status")
+    dashboard = await Client.watching_status(second_node)
     first = await Client.connect(first_node, token("device", "p1"))
     assert _lifecycle([await dashboard.next_event()]) == [("device.online", "p1")]
     second = await Client.connect(second_node, token("device", "p1"))
@@ -142,8 +140,7 @@ async def test_presence_equals_the_truth_after_random_churn_across_two_nodes(
 ) -> None:
     a, b = pair
     rng = random.Random(4)
-    dashboard = await Client.connect(a, token("dashboard", "watch"))
-    await dashboard.subscribe("status")
+    dashboard = await Client.watching_status(a)
     open_sockets: list[tuple[str, Client]] = []
     for _ in range(120):
         if open_sockets and rng.random() < 0.45:

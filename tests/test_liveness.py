@@ -75,8 +75,7 @@ async def test_a_peer_that_stops_answering_pings_is_reaped_and_reported(
     hub_node: NodeFactory,
 ) -> None:
     node = hub_node("pings", ping_interval=0.5, ping_timeout=0.5)
-    dashboard = await Client.connect(node, token("dashboard", "d1"))
-    await dashboard.subscribe("status")
+    dashboard = await Client.watching_status(node)
     raw = _raw_upgrade(node, token("device", "ghost"))
     assert (await dashboard.next_event())["event"] == "device.online"
     received = b""
@@ -96,8 +95,7 @@ async def test_a_silent_device_is_closed_4008_and_reported_offline_a_beating_one
     hub_node: NodeFactory,
 ) -> None:
     node = hub_node("beats", heartbeat_interval=0.3, heartbeat_timeout=1.0)
-    dashboard = await Client.connect(node, token("dashboard", "d1"))
-    await dashboard.subscribe("status")
+    dashboard = await Client.watching_status(node)
     silent = await Client.connect(node, token("device", "quiet"))
     beating = await Client.connect(node, token("device", "busy"))
     started = time.monotonic()

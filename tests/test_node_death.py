@@ -31,6 +31,10 @@ async def _beat(clients: list[Client]) -> None:
         await asyncio.sleep(1.0)
 
 
+def _pair(hub_node: NodeFactory, redis: RedisServer) -> tuple[HubNode, HubNode]:
+    return hub_node("a", redis.url, **FAST), hub_node("b", redis.url, **FAST)
+
+
 def _subs(node: HubNode, room: str) -> list[str]:
     return sorted(member["sub"] for member in node.presence(room, OPERATOR))
 
@@ -41,8 +45,7 @@ async def test_sigkill_of_a_node_reports_each_device_offline_once_on_time_except
     doomed = hub_node("a", redis_server.url, **FAST)
     b = hub_node("b", redis_server.url, **FAST)
     hub_node("c", redis_server.url, **FAST)
-    dashboard = await Client.connect(b, token("dashboard", "watch"))
-    await dashboard.subscribe("status")
+    dashboard = await Client.watching_status(b)
     devices = [await Client.connect(doomed, token("device", f"p{n}")) for n in range(DEVICES)]
     await dashboard.events(lambda seen: len(seen) >= DEVICES, timeout=30)
     wait_until(lambda: len(b.presence("devices", OPERATOR)) == DEVICES, 10, "200 present")
@@ -76,10 +79,8 @@ async def test_sigkill_of_a_node_reports_each_device_offline_once_on_time_except
 async def test_a_node_declared_dead_comes_back_without_resurrecting_what_closed(
     hub_node: NodeFactory, redis_server: RedisServer
 ) -> None:
-    a = hub_node("a", redis_server.url, **FAST)
-    b = hub_node("b", redis_server.url, **FAST)
-    dashboard = await Client.connect(b, token("dashboard", "watch"))
-    await dashboard.subscribe("status")
+    a, b = _pair(hub_node, redis_server)
+    dashboard = await Client.watching_status(b)
     stays = await Client.connect(a, token("device", "stays"))
     leaves = await Client.connect(a, token("device", "leaves"))
     await dashboard.events(lambda seen: len(seen) >= 2, timeout=10)
@@ -112,8 +113,7 @@ async def test_a_node_declared_dead_comes_back_without_resurrecting_what_closed(
 async def test_presence_is_rebuilt_after_redis_loses_everything(
     hub_node: NodeFactory, redis_server: RedisServer
 ) -> None:
-    a = hub_node("a", redis_server.url, **FAST)
-    b = hub_node("b", redis_server.url, **FAST)
+    a, b = _pair(hub_node, redis_server)
     on_a = await Client.connect(a, token("device", "pa"))
     on_b = await Client.connect(b, token("device", "pb"))
     wait_until(lambda: _subs(a, "devices") == ["pa", "pb"], 5, "both present")
@@ -129,10 +129,8 @@ async def test_presence_is_rebuilt_after_redis_loses_everything(
 async def test_a_node_stopped_cleanly_reports_its_devices_offline_once(
     hub_node: NodeFactory, redis_server: RedisServer
 ) -> None:
-    a = hub_node("a", redis_server.url, **FAST)
-    b = hub_node("b", redis_server.url, **FAST)
-    dashboard = await Client.connect(b, token("dashboard", "watch"))
-    await dashboard.subscribe("status")
+    a, b = _pair(hub_node, redis_server)
+    dashboard = await Client.watching_status(b)
     devices = [await Client.connect(a, token("device", f"p{n}")) for n in range(5)]
     await dashboard.events(lambda seen: len(seen) >= 5, timeout=10)
     a.stop(signal.SIGTERM)
