@@ -42,7 +42,11 @@ INTERVAL = 15.0
 SLICE = 0.01
 """Each device process writes the heartbeats due every this many seconds."""
 QUIET = 2.0
-"""A step's events are all in once the dashboard's count stopped growing for this long."""
+"""A step's events are all in once, for this long, the dashboard's count stopped growing
+and the node was idle."""
+IDLE = 0.25
+"""Share of a core under which the node counts as idle: with no heartbeats to read it only
+answers pings and refreshes its registration, far below this."""
 HEADROOM = 1000
 """Open files kept free under the hard limit, for everything but the device sockets."""
 MASK = b"\x5a\x1e\xc3\x07"
@@ -189,6 +193,24 @@ async def _beat(turn: Iterator[_Socket], frame: bytes, total: int, seconds: floa
     return written
 
 
+async def _receive(pipe: Connection) -> Any:
+    """The next message on `pipe`, waited for by the event loop rather than a blocked
+    thread, so that Ctrl-C ends the wait at once."""
+    loop = asyncio.get_running_loop()
+    readable = loop.create_future()
+
+    def wake() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(pipe.fileno(), wake)
+    try:
+        await readable
+    finally:
+        loop.remove_reader(pipe.fileno())
+    return pipe.recv()
+
+
 def _fleet(port: int, first: int, count: int, pipe: Connection) -> None:
     """One device process: connect, say ready, then for each step write the heartbeats asked
     and answer with (heartbeats written, sockets the node closed so far)."""
@@ -206,22 +228,19 @@ def _fleet(port: int, first: int, count: int, pipe: Connection) -> None:
         frame = _frame(_TEXT, HEARTBEAT)
         turn = itertools.cycle(sockets)
         while True:
-            total, seconds = await asyncio.to_thread(pipe.recv)
+            total, seconds = await _receive(pipe)
             written = await _beat(turn, frame, total, seconds)
             pipe.send((written, sum(device.closed for device in sockets)))
 
     asyncio.run(main())
 
 
-def _collect(pipes: list[Connection], timeout: float, what: str) -> list[Any]:
+async def _collect(pipes: list[Connection], timeout: float, what: str) -> list[Any]:
     """One answer from every device process, within `timeout` seconds for them all."""
-    deadline = time.monotonic() + timeout
-    answers = []
-    for pipe in pipes:
-        if not pipe.poll(max(0.0, deadline - time.monotonic())):
-            raise RuntimeError(f"a device process did not {what} in time")
-        answers.append(pipe.recv())
-    return answers
+    try:
+        return await asyncio.wait_for(asyncio.gather(*map(_receive, pipes)), timeout)
+    except TimeoutError:
+        raise RuntimeError(f"a device process did not {what} in time") from None
 
 
 def _free_port() -> int:
@@ -239,14 +258,13 @@ def _start_redis() -> tuple[subprocess.Popen[bytes], str]:
         [*command, "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
     )
     url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with contextlib.suppress(redis.ConnectionError):
-            if client.ping():
-                client.close()
-                return process, url
-        time.sleep(0.05)
+    with redis.Redis.from_url(url) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.ConnectionError):
+                if client.ping():
+                    return process, url
+            time.sleep(0.05)
     process.kill()
     raise RuntimeError("redis-server did not start")
 
@@ -312,12 +330,18 @@ class _Bench:
             await asyncio.sleep(1.0)
 
     async def drain(self) -> None:
-        """Wait until the dashboard's count has not grown for `QUIET` seconds."""
-        seen, quiet_since = self.dashboard.heartbeats, time.monotonic()
-        while time.monotonic() - quiet_since < QUIET:
+        """Wait until, for `QUIET` seconds, the dashboard's count has not grown and the node
+        has been idle. A node that fell behind may still be reading the step's heartbeats
+        without publishing them for a while (when it drops its presence queue to rebuild
+        it): a quiet dashboard alone would hand that backlog to the next step."""
+        seen, at, cpu = self.dashboard.heartbeats, time.monotonic(), _cpu_seconds(self.pid)
+        quiet_since = at
+        while at - quiet_since < QUIET:
             await asyncio.sleep(0.2)
-            if self.dashboard.heartbeats != seen:
-                seen, quiet_since = self.dashboard.heartbeats, time.monotonic()
+            last, last_cpu = at, cpu
+            at, cpu = time.monotonic(), _cpu_seconds(self.pid)
+            if self.dashboard.heartbeats != seen or cpu - last_cpu > IDLE * (at - last):
+                seen, quiet_since = self.dashboard.heartbeats, at
 
 
 async def _run(
@@ -330,7 +354,7 @@ async def _run(
     counts: list[int],
 ) -> list[dict[str, Any]]:
     """Every step, once the devices and the dashboard are connected; one row each."""
-    await asyncio.to_thread(_collect, pipes, _connect_timeout(args.devices) + 30, "connect")
+    await _collect(pipes, _connect_timeout(args.devices) + 30, "connect")
     token = issue_token(
         SECRET, sub="bench-dashboard", role=Role.DASHBOARD, tenant="bench", ttl=3600
     )
@@ -352,13 +376,13 @@ async def _run(
                 shares = itertools.pairwise([0, *bounds])
                 for pipe, (low, high) in zip(pipes, shares, strict=True):
                     pipe.send((high - low, args.seconds))
-                answers = await asyncio.to_thread(_collect, pipes, args.seconds + 30, "beat")
-                sent = await bench.probe()
+                answers = await _collect(pipes, args.seconds + 30, "beat")
+                stopped = await bench.probe()
                 await bench.drain()
                 after = await bench.probe()
                 if dashboard.closed:
                     raise RuntimeError("the node closed the dashboard: it read too slowly")
-                rows.append(_row(args.seconds, step, rate, answers, before, sent, after))
+                rows.append(_row(args.seconds, step, rate, answers, before, stopped, after))
                 print(" ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
         finally:
             await bench.redis.aclose()
@@ -371,13 +395,13 @@ def _row(
     rate: float,
     answers: list[tuple[int, int]],
     before: _Probe,
-    sent: _Probe,
+    stopped: _Probe,
     after: _Probe,
 ) -> dict[str, Any]:
-    """CPU over the sending (`before` to `sent`); counts until everything arrived (`after`)."""
+    """CPU over the sending (`before` to `stopped`); counts until all arrived (`after`)."""
     written = sum(answer[0] for answer in answers)
     delivered = after.heartbeats - before.heartbeats
-    elapsed = sent.at - before.at
+    elapsed = stopped.at - before.at
 
     def per_heartbeat(total: float) -> float | None:
         return float(f"{total / delivered:.3g}") if delivered else None
@@ -390,8 +414,8 @@ def _row(
         "delivered": delivered,
         "delivered_per_s": round(delivered / seconds),
         "loss": written - delivered,
-        "node_cpu_pct": round(100 * (sent.node_cpu - before.node_cpu) / elapsed, 1),
-        "redis_cpu_pct": round(100 * (sent.redis_cpu - before.redis_cpu) / elapsed, 1),
+        "node_cpu_pct": round(100 * (stopped.node_cpu - before.node_cpu) / elapsed, 1),
+        "redis_cpu_pct": round(100 * (stopped.redis_cpu - before.redis_cpu) / elapsed, 1),
         "cmds_per_hb": per_heartbeat(after.commands - before.commands),
         "evalsha_per_hb": per_heartbeat(after.evalsha - before.evalsha),
         "round_trips_per_hb": per_heartbeat(after.round_trips - before.round_trips),
