@@ -112,6 +112,28 @@ async def test_since_older_than_retention_is_not_recovered(node: HubNode) -> Non
     await client.close()
 
 
+@pytest.mark.parametrize("broker", ["memory", "redis"])
+async def test_events_past_their_age_are_dropped_and_not_recovered(
+    request: pytest.FixtureRequest, hub_node: NodeFactory, broker: str
+) -> None:
+    redis_url = request.getfixturevalue("redis_server").url if broker == "redis" else None
+    node = hub_node("aging", redis_url, history_rooms='{"short:": {"ttl": 1}}')
+    first_id = _tick(node, "short:room", 0)
+    _tick(node, "short:room", 1)
+    epoch = _history(node, "short:room")["epoch"]
+    await asyncio.sleep(0.7)
+    _tick(node, "short:room", 2)
+    await asyncio.sleep(0.7)
+    _tick(node, "short:room", 3)  # 0 and 1 are now over a second old
+    history = _history(node, "short:room")
+    assert [event["data"]["n"] for event in history["events"]] == [2, 3]
+    assert history["epoch"] == epoch
+    client = await Client.connect(node, token("dashboard", "d1"))
+    ack = await client.subscribe("short:room", since=first_id, epoch=epoch)
+    assert ack["recovered"] is False  # event 1 came after `since` and is gone
+    await client.close()
+
+
 async def test_another_epoch_is_not_recovered(node: HubNode) -> None:
     first_id = _tick(node, "room", 0)
     client = await Client.connect(node, token("dashboard", "d1"))

@@ -20,37 +20,54 @@ LIBRARY = f"""
 local CHANNEL, STREAM, META = '{CHANNEL_PREFIX}', '{STREAM_PREFIX}', '{META_PREFIX}'
 local ID_FIELD, ID_END = [[{ID_FIELD.decode()}]], [[{ID_END.decode()}]]
 
+local function ms(number)
+  return string.format('%.0f', number)
+end
+
 local function now_ms()
   local now = redis.call('TIME')
   return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 end
 
--- Append one event to room `key`'s history and publish `prefix .. id .. suffix` (or
--- `prefix .. suffix` when the room keeps no history); returns the id, or false.
-local function append_and_publish(key, prefix, suffix, size, ttl_ms, epoch, now)
+-- Publish `prefix .. id .. suffix` to room `key` after appending it to the room's history
+-- (`prefix .. suffix` when the room keeps no history); returns the id, or false. Each room
+-- appended to must then be settled once, before the script ends.
+local function append(key, prefix, suffix, size)
   if size <= 0 then
     redis.call('PUBLISH', CHANNEL .. key, prefix .. suffix)
     return false
   end
+  local id = redis.call('XADD', STREAM .. key, '*', 'p', prefix)
+  redis.call('PUBLISH', CHANNEL .. key, prefix .. id .. suffix)
+  return id
+end
+
+-- Keep room `key`'s history within `size` events and `ttl_ms`, remembering the newest id
+-- dropped (`t`), and give it an epoch if it has none.
+local function settle(key, size, ttl_ms, epoch, now)
+  if size <= 0 then return end
   local stream, meta = STREAM .. key, META .. key
   redis.call('HSETNX', meta, 'e', epoch)
-  local length = redis.call('XLEN', stream)
-  if length >= size then
-    local gone = redis.call('XRANGE', stream, '-', '+', 'COUNT', length - size + 1)
+  local excess = redis.call('XLEN', stream) - size
+  if excess > 0 then
+    local gone = redis.call('XRANGE', stream, '-', '+', 'COUNT', excess)
     redis.call('HSET', meta, 't', gone[#gone][1])
-    redis.call('XTRIM', stream, 'MAXLEN', size - 1)
+    redis.call('XTRIM', stream, 'MAXLEN', size)
   end
-  local min_id = tostring(now - ttl_ms) .. '-0'
   local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
   if #oldest > 0 and tonumber(string.match(oldest[1][1], '^(%d+)')) < now - ttl_ms then
+    local min_id = ms(now - ttl_ms) .. '-0'
     local gone = redis.call('XREVRANGE', stream, '(' .. min_id, '-', 'COUNT', 1)
     redis.call('HSET', meta, 't', gone[1][1])
     redis.call('XTRIM', stream, 'MINID', min_id)
   end
-  local id = redis.call('XADD', stream, '*', 'p', prefix)
-  redis.call('PUBLISH', CHANNEL .. key, prefix .. id .. suffix)
   redis.call('PEXPIRE', stream, ttl_ms)
   redis.call('PEXPIRE', meta, ttl_ms)
+end
+
+local function append_and_publish(key, prefix, suffix, size, ttl_ms, epoch, now)
+  local id = append(key, prefix, suffix, size)
+  settle(key, size, ttl_ms, epoch, now)
   return id
 end
 """

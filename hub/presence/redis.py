@@ -43,6 +43,10 @@ FLUSH_SECONDS = 0.05
 """How long reports gather before they are written in one round trip."""
 MAX_PENDING = 100_000
 """Reports queued while Redis is slow; past this the queue is dropped and rebuilt."""
+MAX_PENDING_BEATS = 20_000
+"""Heartbeats queued; past this new ones are dropped (and counted), not the presence."""
+BEATS_PER_CALL = 200
+"""Heartbeats per script call: a call blocks Redis for everyone while it runs."""
 REAP_BUDGET = 1000
 """Sockets of dead nodes cleaned up per script call, to keep each call short."""
 RESYNC_BATCH = 500
@@ -83,6 +87,7 @@ class RedisPresence(Presence):
         self._instance = f"{run}#0"
         self._local: dict[str, Present] = {}
         self._pending: list[_Op] = []
+        self._pending_beats = 0
         self._waiting: list[asyncio.Future[None]] = []
         """Connects in `_pending`, each waiting until it is written."""
         self._resync_due = True
@@ -180,6 +185,10 @@ class RedisPresence(Presence):
     def _beat(self, present: Present, record: dict[str, Any], event: Outgoing) -> None:
         device = present.device
         assert device is not None
+        if self._pending_beats >= MAX_PENDING_BEATS:
+            self._metrics.dropped.labels("heartbeat_backlog").inc()
+            return
+        self._pending_beats += 1
         self._queue(
             (self._heartbeats, [present.conn, *device, encode(record), event.prefix, event.suffix])
         )
@@ -215,8 +224,7 @@ class RedisPresence(Presence):
             return  # the rebuild will write what this node holds then
         if len(self._pending) >= MAX_PENDING:
             log.warning("presence queue full: rebuilding presence in Redis")
-            self._pending.clear()
-            _release(self._waiting)
+            self._clear()
             self._resync_due = True
         else:
             self._pending.append(op)
@@ -249,27 +257,44 @@ class RedisPresence(Presence):
                 self._wake.set()
                 await asyncio.sleep(backoff.next())
 
+    def _clear(self) -> None:
+        self._pending.clear()
+        self._pending_beats = 0
+        _release(self._waiting)
+
     async def _flush(self) -> None:
         ops, self._pending = self._pending, []
+        self._pending_beats = 0
         waiting, self._waiting = self._waiting, []
+        try:
+            await self._execute(self._pipeline(ops), len(ops))
+        finally:
+            _release(waiting)
+
+    def _pipeline(self, ops: list[_Op]) -> Pipeline:
+        """One pipeline of script calls for `ops`, in order, for the current instance;
+        runs of heartbeats go `BEATS_PER_CALL` to a call."""
         pipe = self._redis.pipeline(transaction=False)
         epoch, instance = new_epoch(), self._instance
-        heads = (self._status.size, int(self._status.ttl * 1000))
+        status = (self._status.size, int(self._status.ttl * 1000))
         beats: list[Any] = []
+
+        def write_beats() -> None:
+            pipe.evalsha(self._heartbeats.sha, 0, epoch, instance, *status, *beats)
+            beats.clear()
+
         for script, args in ops:
             if script is self._heartbeats:
                 beats += [self._pkey(args[0]), *args[1:]]
+                if len(beats) >= BEATS_PER_CALL * len(args):
+                    write_beats()
                 continue
             if beats:
-                pipe.evalsha(self._heartbeats.sha, 0, epoch, instance, *heads, *beats)
-                beats = []
+                write_beats()
             pipe.evalsha(script.sha, 0, epoch, instance, self._pkey(args[0]), *args[1:])
         if beats:
-            pipe.evalsha(self._heartbeats.sha, 0, epoch, instance, *heads, *beats)
-        try:
-            await self._execute(pipe, len(ops))
-        finally:
-            _release(waiting)
+            write_beats()
+        return pipe
 
     async def _execute(self, pipe: Pipeline, ops: int) -> None:
         """Run a pipeline of scripts loaded by `_resync`; a Redis that lost them (restarted)
@@ -289,6 +314,7 @@ class RedisPresence(Presence):
         self._generation += 1
         self._instance = f"{self._run}#{self._generation}"
         self._pending.clear()
+        self._pending_beats = 0
         waiting, self._waiting = self._waiting, []
         self._resync_due = False
         ops = [self._connect_op(present) for present in self._local.values()]
@@ -296,15 +322,9 @@ class RedisPresence(Presence):
             for script in self._pipelined:
                 await self._redis.script_load(script.script)
             await self._register(args=[self._instance, self._ttl_ms])
-            epoch = new_epoch()
             for start in range(0, len(ops), RESYNC_BATCH):
                 batch = ops[start : start + RESYNC_BATCH]
-                pipe = self._redis.pipeline(transaction=False)
-                for script, args in batch:
-                    pipe.evalsha(
-                        script.sha, 0, epoch, self._instance, self._pkey(args[0]), *args[1:]
-                    )
-                await self._execute(pipe, len(batch))
+                await self._execute(self._pipeline(batch), len(batch))
             for instance in list(self._retire):
                 await self._retire_script(args=[instance, Gone.CLOSED.value])
                 self._retire.discard(instance)

@@ -37,10 +37,6 @@ local function alive(instance)
   return redis.call('ZSCORE', NODES, instance)
 end
 
-local function ms(number)
-  return string.format('%.0f', number)
-end
-
 -- Take one socket out of presence; returns its record when it was its device's last.
 local function drop(instance, pkey)
   local sockets = SOCKETS .. instance
@@ -57,11 +53,14 @@ local function drop(instance, pkey)
   return record
 end
 
-local function report_offline(record, reason, size, ttl_ms, epoch, now)
+-- Publish a device's `device.offline`; returns the room, which the caller settles.
+local function report_offline(record, reason, size, now)
   local head = record.o .. '"' .. reason .. '"}},"ts":' .. ms(now)
   local prefix, suffix = head .. ID_FIELD, ID_END
   if size <= 0 then prefix, suffix = head, '}}' end
-  append_and_publish(record.t .. ':status', prefix, suffix, size, ttl_ms, epoch, now)
+  local key = record.t .. ':status'
+  append(key, prefix, suffix, size)
+  return key
 end
 """
 )
@@ -157,7 +156,8 @@ DISCONNECT = (
 if not alive(ARGV[2]) then return 0 end
 local record = drop(ARGV[2], ARGV[3])
 if record then
-  report_offline(record, ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[1], now_ms())
+  local size, now = tonumber(ARGV[5]), now_ms()
+  settle(report_offline(record, ARGV[4], size, now), size, tonumber(ARGV[6]), ARGV[1], now)
 end
 return 1
 """
@@ -170,14 +170,18 @@ HEARTBEATS = (
 -- pkey, tenant, sub, record, event prefix, event suffix
 if not alive(ARGV[2]) then return 0 end
 local sockets = SOCKETS .. ARGV[2]
-local size, ttl_ms, now = tonumber(ARGV[3]), tonumber(ARGV[4]), now_ms()
+local size = tonumber(ARGV[3])
+local rooms = {}
 for at = 5, #ARGV, 6 do
   if redis.call('HEXISTS', sockets, ARGV[at]) == 1 then
     redis.call('HSET', BEATS .. ARGV[at + 1], ARGV[at + 2], ARGV[at + 3])
-    append_and_publish(ARGV[at + 1] .. ':status', ARGV[at + 4], ARGV[at + 5], size, ttl_ms,
-      ARGV[1], now)
+    local key = ARGV[at + 1] .. ':status'
+    append(key, ARGV[at + 4], ARGV[at + 5], size)
+    rooms[key] = true
   end
 end
+local now = now_ms()
+for key in pairs(rooms) do settle(key, size, tonumber(ARGV[4]), ARGV[1], now) end
 return 1
 """
 )
@@ -195,7 +199,7 @@ for _, instance in ipairs(expired) do
   redis.call('HSETNX', REAPING, instance, ARGV[5])
 end
 local budget, size, ttl_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local offline = 0
+local offline, rooms = 0, {}
 local reaping = redis.call('HGETALL', REAPING)
 for i = 1, #reaping, 2 do
   local instance, reason = reaping[i], reaping[i + 1]
@@ -204,7 +208,7 @@ for i = 1, #reaping, 2 do
     for _, pkey in ipairs(pkeys) do
       local record = drop(instance, pkey)
       if record then
-        report_offline(record, reason, size, ttl_ms, ARGV[1], now)
+        rooms[report_offline(record, reason, size, now)] = true
         offline = offline + 1
       end
     end
@@ -212,6 +216,7 @@ for i = 1, #reaping, 2 do
   end
   if redis.call('EXISTS', SOCKETS .. instance) == 0 then redis.call('HDEL', REAPING, instance) end
 end
+for key in pairs(rooms) do settle(key, size, ttl_ms, ARGV[1], now) end
 return {offline, #expired, redis.call('HLEN', REAPING)}
 """
 )
