@@ -74,3 +74,18 @@ def test_serve_with_workers_needs_redis() -> None:
     result = _hub("serve", "--workers", "2", HUB_JWT_SECRET=SECRET)
     assert result.returncode != 0
     assert "HUB_REDIS_URL" in result.stderr
+
+
+def test_serve_refuses_timeouts_that_cannot_keep_the_liveness_promises() -> None:
+    short = _hub("serve", HUB_JWT_SECRET=SECRET, HUB_HEARTBEAT_TIMEOUT="10")
+    assert short.returncode != 0
+    assert "HUB_HEARTBEAT_TIMEOUT must be longer than HUB_HEARTBEAT_INTERVAL" in short.stderr
+    slow = _hub(
+        "serve",
+        HUB_JWT_SECRET=SECRET,
+        HUB_REDIS_URL="redis://127.0.0.1:1/0",
+        HUB_HEARTBEAT_TIMEOUT="20",
+        HUB_NODE_TTL="30",
+    )
+    assert slow.returncode != 0
+    assert "HUB_NODE_TTL is too long" in slow.stderr
