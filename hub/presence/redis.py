@@ -174,13 +174,7 @@ class RedisPresence(Presence):
 
     def _disconnected(self, present: Present, reason: Gone) -> None:
         self._local.pop(present.conn, None)
-        status = self._status
-        self._queue(
-            (
-                self._disconnect,
-                [present.conn, reason.value, status.size, int(status.ttl * 1000)],
-            )
-        )
+        self._queue((self._disconnect, [present.conn, reason.value]))
 
     def _beat(self, present: Present, record: dict[str, Any], event: Outgoing) -> None:
         device = present.device
@@ -205,16 +199,7 @@ class RedisPresence(Presence):
             record["o"] = offline_head(*device, self.node).decode()
             event = self.online_event(present)
             online = (event.prefix, event.suffix)
-        status = self._status
-        args: list[Any] = [
-            present.conn,
-            encode(record),
-            present.tenant or "",
-            present.sub,
-            *online,
-            status.size,
-            int(status.ttl * 1000),
-        ]
+        args: list[Any] = [present.conn, encode(record), present.tenant or "", present.sub, *online]
         for key in present.rooms:
             args += [key, encode(present.member(self.node, key))]
         return self._connect, args
@@ -224,7 +209,7 @@ class RedisPresence(Presence):
             return  # the rebuild will write what this node holds then
         if len(self._pending) >= MAX_PENDING:
             log.warning("presence queue full: rebuilding presence in Redis")
-            self._clear()
+            _release(self._take()[1])
             self._resync_due = True
         else:
             self._pending.append(op)
@@ -257,15 +242,14 @@ class RedisPresence(Presence):
                 self._wake.set()
                 await asyncio.sleep(backoff.next())
 
-    def _clear(self) -> None:
-        self._pending.clear()
-        self._pending_beats = 0
-        _release(self._waiting)
+    def _take(self) -> tuple[list[_Op], list[asyncio.Future[None]]]:
+        """Everything queued, and the connects waiting for it; the queue starts over."""
+        ops, waiting = self._pending, self._waiting
+        self._pending, self._waiting, self._pending_beats = [], [], 0
+        return ops, waiting
 
     async def _flush(self) -> None:
-        ops, self._pending = self._pending, []
-        self._pending_beats = 0
-        waiting, self._waiting = self._waiting, []
+        ops, waiting = self._take()
         try:
             await self._execute(self._pipeline(ops), len(ops))
         finally:
@@ -273,14 +257,14 @@ class RedisPresence(Presence):
 
     def _pipeline(self, ops: list[_Op]) -> Pipeline:
         """One pipeline of script calls for `ops`, in order, for the current instance;
-        runs of heartbeats go `BEATS_PER_CALL` to a call."""
+        runs of heartbeats go `BEATS_PER_CALL` to a call. Every call starts with the same
+        four arguments (see `scripts`), then the socket's pkey and the op's own."""
         pipe = self._redis.pipeline(transaction=False)
-        epoch, instance = new_epoch(), self._instance
-        status = (self._status.size, int(self._status.ttl * 1000))
+        common = (new_epoch(), self._instance, self._status.size, int(self._status.ttl * 1000))
         beats: list[Any] = []
 
         def write_beats() -> None:
-            pipe.evalsha(self._heartbeats.sha, 0, epoch, instance, *status, *beats)
+            pipe.evalsha(self._heartbeats.sha, 0, *common, *beats)
             beats.clear()
 
         for script, args in ops:
@@ -291,7 +275,7 @@ class RedisPresence(Presence):
                 continue
             if beats:
                 write_beats()
-            pipe.evalsha(script.sha, 0, epoch, instance, self._pkey(args[0]), *args[1:])
+            pipe.evalsha(script.sha, 0, *common, self._pkey(args[0]), *args[1:])
         if beats:
             write_beats()
         return pipe
@@ -313,9 +297,7 @@ class RedisPresence(Presence):
             self._retire.add(self._instance)
         self._generation += 1
         self._instance = f"{self._run}#{self._generation}"
-        self._pending.clear()
-        self._pending_beats = 0
-        waiting, self._waiting = self._waiting, []
+        _, waiting = self._take()
         self._resync_due = False
         ops = [self._connect_op(present) for present in self._local.values()]
         try:

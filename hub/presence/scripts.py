@@ -14,6 +14,10 @@ Keys (`<instance>` is one registration of one node process, `<pkey>` one socket 
 A socket's record is JSON: `t` its tenant, `s` its sub, `r` its room keys and, for a
 device, `o` its `device.offline` event cut just before the reason.
 
+Every script called for a socket takes the same first arguments: the epoch for a room
+history that has none, the instance, the `status` room's history size and TTL (ms), then
+the socket's pkey (for `HEARTBEATS`, one group of arguments per heartbeat).
+
 Every script that writes for an instance first checks that the instance is still live:
 once a survivor has declared it dead, nothing it sends can bring its entries back. Each
 script is atomic, which is what makes online/offline exactly-once across nodes.
@@ -97,16 +101,17 @@ return 1
 CONNECT = (
     PRESENCE_LIBRARY
     + """
--- ARGV: epoch, instance, pkey, record, tenant, sub, online prefix ('' unless a device),
--- online suffix, status history size, ttl (ms), then pairs of room key and member entry.
+-- ARGV: epoch, instance, size, ttl, pkey, record, tenant, sub, online prefix ('' unless
+-- a device), online suffix, then pairs of room key and member entry.
 if not alive(ARGV[2]) then return 0 end
-redis.call('HSET', SOCKETS .. ARGV[2], ARGV[3], ARGV[4])
-for at = 11, #ARGV, 2 do redis.call('HSET', ROOM .. ARGV[at], ARGV[3], ARGV[at + 1]) end
-if ARGV[7] ~= '' then
-  local devices = 'hub:pd:' .. ARGV[5] .. ':' .. ARGV[6]
-  if redis.call('SADD', devices, ARGV[3]) == 1 and redis.call('SCARD', devices) == 1 then
-    append_and_publish(ARGV[5] .. ':status', ARGV[7], ARGV[8], tonumber(ARGV[9]),
-      tonumber(ARGV[10]), ARGV[1], now_ms())
+local pkey = ARGV[5]
+redis.call('HSET', SOCKETS .. ARGV[2], pkey, ARGV[6])
+for at = 11, #ARGV, 2 do redis.call('HSET', ROOM .. ARGV[at], pkey, ARGV[at + 1]) end
+if ARGV[9] ~= '' then
+  local devices = 'hub:pd:' .. ARGV[7] .. ':' .. ARGV[8]
+  if redis.call('SADD', devices, pkey) == 1 and redis.call('SCARD', devices) == 1 then
+    append_and_publish(ARGV[7] .. ':status', ARGV[9], ARGV[10], tonumber(ARGV[3]),
+      tonumber(ARGV[4]), ARGV[1], now_ms())
   end
 end
 return 1
@@ -116,15 +121,15 @@ return 1
 JOIN = (
     PRESENCE_LIBRARY
     + """
--- ARGV: epoch, instance, pkey, room key, member entry
+-- ARGV: epoch, instance, size, ttl, pkey, room key, member entry
 if not alive(ARGV[2]) then return 0 end
-local sockets = SOCKETS .. ARGV[2]
-local raw = redis.call('HGET', sockets, ARGV[3])
+local sockets, pkey = SOCKETS .. ARGV[2], ARGV[5]
+local raw = redis.call('HGET', sockets, pkey)
 if not raw then return 1 end
 local record = cjson.decode(raw)
-table.insert(record.r, ARGV[4])
-redis.call('HSET', sockets, ARGV[3], cjson.encode(record))
-redis.call('HSET', ROOM .. ARGV[4], ARGV[3], ARGV[5])
+table.insert(record.r, ARGV[6])
+redis.call('HSET', sockets, pkey, cjson.encode(record))
+redis.call('HSET', ROOM .. ARGV[6], pkey, ARGV[7])
 return 1
 """
 )
@@ -132,19 +137,19 @@ return 1
 LEAVE = (
     PRESENCE_LIBRARY
     + """
--- ARGV: epoch, instance, pkey, room key
+-- ARGV: epoch, instance, size, ttl, pkey, room key
 if not alive(ARGV[2]) then return 0 end
-local sockets = SOCKETS .. ARGV[2]
-local raw = redis.call('HGET', sockets, ARGV[3])
+local sockets, pkey = SOCKETS .. ARGV[2], ARGV[5]
+local raw = redis.call('HGET', sockets, pkey)
 if not raw then return 1 end
 local record = cjson.decode(raw)
 local rooms = {}
 for _, key in ipairs(record.r) do
-  if key ~= ARGV[4] then rooms[#rooms + 1] = key end
+  if key ~= ARGV[6] then rooms[#rooms + 1] = key end
 end
 record.r = rooms
-redis.call('HSET', sockets, ARGV[3], cjson.encode(record))
-redis.call('HDEL', ROOM .. ARGV[4], ARGV[3])
+redis.call('HSET', sockets, pkey, cjson.encode(record))
+redis.call('HDEL', ROOM .. ARGV[6], pkey)
 return 1
 """
 )
@@ -152,12 +157,12 @@ return 1
 DISCONNECT = (
     PRESENCE_LIBRARY
     + """
--- ARGV: epoch, instance, pkey, reason, status history size, ttl (ms)
+-- ARGV: epoch, instance, size, ttl, pkey, reason
 if not alive(ARGV[2]) then return 0 end
-local record = drop(ARGV[2], ARGV[3])
+local record = drop(ARGV[2], ARGV[5])
 if record then
-  local size, now = tonumber(ARGV[5]), now_ms()
-  settle(report_offline(record, ARGV[4], size, now), size, tonumber(ARGV[6]), ARGV[1], now)
+  local size, now = tonumber(ARGV[3]), now_ms()
+  settle(report_offline(record, ARGV[6], size, now), size, tonumber(ARGV[4]), ARGV[1], now)
 end
 return 1
 """
@@ -166,8 +171,8 @@ return 1
 HEARTBEATS = (
     PRESENCE_LIBRARY
     + """
--- ARGV: epoch, instance, status history size, ttl (ms), then per heartbeat:
--- pkey, tenant, sub, record, event prefix, event suffix
+-- ARGV: epoch, instance, size, ttl, then per heartbeat: pkey, tenant, sub, record,
+-- event prefix, event suffix
 if not alive(ARGV[2]) then return 0 end
 local sockets = SOCKETS .. ARGV[2]
 local size = tonumber(ARGV[3])
