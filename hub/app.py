@@ -119,7 +119,6 @@ class Hub:
             log.warning("closed %s: broker unavailable while joining its rooms", connection.id)
         except Exception:
             log.exception("closed %s after an internal error", connection.id)
-            connection.close(Close.INTERNAL, "internal error")
         finally:
             role.dec()
 

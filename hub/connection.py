@@ -139,6 +139,9 @@ class Connection:
                     self.close(Close.UNSUPPORTED_DATA, "binary frames are not accepted")
                     return
                 await self._handle(text)
+        except Exception:
+            self.close(Close.INTERNAL, "internal error")
+            raise
         finally:
             self._expiry.cancel()
             if device:
@@ -154,7 +157,6 @@ class Connection:
         """Note why the socket went, unless the hub itself closed it."""
         if self._closing:
             return
-        self._closing = True
         if message.get("code") == Close.RESTART:
             self._gone = Gone.NODE_RESTART
         elif message.get("reason") == PING_TIMEOUT_REASON:
