@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import math
@@ -10,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+from prometheus_client import start_http_server
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
@@ -34,8 +37,11 @@ from hub.protocol import (
     check_room,
     check_tenant,
 )
-from hub.ratelimit import TokenBucket
+from hub.ratelimit import KeyedBuckets
 from hub.rooms import room_key
+from hub.shutdown import drain_on_sigterm
+from hub.sockets import Refusal, Sockets
+from hub.stats import ROLES, Figures, Rates, cluster
 from hub.transport import WRITER_EXTENSION
 
 log = logging.getLogger("hub")
@@ -44,7 +50,9 @@ MAX_BODY_BYTES = 1 << 20
 MAX_BROADCAST_ROOMS = 100
 DEFAULT_HISTORY_LIMIT = 100
 MAX_HISTORY_LIMIT = 1000
-_RATE_BUCKETS_MAX = 10000
+STATS_SECONDS = 2.0
+"""How often a node samples its message rates and shares its figures with the cluster."""
+CLOSE_FOR = {Refusal.FULL: Close.TRY_AGAIN, Refusal.DRAINING: Close.RESTART}
 
 STATUS_OF = {
     ErrorCode.BAD_REQUEST: 400,
@@ -80,12 +88,24 @@ class Hub:
         self.metrics = Metrics()
         self.node = Node(settings, self.metrics)
         self.auth = Authenticator(settings)
-        self._broadcast_buckets: dict[tuple[str | None, str], TokenBucket] = {}
+        self.sockets = Sockets(settings)
+        self.rates = Rates(self.node.tally)
+        self.metrics.watch(self.figures)
+        rate = settings.broadcast_rate
+        self._broadcasts = KeyedBuckets(rate, rate) if rate > 0 else None
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         configure_logs()
         await self.node.start()
+        drain_on_sigterm(self.drain)
+        sharing = asyncio.create_task(self._share_figures(), name="figures")
+        exporter = None
+        if self.settings.metrics_port is not None:
+            # A thread of prometheus-client's own; the figures it reads are copied whole.
+            exporter, _ = start_http_server(
+                self.settings.metrics_port, registry=self.metrics.registry
+            )
         # Long-lived sockets make every full collection expensive; collect rarely, and
         # keep what start-up allocated out of the collector's sight.
         gc.collect()
@@ -95,9 +115,53 @@ class Hub:
         try:
             yield
         finally:
+            if exporter is not None:
+                exporter.shutdown()
+                exporter.server_close()
+            sharing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sharing
             await self.node.stop()
 
+    async def drain(self) -> None:
+        """Stop taking sockets and close the open ones, spread over `HUB_DRAIN_SECONDS`."""
+        await self.sockets.drain(self.settings.drain_seconds)
+
+    def figures(self) -> Figures:
+        queued, queued_sockets = self.sockets.backlog()
+        tally = self.node.tally
+        return Figures(
+            node=self.node.id,
+            connections={role: self.sockets.by_role().get(role, 0) for role in ROLES},
+            rooms=len(self.node.rooms),
+            messages=tally.totals(),
+            per_second=self.rates.per_second,
+            dropped=dict(tally.dropped),
+            queue_bytes=queued,
+            queued_sockets=queued_sockets,
+            max_connections=self.sockets.max_connections,
+            draining=self.sockets.draining,
+            broker_up=self.node.broker.available,
+        )
+
+    async def _share_figures(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_SECONDS)
+            self.rates.sample()
+            await self.node.presence.report(self.figures().as_json())
+
     async def socket(self, websocket: WebSocket) -> None:
+        client = websocket.client.host if websocket.client else None
+        wait = self.sockets.handshake_wait(client)
+        if wait > 0:
+            self.metrics.handshakes_refused.labels(Refusal.RATE_LIMITED.value).inc()
+            retry = str(max(1, math.ceil(wait)))
+            await websocket.send_denial_response(
+                error_response(
+                    429, ErrorCode.RATE_LIMITED, "too many handshakes", {"Retry-After": retry}
+                )
+            )
+            return
         try:
             principal = self.auth.verify(bearer(websocket, query=True))
         except AuthError as error:
@@ -110,9 +174,13 @@ class Hub:
             await websocket.close(Close.INTERNAL)
             return
         await websocket.accept()
+        refusal = self.sockets.refusal()
+        if refusal is not None:
+            self.metrics.handshakes_refused.labels(refusal.value).inc()
+            writer.close(CLOSE_FOR[refusal], f"node {refusal.value}")
+            return
         connection = Connection(self.node, principal, writer)
-        role = self.metrics.connections.labels(principal.role.value)
-        role.inc()
+        self.sockets.add(connection)
         try:
             await connection.run(websocket.receive)
         except BrokerUnavailable:
@@ -120,7 +188,7 @@ class Hub:
         except Exception:
             log.exception("closed %s after an internal error", connection.id)
         finally:
-            role.dec()
+            self.sockets.remove(connection)
 
     def _principal(self, request: Request) -> Principal:
         try:
@@ -129,19 +197,11 @@ class Hub:
             raise _Refused(error.status, error.message) from None
 
     def _throttle(self, principal: Principal) -> None:
-        rate = self.settings.broadcast_rate
-        if rate <= 0:
+        if self._broadcasts is None:
             return
-        buckets = self._broadcast_buckets
-        key = (principal.tenant, principal.sub)
-        bucket = buckets.get(key)
-        if bucket is None:
-            if len(buckets) >= _RATE_BUCKETS_MAX:
-                for stale in [k for k, b in buckets.items() if b.full]:
-                    del buckets[stale]
-            bucket = buckets[key] = TokenBucket(rate, rate)
-        wait = bucket.take()
+        wait = self._broadcasts.take((principal.tenant, principal.sub))
         if wait > 0:
+            rate = self.settings.broadcast_rate
             raise HubError(
                 ErrorCode.RATE_LIMITED, f"over {rate:g} broadcasts/s, retry later", retry_after=wait
             )
@@ -203,15 +263,34 @@ class Hub:
         return JSONResponse({"status": "ok", "node": self.node.id})
 
     async def readyz(self, request: Request) -> Response:
-        if not self.node.broker.available:
-            return JSONResponse({"ready": False, "reason": "broker unreachable"}, status_code=503)
+        reason = None
+        if self.sockets.draining:
+            reason = "draining"
+        elif not self.node.broker.available:
+            reason = "broker unreachable"
+        elif self.sockets.full:
+            reason = "full"
+        if reason is not None:
+            return JSONResponse(
+                {"ready": False, "reason": reason, "node": self.node.id}, status_code=503
+            )
         return JSONResponse({"ready": True, "node": self.node.id})
+
+    async def stats(self, request: Request) -> Response:
+        """This node's figures and the cluster's; for operators, admins and the stats key."""
+        token = bearer(request)
+        key = self.settings.stats_key
+        if key is None or token != key:
+            principal = self._principal(request)
+            if principal.role not in (Role.OPERATOR, Role.ADMIN):
+                raise HubError(ErrorCode.FORBIDDEN, "stats are for operators and admins")
+        nodes = await self.node.presence.nodes()
+        return JSONResponse({"node": self.figures().as_json(), "cluster": cluster(nodes)})
 
     async def prometheus(self, request: Request) -> Response:
         key = self.settings.stats_key
         if key is not None and bearer(request) != key:
             return error_response(401, "unauthorized", "the stats key is required")
-        self.metrics.broker_up.set(1 if self.node.broker.available else 0)
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
@@ -308,6 +387,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/v1/broadcast", hub.broadcast, methods=["POST"]),
             Route("/v1/rooms/{room}/history", hub.history),
             Route("/v1/rooms/{room}/presence", hub.presence),
+            Route("/v1/stats", hub.stats),
             Route("/healthz", hub.healthz),
             Route("/readyz", hub.readyz),
             Route("/metrics", hub.prometheus),

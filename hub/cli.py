@@ -45,6 +45,8 @@ def serve(args: argparse.Namespace) -> None:
             sys.exit("hub: --workers > 1 needs HUB_REDIS_URL: workers share rooms through Redis")
         if "HUB_NODE_ID" in os.environ:
             sys.exit("hub: HUB_NODE_ID names one node; leave it unset with --workers > 1")
+        if settings.metrics_port is not None:
+            sys.exit("hub: HUB_METRICS_PORT is one port; leave it unset with --workers > 1")
     uvicorn.run(
         "hub.app:create_app",
         factory=True,
@@ -58,6 +60,8 @@ def serve(args: argparse.Namespace) -> None:
         ws_per_message_deflate=False,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level=settings.log_level,
         lifespan="on",
     )

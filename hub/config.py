@@ -43,6 +43,29 @@ class Settings(BaseSettings):
         description="seconds a node stays registered in Redis without refreshing; a node "
         "silent for longer is declared dead and its devices reported offline",
     )
+    drain_seconds: float = Field(
+        10.0, ge=0, description="how long a SIGTERM drain spreads its 1012 closes over, s"
+    )
+    handover_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="how long a device closed by a drain may take to reconnect to another "
+        "node before it is reported offline, s",
+    )
+    max_connections: int = Field(
+        20000, ge=1, description="sockets on this node before new ones are refused with 1013"
+    )
+    connect_rate: float = Field(
+        50.0, ge=0, description="WebSocket handshakes per second per client IP (0 = off)"
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="proxies (comma-separated addresses, or *) whose X-Forwarded-For "
+        "names the client",
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="also serve /metrics, without the stats key, here"
+    )
     ping_interval: float = Field(20.0, gt=0, description="WebSocket ping interval, s")
     ping_timeout: float = Field(20.0, gt=0, description="WebSocket pong deadline, s")
     max_frame_bytes: int = Field(65536, ge=1024, description="largest client frame before 1009")
@@ -66,7 +89,7 @@ class Settings(BaseSettings):
         100.0, ge=0, description="REST broadcasts per second per operator token (0 = off)"
     )
     stats_key: str | None = Field(
-        None, description="bearer key that may read /metrics (and /v1/stats)"
+        None, description="bearer key that may read /v1/stats and /metrics"
     )
     gc_threshold: int = Field(
         50000, ge=700, description="allocations between young-generation collections"

@@ -86,6 +86,8 @@ class Connection:
     def send(self, frame: bytes) -> None:
         """The hot path: called once per event per local subscriber."""
         if self._closing:
+            if self._gone is Gone.SLOW_CONSUMER:
+                self._node.tally.dropped[Gone.SLOW_CONSUMER.value] += 1
             return
         if self._held is not None:
             self._held.append(frame)
@@ -95,15 +97,18 @@ class Connection:
             return
         self._writer.write(frame)
 
+    def buffered(self) -> int:
+        """Bytes written to the socket and not yet taken by the kernel."""
+        return self._writer.buffered()
+
     def _reply(self, payload: bytes) -> None:
         self.send(websocket_text_frame(payload))
 
     def _shed(self) -> None:
         self._closing = True
         self._gone = Gone.SLOW_CONSUMER
-        metrics = self._node.metrics
-        metrics.slow_consumers.inc()
-        metrics.dropped.labels("slow_consumer").inc()
+        self._node.tally.dropped[Gone.SLOW_CONSUMER.value] += 1
+        self._node.metrics.slow_consumers.inc()
         asyncio.get_running_loop().call_soon(
             self._writer.close, Close.SLOW_CONSUMER, "slow consumer"
         )
@@ -243,6 +248,7 @@ class Connection:
             self._strikes = 0
             return
         self._strikes += 1
+        self._node.tally.dropped[Gone.RATE_LIMITED.value] += 1
         if self._strikes > self._node.settings.client_burst:
             self.close(Close.RATE_LIMITED, "rate limited")
         try:

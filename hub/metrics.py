@@ -1,53 +1,113 @@
-"""Prometheus metrics of one node, in a registry of its own."""
+"""Prometheus metrics of one node, in a registry of its own.
+
+What `/v1/stats` also reports (connections, rooms, messages, queue, capacity, draining,
+broker) is read from the node's `Figures` at scrape time, so both always agree and the hot
+paths only bump plain integers. Rare events are ordinary prometheus-client counters.
+`docs/operations.md` describes every metric.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from hub.stats import Figures
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.connections = Gauge(
-            "hub_connections", "Open WebSockets on this node", ["role"], registry=self.registry
+        registry = self.registry
+        self.delivery_latency = Histogram(
+            "hub_delivery_latency_seconds",
+            "From the accepting node taking an event to this node writing it to its sockets",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
-        self.rooms = Gauge("hub_rooms", "Rooms with a member on this node", registry=self.registry)
-        self.messages_in = Counter(
-            "hub_messages_in", "Events accepted for publishing by this node", registry=self.registry
-        )
-        self.messages_out = Counter(
-            "hub_messages_out", "Event frames written to local sockets", registry=self.registry
-        )
-        self.dropped = Counter(
-            "hub_messages_dropped",
-            "Messages not delivered, by reason",
+        self.handshakes_refused = Counter(
+            "hub_handshakes_refused",
+            "Sockets refused: full (1013), draining (1012), rate_limited (HTTP 429)",
             ["reason"],
-            registry=self.registry,
+            registry=registry,
         )
         self.slow_consumers = Counter(
             "hub_slow_consumers",
             "Sockets closed with 4009 because their outgoing queue overflowed",
-            registry=self.registry,
+            registry=registry,
         )
-        self.broker_up = Gauge(
-            "hub_broker_up", "1 when the broker is reachable", registry=self.registry
-        )
-
         self.presence_writes = Counter(
             "hub_presence_writes",
             "Presence changes and heartbeats written to Redis",
-            registry=self.registry,
+            registry=registry,
         )
         self.presence_round_trips = Counter(
             "hub_presence_round_trips",
             "Round trips to Redis that carried presence writes (one per batch)",
-            registry=self.registry,
+            registry=registry,
         )
         self.devices_reaped = Counter(
             "hub_devices_reaped",
             "Devices of dead nodes this node reported offline (reason node_lost)",
-            registry=self.registry,
+            registry=registry,
         )
+
+    def watch(self, figures: Callable[[], Figures]) -> None:
+        """Export the node's live figures, read from `figures` at every scrape."""
+        self.registry.register(_Live(figures))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Live(Collector):
+    def __init__(self, figures: Callable[[], Figures]) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterator[Metric]:
+        figures = self._figures()
+        connections = GaugeMetricFamily(
+            "hub_connections", "Open WebSockets on this node", labels=["role"]
+        )
+        for role, count in figures.connections.items():
+            connections.add_metric([role], count)
+        yield connections
+        yield GaugeMetricFamily(
+            "hub_capacity_connections",
+            "Sockets this node accepts before refusing with 1013 (HUB_MAX_CONNECTIONS)",
+            value=figures.max_connections,
+        )
+        yield GaugeMetricFamily(
+            "hub_rooms", "Rooms with a member on this node", value=figures.rooms
+        )
+        yield CounterMetricFamily(
+            "hub_messages_in",
+            "Events this node accepted for publishing (socket, REST, device heartbeats)",
+            value=figures.messages["in"],
+        )
+        yield CounterMetricFamily(
+            "hub_messages_out",
+            "Event frames written to this node's sockets",
+            value=figures.messages["out"],
+        )
+        dropped = CounterMetricFamily(
+            "hub_messages_dropped", "Messages not delivered, by reason", labels=["reason"]
+        )
+        for reason, count in figures.dropped.items():
+            dropped.add_metric([reason], count)
+        yield dropped
+        yield GaugeMetricFamily(
+            "hub_send_queue_bytes",
+            "Bytes written to sockets and not yet taken by the kernel, all sockets together",
+            value=figures.queue_bytes,
+        )
+        yield GaugeMetricFamily(
+            "hub_broker_up", "1 when the broker is reachable", value=int(figures.broker_up)
+        )
+        yield GaugeMetricFamily(
+            "hub_draining", "1 while the node drains", value=int(figures.draining)
+        )

@@ -16,8 +16,9 @@ from hub.history import RetentionRules, id_of, parse_id
 from hub.liveness import HeartbeatWatch
 from hub.metrics import Metrics
 from hub.presence import Presence, make_presence
-from hub.protocol import ErrorCode, HubError, Ref, event_frame, websocket_text_frame
+from hub.protocol import ErrorCode, HubError, Ref, event_frame, ts_of, websocket_text_frame
 from hub.rooms import Member, Rooms, room_key
+from hub.stats import Tally
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +82,12 @@ class Node:
         )
         self.broker: Broker = make_broker(settings, self.retention)
         self.metrics = metrics
+        self.tally = Tally()
         self.rooms = Rooms()
         # Connection ids stay unique when a node restarts under the same id.
         self._run = f"{self.id}.{secrets.token_hex(3)}"
         self.presence: Presence = make_presence(
-            settings, self.broker, self.retention, self._run, metrics
+            settings, self.broker, self.retention, self._run, metrics, self.tally
         )
         self.heartbeats = HeartbeatWatch(settings.heartbeat_timeout)
         self._subscribing: dict[str, asyncio.Future[None]] = {}
@@ -106,7 +108,10 @@ class Node:
         return f"{self._run}.{next(self._conn_ids)}"
 
     def _deliver(self, key: str, payload: bytes) -> None:
-        self.metrics.messages_out.inc(self.rooms.fan_out(key, payload))
+        delivered = self.rooms.fan_out(key, payload)
+        if delivered:
+            self.tally.messages_out += delivered
+            self.metrics.delivery_latency.observe(time.time() - ts_of(payload) / 1000)
 
     async def join(self, key: str, member: Member) -> None:
         """Add `member` to a room; return once the room's events reach this node.
@@ -116,7 +121,6 @@ class Node:
         taken out again and the error propagates.
         """
         if self.rooms.add(key, member):
-            self.metrics.rooms.set(len(self.rooms))
             pending = asyncio.get_running_loop().create_future()
             self._subscribing[key] = pending
             try:
@@ -142,7 +146,6 @@ class Node:
     async def leave(self, key: str, member: Member) -> None:
         seam = self._seams.pop((key, member), None)
         if self.rooms.remove(key, seam or member):
-            self.metrics.rooms.set(len(self.rooms))
             await self.broker.unsubscribe(key)
 
     async def subscribe(
@@ -217,7 +220,7 @@ class Node:
                 Outgoing.of(room_key(tenant, room), payload, self.retention.for_room(room))
             )
         ids = await self.broker.publish(messages)
-        self.metrics.messages_in.inc(len(messages))
+        self.tally.messages_in += len(messages)
         return Published(ids=dict(zip(rooms, ids, strict=True)), ts=ts)
 
 

@@ -177,6 +177,18 @@ def event_frame(room: str, event: str, data: Any, ts: int, event_id: str | None)
     return encode(frame)
 
 
+_TS_FIELD = b',"ts":'
+
+
+def ts_of(encoded: bytes) -> int:
+    """The `ts` of an encoded event, read off its tail without parsing the JSON: `ts` is
+    the last field but `id`, and a `"` inside `data` is always escaped, so the last
+    `,"ts":` in the bytes is the event's own."""
+    start = encoded.rindex(_TS_FIELD) + len(_TS_FIELD)
+    end = encoded.find(b",", start)
+    return int(encoded[start : end if end > 0 else -1])
+
+
 _TEXT_FIN = 0x81
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")

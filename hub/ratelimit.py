@@ -1,4 +1,4 @@
-"""Token buckets: a steady rate with room for bursts."""
+"""Token buckets: a steady rate with room for bursts, alone or one per key."""
 
 from __future__ import annotations
 
@@ -28,3 +28,27 @@ class TokenBucket:
     def full(self) -> bool:
         elapsed = time.monotonic() - self._stamp
         return self._tokens + elapsed * self._rate >= self._burst
+
+
+class KeyedBuckets:
+    """One bucket per key (a client address, an operator), at most `max_keys` of them:
+    when full, the buckets that have refilled (idle keys) are forgotten."""
+
+    __slots__ = ("_buckets", "_burst", "_max_keys", "_rate")
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 10000) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._max_keys = max_keys
+        self._buckets: dict[object, TokenBucket] = {}
+
+    def take(self, key: object) -> float:
+        """Take a token from `key`'s bucket: 0.0 when granted, else seconds to wait."""
+        buckets = self._buckets
+        bucket = buckets.get(key)
+        if bucket is None:
+            if len(buckets) >= self._max_keys:
+                for idle in [k for k, b in buckets.items() if b.full]:
+                    del buckets[idle]
+            bucket = buckets[key] = TokenBucket(self._rate, self._burst)
+        return bucket.take()

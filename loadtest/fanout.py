@@ -197,6 +197,7 @@ def start_node(
         HUB_JWT_SECRET=SECRET,
         HUB_NODE_ID=name,
         HUB_CLIENT_RATE="0",
+        HUB_CONNECT_RATE="0",
         HUB_BROADCAST_RATE="0",
         HUB_LOG_LEVEL="warning",
     )

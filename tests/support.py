@@ -22,6 +22,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from hub.auth import Role, issue_token
+from hub.backoff import Backoff
+from hub.client import HubClient
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 START_TIMEOUT = 20.0
@@ -120,7 +122,11 @@ class HubNode:
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/v1/ws"
         env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_")}
-        env.update(HUB_JWT_SECRET=SECRET, HUB_NODE_ID=name, HUB_LOG_LEVEL="info")
+        # Every test client comes from one address: the handshake limit is off unless a
+        # test sets it.
+        env.update(
+            HUB_JWT_SECRET=SECRET, HUB_NODE_ID=name, HUB_LOG_LEVEL="info", HUB_CONNECT_RATE="0"
+        )
         if redis_url is not None:
             env["HUB_REDIS_URL"] = redis_url
         env.update({f"HUB_{key.upper()}": str(value) for key, value in settings.items()})
@@ -149,6 +155,13 @@ class HubNode:
 
     def ready(self) -> bool:
         return self._status("/readyz") == 200
+
+    def exit_code(self, timeout: float = 30) -> int:
+        """Wait for the process to end by itself; its exit status."""
+        assert self.process is not None
+        code = self.process.wait(timeout=timeout)
+        self.process = None
+        return code
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None:
@@ -184,14 +197,125 @@ class HubNode:
         members: list[dict[str, Any]] = body["members"]
         return members
 
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
     def pause(self) -> None:
         """Freeze the process (SIGSTOP), as a node cut off from everything would be."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
+        self.signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
+        self.signal(signal.SIGCONT)
+
+
+class Recorder:
+    """A resuming `HubClient` that keeps the ids of the events it is handed, in order."""
+
+    def __init__(self, urls: list[str], bearer: str, rooms: list[str]) -> None:
+        self.ids: list[str] = []
+        self.lost: list[str] = []
+        self.client = HubClient(
+            urls,
+            bearer,
+            rooms=rooms,
+            on_event=lambda event: self.ids.append(event["id"]),
+            on_lost=self.lost.append,
+            backoff=Backoff(base=0.05, cap=0.5),
+        )
+
+
+async def publish_numbered(
+    url: str, room: str, count: int, published: list[str], pause: float = 0.02
+) -> None:
+    """Broadcast `count` numbered events to `room` through `url`; keep trying through
+    refusals and outages; record each accepted event's id."""
+    bearer = token("operator", "publisher")
+    async with httpx.AsyncClient(base_url=url) as http:
+        n = 0
+        while n < count:
+            body = {"room": room, "event": "x.tick", "data": {"n": n}}
+            try:
+                answer = await http.post(
+                    "/v1/broadcast", json=body, headers={"Authorization": f"Bearer {bearer}"}
+                )
+            except httpx.HTTPError:
+                await asyncio.sleep(0.05)
+                continue
+            if answer.status_code == 202:
+                published.append(answer.json()["ids"][room])
+                n += 1
+            await asyncio.sleep(pause)
+
+
+def history_ids(node: HubNode, room: str) -> list[str]:
+    answer = node.get(f"/v1/rooms/{room}/history", token("operator", "reader"), limit="1000")
+    assert answer.status_code == 200, answer.text
+    return [event["id"] for event in answer.json()["events"]]
+
+
+class HAProxy:
+    """HAProxy (the Debian package) in front of some nodes: HTTP and WebSockets, with
+    health checks on /readyz, as deploy/haproxy.cfg sets it up."""
+
+    def __init__(self, nodes: list[HubNode]) -> None:
+        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        if not Path(binary).exists():
+            raise RuntimeError("haproxy is not installed: apt-get install haproxy")
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/v1/ws"
+        servers = "\n".join(f"    server {node.name} 127.0.0.1:{node.port}" for node in nodes)
+        self.config = Path(tempfile.mkstemp(prefix="haproxy-", suffix=".cfg")[1])
+        self.config.write_text(
+            f"""global
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 1h
+    timeout check 1s
+    retries 3
+    option redispatch 1
+
+frontend hub
+    bind 127.0.0.1:{self.port}
+    option forwardfor
+    default_backend nodes
+
+backend nodes
+    balance leastconn
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server check inter 200ms fall 1 rise 2
+{servers}
+"""
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "-db", "-f", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self._answers, START_TIMEOUT, "haproxy to answer")
+
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
 
 
 class Client:

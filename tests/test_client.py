@@ -9,54 +9,24 @@ import signal
 import subprocess
 import sys
 
-import httpx
 import orjson
 import pytest
 
-from hub.backoff import Backoff
-from hub.client import Event, HubClient
 from tests.conftest import NodeFactory
-from tests.support import SECRET, HubNode, RedisServer, token, wait_until
+from tests.support import (
+    SECRET,
+    HubNode,
+    Recorder,
+    RedisServer,
+    history_ids,
+    publish_numbered,
+    token,
+    wait_until,
+)
 
 OPERATOR = token("operator", "o1")
 CLIENTS = 50
 PER_PUBLISHER = 150
-
-
-class Recorder:
-    def __init__(self, node_urls: list[str], index: int) -> None:
-        self.ids: list[str] = []
-        self.lost: list[str] = []
-        self.client = HubClient(
-            node_urls[index % 2 :] + node_urls[: index % 2],
-            token("dashboard", f"watcher-{index}"),
-            rooms=["feed"],
-            on_event=self.ids_of,
-            on_lost=self.lost.append,
-            backoff=Backoff(base=0.05, cap=0.5),
-        )
-
-    def ids_of(self, event: Event) -> None:
-        self.ids.append(event["id"])
-
-
-async def _publisher(node: HubNode, origin: int, published: list[str]) -> None:
-    """Publish numbered events through one node; while it is down, wait and try again."""
-    async with httpx.AsyncClient(base_url=node.url) as http:
-        n = 0
-        while n < PER_PUBLISHER:
-            body = {"room": "feed", "event": "x.tick", "data": {"origin": origin, "n": n}}
-            try:
-                answer = await http.post(
-                    "/v1/broadcast", json=body, headers={"Authorization": f"Bearer {OPERATOR}"}
-                )
-            except httpx.HTTPError:
-                await asyncio.sleep(0.05)
-                continue
-            if answer.status_code == 202:
-                published.append(answer.json()["ids"]["feed"])
-                n += 1
-            await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("trouble", ["sockets cut at random", "a node killed and restarted"])
@@ -65,12 +35,19 @@ async def test_fifty_resuming_clients_end_with_the_exact_history(
 ) -> None:
     a = hub_node("a", redis_server.url, broadcast_rate=0)
     b = hub_node("b", redis_server.url, broadcast_rate=0)
-    recorders = [Recorder([a.ws_url, b.ws_url], i) for i in range(CLIENTS)]
+    urls = [a.ws_url, b.ws_url]
+    recorders = [
+        Recorder(urls[i % 2 :] + urls[: i % 2], token("dashboard", f"watcher-{i}"), ["feed"])
+        for i in range(CLIENTS)
+    ]
     runs = [asyncio.create_task(r.client.run()) for r in recorders]
     await asyncio.wait_for(asyncio.gather(*(r.client.connected.wait() for r in recorders)), 30)
 
     published: list[str] = []
-    publishing = asyncio.gather(_publisher(a, 0, published), _publisher(b, 1, published))
+    publishing = asyncio.gather(
+        publish_numbered(a.url, "feed", PER_PUBLISHER, published),
+        publish_numbered(b.url, "feed", PER_PUBLISHER, published),
+    )
 
     async def cut_at_random() -> None:
         if trouble != "sockets cut at random":
@@ -91,12 +68,7 @@ async def test_fifty_resuming_clients_end_with_the_exact_history(
     await asyncio.gather(publishing, cut_at_random(), kill_and_restart_a())
     assert len(published) == 2 * PER_PUBLISHER
 
-    history = httpx.get(
-        f"{b.url}/v1/rooms/feed/history",
-        params={"limit": 1000},
-        headers={"Authorization": f"Bearer {OPERATOR}"},
-    ).json()
-    full = [event["id"] for event in history["events"]]
+    full = history_ids(b, "feed")
     # A broadcast in flight when its node is killed may be accepted without its answer
     # reaching the publisher, who then sends it again: history may hold that one extra.
     assert set(published) <= set(full)

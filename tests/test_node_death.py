@@ -123,22 +123,3 @@ async def test_presence_is_rebuilt_after_redis_loses_everything(
     wait_until(lambda: _subs(a, "devices") == ["pa", "pb"], 20, "presence to be rebuilt")
     await on_a.close()
     await on_b.close()
-
-
-async def test_a_node_stopped_cleanly_reports_its_devices_offline_once(
-    hub_node: NodeFactory, redis_server: RedisServer
-) -> None:
-    a, b = _pair(hub_node, redis_server)
-    dashboard = await Client.watching_status(b)
-    devices = [await Client.connect(a, token("device", f"p{n}")) for n in range(5)]
-    await dashboard.events(lambda seen: len(seen) >= 5, timeout=10)
-    a.stop(signal.SIGTERM)
-    events = await dashboard.events(lambda seen: len(_offline(seen)) >= 5, timeout=10)
-    events += await dashboard.drain(within=2 * NODE_TTL)
-    offline = _offline(events)
-    assert sorted(data["device"] for data in offline) == [f"p{n}" for n in range(5)]
-    assert {data["reason"] for data in offline} == {"node_restart"}
-    assert _subs(b, "devices") == []
-    for device in devices:
-        device.cut()
-    await dashboard.close()

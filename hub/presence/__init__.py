@@ -8,19 +8,24 @@ from hub.history import RetentionRules
 from hub.metrics import Metrics
 from hub.presence.base import Gone, Member, Presence, Present
 from hub.presence.memory import MemoryPresence
+from hub.stats import Tally
 
 __all__ = ["Gone", "Member", "MemoryPresence", "Presence", "Present", "make_presence"]
 
 
 def make_presence(
-    settings: Settings, broker: Broker, retention: RetentionRules, run: str, metrics: Metrics
+    settings: Settings,
+    broker: Broker,
+    retention: RetentionRules,
+    run: str,
+    metrics: Metrics,
+    tally: Tally,
 ) -> Presence:
     """Presence that lives where `broker` carries events: in this process, or in Redis."""
-    node, limit = settings.node_id, settings.max_event_bytes
     if isinstance(broker, MemoryBroker):
-        return MemoryPresence(broker, node, retention, limit)
+        return MemoryPresence(broker, settings, retention, tally)
     from hub.broker.redis import RedisBroker
     from hub.presence.redis import RedisPresence
 
     assert isinstance(broker, RedisBroker)
-    return RedisPresence(broker, node, run, retention, limit, settings.node_ttl, metrics)
+    return RedisPresence(broker, run, settings, retention, tally, metrics)

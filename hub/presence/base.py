@@ -1,6 +1,6 @@
-"""Presence: who is in which room on every node, each device's last heartbeat, and the
-device lifecycle events (`device.online`, `device.offline`, `device.heartbeat`) that
-follow from them.
+"""Presence: which nodes are alive (and their figures), who is in which room on every
+node, each device's last heartbeat, and the device lifecycle events (`device.online`,
+`device.offline`, `device.heartbeat`) that follow from them.
 
 A connection tells presence what happens to it (connect, join, leave, heartbeat,
 disconnect); only connect waits, until the socket is visible to every node. The node's
@@ -21,9 +21,11 @@ from typing import Any
 
 from hub.auth import STATUS_ROOM, Role
 from hub.broker import Outgoing
+from hub.config import Settings
 from hub.history import RetentionRules
 from hub.protocol import ErrorCode, HubError, event_frame
 from hub.rooms import room_key
+from hub.stats import Tally
 
 Member = dict[str, Any]
 """One entry of a room's presence: `sub`, `role`, `node`, `conn`, `since`, `heartbeat`."""
@@ -80,10 +82,11 @@ class Present:
 class Presence(ABC):
     """The verbs a connection calls, the lifecycle events they cause, and the room listing."""
 
-    def __init__(self, node: str, retention: RetentionRules, max_event_bytes: int) -> None:
-        self.node = node
+    def __init__(self, settings: Settings, retention: RetentionRules, tally: Tally) -> None:
+        self.node = settings.node_id
         self._status = retention.for_room(STATUS_ROOM)
-        self._max_event_bytes = max_event_bytes
+        self._max_event_bytes = settings.max_event_bytes
+        self._tally = tally
 
     async def connect(self, present: Present, keys: Iterable[str]) -> None:
         """A socket is open and in the rooms `keys`; announce its device if it is new.
@@ -118,6 +121,7 @@ class Presence(ABC):
             device[0], "device.heartbeat", {"device": present.sub, **fields}, ts, limit=True
         )
         self._beat(present, {**fields, "time": ts}, event)
+        self._tally.messages_in += 1
 
     def _event(
         self, tenant: str, name: str, data: dict[str, Any], ts: int, *, limit: bool = False
@@ -152,6 +156,14 @@ class Presence(ABC):
     @abstractmethod
     async def stop(self) -> None:
         """Write out what is pending and leave, after this node's sockets have closed."""
+
+    @abstractmethod
+    async def report(self, figures: dict[str, Any]) -> None:
+        """Make this node's latest figures (`stats.Figures.as_json`) visible to every node."""
+
+    @abstractmethod
+    async def nodes(self) -> list[dict[str, Any]]:
+        """The latest figures of every live node, this one included."""
 
     @abstractmethod
     async def members(self, key: str) -> list[Member]:

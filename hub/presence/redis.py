@@ -31,11 +31,13 @@ from hub.auth import STATUS_ROOM
 from hub.backoff import Backoff
 from hub.broker import BrokerUnavailable, Outgoing
 from hub.broker.redis import RedisBroker, new_epoch
+from hub.config import Settings
 from hub.history import RetentionRules
 from hub.metrics import Metrics
 from hub.presence import scripts
 from hub.presence.base import Gone, Member, Presence, Present
 from hub.protocol import encode, event_frame
+from hub.stats import Tally
 
 log = logging.getLogger("hub.presence")
 
@@ -70,18 +72,18 @@ class RedisPresence(Presence):
     def __init__(
         self,
         broker: RedisBroker,
-        node: str,
         run: str,
+        settings: Settings,
         retention: RetentionRules,
-        max_event_bytes: int,
-        ttl: float,
+        tally: Tally,
         metrics: Metrics,
     ) -> None:
-        super().__init__(node, retention, max_event_bytes)
+        super().__init__(settings, retention, tally)
         self._redis = broker.client
         self._run = run
-        self._ttl_ms = int(ttl * 1000)
-        self._refresh = ttl / 3
+        self._ttl_ms = int(settings.node_ttl * 1000)
+        self._refresh = settings.node_refresh
+        self._handover_ms = int(settings.handover_seconds * 1000)
         self._metrics = metrics
         self._generation = 0
         self._instance = f"{run}#0"
@@ -99,6 +101,7 @@ class RedisPresence(Presence):
         self._refresh_script = register(scripts.REFRESH)
         self._retire_script = register(scripts.RETIRE)
         self._reap = register(scripts.REAP)
+        self._node_figures = register(scripts.NODE_FIGURES)
         self._connect = register(scripts.CONNECT)
         self._join = register(scripts.JOIN)
         self._leave = register(scripts.LEAVE)
@@ -151,6 +154,21 @@ class RedisPresence(Presence):
             entry["heartbeat"] = orjson.loads(beat) if beat else None
         return entries
 
+    async def report(self, figures: dict[str, Any]) -> None:
+        if self._resync_due:
+            return
+        try:
+            await self._redis.hset(scripts.STATS, self._instance, orjson.dumps(figures))
+        except (RedisError, OSError) as error:
+            log.debug("figures not reported: %s", error)
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        try:
+            found = await self._node_figures()
+        except (RedisError, OSError) as error:
+            raise BrokerUnavailable(f"redis stats read failed: {error}") from error
+        return [orjson.loads(figures) for figures in found if figures]
+
     # What connections report: recorded locally at once, written to Redis in order.
 
     async def _connected(self, present: Present) -> None:
@@ -174,13 +192,15 @@ class RedisPresence(Presence):
 
     def _disconnected(self, present: Present, reason: Gone) -> None:
         self._local.pop(present.conn, None)
-        self._queue((self._disconnect, [present.conn, reason.value]))
+        # A drained node's devices get a window to reconnect elsewhere before going offline.
+        handover = self._handover_ms if reason is Gone.NODE_RESTART else 0
+        self._queue((self._disconnect, [present.conn, reason.value, handover]))
 
     def _beat(self, present: Present, record: dict[str, Any], event: Outgoing) -> None:
         device = present.device
         assert device is not None
         if self._pending_beats >= MAX_PENDING_BEATS:
-            self._metrics.dropped.labels("heartbeat_backlog").inc()
+            self._tally.dropped["heartbeat_backlog"] += 1
             return
         self._pending_beats += 1
         self._queue(

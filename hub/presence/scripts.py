@@ -10,6 +10,12 @@ Keys (`<instance>` is one registration of one node process, `<pkey>` one socket 
 | `hub:pr:<room key>` | hash | pkey to the member entry the presence endpoint lists |
 | `hub:pd:<tenant>:<sub>` | set | a device's sockets across the cluster: online while not empty |
 | `hub:hb:<tenant>` | hash | sub to the device's last heartbeat |
+| `hub:leaving` | sorted set | devices (`<tenant>:<sub>`) a drain closed, by offline time |
+| `hub:leavers` | hash | such a device to its `device.offline` event up to the reason |
+| `hub:stats` | hash | instance to its node's latest figures (JSON) |
+
+A device in `hub:leaving` that reconnects anywhere before its time is simply taken out:
+it never went offline.
 
 A socket's record is JSON: `t` its tenant, `s` its sub, `r` its room keys and, for a
 device, `o` its `device.offline` event cut just before the reason.
@@ -28,14 +34,16 @@ from __future__ import annotations
 from hub.broker.scripts import LIBRARY
 
 NODES = "hub:nodes"
+STATS = "hub:stats"
 ROOM_PREFIX = "hub:pr:"
 HEARTBEAT_PREFIX = "hub:hb:"
 
 PRESENCE_LIBRARY = (
     LIBRARY
     + f"""
-local NODES, REAPING = '{NODES}', 'hub:reaping'
+local NODES, REAPING, STATS = '{NODES}', 'hub:reaping', '{STATS}'
 local SOCKETS, ROOM, BEATS = 'hub:pn:', '{ROOM_PREFIX}', '{HEARTBEAT_PREFIX}'
+local LEAVING, LEAVERS = 'hub:leaving', 'hub:leavers'
 
 local function alive(instance)
   return redis.call('ZSCORE', NODES, instance)
@@ -57,14 +65,28 @@ local function drop(instance, pkey)
   return record
 end
 
--- Publish a device's `device.offline`; returns the room, which the caller settles.
-local function report_offline(record, reason, size, now)
-  local head = record.o .. '"' .. reason .. '"}},"ts":' .. ms(now)
+-- Publish `device.offline` to `tenant`'s status room; `gone` is the event up to and
+-- including its reason. Returns the room, which the caller settles.
+local function report_offline(tenant, gone, size, now)
+  local head = gone .. '}},"ts":' .. ms(now)
   local prefix, suffix = head .. ID_FIELD, ID_END
   if size <= 0 then prefix, suffix = head, '}}' end
-  local key = record.t .. ':status'
+  local key = tenant .. ':status'
   append(key, prefix, suffix, size)
   return key
+end
+
+-- Report `record`'s device offline now, or, with a handover window, once the window has
+-- passed without the device reconnecting anywhere (see `CONNECT` and `REAP`).
+local function went_offline(record, reason, handover_ms, size, ttl_ms, epoch, now)
+  local gone = record.o .. '"' .. reason .. '"'
+  if handover_ms > 0 then
+    local device = record.t .. ':' .. record.s
+    redis.call('ZADD', LEAVING, ms(now + handover_ms), device)
+    redis.call('HSET', LEAVERS, device, gone)
+  else
+    settle(report_offline(record.t, gone, size, now), size, ttl_ms, epoch, now)
+  end
 end
 """
 )
@@ -93,6 +115,7 @@ RETIRE = (
     + """
 -- ARGV: instance, reason. The instance leaves; `REAP` cleans up what it left behind.
 redis.call('ZREM', NODES, ARGV[1])
+redis.call('HDEL', STATS, ARGV[1])
 redis.call('HSETNX', REAPING, ARGV[1], ARGV[2])
 return 1
 """
@@ -110,8 +133,13 @@ for at = 11, #ARGV, 2 do redis.call('HSET', ROOM .. ARGV[at], pkey, ARGV[at + 1]
 if ARGV[9] ~= '' then
   local devices = 'hub:pd:' .. ARGV[7] .. ':' .. ARGV[8]
   if redis.call('SADD', devices, pkey) == 1 and redis.call('SCARD', devices) == 1 then
-    append_and_publish(ARGV[7] .. ':status', ARGV[9], ARGV[10], tonumber(ARGV[3]),
-      tonumber(ARGV[4]), ARGV[1], now_ms())
+    local device = ARGV[7] .. ':' .. ARGV[8]
+    if redis.call('ZREM', LEAVING, device) == 1 then
+      redis.call('HDEL', LEAVERS, device)  -- handed over: it never went offline
+    else
+      append_and_publish(ARGV[7] .. ':status', ARGV[9], ARGV[10], tonumber(ARGV[3]),
+        tonumber(ARGV[4]), ARGV[1], now_ms())
+    end
   end
 end
 return 1
@@ -157,12 +185,12 @@ return 1
 DISCONNECT = (
     PRESENCE_LIBRARY
     + """
--- ARGV: epoch, instance, size, ttl, pkey, reason
+-- ARGV: epoch, instance, size, ttl, pkey, reason, handover window (ms, 0 = none)
 if not alive(ARGV[2]) then return 0 end
 local record = drop(ARGV[2], ARGV[5])
 if record then
-  local size, now = tonumber(ARGV[3]), now_ms()
-  settle(report_offline(record, ARGV[6], size, now), size, tonumber(ARGV[4]), ARGV[1], now)
+  went_offline(record, ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+    ARGV[1], now_ms())
 end
 return 1
 """
@@ -195,16 +223,28 @@ REAP = (
     PRESENCE_LIBRARY
     + """
 -- ARGV: epoch, budget (sockets), status history size, ttl (ms), reason.
--- Declares every expired instance dead, then cleans up to `budget` sockets of dead
--- instances. Returns {devices reported offline, instances declared dead now, left}.
+-- Reports offline the drained devices whose handover window passed; declares every
+-- expired instance dead, then cleans up to `budget` sockets of dead instances.
+-- Returns {devices reported offline, instances declared dead now, left}.
 local now = now_ms()
+local budget, size, ttl_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local offline, rooms = 0, {}
+for _, device in ipairs(redis.call('ZRANGEBYSCORE', LEAVING, '-inf', ms(now))) do
+  redis.call('ZREM', LEAVING, device)
+  local gone = redis.call('HGET', LEAVERS, device)
+  redis.call('HDEL', LEAVERS, device)
+  local tenant = string.match(device, '^([^:]+):')
+  if gone and redis.call('SCARD', 'hub:pd:' .. device) == 0 then
+    rooms[report_offline(tenant, gone, size, now)] = true
+    offline = offline + 1
+  end
+end
 local expired = redis.call('ZRANGEBYSCORE', NODES, '-inf', ms(now))
 for _, instance in ipairs(expired) do
   redis.call('ZREM', NODES, instance)
+  redis.call('HDEL', STATS, instance)
   redis.call('HSETNX', REAPING, instance, ARGV[5])
 end
-local budget, size, ttl_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local offline, rooms = 0, {}
 local reaping = redis.call('HGETALL', REAPING)
 for i = 1, #reaping, 2 do
   local instance, reason = reaping[i], reaping[i + 1]
@@ -213,7 +253,7 @@ for i = 1, #reaping, 2 do
     for _, pkey in ipairs(pkeys) do
       local record = drop(instance, pkey)
       if record then
-        rooms[report_offline(record, reason, size, now)] = true
+        rooms[report_offline(record.t, record.o .. '"' .. reason .. '"', size, now)] = true
         offline = offline + 1
       end
     end
@@ -223,5 +263,15 @@ for i = 1, #reaping, 2 do
 end
 for key in pairs(rooms) do settle(key, size, ttl_ms, ARGV[1], now) end
 return {offline, #expired, redis.call('HLEN', REAPING)}
+"""
+)
+
+NODE_FIGURES = (
+    PRESENCE_LIBRARY
+    + """
+-- The latest figures of every live instance.
+local live = redis.call('ZRANGEBYSCORE', NODES, ms(now_ms()), '+inf')
+if #live == 0 then return {} end
+return redis.call('HMGET', STATS, unpack(live))
 """
 )

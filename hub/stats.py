@@ -1,0 +1,135 @@
+"""A node's figures (connections, rooms, messages, queue, capacity, draining) and the
+cluster's, which are every live node's figures summed.
+
+The message counts are plain integers bumped on the hot paths (`Tally`); `/v1/stats` and
+`/metrics` read the same numbers. Per-second rates come from two samples of the totals a
+few seconds apart, so reading them costs nothing per message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from hub.auth import Role
+
+ROLES = tuple(role.value for role in Role)
+MESSAGES = ("in", "out", "dropped")
+
+
+@dataclass(slots=True)
+class Tally:
+    """Running totals of this node's messages."""
+
+    messages_in: int = 0
+    """Events this node accepted for publishing (socket, REST and the hub's own)."""
+    messages_out: int = 0
+    """Event frames written to this node's sockets."""
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Messages not delivered, by reason."""
+
+    def totals(self) -> dict[str, int]:
+        return {
+            "in": self.messages_in,
+            "out": self.messages_out,
+            "dropped": sum(self.dropped.values()),
+        }
+
+
+class Rates:
+    """Messages per second over the last sampling period."""
+
+    def __init__(self, tally: Tally) -> None:
+        self._tally = tally
+        self._at = time.monotonic()
+        self._last = tally.totals()
+        self.per_second: dict[str, float] = dict.fromkeys(MESSAGES, 0.0)
+
+    def sample(self) -> None:
+        now, totals = time.monotonic(), self._tally.totals()
+        elapsed = max(now - self._at, 1e-9)
+        self.per_second = {
+            name: round((totals[name] - self._last[name]) / elapsed, 1) for name in MESSAGES
+        }
+        self._at, self._last = now, totals
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """One node at one moment."""
+
+    node: str
+    connections: dict[str, int]
+    """Open sockets by role."""
+    rooms: int
+    messages: dict[str, int]
+    per_second: dict[str, float]
+    dropped: dict[str, int]
+    """Dropped messages by reason."""
+    queue_bytes: int
+    """Bytes written to sockets and not yet taken by the kernel, all sockets together."""
+    queued_sockets: int
+    """Sockets with such a backlog."""
+    max_connections: int
+    draining: bool
+    broker_up: bool
+
+    def as_json(self) -> dict[str, Any]:
+        total = sum(self.connections.values())
+        return {
+            "node": self.node,
+            "connections": {"total": total, **self.connections},
+            "rooms": self.rooms,
+            "messages": {**self.messages, "per_second": self.per_second},
+            "dropped": self.dropped,
+            "queue": {"bytes": self.queue_bytes, "sockets": self.queued_sockets},
+            "capacity": {
+                "max_connections": self.max_connections,
+                "utilization": total / self.max_connections,
+            },
+            "draining": self.draining,
+            "broker_up": self.broker_up,
+        }
+
+
+def cluster(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every live node's figures (as `Figures.as_json` wrote them), summed, with the list.
+
+    `rooms` is the sum of each node's rooms: a room with members on two nodes counts twice.
+    """
+    nodes = sorted(nodes, key=lambda node: str(node["node"]))
+    connections = {"total": 0, **dict.fromkeys(ROLES, 0)}
+    messages: dict[str, Any] = {**dict.fromkeys(MESSAGES, 0)}
+    per_second = dict.fromkeys(MESSAGES, 0.0)
+    dropped: Counter[str] = Counter()
+    queue = {"bytes": 0, "sockets": 0}
+    rooms = capacity = draining = 0
+    for node in nodes:
+        for name in connections:
+            connections[name] += node["connections"].get(name, 0)
+        for name in MESSAGES:
+            messages[name] += node["messages"][name]
+            per_second[name] += node["messages"]["per_second"][name]
+        dropped.update(node["dropped"])
+        for name in queue:
+            queue[name] += node["queue"][name]
+        rooms += node["rooms"]
+        capacity += node["capacity"]["max_connections"]
+        draining += bool(node["draining"])
+    messages["per_second"] = {name: round(value, 1) for name, value in per_second.items()}
+    return {
+        "connections": connections,
+        "rooms": rooms,
+        "messages": messages,
+        "dropped": dict(dropped),
+        "queue": queue,
+        "capacity": {
+            "max_connections": capacity,
+            "utilization": connections["total"] / capacity if capacity else 0.0,
+        },
+        "draining": draining > 0,
+        "draining_nodes": draining,
+        "nodes": nodes,
+    }
