@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from hub.config import Settings
+from hub.metrics import Metrics
 from hub.protocol import Close, ErrorCode
+from hub.stats import Figures
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,3 +27,32 @@ def test_every_error_code_is_in_the_protocol_doc(code: ErrorCode) -> None:
 @pytest.mark.parametrize("code", list(Close))
 def test_every_close_code_is_in_the_protocol_doc(code: Close) -> None:
     assert str(code.value) in (ROOT / "docs" / "protocol.md").read_text()
+
+
+def test_every_metric_is_in_the_operations_doc() -> None:
+    metrics = Metrics()
+    metrics.watch(lambda: _IDLE)
+    names = {
+        line.split()[2]
+        for line in metrics.render().decode().splitlines()
+        if line.startswith("# TYPE")
+    }
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    assert len(names) == 15
+    for name in names:
+        assert f"`{name}" in doc, name
+
+
+_IDLE = Figures(
+    node="n",
+    connections={},
+    rooms=0,
+    messages={"in": 0, "out": 0, "dropped": 0},
+    per_second={},
+    dropped={},
+    queue_bytes=0,
+    queued_sockets=0,
+    max_connections=1,
+    draining=False,
+    broker_up=True,
+)
