@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import multiprocessing as mp
 import os
@@ -32,11 +31,9 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
 from hub.auth import Role, issue_token
+from loadtest.wire import RawSocket, open_socket
 
 SECRET = "bench-secret-that-is-long-enough-for-hs256"
-_TEXT = 0x1
-_PING = 0x9
-KEY = base64.b64encode(b"0123456789abcdef").decode()
 
 
 def raise_file_limit() -> None:
@@ -44,84 +41,30 @@ def raise_file_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-class _Counter(asyncio.Protocol):
-    """Counts server frames from raw bytes; decodes every `sample`-th payload for latency."""
+class _Counter(RawSocket):
+    """Counts the event frames of one socket; decodes every `sample`-th for latency."""
 
     def __init__(self, shared: dict[str, Any]) -> None:
+        super().__init__()
         self.shared = shared
-        self.buffer = bytearray()
-        self.upgraded = False
-        self.ready = asyncio.get_running_loop().create_future()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
-        if not self.upgraded:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not buffer.startswith(b"HTTP/1.1 101"):
-                self.ready.set_exception(RuntimeError(bytes(buffer[:80]).decode()))
-                return
-            del buffer[: end + 4]
-            self.upgraded = True
+    def text(self, buffer: bytearray, start: int, end: int) -> None:
         shared = self.shared
-        offset = 0
-        while len(buffer) - offset >= 2:
-            size = buffer[offset + 1] & 0x7F
-            head = 2
-            if size == 126:
-                if len(buffer) - offset < 4:
-                    break
-                size = int.from_bytes(buffer[offset + 2 : offset + 4], "big")
-                head = 4
-            elif size == 127:
-                if len(buffer) - offset < 10:
-                    break
-                size = int.from_bytes(buffer[offset + 2 : offset + 10], "big")
-                head = 10
-            if len(buffer) - offset < head + size:
-                break
-            opcode = buffer[offset] & 0x0F
-            if opcode == _PING:
-                data = bytes(buffer[offset + head : offset + head + size])
-                self.transport.write(bytes([0x8A, 0x80 | size]) + b"\0\0\0\0" + data)  # type: ignore[attr-defined]
-            elif opcode != _TEXT:
-                pass
-            elif not self.ready.done():
-                self.ready.set_result(None)
-            else:
-                shared["frames"] += 1
-                if shared["frames"] % shared["sample"] == 0:
-                    payload = orjson.loads(bytes(buffer[offset + head : offset + head + size]))
-                    sent = payload.get("data", {}).get("sent")
-                    if sent is not None:
-                        shared["latencies"].append(time.time() * 1000 - sent)
-            offset += head + size
-        del buffer[:offset]
+        shared["frames"] += 1
+        if shared["frames"] % shared["sample"] == 0:
+            sent = orjson.loads(bytes(buffer[start:end])).get("data", {}).get("sent")
+            if sent is not None:
+                shared["latencies"].append(time.time() * 1000 - sent)
 
 
 async def _receive(ports: list[int], first: int, count: int, shared: dict[str, Any]) -> None:
-    loop = asyncio.get_running_loop()
-    protocols = []
+    sockets = []
     for i in range(first, first + count):
-        port = ports[i % len(ports)]
         token = issue_token(SECRET, sub=f"dev-{i}", role=Role.DEVICE, tenant="bench", ttl=3600)
+        port = ports[i % len(ports)]
         source = f"127.0.0.{2 + i % 200}"
-        _, protocol = await loop.create_connection(
-            lambda: _Counter(shared), "127.0.0.1", port, local_addr=(source, 0)
-        )
-        request = (
-            f"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Authorization: Bearer {token}\r\n\r\n"
-        )
-        protocol.transport.write(request.encode())  # type: ignore[attr-defined]
-        protocols.append(protocol)
-    await asyncio.wait_for(asyncio.gather(*(p.ready for p in protocols)), 120)
+        sockets.append(await open_socket(lambda: _Counter(shared), port, token, source))
+    await asyncio.wait_for(asyncio.gather(*(s.ready for s in sockets)), 120)
 
 
 def _receiver(ports: list[int], first: int, count: int, pipe: Connection, sample: int) -> None:

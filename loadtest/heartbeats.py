@@ -23,11 +23,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import orjson
@@ -35,7 +35,8 @@ import redis
 from redis.asyncio import Redis
 
 from hub.auth import Role, issue_token
-from loadtest.fanout import KEY, SECRET, raise_file_limit, start_node
+from loadtest.fanout import SECRET, raise_file_limit, start_node
+from loadtest.wire import TEXT, RawSocket, frame, open_socket
 
 INTERVAL = 15.0
 """Seconds between two heartbeats of one device at the fleet's own pace (rate `interval`)."""
@@ -49,98 +50,15 @@ IDLE = 0.25
 answers pings and refreshes its registration, far below this."""
 HEADROOM = 1000
 """Open files kept free under the hard limit, for everything but the device sockets."""
-MASK = b"\x5a\x1e\xc3\x07"
-"""The one mask key of every client frame: frames are then built once and reused."""
 HEARTBEAT = orjson.dumps(
     {
         "op": "heartbeat",
         "data": {"status": "playing", "cpu": 12.5, "mem": 40.1, "temp": 51.0, "uptime": 3600},
     }
 )
-_TEXT = 0x1
-_CLOSE = 0x8
-_PING = 0x9
-_PONG = 0xA
-
-S = TypeVar("S", bound="_Socket")
 
 
-def _frame(opcode: int, payload: bytes) -> bytes:
-    """A final client-to-server frame, masked as RFC 6455 requires of clients."""
-    assert len(payload) < 126, "every frame this benchmark sends fits a one-byte length"
-    masked = bytes(byte ^ MASK[i % 4] for i, byte in enumerate(payload))
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + MASK + masked
-
-
-class _Socket(asyncio.Protocol):
-    """A raw client socket: a hand-made upgrade, then server frames parsed only as far as
-    their ends. Pings are answered, the first text frame (the welcome) makes it ready,
-    later ones go to `text`, which for a device ignores them."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self.upgraded = False
-        self.closed = False
-        self.ready = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionError("closed before the welcome"))
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
-        if not self.upgraded:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not buffer.startswith(b"HTTP/1.1 101"):
-                self.ready.set_exception(RuntimeError(bytes(buffer[:80]).decode()))
-                self.transport.close()
-                return
-            del buffer[: end + 4]
-            self.upgraded = True
-        offset = 0
-        while len(buffer) - offset >= 2:
-            size = buffer[offset + 1] & 0x7F
-            head = 2
-            if size == 126:
-                if len(buffer) - offset < 4:
-                    break
-                size = int.from_bytes(buffer[offset + 2 : offset + 4], "big")
-                head = 4
-            elif size == 127:
-                if len(buffer) - offset < 10:
-                    break
-                size = int.from_bytes(buffer[offset + 2 : offset + 10], "big")
-                head = 10
-            start = offset + head
-            if len(buffer) - start < size:
-                break
-            opcode = buffer[offset] & 0x0F
-            if opcode == _PING:
-                self.transport.write(_frame(_PONG, bytes(buffer[start : start + size])))
-            elif opcode == _CLOSE:
-                self.closed = True
-            elif opcode != _TEXT:
-                pass
-            elif not self.ready.done():
-                self.ready.set_result(None)
-            else:
-                self.text(buffer, start, start + size)
-            offset = start + size
-        del buffer[:offset]
-
-    def text(self, buffer: bytearray, start: int, end: int) -> None:
-        """A text frame after the welcome, at `buffer[start:end]`."""
-
-
-class _Dashboard(_Socket):
+class _Dashboard(RawSocket):
     """Counts `device.heartbeat` events by a substring search in each frame: cheap enough
     to keep up with what the node publishes, where decoding every frame would not be."""
 
@@ -156,26 +74,13 @@ class _Dashboard(_Socket):
             self.acked.set_result(None)
 
 
-async def _open(protocol: Callable[[], S], port: int, token: str, source: str) -> S:
-    """Connect from `source` and send the upgrade request; the socket is ready at its welcome."""
-    loop = asyncio.get_running_loop()
-    _, opened = await loop.create_connection(protocol, "127.0.0.1", port, local_addr=(source, 0))
-    request = (
-        f"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Authorization: Bearer {token}\r\n\r\n"
-    )
-    opened.transport.write(request.encode())
-    return opened
-
-
 def _connect_timeout(sockets: int) -> float:
     """Generous: handshakes run at ~1,700/s on one server core."""
     return 60 + sockets / 200
 
 
-async def _beat(turn: Iterator[_Socket], frame: bytes, total: int, seconds: float) -> int:
-    """Write `frame` `total` times at an even pace over `seconds`, each time to the next
+async def _beat(turn: Iterator[RawSocket], beat: bytes, total: int, seconds: float) -> int:
+    """Write `beat` `total` times at an even pace over `seconds`, each time to the next
     socket in `turn`, the writes due every `SLICE`; returns how many went to open sockets."""
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -187,7 +92,7 @@ async def _beat(turn: Iterator[_Socket], frame: bytes, total: int, seconds: floa
         for _ in range(now_due - due):
             device = next(turn)
             if not device.closed:
-                device.transport.write(frame)
+                device.transport.write(beat)
                 written += 1
         due = now_due
     return written
@@ -220,16 +125,16 @@ def _fleet(port: int, first: int, count: int, pipe: Connection) -> None:
         sockets = []
         for i in range(first, first + count):
             token = issue_token(SECRET, sub=f"dev-{i}", role=Role.DEVICE, tenant="bench", ttl=3600)
-            sockets.append(await _open(_Socket, port, token, f"127.0.0.{2 + i % 200}"))
+            sockets.append(await open_socket(RawSocket, port, token, f"127.0.0.{2 + i % 200}"))
         await asyncio.wait_for(
             asyncio.gather(*(device.ready for device in sockets)), _connect_timeout(count)
         )
         pipe.send("ready")
-        frame = _frame(_TEXT, HEARTBEAT)
+        beat = frame(TEXT, HEARTBEAT)
         turn = itertools.cycle(sockets)
         while True:
             total, seconds = await _receive(pipe)
-            written = await _beat(turn, frame, total, seconds)
+            written = await _beat(turn, beat, total, seconds)
             pipe.send((written, sum(device.closed for device in sockets)))
 
     asyncio.run(main())
@@ -358,10 +263,10 @@ async def _run(
     token = issue_token(
         SECRET, sub="bench-dashboard", role=Role.DASHBOARD, tenant="bench", ttl=3600
     )
-    dashboard = await _open(_Dashboard, port, token, "127.0.0.1")
+    dashboard = await open_socket(_Dashboard, port, token, "127.0.0.1")
     await asyncio.wait_for(dashboard.ready, 30)
     subscribe = orjson.dumps({"op": "subscribe", "room": "status", "ref": 1})
-    dashboard.transport.write(_frame(_TEXT, subscribe))
+    dashboard.transport.write(frame(TEXT, subscribe))
     await asyncio.wait_for(dashboard.acked, 30)
     rows = []
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:

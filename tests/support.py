@@ -225,6 +225,35 @@ class Recorder:
         )
 
 
+class Crowd:
+    """Recorders running together: started at once, then checked that each was handed
+    exactly the given ids, in order, with nothing reported lost."""
+
+    def __init__(self, recorders: list[Recorder]) -> None:
+        self.recorders = recorders
+        self._runs: list[asyncio.Task[None]] = []
+
+    async def start(self, timeout: float = 30) -> None:
+        self._runs = [asyncio.create_task(r.client.run()) for r in self.recorders]
+        waiting = (r.client.connected.wait() for r in self.recorders)
+        await asyncio.wait_for(asyncio.gather(*waiting), timeout)
+
+    async def received_exactly(self, full: list[str], timeout: float = 30) -> None:
+        def caught_up() -> bool:
+            return all(len(r.ids) >= len(full) for r in self.recorders)
+
+        await asyncio.to_thread(wait_until, caught_up, timeout, "every client to catch up")
+        for recorder in self.recorders:
+            assert recorder.ids == full
+            assert recorder.lost == []
+
+    async def stop(self) -> None:
+        for recorder in self.recorders:
+            await recorder.client.stop()
+        for run in self._runs:
+            await asyncio.wait_for(run, 10)
+
+
 async def publish_numbered(
     url: str, room: str, count: int, published: list[str], pause: float = 0.02
 ) -> None:

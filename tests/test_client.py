@@ -15,13 +15,13 @@ import pytest
 from tests.conftest import NodeFactory
 from tests.support import (
     SECRET,
+    Crowd,
     HubNode,
     Recorder,
     RedisServer,
     history_ids,
     publish_numbered,
     token,
-    wait_until,
 )
 
 OPERATOR = token("operator", "o1")
@@ -40,8 +40,8 @@ async def test_fifty_resuming_clients_end_with_the_exact_history(
         Recorder(urls[i % 2 :] + urls[: i % 2], token("dashboard", f"watcher-{i}"), ["feed"])
         for i in range(CLIENTS)
     ]
-    runs = [asyncio.create_task(r.client.run()) for r in recorders]
-    await asyncio.wait_for(asyncio.gather(*(r.client.connected.wait() for r in recorders)), 30)
+    crowd = Crowd(recorders)
+    await crowd.start()
 
     published: list[str] = []
     publishing = asyncio.gather(
@@ -74,17 +74,8 @@ async def test_fifty_resuming_clients_end_with_the_exact_history(
     assert set(published) <= set(full)
     extra = len(full) - len(published)
     assert extra == 0 or (trouble == "a node killed and restarted" and extra <= 1)
-
-    def everyone_has_everything() -> bool:
-        return all(len(r.ids) >= len(full) for r in recorders)
-
-    await asyncio.to_thread(wait_until, everyone_has_everything, 30, "every client to catch up")
-    for recorder in recorders:
-        assert recorder.ids == full
-        assert recorder.lost == []
-        await recorder.client.stop()
-    for run in runs:
-        await asyncio.wait_for(run, 10)
+    await crowd.received_exactly(full)
+    await crowd.stop()
 
 
 async def test_hub_listen_prints_events_as_json_lines(single: HubNode) -> None:

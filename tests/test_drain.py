@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 from tests.conftest import NodeFactory
 from tests.support import (
     Client,
+    Crowd,
     HAProxy,
     HubNode,
     Recorder,
@@ -69,12 +70,13 @@ async def test_devices_of_a_drained_node_move_without_going_offline_and_miss_not
 ) -> None:
     a, b = pair_draining
     dashboard = await Client.watching_status(b)
-    movers = [
-        Recorder([a.ws_url, b.ws_url], token("device", f"p{n}", rooms=["feed"]), ["feed"])
-        for n in range(10)
-    ]
-    runs = [asyncio.create_task(mover.client.run()) for mover in movers]
-    await asyncio.wait_for(asyncio.gather(*(m.client.connected.wait() for m in movers)), 20)
+    movers = Crowd(
+        [
+            Recorder([a.ws_url, b.ws_url], token("device", f"p{n}", rooms=["feed"]), ["feed"])
+            for n in range(10)
+        ]
+    )
+    await movers.start()
     straggler = await Client.connect(a, token("device", "straggler"))
     await dashboard.events(
         lambda seen: any(e["data"]["device"] == "straggler" for e in seen), timeout=10
@@ -91,14 +93,7 @@ async def test_devices_of_a_drained_node_move_without_going_offline_and_miss_not
 
     full = history_ids(b, "feed")
     assert full == sorted(published, key=lambda i: tuple(map(int, i.split("-"))))
-
-    def everyone_has_everything() -> bool:
-        return all(len(mover.ids) >= len(full) for mover in movers)
-
-    await asyncio.to_thread(wait_until, everyone_has_everything, 20, "every device to catch up")
-    for mover in movers:
-        assert mover.ids == full
-        assert mover.lost == []
+    await movers.received_exactly(full)
 
     events = await dashboard.events(
         lambda seen: any(e["event"] == "device.offline" for e in seen), timeout=15
@@ -109,10 +104,7 @@ async def test_devices_of_a_drained_node_move_without_going_offline_and_miss_not
     assert offline == [{"device": "straggler", "node": "a", "reason": "node_restart"}]
     assert waited >= 2.5  # the handover window (3 s) passed first
     assert Counter(e["event"] for e in events)["device.online"] == 0
-    for mover in movers:
-        await mover.client.stop()
-    for run in runs:
-        await asyncio.wait_for(run, 10)
+    await movers.stop()
     await dashboard.close()
 
 
@@ -127,8 +119,8 @@ async def test_a_rolling_restart_behind_haproxy_loses_nothing_for_resuming_clien
         watchers = [
             Recorder([proxy.ws_url], token("dashboard", f"w{n}"), ["feed"]) for n in range(30)
         ]
-        runs = [asyncio.create_task(watcher.client.run()) for watcher in watchers]
-        await asyncio.wait_for(asyncio.gather(*(w.client.connected.wait() for w in watchers)), 30)
+        crowd = Crowd(watchers)
+        await crowd.start()
         spread = Counter((watcher.client.welcome or {})["node"] for watcher in watchers)
         assert len(spread) == 3, spread  # leastconn put sockets on every node
 
@@ -145,15 +137,7 @@ async def test_a_rolling_restart_behind_haproxy_loses_nothing_for_resuming_clien
         full = history_ids(nodes[0], "feed")
         assert sorted(full) == sorted(published)
 
-        def everyone_has_everything() -> bool:
-            return all(len(watcher.ids) >= len(full) for watcher in watchers)
-
-        await asyncio.to_thread(wait_until, everyone_has_everything, 30, "every client to catch up")
-        for watcher in watchers:
-            assert watcher.ids == full
-            assert watcher.lost == []
-            await watcher.client.stop()
-        for run in runs:
-            await asyncio.wait_for(run, 10)
+        await crowd.received_exactly(full)
+        await crowd.stop()
     finally:
         proxy.stop()
