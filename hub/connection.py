@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from hub.auth import Principal, Role
@@ -96,6 +96,9 @@ class Connection:
             self._shed()
             return
         self._writer.write(frame)
+
+    def deliver(self, joined: bytes, frames: Sequence[bytes]) -> None:
+        self.send(joined)
 
     def buffered(self) -> int:
         """Bytes written to the socket and not yet taken by the kernel."""
