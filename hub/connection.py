@@ -10,7 +10,7 @@ from typing import Any
 from hub.auth import Principal, Role
 from hub.broker import BrokerUnavailable
 from hub.events import DeviceHeartbeat, check_event, validate
-from hub.node import Node
+from hub.node import Node, Published
 from hub.presence import Gone, Present
 from hub.protocol import (
     PROTOCOL_VERSION,
@@ -31,6 +31,9 @@ from hub.rooms import room_key
 from hub.transport import PING_TIMEOUT_REASON, FrameWriter
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+MAX_PUBLISHING = 64
+"""Publishes one socket may have in flight."""
 
 GONE_BY_CLOSE: dict[int, Gone] = {
     Close.HEARTBEAT_TIMEOUT: Gone.HEARTBEAT_TIMEOUT,
@@ -56,6 +59,7 @@ class Connection:
         "_limit",
         "_node",
         "_present",
+        "_publishing",
         "_strikes",
         "_subscriptions",
         "_writer",
@@ -80,6 +84,7 @@ class Connection:
         self._expiry: asyncio.TimerHandle | None = None
         self._gone = Gone.CLOSED
         self._present: Present | None = None
+        self._publishing = 0
         self.id = node.next_conn_id()
         self.principal = principal
 
@@ -313,6 +318,9 @@ class Connection:
         self._reply(encode({"type": "ack", "ref": request.ref, "room": room}))
 
     async def _publish(self, request: Request) -> None:
+        """Hand the event to the broker and go on reading: the ack follows when it is
+        published, so a socket may have several publishes in flight (in order), up to
+        `MAX_PUBLISHING`; past that it waits, and stops reading, until one completes."""
         room, event = request.room, request.event
         assert room is not None
         assert event is not None
@@ -320,12 +328,24 @@ class Connection:
         if not self.principal.may_publish(room):
             raise HubError(ErrorCode.FORBIDDEN, f"not allowed to publish to {room}", request.ref)
         check_event(event, request.data, request.ref)
-        published = await self._node.publish(tenant, [room], event, request.data, request.ref)
-        self._reply(
-            encode(
-                {"type": "ack", "ref": request.ref, "id": published.ids[room], "ts": published.ts}
-            )
-        )
+        published = self._node.publish_soon(tenant, [room], event, request.data, request.ref)
+        self._publishing += 1
+        published.add_done_callback(lambda done: self._acknowledge(done, room, request.ref))
+        if self._publishing > MAX_PUBLISHING:
+            await asyncio.wait([published])
+
+    def _acknowledge(self, published: asyncio.Future[Published], room: str, ref: Ref) -> None:
+        self._publishing -= 1
+        error = published.exception()
+        if isinstance(error, HubError):
+            self._reply(error_frame(error.code, error.message, ref))
+        elif isinstance(error, BrokerUnavailable):
+            self._reply(error_frame(ErrorCode.UNAVAILABLE, "broker unavailable, retry", ref))
+        elif error is not None:
+            raise error
+        else:
+            done = published.result()
+            self._reply(encode({"type": "ack", "ref": ref, "id": done.ids[room], "ts": done.ts}))
 
     def _heartbeat(self, request: Request) -> None:
         present = self._present

@@ -230,7 +230,13 @@ class Node:
     async def publish(
         self, tenant: str, rooms: Sequence[str], event: str, data: Any, ref: Ref = None
     ) -> Published:
-        """Encode the event once per room and publish to every room, or to none."""
+        return await self.publish_soon(tenant, rooms, event, data, ref)
+
+    def publish_soon(
+        self, tenant: str, rooms: Sequence[str], event: str, data: Any, ref: Ref = None
+    ) -> asyncio.Future[Published]:
+        """Encode the event once per room and hand it to the broker now, for every room or
+        for none; the future resolves once it is published."""
         ts = int(time.time() * 1000)
         limit = self.settings.max_event_bytes
         messages = []
@@ -243,9 +249,21 @@ class Node:
             messages.append(
                 Outgoing.of(room_key(tenant, room), payload, self.retention.for_room(room))
             )
-        ids = await self.broker.publish(messages)
-        self.tally.messages_in += len(messages)
-        return Published(ids=dict(zip(rooms, ids, strict=True)), ts=ts)
+        sent = self.broker.publish_soon(messages)
+        published: asyncio.Future[Published] = asyncio.get_running_loop().create_future()
+
+        def done(sent: asyncio.Future[list[str | None]]) -> None:
+            if published.cancelled():
+                return
+            error = sent.exception()
+            if error is not None:
+                published.set_exception(error)
+                return
+            self.tally.messages_in += len(messages)
+            published.set_result(Published(dict(zip(rooms, sent.result(), strict=True)), ts))
+
+        sent.add_done_callback(done)
+        return published
 
 
 def _recovered(page: HistoryPage, since: str | None, epoch: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,9 +72,16 @@ class Broker(ABC):
         """Stop delivering `key`; this node has no member left in it."""
 
     @abstractmethod
+    def publish_soon(self, messages: Sequence[Outgoing]) -> asyncio.Future[list[str | None]]:
+        """Take the events now, in call order, and publish every one or none: the future
+        gives their ids (None where the room keeps no history) or `BrokerUnavailable`.
+
+        Taking them now, without awaiting, is what lets one socket have several publishes
+        in flight and still have them published in the order it sent them.
+        """
+
     async def publish(self, messages: Sequence[Outgoing]) -> list[str | None]:
-        """Publish every event, or none (raise `BrokerUnavailable`); return their ids
-        (None where the room keeps no history)."""
+        return await self.publish_soon(messages)
 
     @abstractmethod
     async def history(self, key: str, since: str | None, limit: int) -> HistoryPage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import deque
@@ -43,8 +44,10 @@ class MemoryBroker(Broker):
     async def unsubscribe(self, key: str) -> None:
         self._keys.discard(key)
 
-    async def publish(self, messages: Sequence[Outgoing]) -> list[str | None]:
-        return self.publish_now(messages)
+    def publish_soon(self, messages: Sequence[Outgoing]) -> asyncio.Future[list[str | None]]:
+        published = asyncio.get_running_loop().create_future()
+        published.set_result(self.publish_now(messages))
+        return published
 
     def publish_now(self, messages: Sequence[Outgoing]) -> list[str | None]:
         """Publish without yielding to the loop: in-process events are ordered by call."""

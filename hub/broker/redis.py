@@ -10,17 +10,17 @@ failed, and the connection is rebuilt with backoff, resubscribing every room sti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Sequence
+from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 from hub.backoff import Backoff
@@ -68,19 +68,23 @@ class RedisBroker(Broker):
         self._wanted: set[bytes] = set()
         self._waiters: defaultdict[bytes, deque[asyncio.Future[None]]] = defaultdict(deque)
         self._commands: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
+        self._outbox: list[tuple[list[bytes | str | int], asyncio.Future[list[str | None]]]] = []
+        self._outbox_ready = asyncio.Event()
         self._available = False
         self._heard = True
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def connect(self, deliver: Deliver) -> None:
         self._deliver = deliver
-        self._task = asyncio.create_task(self._run(), name="redis-broker")
+        self._tasks = [
+            asyncio.create_task(self._run(), name="redis-broker"),
+            asyncio.create_task(self._send_outbox(), name="redis-publish"),
+        ]
 
     async def disconnect(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.client.aclose()
         await self._pool.disconnect()
 
@@ -108,7 +112,7 @@ class RedisBroker(Broker):
         if self._available:
             self._commands.put_nowait((_UNSUBSCRIBE, channel))
 
-    async def publish(self, messages: Sequence[Outgoing]) -> list[str | None]:
+    def publish_soon(self, messages: Sequence[Outgoing]) -> asyncio.Future[list[str | None]]:
         if not self._available:
             raise BrokerUnavailable("redis is unreachable")
         args: list[bytes | str | int] = [new_epoch()]
@@ -121,12 +125,48 @@ class RedisBroker(Broker):
                 retention.size,
                 int(retention.ttl * 1000),
             ]
-        try:
-            ids = await self._publish(args=args)
-        except (RedisError, OSError) as error:
-            log.warning("redis publish failed: %s", error)
-            raise BrokerUnavailable(f"redis publish failed: {error}") from error
-        return [event_id.decode() if event_id else None for event_id in ids]
+        published: asyncio.Future[list[str | None]] = asyncio.get_running_loop().create_future()
+        self._outbox.append((args, published))
+        self._outbox_ready.set()
+        return published
+
+    async def _send_outbox(self) -> None:
+        """Send the publishes queued meanwhile in one pipeline, in order: one round trip
+        for all of them, however many sockets and requests they came from."""
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            batch, self._outbox = self._outbox, []
+            try:
+                results = await self._run_publishes([args for args, _ in batch])
+            except (RedisError, OSError) as error:
+                log.warning("redis publish failed: %s", error)
+                results = [error] * len(batch)
+            for (_, published), result in zip(batch, results, strict=True):
+                if published.done():
+                    continue
+                if isinstance(result, Exception):
+                    published.set_exception(BrokerUnavailable(f"redis publish failed: {result}"))
+                else:
+                    published.set_result(
+                        [event_id.decode() if event_id else None for event_id in result]
+                    )
+
+    async def _run_publishes(self, calls: list[list[bytes | str | int]]) -> list[Any]:
+        """One pipeline of publish script calls; sent once more, after loading the script
+        again, if Redis lost it (a restart)."""
+        results = await self._pipeline(calls)
+        if any(isinstance(result, NoScriptError) for result in results):
+            await self.client.script_load(self._publish.script)
+            results = await self._pipeline(calls)
+        return results
+
+    async def _pipeline(self, calls: list[list[bytes | str | int]]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for args in calls:
+            pipe.evalsha(self._publish.sha, 0, *args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
 
     async def history(self, key: str, since: str | None, limit: int) -> HistoryPage:
         if not self._available:
