@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import sys
 from collections.abc import Sequence
 
@@ -36,10 +37,18 @@ def _load_settings() -> Settings:
         sys.exit(f"hub: bad settings: {problems}")
 
 
+def _raise_file_limit() -> None:
+    """Every socket is an open file: take all the process may have (the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     settings = _load_settings()
+    _raise_file_limit()
     if args.workers > 1:
         if settings.redis_url is None:
             sys.exit("hub: --workers > 1 needs HUB_REDIS_URL: workers share rooms through Redis")

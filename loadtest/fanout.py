@@ -14,31 +14,23 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import os
-import resource
-import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
 from hub.auth import Role, issue_token
+from loadtest.processes import SECRET, raise_file_limit, start_node
 from loadtest.wire import RawSocket, open_socket
-
-SECRET = "bench-secret-that-is-long-enough-for-hs256"
-
-
-def raise_file_limit() -> None:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class _Counter(RawSocket):
@@ -57,23 +49,35 @@ class _Counter(RawSocket):
                 shared["latencies"].append(time.time() * 1000 - sent)
 
 
-async def _receive(ports: list[int], first: int, count: int, shared: dict[str, Any]) -> None:
+def room_of(device: int, rooms: int) -> str:
+    """The room a benchmark device listens in: `devices` for one room, else its location."""
+    return "devices" if rooms == 1 else f"location:r{device % rooms}"
+
+
+async def _receive(
+    ports: list[int], first: int, count: int, rooms: int, shared: dict[str, Any]
+) -> None:
     sockets = []
     for i in range(first, first + count):
-        token = issue_token(SECRET, sub=f"dev-{i}", role=Role.DEVICE, tenant="bench", ttl=3600)
+        extra = {"loc": f"r{i % rooms}"}
+        token = issue_token(
+            SECRET, sub=f"dev-{i}", role=Role.DEVICE, tenant="bench", ttl=3600, extra=extra
+        )
         port = ports[i % len(ports)]
         source = f"127.0.0.{2 + i % 200}"
         sockets.append(await open_socket(lambda: _Counter(shared), port, token, source))
     await asyncio.wait_for(asyncio.gather(*(s.ready for s in sockets)), 120)
 
 
-def _receiver(ports: list[int], first: int, count: int, pipe: Connection, sample: int) -> None:
+def _receiver(
+    ports: list[int], first: int, count: int, rooms: int, pipe: Connection, sample: int
+) -> None:
     """One receiver process: connect, say ready, then hand over its counts when asked."""
     raise_file_limit()
     shared: dict[str, Any] = {"frames": 0, "latencies": [], "sample": sample}
 
     async def main() -> None:
-        await _receive(ports, first, count, shared)
+        await _receive(ports, first, count, rooms, shared)
         pipe.send("ready")
         while True:
             await asyncio.sleep(0.1)
@@ -100,11 +104,12 @@ async def publisher(port: int, sub: str, rooms: list[str]) -> AsyncIterator[Clie
         yield ws
 
 
-async def _publish(port: int, rate: float, seconds: float, size: int) -> int:
-    """Publish `rate` events/s for `seconds` over one socket; acks are read and ignored."""
+async def _publish(port: int, rate: float, seconds: float, size: int, rooms: int) -> int:
+    """Publish `rate` events/s for `seconds` over one socket, to the rooms in turn; acks
+    are read and ignored."""
     pad = "x" * max(0, size - 110)
     sent = 0
-    async with publisher(port, "bench-publisher", ["devices"]) as ws:
+    async with publisher(port, "bench-publisher", ["devices", "location:*"]) as ws:
 
         async def drain() -> None:
             async for _ in ws:
@@ -119,7 +124,7 @@ async def _publish(port: int, rate: float, seconds: float, size: int) -> int:
                 await asyncio.sleep(delay)
             frame = {
                 "op": "publish",
-                "room": "devices",
+                "room": room_of(n, rooms),
                 "event": "x.bench",
                 "ref": n,
                 "data": {"sent": time.time() * 1000, "pad": pad},
@@ -131,39 +136,112 @@ async def _publish(port: int, rate: float, seconds: float, size: int) -> int:
     return sent
 
 
-def start_node(
-    name: str, port: int, redis_url: str | None, cpu: str | None, **settings: str
-) -> Any:
-    """Start `hub serve` (pinned with taskset when asked) and wait until it is ready."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
-    env.update(
-        HUB_JWT_SECRET=SECRET,
-        HUB_NODE_ID=name,
-        HUB_CLIENT_RATE="0",
-        HUB_CONNECT_RATE="0",
-        HUB_BROADCAST_RATE="0",
-        HUB_LOG_LEVEL="warning",
-    )
-    if redis_url:
-        env["HUB_REDIS_URL"] = redis_url
-    env.update({f"HUB_{key.upper()}": value for key, value in settings.items()})
-    command = [sys.executable, "-m", "hub", "serve", "--port", str(port)]
-    if cpu is not None and shutil.which("taskset"):
-        command = ["taskset", "-c", cpu, *command]
-    process = subprocess.Popen(command, env=env)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"node {name} did not become ready")
+@dataclass
+class Setup:
+    """One fan-out arrangement: who listens where, and the nodes they listen on."""
+
+    subscribers: int = 2000
+    rooms: int = 1
+    nodes: int = 1
+    redis_url: str | None = None
+    server_cpu: str | None = None
+    procs: int = 3
+    sample: int = 50
+    size: int = 200
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+class Swarm:
+    """Nodes and receiver processes, connected and ready for publishing steps."""
+
+    def __init__(self, setup: Setup) -> None:
+        if setup.subscribers % setup.rooms:
+            raise ValueError("subscribers must divide evenly into rooms")
+        self.setup = setup
+        nodes = setup.nodes if setup.redis_url else 1
+        self.ports = [20000 + os.getpid() % 10000 + i for i in range(nodes)]
+        self._servers: list[subprocess.Popen[bytes]] = []
+        self._receivers: list[BaseProcess] = []
+        self._pipes: list[Connection] = []
+
+    def __enter__(self) -> Swarm:
+        setup = self.setup
+        raise_file_limit()
+        try:
+            for i, port in enumerate(self.ports):
+                self._servers.append(
+                    start_node(
+                        f"bench-{i}", port, setup.redis_url, setup.server_cpu, **setup.settings
+                    )
+                )
+            context = mp.get_context("spawn")
+            per = -(-setup.subscribers // setup.procs)
+            for p in range(setup.procs):
+                mine, theirs = context.Pipe()
+                count = min(per, setup.subscribers - p * per)
+                receiver = context.Process(
+                    target=_receiver,
+                    args=(self.ports, p * per, count, setup.rooms, theirs, setup.sample),
+                    daemon=True,
+                )
+                receiver.start()
+                self._receivers.append(receiver)
+                self._pipes.append(mine)
+            for mine in self._pipes:
+                if not mine.poll(180) or mine.recv() != "ready":
+                    raise RuntimeError("a receiver process did not connect in time")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for receiver in self._receivers:
+            receiver.kill()
+        for server in self._servers:
+            server.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(timeout=10)
+            server.kill()
+
+    def step(self, rate: float, seconds: float) -> dict[str, Any]:
+        """Publish at `rate` for `seconds` through the last node; count what arrived."""
+        setup = self.setup
+        sent = asyncio.run(_publish(self.ports[-1], rate, seconds, setup.size, setup.rooms))
+        expected = sent * setup.subscribers // setup.rooms
+        frames, latencies = 0, []
+        # Collect until everything arrived, or nothing more arrives for two seconds.
+        quiet_since = time.monotonic()
+        while frames < expected and time.monotonic() - quiet_since < 2.0:
+            before = frames
+            for mine in self._pipes:
+                mine.send("report")
+                if not mine.poll(30):
+                    raise RuntimeError("a receiver process did not report")
+                count, sample = mine.recv()
+                frames += count
+                latencies += sample
+            if frames > before:
+                quiet_since = time.monotonic()
+            time.sleep(0.2)
+        latencies.sort()
+        return {
+            "rate": rate,
+            "published": sent,
+            "expected": expected,
+            "delivered": frames,
+            "loss": expected - frames,
+            "delivered_per_s": round(frames / seconds),
+            "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
+            "p99_ms": round(latencies[int(len(latencies) * 0.99)], 2) if latencies else None,
+            "max_ms": round(latencies[-1], 2) if latencies else None,
+        }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=2000)
+    parser.add_argument("--rooms", type=int, default=1, help="rooms the subscribers spread over")
     parser.add_argument("--rate", default="25,50,75", help="events/s per step, comma-separated")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each step")
     parser.add_argument("--size", type=int, default=200, help="approximate event size, bytes")
@@ -177,78 +255,22 @@ def main() -> None:
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a hub setting"
     )
     args = parser.parse_args()
-    raise_file_limit()
-
-    nodes = args.nodes if args.redis_url else 1
-    ports = [20000 + os.getpid() % 10000 + i for i in range(nodes)]
-    servers = [
-        start_node(
-            f"bench-{i}",
-            port,
-            args.redis_url,
-            args.server_cpu,
-            **dict(item.split("=", 1) for item in args.set),
-        )
-        for i, port in enumerate(ports)
-    ]
-    context = mp.get_context("spawn")
-    per = -(-args.subscribers // args.procs)
-    pipes = [context.Pipe() for _ in range(args.procs)]
-    receivers = [
-        context.Process(
-            target=_receiver,
-            args=(ports, p * per, min(per, args.subscribers - p * per), pipes[p][1], args.sample),
-            daemon=True,
-        )
-        for p in range(args.procs)
-    ]
+    setup = Setup(
+        subscribers=args.subscribers,
+        rooms=args.rooms,
+        nodes=args.nodes,
+        redis_url=args.redis_url,
+        server_cpu=args.server_cpu,
+        procs=args.procs,
+        sample=args.sample,
+        size=args.size,
+        settings=dict(item.split("=", 1) for item in args.set),
+    )
     results: list[dict[str, Any]] = []
-    try:
-        for receiver in receivers:
-            receiver.start()
-        for mine, _ in pipes:
-            if not mine.poll(180) or mine.recv() != "ready":
-                raise RuntimeError("a receiver process did not connect in time")
+    with Swarm(setup) as swarm:
         for rate in [float(r) for r in args.rate.split(",")]:
-            sent = asyncio.run(_publish(ports[-1], rate, args.seconds, args.size))
-            expected = sent * args.subscribers
-            frames, latencies = 0, []
-            # Collect until everything arrived, or nothing more arrives for two seconds.
-            quiet_since = time.monotonic()
-            while frames < expected and time.monotonic() - quiet_since < 2.0:
-                before = frames
-                for mine, _ in pipes:
-                    mine.send("report")
-                    if not mine.poll(30):
-                        raise RuntimeError("a receiver process did not report")
-                    count, sample = mine.recv()
-                    frames += count
-                    latencies += sample
-                if frames > before:
-                    quiet_since = time.monotonic()
-                time.sleep(0.2)
-            latencies.sort()
-            row = {
-                "rate": rate,
-                "published": sent,
-                "expected": expected,
-                "delivered": frames,
-                "loss": expected - frames,
-                "delivered_per_s": round(frames / args.seconds),
-                "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
-                "p99_ms": round(latencies[int(len(latencies) * 0.99)], 2) if latencies else None,
-                "max_ms": round(latencies[-1], 2) if latencies else None,
-            }
-            results.append(row)
-            print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-    finally:
-        for receiver in receivers:
-            receiver.kill()
-        for server in servers:
-            server.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.wait(timeout=10)
-            server.kill()
+            results.append(swarm.step(rate, args.seconds))
+            print(" ".join(f"{k}={v}" for k, v in results[-1].items()), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(orjson.dumps({"args": vars(args), "steps": results}).decode())

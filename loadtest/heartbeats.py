@@ -17,10 +17,8 @@ import asyncio
 import contextlib
 import itertools
 import multiprocessing as mp
-import os
 import resource
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,11 +29,17 @@ from typing import Any
 
 import httpx
 import orjson
-import redis
 from redis.asyncio import Redis
 
 from hub.auth import Role, issue_token
-from loadtest.fanout import SECRET, raise_file_limit, start_node
+from loadtest.processes import (
+    SECRET,
+    cpu_seconds,
+    free_port,
+    raise_file_limit,
+    start_node,
+    start_redis,
+)
 from loadtest.wire import TEXT, RawSocket, frame, open_socket
 
 INTERVAL = 15.0
@@ -148,38 +152,6 @@ async def _collect(pipes: list[Connection], timeout: float, what: str) -> list[A
         raise RuntimeError(f"a device process did not {what} in time") from None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _start_redis() -> tuple[subprocess.Popen[bytes], str]:
-    """A Redis of the benchmark's own, without persistence, so its counters are ours alone."""
-    port = _free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
-    process = subprocess.Popen(
-        [*command, "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    with redis.Redis.from_url(url) as client:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(redis.ConnectionError):
-                if client.ping():
-                    return process, url
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("redis-server did not start")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process `pid`, all its threads, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " "):
@@ -215,7 +187,7 @@ class _Bench:
         metrics = (await self.http.get("/metrics")).text
         return _Probe(
             at=time.monotonic(),
-            node_cpu=_cpu_seconds(self.pid),
+            node_cpu=cpu_seconds(self.pid),
             redis_cpu=float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
             # INFO is the benchmark's own command, not the node's.
             commands=sum(s["calls"] for name, s in stats.items() if name != "cmdstat_info"),
@@ -239,12 +211,12 @@ class _Bench:
         has been idle. A node that fell behind may still be reading the step's heartbeats
         without publishing them for a while (when it drops its presence queue to rebuild
         it): a quiet dashboard alone would hand that backlog to the next step."""
-        seen, at, cpu = self.dashboard.heartbeats, time.monotonic(), _cpu_seconds(self.pid)
+        seen, at, cpu = self.dashboard.heartbeats, time.monotonic(), cpu_seconds(self.pid)
         quiet_since = at
         while at - quiet_since < QUIET:
             await asyncio.sleep(0.2)
             last, last_cpu = at, cpu
-            at, cpu = time.monotonic(), _cpu_seconds(self.pid)
+            at, cpu = time.monotonic(), cpu_seconds(self.pid)
             if self.dashboard.heartbeats != seen or cpu - last_cpu > IDLE * (at - last):
                 seen, quiet_since = self.dashboard.heartbeats, at
 
@@ -353,7 +325,7 @@ def main() -> None:
         for step in args.rate.split(",")
     ]
 
-    port = _free_port()
+    port = free_port()
     per = -(-args.devices // args.procs)
     counts = [max(0, min(per, args.devices - p * per)) for p in range(args.procs)]
     context = mp.get_context("spawn")
@@ -366,7 +338,7 @@ def main() -> None:
     try:
         redis_url = args.redis_url
         if redis_url is None:
-            redis_server, redis_url = _start_redis()
+            redis_server, redis_url = start_redis()
         # Nothing is closed for silence: a device beats only when its turn comes.
         node = start_node(
             "heartbeats",

@@ -17,7 +17,8 @@ import time
 
 import orjson
 
-from loadtest.fanout import publisher, start_node
+from loadtest.fanout import publisher
+from loadtest.processes import start_node
 
 
 async def _publisher(port: int, index: int, seconds: float, window: int) -> int:
