@@ -37,18 +37,30 @@ def _load_settings() -> Settings:
         sys.exit(f"hub: bad settings: {problems}")
 
 
-def _raise_file_limit() -> None:
-    """Every socket is an open file: take all the process may have (the hard limit)."""
+FILES_BESIDES_SOCKETS = 100
+"""Open files a node needs beyond its sockets: listeners, Redis, logs, the interpreter."""
+
+
+def _raise_file_limit(max_connections: int) -> None:
+    """Every socket is an open file: take all the process may have (the hard limit), and
+    say so when that cannot hold `HUB_MAX_CONNECTIONS` sockets."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard != resource.RLIM_INFINITY and hard < max_connections + FILES_BESIDES_SOCKETS:
+        print(
+            f"hub: warning: the open-file limit ({hard}) is too low for "
+            f"HUB_MAX_CONNECTIONS={max_connections}: raise it (ulimit -Hn, the container's "
+            "nofile) or lower HUB_MAX_CONNECTIONS, else sockets fail before 1013",
+            file=sys.stderr,
+        )
 
 
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     settings = _load_settings()
-    _raise_file_limit()
+    _raise_file_limit(settings.max_connections)
     if args.workers > 1:
         if settings.redis_url is None:
             sys.exit("hub: --workers > 1 needs HUB_REDIS_URL: workers share rooms through Redis")

@@ -51,6 +51,13 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         size: int = self.transport.get_write_buffer_size()
         return size
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            # A refused handshake (401, 403, 429) is a finished exchange; without this,
+            # uvicorn logs an error for every refusal and tries to answer 500 as well.
+            self.handshake_complete = True
+
     def keepalive_timeout(self) -> None:
         """The peer missed a pong: tell the app why the socket is going, then drop it."""
         if not (self.close_sent or self.transport.is_closing()):
