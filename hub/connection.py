@@ -48,7 +48,8 @@ GONE_BY_CLOSE: dict[int, Gone] = {
 
 
 class Connection:
-    """Sends never wait: a socket that falls `send_queue_bytes` behind is closed with 4009."""
+    """Sends never wait: a socket with more than `send_queue_bytes` waiting for the kernel
+    is closed with 4009."""
 
     __slots__ = (
         "_bucket",
@@ -97,10 +98,8 @@ class Connection:
         if self._held is not None:
             self._held.append(frame)
             return
-        if self._writer.buffered() > self._limit:
+        if self._writer.write(frame) > self._limit:
             self._shed()
-            return
-        self._writer.write(frame)
 
     def deliver(self, joined: bytes, frames: Sequence[bytes]) -> None:
         self.send(joined)
@@ -115,7 +114,6 @@ class Connection:
     def _shed(self) -> None:
         self._closing = True
         self._gone = Gone.SLOW_CONSUMER
-        self._node.tally.dropped[Gone.SLOW_CONSUMER.value] += 1
         self._node.metrics.slow_consumers.inc()
         asyncio.get_running_loop().call_soon(
             self._writer.close, Close.SLOW_CONSUMER, "slow consumer"

@@ -24,8 +24,9 @@ PING_TIMEOUT_REASON = "ping timeout"
 class FrameWriter(Protocol):
     """What a connection needs from its socket to send."""
 
-    def write(self, frame: bytes) -> None:
-        """Queue an already-framed WebSocket message; never blocks."""
+    def write(self, frame: bytes) -> int:
+        """Queue already-framed WebSocket messages, never blocking; return the bytes now
+        waiting for the kernel (0 once the socket is closing)."""
 
     def buffered(self) -> int:
         """Bytes written but not yet taken by the kernel."""
@@ -43,9 +44,13 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"][WRITER_EXTENSION] = self
 
-    def write(self, frame: bytes) -> None:
-        if not self.close_sent and not self.transport.is_closing():
-            self.transport.write(frame)
+    def write(self, frame: bytes) -> int:
+        transport = self.transport
+        if self.close_sent or transport.is_closing():
+            return 0
+        transport.write(frame)
+        waiting: int = transport.get_write_buffer_size()
+        return waiting
 
     def buffered(self) -> int:
         size: int = self.transport.get_write_buffer_size()

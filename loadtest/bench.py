@@ -7,7 +7,8 @@ Run the load on one core and pin the server to the other:
 
 Scenarios (`--only` picks some): `idle` (memory per socket and accepted sockets/s at 10,000
 and 19,000 sockets), `fanout` (2,000 subscribers in one room, one node), `cluster` (the same
-across two nodes and Redis, including light load for the cross-node latency), `rooms`
+across two nodes and Redis), `latency` (the cross-node hop at light load: 200 subscribers
+over two nodes, every frame timed, so neither side's per-socket work hides it), `rooms`
 (2,000 subscribers in 200 rooms), `heartbeats` (loadtest.heartbeats). Every node and the
 Redis are the benchmark's own.
 """
@@ -39,7 +40,7 @@ from loadtest.processes import (
 )
 from loadtest.wire import RawSocket, open_socket
 
-SCENARIOS = ("idle", "fanout", "cluster", "rooms", "heartbeats")
+SCENARIOS = ("idle", "fanout", "cluster", "latency", "rooms", "heartbeats")
 PER_PROCESS = 5000
 """Sockets one idle-load process opens (each process has at most 20,000 open files)."""
 IDLE_SETTLE = 3.0
@@ -185,6 +186,7 @@ def main() -> None:
     parser.add_argument("--idle", default="10000,19000", help="socket counts for `idle`")
     parser.add_argument("--fanout-rates", default="25,50,75,100,125,150")
     parser.add_argument("--cluster-rates", default="5,25,50,75,90,100")
+    parser.add_argument("--latency-rates", default="5,25,100")
     parser.add_argument("--rooms-rates", default="500,1000,2000,4000")
     parser.add_argument("--out", default="results/bench.json")
     parser.add_argument("--chart", default="results/bench.png")
@@ -205,6 +207,12 @@ def main() -> None:
             "cluster",
             Setup(nodes=2, redis_url=redis_url, server_cpu=cpu),
             _rates(args.cluster_rates),
+            args.seconds,
+        ),
+        "latency": lambda: fan_out(
+            "latency",
+            Setup(subscribers=200, nodes=2, redis_url=redis_url, server_cpu=cpu, sample=1),
+            _rates(args.latency_rates),
             args.seconds,
         ),
         "rooms": lambda: fan_out(
