@@ -183,6 +183,9 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios, comma-separated")
     parser.add_argument("--server-cpu", help="pin the nodes to these CPUs (taskset)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each step")
+    parser.add_argument(
+        "--subscribers", type=int, default=2000, help="for fanout, cluster and rooms"
+    )
     parser.add_argument("--idle", default="10000,19000", help="socket counts for `idle`")
     parser.add_argument("--fanout-rates", default="25,50,75,100,125,150")
     parser.add_argument("--cluster-rates", default="5,25,50,75,90,100")
@@ -197,15 +200,18 @@ def main() -> None:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     raise_file_limit()
     redis_server, redis_url = start_redis()
-    cpu = args.server_cpu
+    cpu, subscribers = args.server_cpu, args.subscribers
     runs: dict[str, Callable[[], list[dict[str, Any]]]] = {
         "idle": lambda: idle([int(n) for n in args.idle.split(",")], cpu),
         "fanout": lambda: fan_out(
-            "fanout", Setup(server_cpu=cpu), _rates(args.fanout_rates), args.seconds
+            "fanout",
+            Setup(subscribers=subscribers, server_cpu=cpu),
+            _rates(args.fanout_rates),
+            args.seconds,
         ),
         "cluster": lambda: fan_out(
             "cluster",
-            Setup(nodes=2, redis_url=redis_url, server_cpu=cpu),
+            Setup(subscribers=subscribers, nodes=2, redis_url=redis_url, server_cpu=cpu),
             _rates(args.cluster_rates),
             args.seconds,
         ),
@@ -216,7 +222,10 @@ def main() -> None:
             args.seconds,
         ),
         "rooms": lambda: fan_out(
-            "rooms", Setup(rooms=200, server_cpu=cpu), _rates(args.rooms_rates), args.seconds
+            "rooms",
+            Setup(subscribers=subscribers, rooms=200, server_cpu=cpu),
+            _rates(args.rooms_rates),
+            args.seconds,
         ),
         "heartbeats": lambda: heartbeats(cpu, redis_url),
     }
