@@ -38,7 +38,7 @@ from loadtest.processes import (
     start_node,
     start_redis,
 )
-from loadtest.wire import RawSocket, open_socket
+from loadtest.wire import RawSocket, open_many
 
 SCENARIOS = ("idle", "fanout", "cluster", "latency", "rooms", "heartbeats")
 PER_PROCESS = 5000
@@ -51,12 +51,11 @@ def _idle_fleet(port: int, first: int, count: int, pipe: Connection) -> None:
     """Open `count` device sockets, report when all are welcomed, hold them until told."""
     raise_file_limit()
 
+    def token_of(i: int) -> str:
+        return issue_token(SECRET, sub=f"idle-{i}", role=Role.DEVICE, tenant="bench", ttl=7200)
+
     async def main() -> None:
-        sockets = []
-        for i in range(first, first + count):
-            token = issue_token(SECRET, sub=f"idle-{i}", role=Role.DEVICE, tenant="bench", ttl=7200)
-            sockets.append(await open_socket(RawSocket, port, token, f"127.0.0.{2 + i % 200}"))
-        await asyncio.gather(*(s.ready for s in sockets))
+        await open_many(RawSocket, [port], range(first, first + count), token_of, 600)
         pipe.send(time.monotonic())
         await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
 

@@ -30,7 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from hub.auth import Role, issue_token
 from loadtest.processes import SECRET, raise_file_limit, start_node
-from loadtest.wire import RawSocket, open_socket
+from loadtest.wire import RawSocket, open_many
 
 
 class _Counter(RawSocket):
@@ -57,16 +57,13 @@ def room_of(device: int, rooms: int) -> str:
 async def _receive(
     ports: list[int], first: int, count: int, rooms: int, shared: dict[str, Any]
 ) -> None:
-    sockets = []
-    for i in range(first, first + count):
+    def token_of(i: int) -> str:
         extra = {"loc": f"r{i % rooms}"}
-        token = issue_token(
+        return issue_token(
             SECRET, sub=f"dev-{i}", role=Role.DEVICE, tenant="bench", ttl=3600, extra=extra
         )
-        port = ports[i % len(ports)]
-        source = f"127.0.0.{2 + i % 200}"
-        sockets.append(await open_socket(lambda: _Counter(shared), port, token, source))
-    await asyncio.wait_for(asyncio.gather(*(s.ready for s in sockets)), 120)
+
+    await open_many(lambda: _Counter(shared), ports, range(first, first + count), token_of, 120)
 
 
 def _receiver(

@@ -40,7 +40,7 @@ from loadtest.processes import (
     start_node,
     start_redis,
 )
-from loadtest.wire import TEXT, RawSocket, frame, open_socket
+from loadtest.wire import TEXT, RawSocket, frame, open_many, open_socket
 
 INTERVAL = 15.0
 """Seconds between two heartbeats of one device at the fleet's own pace (rate `interval`)."""
@@ -125,14 +125,12 @@ def _fleet(port: int, first: int, count: int, pipe: Connection) -> None:
     and answer with (heartbeats written, sockets the node closed so far)."""
     raise_file_limit()
 
+    def token_of(i: int) -> str:
+        return issue_token(SECRET, sub=f"dev-{i}", role=Role.DEVICE, tenant="bench", ttl=3600)
+
     async def main() -> None:
-        sockets = []
-        for i in range(first, first + count):
-            token = issue_token(SECRET, sub=f"dev-{i}", role=Role.DEVICE, tenant="bench", ttl=3600)
-            sockets.append(await open_socket(RawSocket, port, token, f"127.0.0.{2 + i % 200}"))
-        await asyncio.wait_for(
-            asyncio.gather(*(device.ready for device in sockets)), _connect_timeout(count)
-        )
+        numbers = range(first, first + count)
+        sockets = await open_many(RawSocket, [port], numbers, token_of, _connect_timeout(count))
         pipe.send("ready")
         beat = frame(TEXT, HEARTBEAT)
         turn = itertools.cycle(sockets)

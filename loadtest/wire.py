@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
@@ -107,3 +107,21 @@ async def open_socket(protocol: Callable[[], S], port: int, token: str, source: 
     )
     opened.transport.write(request.encode())
     return opened
+
+
+async def open_many(
+    protocol: Callable[[], S],
+    ports: Sequence[int],
+    numbers: range,
+    token_of: Callable[[int], str],
+    timeout: float,
+) -> list[S]:
+    """Open a socket for each number, over the nodes' ports and 200 loopback source
+    addresses in turn (one address runs short of ports past 10,000 sockets); return them
+    once every one has its welcome."""
+    sockets = []
+    for i in numbers:
+        source = f"127.0.0.{2 + i % 200}"
+        sockets.append(await open_socket(protocol, ports[i % len(ports)], token_of(i), source))
+    await asyncio.wait_for(asyncio.gather(*(s.ready for s in sockets)), timeout)
+    return sockets
