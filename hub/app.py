@@ -42,7 +42,7 @@ from hub.ratelimit import KeyedBuckets
 from hub.rooms import room_key
 from hub.shutdown import drain_on_sigterm
 from hub.sockets import Refusal, Sockets
-from hub.stats import ROLES, Figures, Rates, cluster
+from hub.stats import Figures, Rates, cluster
 from hub.transport import WRITER_EXTENSION
 
 log = logging.getLogger("hub")
@@ -134,7 +134,7 @@ class Hub:
         tally = self.node.tally
         return Figures(
             node=self.node.id,
-            connections={role: self.sockets.by_role().get(role, 0) for role in ROLES},
+            connections=self.sockets.by_role(),
             rooms=len(self.node.rooms),
             messages=tally.totals(),
             per_second=self.rates.per_second,

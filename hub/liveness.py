@@ -61,15 +61,15 @@ class Silent(Hashable, Protocol):
 class HeartbeatWatch:
     """Closes with 4008 every device that sent no heartbeat for `timeout` seconds."""
 
-    def __init__(self, timeout: float, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, timeout: float) -> None:
         self._deadlines: Deadlines[Silent] = Deadlines(timeout)
         self._tick = min(MAX_TICK, timeout / 10)
-        self._clock = clock
+        self._clock: Callable[[], float] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._clock = self._clock or loop.time
+        self._clock = loop.time
         self._task = loop.create_task(self._sweep(), name="heartbeat-watch")
 
     async def stop(self) -> None:

@@ -128,14 +128,14 @@ class Node:
         by_room: dict[str, list[bytes]] = {}
         for key, payload in arrived:
             by_room.setdefault(key, []).append(payload)
-        now = time.time()
         observe = self.metrics.delivery_latency.observe
         for key, payloads in by_room.items():
             delivered = self.rooms.fan_out(key, payloads)
             if delivered:
                 self.tally.messages_out += delivered
+                written = time.time()
                 for payload in payloads:
-                    observe(now - ts_of(payload) / 1000)
+                    observe(written - ts_of(payload) / 1000)
 
     async def join(self, key: str, member: Member) -> None:
         """Add `member` to a room; return once the room's events reach this node.

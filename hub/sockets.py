@@ -13,6 +13,7 @@ from hub.config import Settings
 from hub.connection import Connection
 from hub.protocol import Close
 from hub.ratelimit import KeyedBuckets
+from hub.stats import ROLES
 
 log = logging.getLogger("hub")
 
@@ -47,7 +48,7 @@ class Sockets:
         """Why an accepted socket must be closed at once, if it must."""
         if self.draining:
             return Refusal.DRAINING
-        if len(self._open) >= self.max_connections:
+        if self.full:
             return Refusal.FULL
         return None
 
@@ -67,10 +68,8 @@ class Sockets:
                 self._emptied.set()
 
     def by_role(self) -> dict[str, int]:
-        return dict(self._roles)
-
-    def __len__(self) -> int:
-        return len(self._open)
+        """Open sockets of every role, none left out."""
+        return {role: self._roles[role] for role in ROLES}
 
     def backlog(self) -> tuple[int, int]:
         """Bytes waiting to be written, all sockets together, and how many sockets have some."""

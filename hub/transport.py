@@ -4,8 +4,8 @@ Starlette keeps routing and the handshake; once a socket is accepted, the hub wr
 through `FrameWriter`, never through an awaited ASGI `send`. `HubWebSocketProtocol` is
 uvicorn's sans-I/O WebSocket protocol with that writer exposed to the app through the
 ASGI scope (`scope["extensions"]["hub.writer"]`). Writing an already-framed message costs
-a few microseconds and never waits on the peer; how much may pile up is the caller's
-decision, made from `buffered()`.
+a few microseconds and never waits on the peer; `write` returns how much now waits for
+the kernel, and how much may pile up is the caller's decision.
 """
 
 from __future__ import annotations

@@ -56,7 +56,19 @@ def token(
     return issue_token(secret, sub=sub, role=Role(role), tenant=tenant, ttl=ttl, extra=claims)
 
 
-class RedisServer:
+class _Daemon:
+    """A server process a test starts, and kills when it is done with it."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+class RedisServer(_Daemon):
     """A redis-server of the test's own on a free loopback port; can be stopped and restarted."""
 
     def __init__(self) -> None:
@@ -66,7 +78,6 @@ class RedisServer:
         self.binary = binary
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -95,12 +106,6 @@ class RedisServer:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
 
     def command(self, *args: str) -> str:
         """Run one command through redis-cli, for looking at Redis from the outside."""
@@ -283,7 +288,7 @@ def history_ids(node: HubNode, room: str) -> list[str]:
     return [event["id"] for event in answer.json()["events"]]
 
 
-class HAProxy:
+class HAProxy(_Daemon):
     """HAProxy (the Debian package) in front of some nodes: HTTP and WebSockets, with
     health checks on /readyz, as deploy/haproxy.cfg sets it up."""
 
@@ -324,7 +329,6 @@ backend nodes
 {servers}
 """
         )
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -339,12 +343,6 @@ backend nodes
             return httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
 
 
 class Client:

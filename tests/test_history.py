@@ -134,6 +134,26 @@ async def test_events_past_their_age_are_dropped_and_not_recovered(
     await client.close()
 
 
+async def test_publishes_sent_without_waiting_keep_their_order(node: HubNode) -> None:
+    """More publishes in flight than one socket may have (64): acked in order, published
+    in order, with increasing ids."""
+    watcher = await Client.connect(node, token("dashboard", "w"))
+    await watcher.subscribe("burst")
+    publisher = await Client.connect(node, PUBLISHER)
+    count = 90
+    for n in range(count):
+        frame = {"op": "publish", "room": "burst", "event": "x.tick", "data": {"n": n}, "ref": n}
+        await publisher.send(frame)
+    acks = [await publisher.recv() for _ in range(count)]
+    assert [(ack["type"], ack["ref"]) for ack in acks] == [("ack", n) for n in range(count)]
+    events = [await watcher.next_event() for _ in range(count)]
+    assert [event["data"]["n"] for event in events] == list(range(count))
+    assert [event["id"] for event in events] == [ack["id"] for ack in acks]
+    assert sorted(acks, key=lambda ack: _order(ack["id"])) == acks
+    await publisher.close()
+    await watcher.close()
+
+
 async def test_another_epoch_is_not_recovered(node: HubNode) -> None:
     first_id = _tick(node, "room", 0)
     client = await Client.connect(node, token("dashboard", "d1"))

@@ -139,8 +139,13 @@ class RedisBroker(Broker):
             batch, self._outbox = self._outbox, []
             try:
                 results = await self._run_publishes([args for args, _ in batch])
-            except (RedisError, OSError) as error:
-                log.warning("redis publish failed: %s", error)
+            except Exception as error:
+                # Whatever went wrong, these publishes fail and the next ones are sent: a
+                # writer that died would leave every publish of the node waiting forever.
+                if isinstance(error, RedisError | OSError):
+                    log.warning("redis publish failed: %s", error)
+                else:
+                    log.exception("redis publish failed")
                 results = [error] * len(batch)
             for (_, published), result in zip(batch, results, strict=True):
                 if published.done():
