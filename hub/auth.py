@@ -13,6 +13,7 @@ from typing import Any
 import jwt
 
 from hub.config import Settings
+from hub.errors import ErrorCode, HubError
 from hub.protocol import ROOM_RE, TENANT_RE
 
 STATUS_ROOM = "status"
@@ -83,10 +84,45 @@ class Principal:
     def may_publish(self, room: str) -> bool:
         return self._publish_re is not None and self._publish_re.match(room) is not None
 
-    @property
-    def broadcasts(self) -> bool:
-        """Whether the REST broadcast endpoint is open to this principal."""
-        return self.role in (Role.OPERATOR, Role.ADMIN)
+    def tenant_for(self, named: str | None) -> str:
+        """The tenant a request acts in: the principal's own, or one an admin names."""
+        if named is None or named == self.tenant:
+            if self.tenant is None:
+                raise HubError(
+                    ErrorCode.BAD_REQUEST, "tenant is required: admins without one must name it"
+                )
+            return self.tenant
+        if self.role is not Role.ADMIN:
+            raise HubError(ErrorCode.FORBIDDEN, "only admins may name another tenant")
+        return named
+
+    def check_subscribe(self, room: str) -> None:
+        if not self.may_subscribe(room):
+            raise HubError(ErrorCode.FORBIDDEN, f"not allowed to subscribe to {room}")
+
+    def check_read(self, room: str) -> None:
+        """Reading a room over REST (history, presence): what subscribing allows, but not
+        for devices, which only ever see their own rooms live."""
+        if self.role is Role.DEVICE:
+            raise HubError(ErrorCode.FORBIDDEN, "devices do not read rooms over REST")
+        if not self.may_subscribe(room):
+            raise HubError(ErrorCode.FORBIDDEN, f"not allowed to read {room}")
+
+    def check_publish(self, room: str) -> None:
+        if not self.may_publish(room):
+            raise HubError(ErrorCode.FORBIDDEN, f"not allowed to publish to {room}")
+
+    def check_broadcast(self) -> None:
+        if self.role not in (Role.OPERATOR, Role.ADMIN):
+            raise HubError(ErrorCode.FORBIDDEN, "only operators and admins broadcast")
+
+    def check_stats(self) -> None:
+        if self.role not in (Role.OPERATOR, Role.ADMIN):
+            raise HubError(ErrorCode.FORBIDDEN, "stats are for operators and admins")
+
+    def check_heartbeat(self) -> None:
+        if self.role is not Role.DEVICE or self.tenant is None:
+            raise HubError(ErrorCode.FORBIDDEN, "only devices send heartbeats")
 
 
 class Authenticator:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
-from hub.protocol import ErrorCode, HubError, Ref
+from hub.errors import ErrorCode, HubError
 
 FREE_FORM_PREFIX = "x."
 
@@ -82,29 +82,28 @@ def _describe(error: ValidationError) -> str:
     return f"{where}: {first['msg']}" + (f" (and {more} more)" if more else "")
 
 
-def check_event(event: str, data: Any, ref: Ref = None) -> None:
+def check_event(event: str, data: Any) -> None:
     """Refuse an event a client may not publish, or whose data does not fit its schema."""
     if event in HUB_ONLY:
-        raise HubError(ErrorCode.FORBIDDEN, f"{event} is published by the hub only", ref)
+        raise HubError(ErrorCode.FORBIDDEN, f"{event} is published by the hub only")
     if event.startswith(FREE_FORM_PREFIX):
         if not isinstance(data, dict):
-            raise HubError(ErrorCode.BAD_REQUEST, "data: must be an object", ref)
+            raise HubError(ErrorCode.BAD_REQUEST, "data: must be an object")
         return
     model = PUBLIC.get(event)
     if model is None:
         raise HubError(
             ErrorCode.NOT_FOUND,
             f"unknown event {event!r}: use a typed event or an x.* name for free-form data",
-            ref,
         )
-    validate(model, data, ref)
+    validate(model, data)
 
 
-def validate(model: type[_Data], data: Any, ref: Ref = None) -> None:
+def validate(model: type[_Data], data: Any) -> None:
     """Check `data` against a schema; the error names the first wrong field."""
     if not isinstance(data, dict):
-        raise HubError(ErrorCode.BAD_REQUEST, "data: must be an object", ref)
+        raise HubError(ErrorCode.BAD_REQUEST, "data: must be an object")
     try:
         model.model_validate(data)
     except ValidationError as error:
-        raise HubError(ErrorCode.BAD_REQUEST, _describe(error), ref) from None
+        raise HubError(ErrorCode.BAD_REQUEST, _describe(error)) from None

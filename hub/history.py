@@ -1,18 +1,10 @@
-"""Room history: event ids, retention rules, and reading an id off an event's bytes.
-
-Pure. An event's bytes end with `"id":"<id>"}` (the id is spliced in by the broker when it
-appends the event to the room's history), so the id of an encoded event is read from its
-tail without parsing the JSON.
-"""
+"""Room history: event ids and retention rules. Pure."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import orjson
-
-ID_FIELD = b',"id":"'
-ID_END = b'"}'
 
 
 def parse_id(text: str) -> tuple[int, int] | None:
@@ -27,26 +19,26 @@ def format_id(pair: tuple[int, int]) -> str:
     return f"{pair[0]}-{pair[1]}"
 
 
-def id_of(encoded: bytes) -> tuple[int, int]:
-    """The id of an encoded event (or of a framed one: the frame header is in front)."""
-    start = encoded.rindex(ID_FIELD) + len(ID_FIELD)
-    ms, _, seq = encoded[start : -len(ID_END)].partition(b"-")
-    return int(ms), int(seq)
-
-
-def split_for_id(encoded_without_id: bytes) -> tuple[bytes, bytes]:
-    """Cut an encoded event object so that `prefix + id + suffix` is the event with its id."""
-    return encoded_without_id[:-1] + ID_FIELD, ID_END
-
-
 @dataclass(frozen=True, slots=True)
 class Retention:
     size: int
     ttl: float
 
+    @property
+    def keeps_history(self) -> bool:
+        return self.size > 0
+
+    @property
+    def ttl_ms(self) -> int:
+        return int(self.ttl * 1000)
+
 
 class RetentionRules:
-    """Retention per room: the deployment's default, overridden by the longest room prefix."""
+    """Retention per room: the deployment's default, overridden by the longest room prefix.
+
+    The one place a room's retention is decided: whoever publishes to a room or reads its
+    history asks here and hands the answer on with the request.
+    """
 
     def __init__(self, default: Retention, overrides: dict[str, Retention]) -> None:
         self.default = default

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
-from hub.protocol import Close
+from hub.disconnect import HEARTBEAT_TIMEOUT, Disconnect
 
 T = TypeVar("T", bound=Hashable)
 MAX_TICK = 1.0
@@ -54,8 +54,8 @@ class Deadlines(Generic[T]):
 
 
 class Silent(Hashable, Protocol):
-    def close(self, code: int, reason: str) -> None:
-        """Close the socket with `code`."""
+    def close(self, cause: Disconnect) -> None:
+        """Close the socket."""
 
 
 class HeartbeatWatch:
@@ -91,4 +91,4 @@ class HeartbeatWatch:
         while True:
             await asyncio.sleep(self._tick)
             for device in self._deadlines.expired(self._clock()):
-                device.close(Close.HEARTBEAT_TIMEOUT, "heartbeat timeout")
+                device.close(HEARTBEAT_TIMEOUT)

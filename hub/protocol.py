@@ -1,7 +1,8 @@
-"""The wire contract: names, close codes, error codes, client frames in, server frames out.
+"""The wire contract: names, close codes, client frames in, server frames out.
 
-Pure: no sockets, no event loop. Client frames are parsed and checked here so that a
-connection only ever sees a well-formed `Request`; server frames are built here as bytes.
+Pure: no sockets, no event loop. Each kind of client frame parses into its own request
+type, so a session dispatches on the type and never trusts that a field is set because
+another one is; server frames are built here as bytes.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import re
 import struct
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
+
+from hub.errors import ErrorCode, HubError, Ref
 
 PROTOCOL_VERSION = 1
 
@@ -36,15 +39,6 @@ class Close(IntEnum):
     RATE_LIMITED = 4029
 
 
-class ErrorCode(StrEnum):
-    BAD_REQUEST = "bad_request"
-    FORBIDDEN = "forbidden"
-    NOT_FOUND = "not_found"
-    RATE_LIMITED = "rate_limited"
-    TOO_LARGE = "too_large"
-    UNAVAILABLE = "unavailable"
-
-
 class Op(StrEnum):
     SUBSCRIBE = "subscribe"
     UNSUBSCRIBE = "unsubscribe"
@@ -53,73 +47,87 @@ class Op(StrEnum):
     PING = "ping"
 
 
-Ref = int | str | None
-
-
-class HubError(Exception):
-    """A refusal the client is told about in an `error` frame (or a REST error body)."""
-
-    def __init__(
-        self, code: ErrorCode, message: str, ref: Ref = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.ref = ref
-        self.retry_after = retry_after
+@dataclass(frozen=True, slots=True)
+class Ping:
+    ref: Ref
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
-    """One well-formed client frame."""
-
-    op: Op
+class Heartbeat:
     ref: Ref
-    room: str | None = None
-    event: str | None = None
-    data: Any = None
-    since: str | None = None
-    epoch: str | None = None
-    tenant: str | None = None
+    data: dict[str, Any]
 
 
-def check_room(room: Any, ref: Ref = None) -> str:
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    ref: Ref
+    room: str
+    since: str | None
+    epoch: str | None
+    tenant: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    ref: Ref
+    room: str
+    tenant: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    ref: Ref
+    room: str
+    event: str
+    data: Any
+    tenant: str | None
+
+
+Request = Ping | Heartbeat | Subscribe | Unsubscribe | Publish
+"""One well-formed client frame."""
+
+
+def check_room(room: Any) -> str:
     if not isinstance(room, str) or not ROOM_RE.match(room):
         raise HubError(
-            ErrorCode.BAD_REQUEST,
-            "room must match ^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$",
-            ref,
+            ErrorCode.BAD_REQUEST, "room must match ^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
         )
     return room
 
 
-def check_tenant(tenant: Any, ref: Ref = None) -> str:
+def check_tenant(tenant: Any) -> str:
     if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
         raise HubError(
-            ErrorCode.BAD_REQUEST, "tenant must match ^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$", ref
+            ErrorCode.BAD_REQUEST, "tenant must match ^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
         )
     return tenant
 
 
-def check_event_name(event: Any, ref: Ref = None) -> str:
+def check_event_name(event: Any) -> str:
     if not isinstance(event, str) or len(event) > EVENT_MAX_LEN or not EVENT_RE.match(event):
         raise HubError(
             ErrorCode.BAD_REQUEST,
             "event must match ^[a-z][a-z0-9_]*(\\.[a-z0-9_]+)*$ and be at most 64 characters",
-            ref,
         )
     return event
 
 
-def _optional_str(frame: dict[str, Any], field: str, ref: Ref) -> str | None:
+def check_since(since: Any) -> str | None:
+    if since is not None and (not isinstance(since, str) or not ID_RE.match(since)):
+        raise HubError(ErrorCode.BAD_REQUEST, "since must be an event id like 1700000000000-0")
+    return since
+
+
+def _optional_str(frame: dict[str, Any], field: str) -> str | None:
     value = frame.get(field)
     if value is not None and not isinstance(value, str):
-        raise HubError(ErrorCode.BAD_REQUEST, f"{field} must be a string", ref)
+        raise HubError(ErrorCode.BAD_REQUEST, f"{field} must be a string")
     return value
 
 
 def parse_request(text: str) -> Request:
-    """Turn one client text frame into a `Request`, or raise `HubError` saying what is wrong."""
+    """Turn one client text frame into its request, or raise `HubError` saying what is
+    wrong (with the frame's `ref` when it could be read)."""
     try:
         frame = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -127,66 +135,108 @@ def parse_request(text: str) -> Request:
     if not isinstance(frame, dict):
         raise HubError(ErrorCode.BAD_REQUEST, "frame must be a JSON object")
     ref = frame.get("ref")
-    if ref is not None and (isinstance(ref, bool) or not isinstance(ref, int | str)):
+    if not _is_ref(ref):
         raise HubError(ErrorCode.BAD_REQUEST, "ref must be an integer or a string")
+    try:
+        return _request(frame, ref)
+    except HubError as error:
+        error.ref = ref
+        raise
+
+
+def _request(frame: dict[str, Any], ref: Ref) -> Request:
     raw_op = frame.get("op")
     if not isinstance(raw_op, str):
-        raise HubError(ErrorCode.BAD_REQUEST, "op is required", ref)
+        raise HubError(ErrorCode.BAD_REQUEST, "op is required")
     try:
         op = Op(raw_op)
     except ValueError:
-        raise HubError(ErrorCode.NOT_FOUND, f"unknown op {raw_op!r}", ref) from None
-    tenant = _optional_str(frame, "tenant", ref)
+        raise HubError(ErrorCode.NOT_FOUND, f"unknown op {raw_op!r}") from None
+    tenant = _optional_str(frame, "tenant")
     if tenant is not None:
-        check_tenant(tenant, ref)
+        check_tenant(tenant)
     if op is Op.PING:
-        return Request(op, ref)
+        return Ping(ref)
     if op is Op.HEARTBEAT:
         data = frame.get("data")
         if not isinstance(data, dict):
-            raise HubError(ErrorCode.BAD_REQUEST, "data must be an object", ref)
-        return Request(op, ref, data=data)
-    room = check_room(frame.get("room"), ref)
+            raise HubError(ErrorCode.BAD_REQUEST, "data must be an object")
+        return Heartbeat(ref, data)
+    room = check_room(frame.get("room"))
     if op is Op.PUBLISH:
-        event = check_event_name(frame.get("event"), ref)
-        return Request(op, ref, room=room, event=event, data=frame.get("data"), tenant=tenant)
-    since = _optional_str(frame, "since", ref)
-    if since is not None and not ID_RE.match(since):
-        raise HubError(ErrorCode.BAD_REQUEST, "since must be an event id like 1700000000000-0", ref)
-    epoch = _optional_str(frame, "epoch", ref)
-    return Request(op, ref, room=room, since=since, epoch=epoch, tenant=tenant)
+        event = check_event_name(frame.get("event"))
+        return Publish(ref, room, event, frame.get("data"), tenant)
+    if op is Op.UNSUBSCRIBE:
+        return Unsubscribe(ref, room, tenant)
+    since = check_since(_optional_str(frame, "since"))
+    return Subscribe(ref, room, since, _optional_str(frame, "epoch"), tenant)
+
+
+def ref_of(text: str) -> Ref:
+    """The `ref` of a frame refused before it is parsed, when it has a valid one."""
+    try:
+        frame = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    ref = frame.get("ref") if isinstance(frame, dict) else None
+    return ref if _is_ref(ref) else None
+
+
+def _is_ref(value: Any) -> TypeGuard[Ref]:
+    return value is None or (isinstance(value, int | str) and not isinstance(value, bool))
 
 
 def encode(frame: dict[str, Any]) -> bytes:
     return orjson.dumps(frame)
 
 
-def error_frame(code: ErrorCode, message: str, ref: Ref) -> bytes:
-    return encode({"type": "error", "ref": ref, "code": code, "message": message})
+def welcome_frame(
+    conn: str,
+    node: str,
+    role: str,
+    sub: str,
+    tenant: str | None,
+    rooms: list[str],
+    heartbeat: dict[str, float],
+) -> bytes:
+    return encode(
+        {
+            "type": "welcome",
+            "v": PROTOCOL_VERSION,
+            "conn": conn,
+            "node": node,
+            "role": role,
+            "sub": sub,
+            "tenant": tenant,
+            "rooms": rooms,
+            "heartbeat": heartbeat,
+        }
+    )
+
+
+def subscribed_frame(ref: Ref, room: str, recovered: bool, epoch: str, last: str | None) -> bytes:
+    return encode(
+        {
+            "type": "ack",
+            "ref": ref,
+            "room": room,
+            "recovered": recovered,
+            "epoch": epoch,
+            "last": last,
+        }
+    )
+
+
+def unsubscribed_frame(ref: Ref, room: str) -> bytes:
+    return encode({"type": "ack", "ref": ref, "room": room})
+
+
+def published_frame(ref: Ref, event_id: str | None, ts: int) -> bytes:
+    return encode({"type": "ack", "ref": ref, "id": event_id, "ts": ts})
 
 
 def pong_frame(ref: Ref) -> bytes:
     return encode({"type": "pong", "ref": ref})
-
-
-def event_frame(room: str, event: str, data: Any, ts: int, event_id: str | None) -> bytes:
-    """The one encoding of an event that every receiver in the cluster gets, byte for byte."""
-    frame: dict[str, Any] = {"type": "event", "room": room, "event": event, "data": data, "ts": ts}
-    if event_id is not None:
-        frame["id"] = event_id
-    return encode(frame)
-
-
-_TS_FIELD = b',"ts":'
-
-
-def ts_of(encoded: bytes) -> int:
-    """The `ts` of an encoded event, read off its tail without parsing the JSON: `ts` is
-    the last field but `id`, and a `"` inside `data` is always escaped, so the last
-    `,"ts":` in the bytes is the event's own."""
-    start = encoded.rindex(_TS_FIELD) + len(_TS_FIELD)
-    end = encoded.find(b",", start)
-    return int(encoded[start : end if end > 0 else -1])
 
 
 _TEXT_FIN = 0x81

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from enum import Enum
 
 
 class TokenBucket:
@@ -52,3 +53,29 @@ class KeyedBuckets:
                     del buckets[idle]
             bucket = buckets[key] = TokenBucket(self._rate, self._burst)
         return bucket.take()
+
+
+class Verdict(Enum):
+    ADMIT = "admit"
+    REFUSE = "refuse"
+    CLOSE = "close"
+    """Refused more often in a row than the burst: the peer ignores refusals."""
+
+
+class FrameLimit:
+    """A socket's frame rate: frames past `rate` (with room for `burst`) are refused, and
+    a peer that keeps sending through more refusals than `burst` is to be closed."""
+
+    __slots__ = ("_bucket", "_burst", "_strikes")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._bucket = TokenBucket(rate, burst)
+        self._burst = burst
+        self._strikes = 0
+
+    def take(self) -> Verdict:
+        if self._bucket.take() == 0.0:
+            self._strikes = 0
+            return Verdict.ADMIT
+        self._strikes += 1
+        return Verdict.CLOSE if self._strikes > self._burst else Verdict.REFUSE

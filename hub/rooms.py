@@ -1,74 +1,116 @@
-"""This node's rooms: which local sockets are in which room, and local fan-out."""
+"""Room keys, and this node's rooms: which local sockets are in which room, and local
+fan-out. Knows nothing of brokers or other nodes."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from hub.protocol import websocket_text_frame
 
 
-def room_key(tenant: str, room: str) -> str:
-    """The cluster-wide name of a tenant's room; tenants cannot contain ':', rooms can."""
-    return f"{tenant}:{room}"
+class RoomKey(NamedTuple):
+    """A tenant's room: rooms of different tenants never meet."""
+
+    tenant: str
+    room: str
+
+    @property
+    def name(self) -> str:
+        """The cluster-wide name, for Redis keys; tenants cannot contain ':', rooms can."""
+        return f"{self.tenant}:{self.room}"
 
 
 class Member(Protocol):
     def send(self, frame: bytes) -> None:
-        """Take an already-framed message without blocking and without leaving any room."""
+        """Take already-framed messages without blocking and without leaving any room."""
 
-    def deliver(self, joined: bytes, frames: Sequence[bytes]) -> None:
-        """Take a room's events: `frames`, and the same frames as one `joined` buffer."""
+
+class StandIn(Protocol):
+    """Takes a member's place in a room for a while, and its events one by one."""
+
+    def take(self, frames: Sequence[bytes]) -> None:
+        """Take a room's events, framed, in order."""
+
+
+class _Room:
+    __slots__ = ("members", "stand_ins")
+
+    def __init__(self) -> None:
+        self.members: set[Member] = set()
+        self.stand_ins: dict[Member, StandIn] = {}
+        """A member whose place is taken, to what stands in for it."""
 
 
 class Rooms:
-    """Room key to local members. Knows nothing of brokers or other nodes."""
+    """Room key to local members. A room exists while anyone is in it."""
 
     def __init__(self) -> None:
-        self._members: dict[str, set[Member]] = {}
+        self._rooms: dict[RoomKey, _Room] = {}
 
-    def add(self, key: str, member: Member) -> bool:
+    def _enter(self, key: RoomKey) -> tuple[_Room, bool]:
+        room = self._rooms.get(key)
+        if room is None:
+            room = self._rooms[key] = _Room()
+            return room, True
+        return room, False
+
+    def add(self, key: RoomKey, member: Member) -> bool:
         """Put `member` in the room; True when the room is new on this node."""
-        members = self._members.get(key)
-        if members is None:
-            self._members[key] = {member}
-            return True
-        members.add(member)
-        return False
+        room, new = self._enter(key)
+        room.members.add(member)
+        return new
 
-    def remove(self, key: str, member: Member) -> bool:
-        """Take `member` out; True when that emptied the room, which is then forgotten."""
-        members = self._members.get(key)
-        if members is None or member not in members:
+    def stand_in(self, key: RoomKey, member: Member, stand_in: StandIn) -> bool:
+        """Let `stand_in` take `member`'s place (or hold one for it), in one step: no event
+        can fall between them. True when the room is new on this node."""
+        room, new = self._enter(key)
+        room.members.discard(member)
+        room.stand_ins[member] = stand_in
+        return new
+
+    def stand_down(self, key: RoomKey, member: Member, stand_in: StandIn) -> None:
+        """Give `member` its place back from `stand_in`, if it still holds it."""
+        room = self._rooms.get(key)
+        if room is not None and room.stand_ins.get(member) is stand_in:
+            del room.stand_ins[member]
+            room.members.add(member)
+
+    def remove(self, key: RoomKey, member: Member) -> bool:
+        """Take `member`, or what stands in for it, out; True when that emptied the room,
+        which is then forgotten."""
+        room = self._rooms.get(key)
+        if room is None:
             return False
-        members.discard(member)
-        if members:
+        if member in room.members:
+            room.members.discard(member)
+        elif room.stand_ins.pop(member, None) is None:
             return False
-        del self._members[key]
+        if room.members or room.stand_ins:
+            return False
+        del self._rooms[key]
         return True
 
-    def swap(self, key: str, old: Member, new: Member) -> None:
-        """Put `new` in the place of `old`, in one step: no event can fall between them."""
-        members = self._members[key]
-        members.discard(old)
-        members.add(new)
+    def has(self, key: RoomKey, member: Member) -> bool:
+        room = self._rooms.get(key)
+        return room is not None and (member in room.members or member in room.stand_ins)
 
-    def has(self, key: str, member: Member) -> bool:
-        members = self._members.get(key)
-        return members is not None and member in members
-
-    def fan_out(self, key: str, payloads: Sequence[bytes]) -> int:
+    def fan_out(self, key: RoomKey, payloads: Sequence[bytes]) -> int:
         """Frame each event once and hand the same bytes to every local member: all of
         them in one buffer, so a burst costs each socket one write, not one per event.
         Returns the frames handed out."""
-        members = self._members.get(key)
-        if not members:
+        room = self._rooms.get(key)
+        if room is None:
             return 0
         frames = [websocket_text_frame(payload) for payload in payloads]
         joined = frames[0] if len(frames) == 1 else b"".join(frames)
+        members = room.members
         for member in members:
-            member.deliver(joined, frames)
-        return len(members) * len(frames)
+            member.send(joined)
+        stand_ins = room.stand_ins
+        for stand_in in stand_ins.values():
+            stand_in.take(frames)
+        return (len(members) + len(stand_ins)) * len(frames)
 
     def __len__(self) -> int:
-        return len(self._members)
+        return len(self._rooms)

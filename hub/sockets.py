@@ -10,9 +10,9 @@ from collections import Counter
 from enum import StrEnum
 
 from hub.config import Settings
-from hub.connection import Connection
-from hub.protocol import Close
+from hub.disconnect import DRAINING
 from hub.ratelimit import KeyedBuckets
+from hub.session import Session
 from hub.stats import ROLES
 
 log = logging.getLogger("hub")
@@ -33,7 +33,7 @@ class Sockets:
         self.max_connections = settings.max_connections
         rate = settings.connect_rate
         self._handshakes = KeyedBuckets(rate, max(rate, 1.0)) if rate > 0 else None
-        self._open: dict[Connection, None] = {}
+        self._open: dict[Session, None] = {}
         self._roles: Counter[str] = Counter()
         self.draining = False
         self._emptied = asyncio.Event()
@@ -56,14 +56,14 @@ class Sockets:
     def full(self) -> bool:
         return len(self._open) >= self.max_connections
 
-    def add(self, connection: Connection) -> None:
-        self._open[connection] = None
-        self._roles[connection.principal.role.value] += 1
+    def add(self, session: Session) -> None:
+        self._open[session] = None
+        self._roles[session.principal.role.value] += 1
 
-    def remove(self, connection: Connection) -> None:
-        if connection in self._open:
-            del self._open[connection]
-            self._roles[connection.principal.role.value] -= 1
+    def remove(self, session: Session) -> None:
+        if session in self._open:
+            del self._open[session]
+            self._roles[session.principal.role.value] -= 1
             if not self._open:
                 self._emptied.set()
 
@@ -74,8 +74,8 @@ class Sockets:
     def backlog(self) -> tuple[int, int]:
         """Bytes waiting to be written, all sockets together, and how many sockets have some."""
         total = sockets = 0
-        for connection in list(self._open):
-            waiting = connection.buffered()
+        for session in list(self._open):
+            waiting = session.buffered()
             if waiting:
                 total += waiting
                 sockets += 1
@@ -90,11 +90,11 @@ class Sockets:
         log.info("draining %d sockets over %g s", len(victims), seconds)
         loop = asyncio.get_running_loop()
         start = loop.time()
-        for n, connection in enumerate(victims):
+        for n, session in enumerate(victims):
             due = start + seconds * n / len(victims)
             if due > loop.time():
                 await asyncio.sleep(due - loop.time())
-            connection.close(Close.RESTART, "node draining")
+            session.close(DRAINING)
         if self._open:
             self._emptied.clear()
             try:

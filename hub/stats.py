@@ -11,12 +11,21 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from hub.auth import Role
 
 ROLES = tuple(role.value for role in Role)
 MESSAGES = ("in", "out", "dropped")
+
+
+class Dropped(StrEnum):
+    """Why a message was not delivered."""
+
+    SLOW_CONSUMER = "slow_consumer"
+    RATE_LIMITED = "rate_limited"
+    HEARTBEAT_BACKLOG = "heartbeat_backlog"
 
 
 @dataclass(slots=True)

@@ -14,15 +14,18 @@ from typing import Any, Protocol
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from hub.protocol import Close
+from hub.disconnect import PING_TIMEOUT, SHUTDOWN, Disconnect
 
 WRITER_EXTENSION = "hub.writer"
 CLOSE_TIMEOUT = 5.0
-PING_TIMEOUT_REASON = "ping timeout"
 
 
 class FrameWriter(Protocol):
-    """What a connection needs from its socket to send."""
+    """What a session needs from its socket to send, and to know why it closed."""
+
+    @property
+    def cause(self) -> Disconnect | None:
+        """Why the hub closed the socket, if it did (None: the peer went)."""
 
     def write(self, frame: bytes) -> int:
         """Queue already-framed WebSocket messages, never blocking; return the bytes now
@@ -31,12 +34,14 @@ class FrameWriter(Protocol):
     def buffered(self) -> int:
         """Bytes written but not yet taken by the kernel."""
 
-    def close(self, code: int, reason: str = "") -> None:
+    def close(self, cause: Disconnect) -> None:
         """Send a close frame and drop the socket if the peer does not answer in time."""
 
 
 class HubWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, plus the `FrameWriter` verbs."""
+
+    cause: Disconnect | None = None
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -64,31 +69,34 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
             self.handshake_complete = True
 
     def keepalive_timeout(self) -> None:
-        """The peer missed a pong: tell the app why the socket is going, then drop it."""
+        """The peer missed a pong: record why the socket goes, then drop it."""
         if not (self.close_sent or self.transport.is_closing()):
-            self.queue.put_nowait(
-                {
-                    "type": "websocket.disconnect",
-                    "code": Close.INTERNAL,
-                    "reason": PING_TIMEOUT_REASON,
-                }
-            )
+            self._closing(PING_TIMEOUT)
         super().keepalive_timeout()
 
     def shutdown(self) -> None:
         """Server shutdown: close as uvicorn does, but never wait on a peer that stopped reading."""
+        if not self.close_sent:
+            self.cause = self.cause or SHUTDOWN
         super().shutdown()
         self.loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
 
-    def close(self, code: int, reason: str = "") -> None:
+    def close(self, cause: Disconnect) -> None:
         if self.close_sent or self.transport.is_closing():
             return
-        self.conn.send_close(code, reason)
+        self.conn.send_close(cause.code, cause.reason)
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
-        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self._closing(cause)
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
         # A peer that stopped reading never sees the close frame: abort rather than wait.
         self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
+
+    def _closing(self, cause: Disconnect) -> None:
+        """Tell the app the socket is going, and why."""
+        self.cause = cause
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": cause.code, "reason": cause.reason}
+        )

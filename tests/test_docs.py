@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from hub.config import Settings
+from hub.errors import ErrorCode
 from hub.metrics import Metrics
-from hub.protocol import Close, ErrorCode
+from hub.protocol import Close
 from hub.stats import Figures
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import orjson
 
-from tests.support import SECRET, HubNode
+from tests.conftest import NodeFactory
+from tests.support import SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXED = orjson.dumps(
@@ -44,8 +45,10 @@ def test_the_benchmark_runs_its_scenarios_and_draws_its_chart(tmp_path: Path) ->
 
 
 def test_a_locust_swarm_reports_sockets_events_and_broadcasts(
-    single: HubNode, tmp_path: Path
+    hub_node: NodeFactory, tmp_path: Path
 ) -> None:
+    # Heartbeats every second: the dashboards see status events whenever they subscribe.
+    single = hub_node("solo", heartbeat_interval=1, heartbeat_timeout=5)
     prefix = tmp_path / "locust"
     env = {**os.environ, "HUB_JWT_SECRET": SECRET}
     command = [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless"]

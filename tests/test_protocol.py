@@ -7,8 +7,18 @@ from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from hub.auth import AuthError, Role, principal_from_claims
+from hub.errors import ErrorCode, HubError
 from hub.events import check_event
-from hub.protocol import ErrorCode, HubError, Op, parse_request, websocket_text_frame
+from hub.protocol import (
+    Heartbeat,
+    Ping,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    parse_request,
+    ref_of,
+    websocket_text_frame,
+)
 
 
 def _parse_frame(data: bytes) -> Frame:
@@ -33,14 +43,33 @@ def test_text_frame_is_what_a_websocket_parser_reads_back(size: int) -> None:
     assert frame.data == payload
 
 
-def test_subscribe_frame_parses_with_since_and_epoch() -> None:
-    request = parse_request('{"op":"subscribe","room":"location:lobby","ref":7,"since":"1-0"}')
-    assert (request.op, request.room, request.ref, request.since) == (
-        Op.SUBSCRIBE,
-        "location:lobby",
-        7,
-        "1-0",
-    )
+@pytest.mark.parametrize(
+    ("text", "request_"),
+    [
+        (
+            '{"op":"subscribe","room":"location:lobby","ref":7,"since":"1-0","epoch":"e"}',
+            Subscribe(7, "location:lobby", "1-0", "e", None),
+        ),
+        ('{"op":"subscribe","room":"r","tenant":"t"}', Subscribe(None, "r", None, None, "t")),
+        ('{"op":"unsubscribe","room":"r","ref":"u"}', Unsubscribe("u", "r", None)),
+        (
+            '{"op":"publish","room":"r","event":"x.y","data":{"a":1},"ref":2}',
+            Publish(2, "r", "x.y", {"a": 1}, None),
+        ),
+        ('{"op":"heartbeat","data":{"status":"ok"}}', Heartbeat(None, {"status": "ok"})),
+        ('{"op":"ping","ref":3}', Ping(3)),
+    ],
+)
+def test_each_op_parses_into_its_own_request(text: str, request_: object) -> None:
+    assert parse_request(text) == request_
+
+
+@pytest.mark.parametrize(
+    ("text", "ref"),
+    [('{"ref":4,"op":"?"}', 4), ('{"ref":true}', None), ("[1]", None), ("{", None)],
+)
+def test_the_ref_of_a_frame_refused_unread_is_found_when_valid(text: str, ref: object) -> None:
+    assert ref_of(text) == ref
 
 
 @pytest.mark.parametrize(

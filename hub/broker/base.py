@@ -7,29 +7,42 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from hub.history import Retention, split_for_id
+from hub import envelope
+from hub.errors import ErrorCode, HubError
+from hub.history import Retention
+from hub.rooms import RoomKey
 
-Deliver = Callable[[str, bytes], None]
-"""Called with a room key and an event's encoded bytes, for every event of a subscribed room."""
+Deliver = Callable[[RoomKey, bytes], None]
+"""Called with a room and an event's encoded bytes, for every event of a subscribed room."""
 
 
-class BrokerUnavailable(Exception):
-    """The broker cannot take the request now; nothing was published or subscribed."""
+class BrokerUnavailable(HubError):
+    """The broker cannot take the request now; nothing was published or subscribed.
+
+    The client is told only that it may retry; what went wrong (`detail`) is for the log.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ErrorCode.UNAVAILABLE, "broker unavailable, retry")
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """One event for one room: `prefix + id + suffix` are its bytes once it has an id."""
 
-    key: str
+    key: RoomKey
     prefix: bytes
     suffix: bytes
     retention: Retention
 
     @classmethod
-    def of(cls, key: str, payload: bytes, retention: Retention) -> Outgoing:
+    def of(cls, key: RoomKey, payload: bytes, retention: Retention) -> Outgoing:
         """`payload` is an encoded event without its id, to be cut where the id goes."""
-        prefix, suffix = split_for_id(payload) if retention.size > 0 else (payload, b"")
+        prefix, suffix = envelope.parts(payload, keeps_history=retention.keeps_history)
         return cls(key, prefix, suffix, retention)
 
 
@@ -64,11 +77,11 @@ class Broker(ABC):
         """Stop and release every resource."""
 
     @abstractmethod
-    async def subscribe(self, key: str) -> None:
+    async def subscribe(self, key: RoomKey) -> None:
         """Return once every event published to `key` from now on will be delivered."""
 
     @abstractmethod
-    async def unsubscribe(self, key: str) -> None:
+    async def unsubscribe(self, key: RoomKey) -> None:
         """Stop delivering `key`; this node has no member left in it."""
 
     @abstractmethod
@@ -80,11 +93,10 @@ class Broker(ABC):
         in flight and still have them published in the order it sent them.
         """
 
-    async def publish(self, messages: Sequence[Outgoing]) -> list[str | None]:
-        return await self.publish_soon(messages)
-
     @abstractmethod
-    async def history(self, key: str, since: str | None, limit: int) -> HistoryPage:
+    async def history(
+        self, key: RoomKey, since: str | None, limit: int, retention: Retention
+    ) -> HistoryPage:
         """Up to `limit` retained events after `since` (from the oldest when None)."""
 
     @property

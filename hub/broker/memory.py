@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hub.broker.base import Broker, Deliver, HistoryPage, Outgoing
-from hub.history import ID_END, format_id, parse_id
+from hub.envelope import ID_END
+from hub.history import Retention, format_id, parse_id
+from hub.rooms import RoomKey
 
 _NONE = (0, 0)
 
@@ -28,8 +30,8 @@ class MemoryBroker(Broker):
 
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
-        self._keys: set[str] = set()
-        self._rooms: dict[str, _Room] = {}
+        self._keys: set[RoomKey] = set()
+        self._rooms: dict[RoomKey, _Room] = {}
 
     async def connect(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -38,10 +40,10 @@ class MemoryBroker(Broker):
         self._deliver = None
         self._keys.clear()
 
-    async def subscribe(self, key: str) -> None:
+    async def subscribe(self, key: RoomKey) -> None:
         self._keys.add(key)
 
-    async def unsubscribe(self, key: str) -> None:
+    async def unsubscribe(self, key: RoomKey) -> None:
         self._keys.discard(key)
 
     def publish_soon(self, messages: Sequence[Outgoing]) -> asyncio.Future[list[str | None]]:
@@ -52,11 +54,11 @@ class MemoryBroker(Broker):
     def publish_now(self, messages: Sequence[Outgoing]) -> list[str | None]:
         """Publish without yielding to the loop: in-process events are ordered by call."""
         ids: list[str | None] = []
-        encoded: list[tuple[str, bytes]] = []
+        encoded: list[tuple[RoomKey, bytes]] = []
         now = time.time()
         for message in messages:
             retention = message.retention
-            if retention.size <= 0:
+            if not retention.keeps_history:
                 ids.append(None)
                 encoded.append((message.key, message.prefix + message.suffix))
                 continue
@@ -76,9 +78,11 @@ class MemoryBroker(Broker):
                     deliver(key, payload)
         return ids
 
-    async def history(self, key: str, since: str | None, limit: int) -> HistoryPage:
+    async def history(
+        self, key: RoomKey, since: str | None, limit: int, retention: Retention
+    ) -> HistoryPage:
         room = self._room(key)
-        self._trim(room, time.time(), None)
+        self._trim(room, time.time(), retention.size)
         after = parse_id(since) if since is not None else _NONE
         events: list[bytes] = []
         if after is not None and limit > 0:
@@ -90,18 +94,18 @@ class MemoryBroker(Broker):
         last = format_id(room.last) if room.events else None
         return HistoryPage(room.epoch, events, last, room.trimmed)
 
-    def _room(self, key: str) -> _Room:
+    def _room(self, key: RoomKey) -> _Room:
         room = self._rooms.get(key)
         if room is None:
             room = self._rooms[key] = _Room()
         return room
 
     @staticmethod
-    def _trim(room: _Room, now: float, keep: int | None) -> None:
+    def _trim(room: _Room, now: float, keep: int) -> None:
         """Drop events past their age, and the oldest beyond `keep`; remember the newest
         dropped id, which decides whether a resume is complete."""
         events = room.events
-        while events and ((keep is not None and len(events) > keep) or events[0][2] <= now):
+        while events and (len(events) > keep or events[0][2] <= now):
             room.trimmed = events.popleft()[0]
 
     @property

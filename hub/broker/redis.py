@@ -26,7 +26,9 @@ from redis.retry import Retry
 from hub.backoff import Backoff
 from hub.broker import scripts
 from hub.broker.base import Broker, BrokerUnavailable, Deliver, HistoryPage, Outgoing
-from hub.history import ID_END, RetentionRules, parse_id
+from hub.envelope import ID_END
+from hub.history import Retention, parse_id
+from hub.rooms import RoomKey
 
 log = logging.getLogger("hub.broker")
 
@@ -39,8 +41,8 @@ _UNSUBSCRIBE = b"UNSUBSCRIBE"
 _PING = b"PING"
 
 
-def channel_of(key: str) -> bytes:
-    return CHANNEL_PREFIX + key.encode()
+def channel_of(key: RoomKey) -> bytes:
+    return CHANNEL_PREFIX + key.name.encode()
 
 
 def new_epoch() -> str:
@@ -49,8 +51,7 @@ def new_epoch() -> str:
 
 
 class RedisBroker(Broker):
-    def __init__(self, url: str, retention: RetentionRules) -> None:
-        self._retention = retention
+    def __init__(self, url: str) -> None:
         options = {
             "socket_connect_timeout": CONNECT_TIMEOUT,
             "socket_timeout": COMMAND_TIMEOUT,
@@ -65,7 +66,8 @@ class RedisBroker(Broker):
         self._publish = self.client.register_script(scripts.PUBLISH)
         self._history = self.client.register_script(scripts.HISTORY)
         self._deliver: Deliver | None = None
-        self._wanted: set[bytes] = set()
+        self._wanted: dict[bytes, RoomKey] = {}
+        """Channels this node wants, to the room each carries."""
         self._waiters: defaultdict[bytes, deque[asyncio.Future[None]]] = defaultdict(deque)
         self._commands: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
         self._outbox: list[tuple[list[bytes | str | int], asyncio.Future[list[str | None]]]] = []
@@ -92,23 +94,23 @@ class RedisBroker(Broker):
     def available(self) -> bool:
         return self._available
 
-    async def subscribe(self, key: str) -> None:
+    async def subscribe(self, key: RoomKey) -> None:
         if not self._available:
             raise BrokerUnavailable("redis is unreachable")
         channel = channel_of(key)
         waiter = asyncio.get_running_loop().create_future()
-        self._wanted.add(channel)
+        self._wanted[channel] = key
         self._waiters[channel].append(waiter)
         self._commands.put_nowait((_SUBSCRIBE, channel))
         try:
             await waiter
         except BrokerUnavailable:
-            self._wanted.discard(channel)
+            self._wanted.pop(channel, None)
             raise
 
-    async def unsubscribe(self, key: str) -> None:
+    async def unsubscribe(self, key: RoomKey) -> None:
         channel = channel_of(key)
-        self._wanted.discard(channel)
+        self._wanted.pop(channel, None)
         if self._available:
             self._commands.put_nowait((_UNSUBSCRIBE, channel))
 
@@ -119,11 +121,11 @@ class RedisBroker(Broker):
         for message in messages:
             retention = message.retention
             args += [
-                message.key,
+                message.key.name,
                 message.prefix,
                 message.suffix,
                 retention.size,
-                int(retention.ttl * 1000),
+                retention.ttl_ms,
             ]
         published: asyncio.Future[list[str | None]] = asyncio.get_running_loop().create_future()
         self._outbox.append((args, published))
@@ -173,13 +175,14 @@ class RedisBroker(Broker):
         results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 
-    async def history(self, key: str, since: str | None, limit: int) -> HistoryPage:
+    async def history(
+        self, key: RoomKey, since: str | None, limit: int, retention: Retention
+    ) -> HistoryPage:
         if not self._available:
             raise BrokerUnavailable("redis is unreachable")
-        ttl_ms = int(self._retention.for_room(key.partition(":")[2]).ttl * 1000)
         try:
             epoch, trimmed, last, events = await self._history(
-                args=[key, new_epoch(), since or "", limit, ttl_ms]
+                args=[key.name, new_epoch(), since or "", limit, retention.ttl_ms]
             )
         except (RedisError, OSError) as error:
             raise BrokerUnavailable(f"redis history read failed: {error}") from error
@@ -241,7 +244,7 @@ class RedisBroker(Broker):
     async def _read(self, conn: AbstractConnection) -> None:
         deliver = self._deliver
         assert deliver is not None
-        prefix = len(CHANNEL_PREFIX)
+        wanted = self._wanted
         while True:
             reply = await conn.read_response(timeout=math.inf)
             self._heard = True
@@ -249,7 +252,9 @@ class RedisBroker(Broker):
                 continue  # a PING's answer while no channel is subscribed
             kind = reply[0]
             if kind == b"message":
-                deliver(reply[1][prefix:].decode(), reply[2])
+                key = wanted.get(reply[1])
+                if key is not None:
+                    deliver(key, reply[2])
             elif kind == b"subscribe":
                 waiters = self._waiters.get(reply[1])
                 if waiters:

@@ -10,15 +10,16 @@ the hub publishes, whoever publishes it, goes through the same append-and-publis
 
 from __future__ import annotations
 
-from hub.history import ID_END, ID_FIELD
+from hub.envelope import LUA as ENVELOPE
 
 CHANNEL_PREFIX = "hub:room:"
 STREAM_PREFIX = "hub:h:"
 META_PREFIX = "hub:m:"
 
-LIBRARY = f"""
+LIBRARY = (
+    ENVELOPE
+    + f"""
 local CHANNEL, STREAM, META = '{CHANNEL_PREFIX}', '{STREAM_PREFIX}', '{META_PREFIX}'
-local ID_FIELD, ID_END = [[{ID_FIELD.decode()}]], [[{ID_END.decode()}]]
 
 local function ms(number)
   return string.format('%.0f', number)
@@ -71,6 +72,7 @@ local function append_and_publish(key, prefix, suffix, size, ttl_ms, epoch, now)
   return id
 end
 """
+)
 
 PUBLISH = (
     LIBRARY

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from hub import envelope
 from hub.broker import MemoryBroker, Outgoing
 from hub.config import Settings
+from hub.disconnect import Gone
 from hub.history import RetentionRules
-from hub.presence.base import Gone, Member, Presence, Present
+from hub.presence.base import Member, Presence, Present, now_ms
+from hub.rooms import RoomKey
 from hub.stats import Tally
 
 
@@ -17,10 +20,9 @@ class MemoryPresence(Presence):
     ) -> None:
         super().__init__(settings, retention, tally)
         self._broker = broker
-        self._rooms: dict[str, dict[str, Present]] = {}
+        self._rooms: dict[RoomKey, dict[str, Present]] = {}
         self._sockets: dict[tuple[str, str], int] = {}
         self._beats: dict[tuple[str, str], dict[str, Any]] = {}
-        self._figures: dict[str, Any] | None = None
 
     async def start(self) -> None:
         """Nothing to register: this node is the whole cluster."""
@@ -28,13 +30,7 @@ class MemoryPresence(Presence):
     async def stop(self) -> None:
         """Nothing to hand over: presence ends with the process."""
 
-    async def report(self, figures: dict[str, Any]) -> None:
-        self._figures = figures
-
-    async def nodes(self) -> list[dict[str, Any]]:
-        return [] if self._figures is None else [self._figures]
-
-    async def members(self, key: str) -> list[Member]:
+    async def members(self, key: RoomKey) -> list[Member]:
         listed = []
         for present in self._rooms.get(key, {}).values():
             member = present.member(self.node, key)
@@ -53,10 +49,10 @@ class MemoryPresence(Presence):
             if sockets == 1:
                 self._publish(self.online_event(present))
 
-    def _joined(self, present: Present, key: str) -> None:
+    def _joined(self, present: Present, key: RoomKey) -> None:
         self._rooms.setdefault(key, {})[present.conn] = present
 
-    def _left(self, present: Present, key: str) -> None:
+    def _left(self, present: Present, key: RoomKey) -> None:
         members = self._rooms.get(key)
         if members is not None:
             members.pop(present.conn, None)
@@ -74,7 +70,8 @@ class MemoryPresence(Presence):
             self._sockets[device] = sockets
             return
         self._beats.pop(device, None)
-        self._publish(self.offline_event(present, reason))
+        payload = envelope.finish(self.offline_head(present), reason.value, now_ms())
+        self._publish(self._status_event(device[0], payload))
 
     def _beat(self, present: Present, record: dict[str, Any], event: Outgoing) -> None:
         device = present.device

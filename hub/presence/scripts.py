@@ -11,14 +11,14 @@ Keys (`<instance>` is one registration of one node process, `<pkey>` one socket 
 | `hub:pd:<tenant>:<sub>` | set | a device's sockets across the cluster: online while not empty |
 | `hub:hb:<tenant>` | hash | sub to the device's last heartbeat |
 | `hub:leaving` | sorted set | devices (`<tenant>:<sub>`) a drain closed, by offline time |
-| `hub:leavers` | hash | such a device to its `device.offline` event up to the reason |
+| `hub:leavers` | hash | such a device to `[its device.offline head, the reason]` (JSON) |
 | `hub:stats` | hash | instance to its node's latest figures (JSON) |
 
 A device in `hub:leaving` that reconnects anywhere before its time is simply taken out:
 it never went offline.
 
 A socket's record is JSON: `t` its tenant, `s` its sub, `r` its room keys and, for a
-device, `o` its `device.offline` event cut just before the reason.
+device, `o` its `device.offline` event cut just before the reason (`envelope.head`).
 
 Every script called for a socket takes the same first arguments: the epoch for a room
 history that has none, the instance, the `status` room's history size and TTL (ms), then
@@ -30,6 +30,8 @@ script is atomic, which is what makes online/offline exactly-once across nodes.
 """
 
 from __future__ import annotations
+
+from redis.asyncio import Redis
 
 from hub.broker.scripts import LIBRARY
 
@@ -65,12 +67,10 @@ local function drop(instance, pkey)
   return record
 end
 
--- Publish `device.offline` to `tenant`'s status room; `gone` is the event up to and
--- including its reason. Returns the room, which the caller settles.
-local function report_offline(tenant, gone, size, now)
-  local head = gone .. '}},"ts":' .. ms(now)
-  local prefix, suffix = head .. ID_FIELD, ID_END
-  if size <= 0 then prefix, suffix = head, '}}' end
+-- Publish `device.offline` to `tenant`'s status room: the event `head` (a socket record's
+-- `o`) finished with `reason`. Returns the room, which the caller settles.
+local function report_offline(tenant, head, reason, size, now)
+  local prefix, suffix = finish(head, reason, now, size > 0)
   local key = tenant .. ':status'
   append(key, prefix, suffix, size)
   return key
@@ -79,13 +79,12 @@ end
 -- Report `record`'s device offline now, or, with a handover window, once the window has
 -- passed without the device reconnecting anywhere (see `CONNECT` and `REAP`).
 local function went_offline(record, reason, handover_ms, size, ttl_ms, epoch, now)
-  local gone = record.o .. '"' .. reason .. '"'
   if handover_ms > 0 then
     local device = record.t .. ':' .. record.s
     redis.call('ZADD', LEAVING, ms(now + handover_ms), device)
-    redis.call('HSET', LEAVERS, device, gone)
+    redis.call('HSET', LEAVERS, device, cjson.encode({{record.o, reason}}))
   else
-    settle(report_offline(record.t, gone, size, now), size, ttl_ms, epoch, now)
+    settle(report_offline(record.t, record.o, reason, size, now), size, ttl_ms, epoch, now)
   end
 end
 """
@@ -231,11 +230,12 @@ local budget, size, ttl_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV
 local offline, rooms = 0, {}
 for _, device in ipairs(redis.call('ZRANGEBYSCORE', LEAVING, '-inf', ms(now))) do
   redis.call('ZREM', LEAVING, device)
-  local gone = redis.call('HGET', LEAVERS, device)
+  local leaver = redis.call('HGET', LEAVERS, device)
   redis.call('HDEL', LEAVERS, device)
   local tenant = string.match(device, '^([^:]+):')
-  if gone and redis.call('SCARD', 'hub:pd:' .. device) == 0 then
-    rooms[report_offline(tenant, gone, size, now)] = true
+  if leaver and redis.call('SCARD', 'hub:pd:' .. device) == 0 then
+    local gone = cjson.decode(leaver)
+    rooms[report_offline(tenant, gone[1], gone[2], size, now)] = true
     offline = offline + 1
   end
 end
@@ -253,7 +253,7 @@ for i = 1, #reaping, 2 do
     for _, pkey in ipairs(pkeys) do
       local record = drop(instance, pkey)
       if record then
-        rooms[report_offline(record.t, record.o .. '"' .. reason .. '"', size, now)] = true
+        rooms[report_offline(record.t, record.o, reason, size, now)] = true
         offline = offline + 1
       end
     end
@@ -275,3 +275,27 @@ if #live == 0 then return {} end
 return redis.call('HMGET', STATS, unpack(live))
 """
 )
+
+
+class Scripts:
+    """The presence scripts, registered on one Redis client: the calls a node makes."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        register = redis.register_script
+        self.register = register(REGISTER)
+        self.refresh = register(REFRESH)
+        self.retire = register(RETIRE)
+        self.reap = register(REAP)
+        self.node_figures = register(NODE_FIGURES)
+        self.connect = register(CONNECT)
+        self.join = register(JOIN)
+        self.leave = register(LEAVE)
+        self.disconnect = register(DISCONNECT)
+        self.heartbeats = register(HEARTBEATS)
+
+    async def load(self) -> None:
+        """Load the scripts that are only ever called in pipelines (by their hash, which
+        fails in a Redis that lost them; the others load themselves when missing)."""
+        for script in (self.connect, self.join, self.leave, self.disconnect, self.heartbeats):
+            await self._redis.script_load(script.script)

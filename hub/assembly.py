@@ -1,0 +1,54 @@
+"""Builds a node's parts from the settings: the one place that knows which broker,
+presence and figures board go together (`HUB_REDIS_URL` picks Redis for all three)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from hub.auth import STATUS_ROOM
+from hub.broker import Broker, MemoryBroker
+from hub.config import Settings
+from hub.figures import Board, MemoryBoard
+from hub.history import RetentionRules
+from hub.metrics import Metrics
+from hub.node import Node
+from hub.presence import MemoryPresence, Presence
+from hub.stats import Tally
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    node: Node
+    board: Board
+
+
+def assemble(settings: Settings, metrics: Metrics) -> Parts:
+    retention = RetentionRules.parse(
+        settings.history_size, settings.history_ttl, settings.history_rooms
+    )
+    tally = Tally()
+    # Connection ids stay unique when a node restarts under the same id.
+    run = f"{settings.node_id}.{secrets.token_hex(3)}"
+    broker: Broker
+    presence: Presence
+    board: Board
+    if settings.redis_url is None:
+        memory = MemoryBroker()
+        broker, board = memory, MemoryBoard()
+        presence = MemoryPresence(memory, settings, retention, tally)
+    else:
+        from hub.broker.redis import RedisBroker
+        from hub.figures.redis import RedisBoard
+        from hub.presence.redis import RedisPresence
+        from hub.presence.registry import Registry
+        from hub.presence.scripts import Scripts
+
+        redis = RedisBroker(settings.redis_url)
+        scripts = Scripts(redis.client)
+        registry = Registry(scripts, run, settings, retention.for_room(STATUS_ROOM), metrics)
+        broker, board = redis, RedisBoard(redis.client, scripts, registry)
+        presence = RedisPresence(
+            redis.client, scripts, registry, settings, retention, tally, metrics
+        )
+    return Parts(Node(settings, run, broker, presence, retention, metrics, tally), board)

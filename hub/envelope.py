@@ -1,0 +1,78 @@
+"""The bytes of an event: the one encoding every receiver in the cluster gets.
+
+An event is `{"type":"event","room":…,"event":…,"data":…,"ts":…,"id":"…"}`, encoded once by
+the node that accepts it. `ts` and `id` are its last fields, so both are read off its tail
+without parsing the JSON (a `"` inside `data` is always escaped, so the last `,"ts":` and
+`,"id":"` in the bytes are the event's own). The id is only known once the broker appends
+the event to its room's history, so the node cuts the encoded event where the id goes
+(`parts`) and the broker splices it in: the Lua below is built from the same constants.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+TS_FIELD = b',"ts":'
+ID_FIELD = b',"id":"'
+ID_END = b'"}'
+END = b"}"
+
+
+def encode(room: str, event: str, data: Any, ts: int) -> bytes:
+    """The event without its id."""
+    return orjson.dumps({"type": "event", "room": room, "event": event, "data": data, "ts": ts})
+
+
+def parts(encoded: bytes, *, keeps_history: bool) -> tuple[bytes, bytes]:
+    """Cut an encoded event so that `prefix + id + suffix` is the event with its id; a
+    room without history gives its events no id, and `prefix + suffix` is the event."""
+    if not keeps_history:
+        return encoded, b""
+    return encoded[: -len(END)] + ID_FIELD, ID_END
+
+
+def ts_of(encoded: bytes) -> int:
+    """The `ts` of an encoded event, with or without its id."""
+    start = encoded.rindex(TS_FIELD) + len(TS_FIELD)
+    end = encoded.find(b",", start)
+    return int(encoded[start : end if end > 0 else -len(END)])
+
+
+def id_of(encoded: bytes) -> tuple[int, int]:
+    """The id of an encoded event (or of a framed one: the frame header is in front)."""
+    start = encoded.rindex(ID_FIELD) + len(ID_FIELD)
+    ms, _, seq = encoded[start : -len(ID_END)].partition(b"-")
+    return int(ms), int(seq)
+
+
+_HEAD_TAIL = b'""}' + TS_FIELD + b"0" + END
+
+
+def head(room: str, event: str, data: dict[str, Any]) -> bytes:
+    """An event cut just before the value of its data's last field (a string), so that
+    whoever finishes it (a script, perhaps on another node after this one died) adds only
+    that value, the time and the id: `LUA`'s `finish`, and `finish` below."""
+    *_, last = data
+    return encode(room, event, {**data, last: ""}, 0)[: -len(_HEAD_TAIL)]
+
+
+def finish(cut: bytes, value: str, ts: int) -> bytes:
+    """The event `head` cut, with `value` (a JSON string) as its last field, at `ts`;
+    without its id."""
+    return cut + orjson.dumps(value) + END + TS_FIELD + str(ts).encode() + END
+
+
+LUA = f"""
+local ID_FIELD, ID_END, TS_FIELD, END = [[{ID_FIELD.decode()}]], [[{ID_END.decode()}]],
+  [[{TS_FIELD.decode()}]], [[{END.decode()}]]
+
+-- An event `head` cut (see hub/envelope.py) finished with the JSON string `value` at
+-- `now` (ms), cut where the id goes: returns prefix, suffix.
+local function finish(head, value, now, keeps_history)
+  local body = head .. '"' .. value .. '"' .. END .. TS_FIELD .. string.format('%.0f', now)
+  if not keeps_history then return body .. END, '' end
+  return body .. ID_FIELD, ID_END
+end
+"""

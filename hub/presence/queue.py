@@ -1,0 +1,101 @@
+"""Presence reports waiting to be written to Redis, in call order, and the pipelines that
+write them: one round trip per batch, however many sockets reported."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+
+MAX_PENDING = 100_000
+"""Reports queued while Redis is slow; past this the queue is dropped and rebuilt."""
+MAX_PENDING_BEATS = 20_000
+"""Heartbeats queued; past this new ones are dropped (and counted), not the presence."""
+BEATS_PER_CALL = 200
+"""Heartbeats per script call: a call blocks Redis for everyone while it runs."""
+
+Op = tuple[AsyncScript, list[Any]]
+"""A script and its own arguments, the socket's conn id first."""
+
+
+class WriteQueue:
+    """Reports in call order, and the connects waiting until theirs is written."""
+
+    def __init__(self, heartbeats: AsyncScript) -> None:
+        self._heartbeats = heartbeats
+        self._ops: list[Op] = []
+        self._beats = 0
+        self._waiting: list[asyncio.Future[None]] = []
+
+    def put(self, op: Op) -> bool:
+        """Queue `op`; False when the queue is full (and then dropped whole: the caller
+        rebuilds presence instead)."""
+        if len(self._ops) >= MAX_PENDING:
+            release(self.take()[1])
+            return False
+        self._ops.append(op)
+        return True
+
+    def admit_beat(self) -> bool:
+        """Make room for one more heartbeat; False when the heartbeat backlog is full and
+        it is to be dropped."""
+        if self._beats >= MAX_PENDING_BEATS:
+            return False
+        self._beats += 1
+        return True
+
+    def written(self) -> asyncio.Future[None]:
+        """Resolves once what is queued now has been written (or given up on)."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        return future
+
+    @property
+    def waited_on(self) -> bool:
+        return bool(self._waiting)
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def take(self) -> tuple[list[Op], list[asyncio.Future[None]]]:
+        """Everything queued, and the connects waiting for it; the queue starts over."""
+        ops, waiting = self._ops, self._waiting
+        self._ops, self._waiting, self._beats = [], [], 0
+        return ops, waiting
+
+    def pipeline(
+        self, redis: Redis, ops: list[Op], common: tuple[Any, ...], pkey: Callable[[str], str]
+    ) -> Pipeline:
+        """One pipeline of script calls for `ops`, in order; runs of heartbeats go
+        `BEATS_PER_CALL` to a call. Every call starts with the same `common` arguments
+        (see `scripts`), then the socket's pkey and the op's own."""
+        pipe = redis.pipeline(transaction=False)
+        beats: list[Any] = []
+
+        def write_beats() -> None:
+            pipe.evalsha(self._heartbeats.sha, 0, *common, *beats)
+            beats.clear()
+
+        for script, args in ops:
+            if script is self._heartbeats:
+                beats += [pkey(args[0]), *args[1:]]
+                if len(beats) >= BEATS_PER_CALL * len(args):
+                    write_beats()
+                continue
+            if beats:
+                write_beats()
+            pipe.evalsha(script.sha, 0, *common, pkey(args[0]), *args[1:])
+        if beats:
+            write_beats()
+        return pipe
+
+
+def release(waiting: list[asyncio.Future[None]]) -> None:
+    for written in waiting:
+        if not written.done():
+            written.set_result(None)
+    waiting.clear()

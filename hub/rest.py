@@ -1,0 +1,246 @@
+"""The REST API: request parsing (pure) and the handlers, which ask the principal for
+rights and the node for the rest."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+
+from hub.auth import Authenticator, AuthError, Principal
+from hub.config import Settings
+from hub.errors import ErrorCode, HubError, error_body, rest_refusal
+from hub.events import check_event
+from hub.figures import Board
+from hub.metrics import Metrics
+from hub.node import Node
+from hub.protocol import check_event_name, check_room, check_since, check_tenant
+from hub.ratelimit import KeyedBuckets
+from hub.rooms import RoomKey
+from hub.sockets import Sockets
+from hub.stats import Figures, cluster
+
+MAX_BODY_BYTES = 1 << 20
+MAX_BROADCAST_ROOMS = 100
+DEFAULT_HISTORY_LIMIT = 100
+MAX_HISTORY_LIMIT = 1000
+
+
+def bearer(connection: HTTPConnection, *, query: bool = False) -> str | None:
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return connection.query_params.get("token") if query else None
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    tenant: str | None
+    """The tenant the body names, if any (admins only)."""
+    rooms: list[str]
+    event: str
+    data: Any
+
+
+def parse_broadcast(body: dict[str, Any]) -> Broadcast:
+    named = body.get("tenant")
+    tenant = check_tenant(named) if named is not None else None
+    if ("room" in body) == ("rooms" in body):
+        raise HubError(ErrorCode.BAD_REQUEST, "give exactly one of room or rooms")
+    if "room" in body:
+        rooms = [check_room(body["room"])]
+    else:
+        listed = body["rooms"]
+        if not isinstance(listed, list) or not listed:
+            raise HubError(ErrorCode.BAD_REQUEST, "rooms must be a non-empty list")
+        if len(listed) > MAX_BROADCAST_ROOMS:
+            raise HubError(ErrorCode.BAD_REQUEST, f"at most {MAX_BROADCAST_ROOMS} rooms at once")
+        rooms = list(dict.fromkeys(check_room(room) for room in listed))
+    event = check_event_name(body.get("event"))
+    data = body.get("data")
+    check_event(event, data)
+    return Broadcast(tenant, rooms, event, data)
+
+
+def parse_limit(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_HISTORY_LIMIT
+    if not value.isdigit() or not 1 <= int(value) <= MAX_HISTORY_LIMIT:
+        raise HubError(ErrorCode.BAD_REQUEST, f"limit must be 1 to {MAX_HISTORY_LIMIT}")
+    return int(value)
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise HubError(ErrorCode.BAD_REQUEST, "body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise HubError(ErrorCode.BAD_REQUEST, "body must be a JSON object")
+    return body
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused as soon as it is known to be over `MAX_BODY_BYTES`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HubError(ErrorCode.TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HubError(ErrorCode.TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Rest:
+    """The HTTP routes' handlers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        node: Node,
+        auth: Authenticator,
+        sockets: Sockets,
+        board: Board,
+        metrics: Metrics,
+        figures: Callable[[], Figures],
+    ) -> None:
+        self._settings = settings
+        self._node = node
+        self._auth = auth
+        self._sockets = sockets
+        self._board = board
+        self._metrics = metrics
+        self._figures = figures
+        rate = settings.broadcast_rate
+        self._broadcasts = KeyedBuckets(rate, rate) if rate > 0 else None
+
+    def _principal(self, request: Request) -> Principal:
+        return self._auth.verify(bearer(request))
+
+    def _throttle(self, principal: Principal) -> None:
+        if self._broadcasts is None:
+            return
+        wait = self._broadcasts.take((principal.tenant, principal.sub))
+        if wait > 0:
+            rate = self._settings.broadcast_rate
+            raise HubError(
+                ErrorCode.RATE_LIMITED, f"over {rate:g} broadcasts/s, retry later", retry_after=wait
+            )
+
+    async def broadcast(self, request: Request) -> Response:
+        principal = self._principal(request)
+        principal.check_broadcast()
+        self._throttle(principal)
+        broadcast = parse_broadcast(parse_json(await read_body(request)))
+        tenant = principal.tenant_for(broadcast.tenant)
+        published = await self._node.publish(
+            tenant, broadcast.rooms, broadcast.event, broadcast.data
+        )
+        return JSONResponse({"ids": published.ids, "ts": published.ts}, status_code=202)
+
+    def _readable_room(self, request: Request) -> RoomKey:
+        """The room named in the path, when the caller may read it."""
+        principal = self._principal(request)
+        room = check_room(request.path_params["room"])
+        named = request.query_params.get("tenant")
+        key = RoomKey(
+            principal.tenant_for(check_tenant(named) if named is not None else None), room
+        )
+        principal.check_read(room)
+        return key
+
+    async def presence(self, request: Request) -> Response:
+        key = self._readable_room(request)
+        members = await self._node.presence.members(key)
+        members.sort(key=lambda member: (member["sub"], member["conn"]))
+        return JSONResponse({"room": key.room, "members": members})
+
+    async def history(self, request: Request) -> Response:
+        key = self._readable_room(request)
+        since = check_since(request.query_params.get("since"))
+        limit = parse_limit(request.query_params.get("limit"))
+        page = await self._node.history(key, since, limit)
+        body = b"".join(
+            (
+                b'{"room":',
+                orjson.dumps(key.room),
+                b',"epoch":',
+                orjson.dumps(page.epoch),
+                b',"events":[',
+                b",".join(page.events),
+                b'],"last":',
+                orjson.dumps(page.last),
+                b"}",
+            )
+        )
+        return Response(body, media_type="application/json")
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "node": self._node.id})
+
+    async def readyz(self, request: Request) -> Response:
+        reason = None
+        if self._sockets.draining:
+            reason = "draining"
+        elif not self._node.broker.available:
+            reason = "broker unreachable"
+        elif self._sockets.full:
+            reason = "full"
+        if reason is not None:
+            return JSONResponse(
+                {"ready": False, "reason": reason, "node": self._node.id}, status_code=503
+            )
+        return JSONResponse({"ready": True, "node": self._node.id})
+
+    def _holds_stats_key(self, request: Request) -> bool:
+        key, token = self._settings.stats_key, bearer(request)
+        return key is not None and token is not None and hmac.compare_digest(token, key)
+
+    async def stats(self, request: Request) -> Response:
+        """This node's figures and the cluster's; for operators, admins and the stats key."""
+        if not self._holds_stats_key(request):
+            self._principal(request).check_stats()
+        nodes = await self._board.read()
+        return JSONResponse({"node": self._figures().as_json(), "cluster": cluster(nodes)})
+
+    async def prometheus(self, request: Request) -> Response:
+        if self._settings.stats_key is not None and not self._holds_stats_key(request):
+            return JSONResponse(
+                error_body("unauthorized", "the stats key is required"), status_code=401
+            )
+        return Response(self._metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+async def refused(request: Request, exc: Exception) -> Response:
+    """Every `HubError` (a broker that is down included) as its REST answer."""
+    assert isinstance(exc, HubError)
+    status, body, headers = rest_refusal(exc)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def unauthorized(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AuthError)
+    code = "unauthorized" if exc.status == 401 else "forbidden"
+    return JSONResponse(error_body(code, exc.message), status_code=exc.status)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.BAD_REQUEST}.get(exc.status_code, "error")
+    return JSONResponse(
+        error_body(code, exc.detail), status_code=exc.status_code, headers=dict(exc.headers or {})
+    )
+
+
+EXCEPTION_HANDLERS = {HubError: refused, AuthError: unauthorized, HTTPException: http_error}

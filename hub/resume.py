@@ -1,0 +1,121 @@
+"""Subscribe with resume: join a room and replay what a member missed after `since`,
+without a gap or a repeat, while the room's live events keep arriving.
+
+A stand-in (`Seam`) takes the member's place in the room first, so events published from
+then on are kept; the history read that follows holds every earlier one. Live events
+published before the read can still be on their way from the broker when its answer
+arrives, so the seam then forwards only events newer than the last one replayed, and gives
+the member its place back as soon as one such event has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from hub.broker import HistoryPage
+from hub.envelope import id_of
+from hub.history import Retention, parse_id
+from hub.protocol import websocket_text_frame
+from hub.rooms import Member, RoomKey, Rooms
+
+Occupy = Callable[[RoomKey, Member, bool], Awaitable[None]]
+"""Wait until a room just entered (`True` when new on this node) gets its events."""
+ReadHistory = Callable[[RoomKey, str | None, int, Retention], Awaitable[HistoryPage]]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """A live subscription, and the frames that bring its member up to date first."""
+
+    epoch: str
+    last: str | None
+    recovered: bool
+    frames: list[bytes]
+
+
+class Seam:
+    """Keeps a room's events for a member until `release`, then forwards the newer ones
+    until the first has passed, and hands the member its place back (`settle`)."""
+
+    __slots__ = ("_after", "_frames", "_member", "_settle")
+
+    def __init__(self, member: Member, settle: Callable[[Seam], None]) -> None:
+        self._member = member
+        self._settle: Callable[[Seam], None] | None = settle
+        self._frames: list[bytes] | None = []
+        self._after: tuple[int, int] | None = None
+
+    def take(self, frames: Sequence[bytes]) -> None:
+        kept = self._frames
+        if kept is not None:
+            kept.extend(frames)
+            return
+        for frame in frames:
+            if self._after is not None and id_of(frame) <= self._after:
+                continue
+            self._member.send(frame)
+            self._after = None
+            settle, self._settle = self._settle, None
+            if settle is not None:
+                settle(self)
+
+    def release(self, after: tuple[int, int] | None) -> list[bytes]:
+        """Switch to forwarding; return the kept events newer than `after`."""
+        kept, self._frames = self._frames or [], None
+        self._after = after
+        return [frame for frame in kept if after is None or id_of(frame) > after]
+
+
+class Resumes:
+    """One node's subscribes with resume."""
+
+    def __init__(self, rooms: Rooms, occupy: Occupy, read: ReadHistory) -> None:
+        self._rooms = rooms
+        self._occupy = occupy
+        self._read = read
+
+    async def subscribe(
+        self,
+        key: RoomKey,
+        member: Member,
+        since: str | None,
+        epoch: str | None,
+        retention: Retention,
+    ) -> Subscribed:
+        """Join `key` (or stay in it), replaying what `member` missed after `since`."""
+        rooms = self._rooms
+        seam = Seam(member, lambda done: self._settle(key, member, done))
+        await self._occupy(key, member, rooms.stand_in(key, member, seam))
+        size = retention.size
+        try:
+            page = await self._read(key, since, size if since is not None else 0, retention)
+        except BaseException:
+            for frame in seam.release(None):
+                member.send(frame)
+            rooms.stand_down(key, member, seam)
+            raise
+        if size <= 0:
+            return Subscribed(page.epoch, page.last, False, seam.release(None))
+        frames = [websocket_text_frame(event) for event in page.events]
+        if page.events:
+            after: tuple[int, int] | None = id_of(page.events[-1])
+        elif since is not None:
+            after = parse_id(since)
+        else:
+            after = parse_id(page.last) if page.last else None
+        frames += seam.release(after)
+        return Subscribed(page.epoch, page.last, recovered(page, since, epoch), frames)
+
+    def _settle(self, key: RoomKey, member: Member, seam: Seam) -> None:
+        """Give a seam's place back to its member, outside any fan-out loop."""
+        asyncio.get_running_loop().call_soon(self._rooms.stand_down, key, member, seam)
+
+
+def recovered(page: HistoryPage, since: str | None, epoch: str | None) -> bool:
+    """True only when the client named the same epoch and nothing after `since` was dropped."""
+    if since is None or epoch != page.epoch:
+        return False
+    position = parse_id(since)
+    return position is not None and position >= page.trimmed

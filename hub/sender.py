@@ -1,0 +1,93 @@
+"""One socket's write path: the hot path of the hub, called once per event per receiver.
+
+Sends never wait: a socket with more than `HUB_SEND_QUEUE_BYTES` waiting for the kernel is
+shed (closed with 4009), and everything sent to it afterwards is counted as dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from enum import Enum
+
+from prometheus_client import Counter
+
+from hub.disconnect import SLOW_CONSUMER, Disconnect
+from hub.protocol import websocket_text_frame
+from hub.stats import Dropped, Tally
+from hub.transport import FrameWriter
+
+
+class SendState(Enum):
+    HOLDING = "holding"
+    """Before the welcome: frames wait, so that the welcome goes first."""
+    OPEN = "open"
+    SHED = "shed"
+    """Closing as a slow consumer: what is sent now is dropped, and counted."""
+    CLOSED = "closed"
+
+
+_OPEN = SendState.OPEN
+_HOLDING = SendState.HOLDING
+_SHED = SendState.SHED
+
+
+class Sender:
+    __slots__ = ("_held", "_limit", "_shed", "_state", "_tally", "_writer")
+
+    def __init__(self, writer: FrameWriter, limit: int, tally: Tally, shed: Counter) -> None:
+        self._writer = writer
+        self._limit = limit
+        self._tally = tally
+        self._shed = shed
+        self._state = _HOLDING
+        self._held: list[bytes] = []
+
+    @property
+    def state(self) -> SendState:
+        return self._state
+
+    def send(self, frame: bytes) -> None:
+        """Write already-framed messages, or hold them until the welcome."""
+        state = self._state
+        if state is _OPEN:
+            if self._writer.write(frame) > self._limit:
+                self._shed_now()
+        elif state is _HOLDING:
+            self._held.append(frame)
+        elif state is _SHED:
+            self._tally.dropped[Dropped.SLOW_CONSUMER] += 1
+
+    def reply(self, payload: bytes) -> None:
+        """Send one server frame of this socket's own (an answer, not a room's event)."""
+        self.send(websocket_text_frame(payload))
+
+    def open(self, welcome: bytes) -> None:
+        """Send the welcome, then whatever arrived before it."""
+        if self._state is not _HOLDING:
+            return
+        held, self._held = self._held, []
+        self._state = _OPEN
+        self.reply(welcome)
+        for frame in held:
+            self.send(frame)
+
+    def buffered(self) -> int:
+        """Bytes written to the socket and not yet taken by the kernel."""
+        return self._writer.buffered()
+
+    def close(self, cause: Disconnect) -> None:
+        if self._state is _OPEN or self._state is _HOLDING:
+            self._state = SendState.CLOSED
+            self._held = []
+            self._writer.close(cause)
+
+    def stop(self) -> None:
+        """The socket is gone: nothing more is sent."""
+        self._state = SendState.CLOSED
+        self._held = []
+
+    def _shed_now(self) -> None:
+        self._state = _SHED
+        self._shed.inc()
+        # Never inside the fan-out loop that is writing: its member set must not change.
+        asyncio.get_running_loop().call_soon(self._writer.close, SLOW_CONSUMER)

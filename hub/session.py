@@ -1,0 +1,267 @@
+"""One socket's session: its principal, its rooms, and the answer to each of its frames.
+
+The session decides; its `Sender` writes. Each kind of frame is its own request type
+(`hub.protocol`), dispatched by type; the tenant and rights rules are the principal's
+(`hub.auth`), shared with REST; refusals become `error` frames in one place (`_refuse`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, assert_never
+
+from hub.auth import Principal, Role
+from hub.broker import BrokerUnavailable
+from hub.disconnect import (
+    BINARY_FRAME,
+    BROKER_UNAVAILABLE,
+    INTERNAL_ERROR,
+    PEER_CLOSED,
+    RATE_LIMITED,
+    TOKEN_EXPIRED,
+    Disconnect,
+)
+from hub.errors import ErrorCode, HubError, Ref, error_frame
+from hub.events import DeviceHeartbeat, check_event, validate
+from hub.node import Node, Published
+from hub.presence import Present
+from hub.protocol import (
+    Heartbeat,
+    Ping,
+    Publish,
+    Request,
+    Subscribe,
+    Unsubscribe,
+    parse_request,
+    pong_frame,
+    published_frame,
+    ref_of,
+    subscribed_frame,
+    unsubscribed_frame,
+    welcome_frame,
+)
+from hub.ratelimit import FrameLimit, Verdict
+from hub.rooms import RoomKey
+from hub.sender import Sender
+from hub.stats import Dropped
+from hub.transport import FrameWriter
+
+log = logging.getLogger("hub")
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+MAX_PUBLISHING = 64
+"""Publishes one socket may have in flight."""
+
+TOO_MANY_FRAMES = HubError(ErrorCode.RATE_LIMITED, "too many frames, slow down")
+FAILED = HubError(ErrorCode.UNAVAILABLE, "internal error: not carried out")
+
+
+class Session:
+    __slots__ = (
+        "_limit",
+        "_node",
+        "_present",
+        "_publishing",
+        "_rooms",
+        "_writer",
+        "id",
+        "principal",
+        "sender",
+    )
+
+    def __init__(self, node: Node, principal: Principal, writer: FrameWriter) -> None:
+        settings = node.settings
+        self._node = node
+        self._writer = writer
+        self.sender = Sender(
+            writer, settings.send_queue_bytes, node.tally, node.metrics.slow_consumers
+        )
+        self._limit = (
+            FrameLimit(settings.client_rate, settings.client_burst)
+            if settings.client_rate > 0
+            else None
+        )
+        self._rooms: set[RoomKey] = set()
+        self._present: Present | None = None
+        self._publishing = 0
+        self.id = node.next_conn_id()
+        self.principal = principal
+
+    def close(self, cause: Disconnect) -> None:
+        self.sender.close(cause)
+
+    def buffered(self) -> int:
+        return self.sender.buffered()
+
+    async def run(self, receive: Receive) -> None:
+        """Welcome, auto-join, then answer frames until the socket goes."""
+        node, principal, sender = self._node, self.principal, self.sender
+        loop = asyncio.get_running_loop()
+        expiry = loop.call_at(
+            loop.time() + max(0.0, principal.exp - time.time()), sender.close, TOKEN_EXPIRED
+        )
+        device = principal.role is Role.DEVICE
+        if device:
+            node.heartbeats.beat(sender)
+        try:
+            await self._open()
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                text = message.get("text")
+                if text is None:
+                    self.close(BINARY_FRAME)
+                    return
+                await self._handle(text)
+        except BrokerUnavailable:
+            self.close(BROKER_UNAVAILABLE)
+            raise
+        except Exception:
+            self.close(INTERNAL_ERROR)
+            raise
+        finally:
+            expiry.cancel()
+            if device:
+                node.heartbeats.forget(sender)
+            sender.stop()
+            if self._present is not None:
+                node.presence.disconnect(self._present, (self._writer.cause or PEER_CLOSED).gone)
+            for key in list(self._rooms):
+                await node.leave(key, sender)
+            self._rooms.clear()
+
+    async def _open(self) -> None:
+        """Join the device's rooms and enter presence before the welcome goes out, holding
+        events meanwhile.
+
+        So the welcome means what a subscribe ack means: every event accepted after it
+        is delivered; and every node knows the socket.
+        """
+        node, principal = self._node, self.principal
+        tenant = principal.tenant
+        joined: list[str] = []
+        if tenant is not None:
+            for room in principal.auto_rooms:
+                key = RoomKey(tenant, room)
+                self._rooms.add(key)
+                try:
+                    await node.join(key, self.sender)
+                except BaseException:
+                    self._rooms.discard(key)
+                    raise
+                joined.append(room)
+        self._present = Present(self.id, principal.sub, principal.role, tenant, principal.loc)
+        await node.presence.connect(self._present, self._rooms)
+        settings = node.settings
+        heartbeat = {"interval": settings.heartbeat_interval, "timeout": settings.heartbeat_timeout}
+        self.sender.open(
+            welcome_frame(
+                self.id, node.id, principal.role, principal.sub, tenant, joined, heartbeat
+            )
+        )
+
+    async def _handle(self, text: str) -> None:
+        if self._limit is not None and (verdict := self._limit.take()) is not Verdict.ADMIT:
+            self._node.tally.dropped[Dropped.RATE_LIMITED] += 1
+            if verdict is Verdict.CLOSE:
+                self.close(RATE_LIMITED)
+            self._refuse(TOO_MANY_FRAMES, ref_of(text))
+            return
+        try:
+            request = parse_request(text)
+        except HubError as error:
+            self._refuse(error, error.ref)
+            return
+        try:
+            await self._dispatch(request)
+        except HubError as error:
+            self._refuse(error, request.ref)
+
+    def _refuse(self, error: HubError, ref: Ref) -> None:
+        self.sender.reply(error_frame(error, ref))
+
+    async def _dispatch(self, request: Request) -> None:
+        match request:
+            case Ping():
+                self.sender.reply(pong_frame(request.ref))
+            case Subscribe():
+                await self._subscribe(request)
+            case Unsubscribe():
+                await self._unsubscribe(request)
+            case Publish():
+                await self._publish(request)
+            case Heartbeat():
+                self._heartbeat(request)
+            case _:
+                assert_never(request)
+
+    async def _subscribe(self, request: Subscribe) -> None:
+        node, principal, room = self._node, self.principal, request.room
+        key = RoomKey(principal.tenant_for(request.tenant), room)
+        principal.check_subscribe(room)
+        known = key in self._rooms
+        self._rooms.add(key)
+        try:
+            result = await node.subscribe(key, self.sender, request.since, request.epoch)
+        except BaseException:
+            if not known:
+                self._rooms.discard(key)
+                await node.leave(key, self.sender)
+            raise
+        for frame in result.frames:
+            self.sender.send(frame)
+        if self._present is not None:
+            node.presence.join(self._present, key)
+        self.sender.reply(
+            subscribed_frame(request.ref, room, result.recovered, result.epoch, result.last)
+        )
+
+    async def _unsubscribe(self, request: Unsubscribe) -> None:
+        key = RoomKey(self.principal.tenant_for(request.tenant), request.room)
+        if key in self._rooms:
+            self._rooms.discard(key)
+            await self._node.leave(key, self.sender)
+            if self._present is not None:
+                self._node.presence.leave(self._present, key)
+        self.sender.reply(unsubscribed_frame(request.ref, request.room))
+
+    async def _publish(self, request: Publish) -> None:
+        """Hand the event to the broker and go on reading: the ack follows when it is
+        published, so a socket may have several publishes in flight (in order), up to
+        `MAX_PUBLISHING`; past that it waits, and stops reading, until one completes."""
+        principal = self.principal
+        tenant = principal.tenant_for(request.tenant)
+        principal.check_publish(request.room)
+        check_event(request.event, request.data)
+        published = self._node.publish_soon(tenant, [request.room], request.event, request.data)
+        self._publishing += 1
+        published.add_done_callback(lambda done: self._acknowledge(request, done))
+        if self._publishing > MAX_PUBLISHING:
+            await asyncio.wait([published])
+
+    def _acknowledge(self, request: Publish, published: asyncio.Future[Published]) -> None:
+        """Answer a publish, whatever became of it."""
+        self._publishing -= 1
+        error = None if published.cancelled() else published.exception()
+        if published.cancelled() or (error is not None and not isinstance(error, HubError)):
+            log.error("publish on %s failed", self.id, exc_info=error)
+            self._refuse(FAILED, request.ref)
+            self.close(INTERNAL_ERROR)
+        elif isinstance(error, HubError):
+            self._refuse(error, request.ref)
+        else:
+            done = published.result()
+            self.sender.reply(published_frame(request.ref, done.ids[request.room], done.ts))
+
+    def _heartbeat(self, request: Heartbeat) -> None:
+        principal, present = self.principal, self._present
+        principal.check_heartbeat()
+        assert present is not None
+        validate(DeviceHeartbeat, {**request.data, "device": principal.sub})
+        self._node.heartbeats.beat(self.sender)
+        self._node.presence.heartbeat(present, request.data)
