@@ -58,7 +58,7 @@ class Hub:
         )
 
     @asynccontextmanager
-    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         configure_logs()
         await self.node.start()
         drain_on_sigterm(self.drain)

@@ -186,10 +186,10 @@ class Rest:
         )
         return Response(body, media_type="application/json")
 
-    async def healthz(self, request: Request) -> Response:
+    async def healthz(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok", "node": self._node.id})
 
-    async def readyz(self, request: Request) -> Response:
+    async def readyz(self, _request: Request) -> Response:
         reason = None
         if self._sockets.draining:
             reason = "draining"
@@ -222,20 +222,20 @@ class Rest:
         return Response(self._metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-async def refused(request: Request, exc: Exception) -> Response:
+async def refused(_request: Request, exc: Exception) -> Response:
     """Every `HubError` (a broker that is down included) as its REST answer."""
     assert isinstance(exc, HubError)
     status, body, headers = rest_refusal(exc)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def unauthorized(request: Request, exc: Exception) -> Response:
+async def unauthorized(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AuthError)
     code = "unauthorized" if exc.status == 401 else "forbidden"
     return JSONResponse(error_body(code, exc.message), status_code=exc.status)
 
 
-async def http_error(request: Request, exc: Exception) -> Response:
+async def http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.BAD_REQUEST}.get(exc.status_code, "error")
     return JSONResponse(

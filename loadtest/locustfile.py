@@ -393,7 +393,7 @@ class DashboardUser(HubSocketUser):
         *(f"group:{group}" for group in GROUPS),
     )
 
-    def on_welcome(self, welcome: dict[str, Any]) -> None:
+    def on_welcome(self, _welcome: dict[str, Any]) -> None:
         for room in self.rooms:
             self.request(f"subscribe {_kind(room)}", {"op": "subscribe", "room": room})
 

@@ -43,7 +43,7 @@ class RawSocket(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, _exc: Exception | None) -> None:
         self.closed = True
         if not self.ready.done():
             self.ready.set_exception(ConnectionError("closed before the welcome"))
@@ -51,49 +51,57 @@ class RawSocket(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
         buffer += data
-        if not self.upgraded:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not buffer.startswith(b"HTTP/1.1 101"):
-                self.ready.set_exception(RuntimeError(bytes(buffer[:80]).decode()))
-                self.transport.close()
-                return
-            del buffer[: end + 4]
-            self.upgraded = True
+        if not self.upgraded and not self._upgrade(buffer):
+            return
         offset = 0
-        while len(buffer) - offset >= 2:
-            size = buffer[offset + 1] & 0x7F
-            head = 2
-            if size == 126:
-                if len(buffer) - offset < 4:
-                    break
-                size = int.from_bytes(buffer[offset + 2 : offset + 4], "big")
-                head = 4
-            elif size == 127:
-                if len(buffer) - offset < 10:
-                    break
-                size = int.from_bytes(buffer[offset + 2 : offset + 10], "big")
-                head = 10
-            start = offset + head
-            if len(buffer) - start < size:
-                break
-            opcode = buffer[offset] & 0x0F
-            if opcode == _PING:
-                self.transport.write(frame(_PONG, bytes(buffer[start : start + size])))
-            elif opcode == _CLOSE:
-                self.closed = True
-            elif opcode != TEXT:
-                pass
-            elif not self.ready.done():
-                self.ready.set_result(None)
-            else:
-                self.text(buffer, start, start + size)
-            offset = start + size
+        while (bounds := _bounds(buffer, offset)) is not None:
+            start, end = bounds
+            self._frame(buffer[offset] & 0x0F, buffer, start, end)
+            offset = end
         del buffer[:offset]
+
+    def _upgrade(self, buffer: bytearray) -> bool:
+        """Read the upgrade's answer off `buffer`; True once upgraded."""
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        if not buffer.startswith(b"HTTP/1.1 101"):
+            self.ready.set_exception(RuntimeError(bytes(buffer[:80]).decode()))
+            self.transport.close()
+            return False
+        del buffer[: end + 4]
+        self.upgraded = True
+        return True
+
+    def _frame(self, opcode: int, buffer: bytearray, start: int, end: int) -> None:
+        if opcode == _PING:
+            self.transport.write(frame(_PONG, bytes(buffer[start:end])))
+        elif opcode == _CLOSE:
+            self.closed = True
+        elif opcode != TEXT:
+            return
+        elif not self.ready.done():
+            self.ready.set_result(None)
+        else:
+            self.text(buffer, start, end)
 
     def text(self, buffer: bytearray, start: int, end: int) -> None:
         """A text frame after the welcome, at `buffer[start:end]`."""
+
+
+def _bounds(buffer: bytearray, offset: int) -> tuple[int, int] | None:
+    """Where the payload of the frame at `offset` starts and ends, once it is all there."""
+    left = len(buffer) - offset
+    if left < 2:
+        return None
+    size = buffer[offset + 1] & 0x7F
+    head = {126: 4, 127: 10}.get(size, 2)
+    if left < head:
+        return None
+    if head > 2:
+        size = int.from_bytes(buffer[offset + 2 : offset + head], "big")
+    start = offset + head
+    return (start, start + size) if left - head >= size else None
 
 
 async def open_socket(protocol: Callable[[], S], port: int, token: str, source: str) -> S:

@@ -222,7 +222,7 @@ class RedisBroker(Broker):
         tasks = [
             asyncio.create_task(self._read(conn)),
             asyncio.create_task(self._write(conn)),
-            asyncio.create_task(self._watch(conn)),
+            asyncio.create_task(self._watch()),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -278,7 +278,7 @@ class RedisBroker(Broker):
             if commands:
                 await conn.send_packed_command(conn.pack_commands(commands))
 
-    async def _watch(self, conn: AbstractConnection) -> None:
+    async def _watch(self) -> None:
         """Ping on a quiet connection; a peer that stays silent past a ping is gone."""
         while True:
             await asyncio.sleep(HEALTH_INTERVAL)
