@@ -19,6 +19,8 @@ from hub.stats import Tally
 
 @dataclass(frozen=True, slots=True)
 class Parts:
+    """What the app needs of a node's parts: the node, and the board its figures go to."""
+
     node: Node
     board: Board
 

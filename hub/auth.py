@@ -20,6 +20,8 @@ STATUS_ROOM = "status"
 
 
 class Role(StrEnum):
+    """What a token's holder is; it decides the default rights."""
+
     DEVICE = "device"
     DASHBOARD = "dashboard"
     OPERATOR = "operator"

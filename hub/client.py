@@ -49,6 +49,8 @@ class _Room:
 
 
 class HubClient:
+    """One resuming connection to the hub, for players and dashboards."""
+
     def __init__(
         self,
         urls: Sequence[str],

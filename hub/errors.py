@@ -11,6 +11,8 @@ import orjson
 
 
 class ErrorCode(StrEnum):
+    """The `code` of an `error` frame or REST error body."""
+
     BAD_REQUEST = "bad_request"
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"

@@ -16,22 +16,30 @@ FREE_FORM_PREFIX = "x."
 
 
 class _Data(BaseModel):
+    """The data of a typed event: strict types, unknown fields kept."""
+
     model_config = ConfigDict(extra="allow", strict=True)
 
 
 class DeviceOnline(_Data):
+    """`device.online`: a device's first socket in the cluster opened."""
+
     device: str
     node: str
     loc: str | None = None
 
 
 class DeviceOffline(_Data):
+    """`device.offline`: a device's last socket went, and why."""
+
     device: str
     node: str
     reason: str
 
 
 class DeviceHeartbeat(_Data):
+    """`device.heartbeat`: what a device reported about itself."""
+
     device: str
     status: str
     content: str | None = None
@@ -42,22 +50,30 @@ class DeviceHeartbeat(_Data):
 
 
 class ContentUpdate(_Data):
+    """`content.update`: a piece of content changed."""
+
     content_id: str
     url: str | None = None
     version: int | str | None = None
 
 
 class PlaylistUpdate(_Data):
+    """`playlist.update`: a playlist changed."""
+
     playlist_id: str
     items: list[JsonValue] | None = None
 
 
 class Command(_Data):
+    """`command`: something for a device to do."""
+
     name: str
     args: dict[str, JsonValue] | None = None
 
 
 class Alert(_Data):
+    """`alert`: a message for people."""
+
     level: Literal["info", "warning", "critical"]
     message: str
 

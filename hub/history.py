@@ -21,6 +21,8 @@ def format_id(pair: tuple[int, int]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Retention:
+    """How many events a room keeps, and for how long."""
+
     size: int
     ttl: float
 

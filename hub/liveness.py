@@ -54,6 +54,8 @@ class Deadlines(Generic[T]):
 
 
 class Silent(Hashable, Protocol):
+    """What the watch closes when it falls silent."""
+
     def close(self, cause: Disconnect) -> None:
         """Close the socket."""
 

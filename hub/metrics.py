@@ -29,6 +29,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class Metrics:
+    """The node's Prometheus registry: counters kept here, live figures read at scrape time."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
@@ -74,6 +76,8 @@ class Metrics:
 
 
 class _Live(Collector):
+    """Exports the node's figures as they are at the scrape."""
+
     def __init__(self, figures: Callable[[], Figures]) -> None:
         self._figures = figures
 

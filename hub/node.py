@@ -24,6 +24,8 @@ from hub.stats import Tally
 
 @dataclass(frozen=True, slots=True)
 class Published:
+    """Where a publish went: each room's new id (None without history), and its time."""
+
     ids: dict[str, str | None]
     ts: int
 

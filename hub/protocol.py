@@ -27,6 +27,8 @@ ID_RE = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
 class Close(IntEnum):
+    """WebSocket close codes the hub sends."""
+
     NORMAL = 1000
     UNSUPPORTED_DATA = 1003
     POLICY = 1008
@@ -40,6 +42,8 @@ class Close(IntEnum):
 
 
 class Op(StrEnum):
+    """What a client frame asks for."""
+
     SUBSCRIBE = "subscribe"
     UNSUBSCRIBE = "unsubscribe"
     PUBLISH = "publish"
@@ -49,17 +53,23 @@ class Op(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Ping:
+    """An application-level ping: answered with a `pong`."""
+
     ref: Ref
 
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
+    """A device's report about itself."""
+
     ref: Ref
     data: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
+    """Join a room, optionally resuming after `since` in `epoch`."""
+
     ref: Ref
     room: str
     since: str | None
@@ -69,6 +79,8 @@ class Subscribe:
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
+    """Leave a room."""
+
     ref: Ref
     room: str
     tenant: str | None
@@ -76,6 +88,8 @@ class Unsubscribe:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
+    """Publish an event to one room."""
+
     ref: Ref
     room: str
     event: str

@@ -7,6 +7,8 @@ from enum import Enum
 
 
 class TokenBucket:
+    """A steady `rate` with room for `burst`."""
+
     __slots__ = ("_burst", "_rate", "_stamp", "_tokens")
 
     def __init__(self, rate: float, burst: float) -> None:
@@ -56,6 +58,8 @@ class KeyedBuckets:
 
 
 class Verdict(Enum):
+    """What becomes of one frame under a `FrameLimit`."""
+
     ADMIT = "admit"
     REFUSE = "refuse"
     CLOSE = "close"

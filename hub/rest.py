@@ -42,6 +42,8 @@ def bearer(connection: HTTPConnection, *, query: bool = False) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Broadcast:
+    """A broadcast request as parsed from its body."""
+
     tenant: str | None
     """The tenant the body names, if any (admins only)."""
     rooms: list[str]

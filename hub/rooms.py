@@ -22,6 +22,8 @@ class RoomKey(NamedTuple):
 
 
 class Member(Protocol):
+    """A socket in a room, as the fan-out sees it."""
+
     def send(self, frame: bytes) -> None:
         """Take already-framed messages without blocking and without leaving any room."""
 
@@ -34,6 +36,8 @@ class StandIn(Protocol):
 
 
 class _Room:
+    """One room's local members and stand-ins."""
+
     __slots__ = ("members", "stand_ins")
 
     def __init__(self) -> None:

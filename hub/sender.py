@@ -18,6 +18,8 @@ from hub.transport import FrameWriter
 
 
 class SendState(Enum):
+    """Where a socket's write path stands."""
+
     HOLDING = "holding"
     """Before the welcome: frames wait, so that the welcome goes first."""
     OPEN = "open"
@@ -32,6 +34,8 @@ _SHED = SendState.SHED
 
 
 class Sender:
+    """Writes a socket's frames without ever waiting, and sheds the socket past its queue bound."""
+
     __slots__ = ("_held", "_limit", "_shed", "_state", "_tally", "_writer")
 
     def __init__(self, writer: FrameWriter, limit: int, tally: Tally, shed: Counter) -> None:

@@ -61,6 +61,8 @@ FAILED = HubError(ErrorCode.UNAVAILABLE, "internal error: not carried out")
 
 
 class Session:
+    """Runs one socket's session: welcome, then one answer per frame, until it goes."""
+
     __slots__ = (
         "_limit",
         "_node",

@@ -23,12 +23,16 @@ that does not answer its close frame is dropped after 5 s)."""
 
 
 class Refusal(StrEnum):
+    """Why a socket is refused at once."""
+
     FULL = "full"
     DRAINING = "draining"
     RATE_LIMITED = "rate_limited"
 
 
 class Sockets:
+    """Keeps this node's open sockets: admits, counts and drains them."""
+
     def __init__(self, settings: Settings) -> None:
         self.max_connections = settings.max_connections
         rate = settings.connect_rate

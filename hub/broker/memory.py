@@ -19,6 +19,8 @@ _NONE = (0, 0)
 
 @dataclass(slots=True)
 class _Room:
+    """One room's history in this process."""
+
     epoch: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     events: deque[tuple[tuple[int, int], bytes, float]] = field(default_factory=deque)
     last: tuple[int, int] = _NONE

@@ -51,6 +51,8 @@ def new_epoch() -> str:
 
 
 class RedisBroker(Broker):
+    """Carries events between nodes through Redis pub/sub, and keeps history in streams."""
+
     def __init__(self, url: str) -> None:
         options = {
             "socket_connect_timeout": CONNECT_TIMEOUT,

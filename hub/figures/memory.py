@@ -8,6 +8,8 @@ from hub.figures.base import Board
 
 
 class MemoryBoard(Board):
+    """Keeps the one node's latest figures in this process."""
+
     def __init__(self) -> None:
         self._figures: dict[str, Any] | None = None
 

@@ -19,6 +19,8 @@ log = logging.getLogger("hub")
 
 
 class RedisBoard(Board):
+    """Posts this node's figures under its registered instance, and reads the live ones."""
+
     def __init__(self, redis: Redis, scripts: Scripts, registry: Registry) -> None:
         self._redis = redis
         self._registry = registry

@@ -15,6 +15,8 @@ from hub.stats import Tally
 
 
 class MemoryPresence(Presence):
+    """Keeps presence, and decides online and offline, in this process."""
+
     def __init__(
         self, broker: MemoryBroker, settings: Settings, retention: RetentionRules, tally: Tally
     ) -> None:

@@ -46,6 +46,8 @@ RESYNC_BATCH = 500
 
 
 class RedisPresence(Presence):
+    """Keeps this node's sockets as the truth and their copy in Redis for every node."""
+
     def __init__(
         self,
         redis: Redis,

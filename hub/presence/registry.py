@@ -28,6 +28,9 @@ REAP_BUDGET = 1000
 
 
 class Registry:
+    """This process's instance in `hub:nodes` (naming, registering, refreshing, retiring),
+    and the reaping of dead ones."""
+
     def __init__(
         self, scripts: Scripts, run: str, settings: Settings, status: Retention, metrics: Metrics
     ) -> None:
