@@ -79,6 +79,11 @@ class Sender:
         """Bytes written to the socket and not yet taken by the kernel."""
         return self._writer.buffered()
 
+    def wrote_elsewhere(self) -> None:
+        """Something was written to the socket past `send` (a pong): it counts too."""
+        if self._state is _OPEN and self._writer.buffered() > self._limit:
+            self._shed_now()
+
     def close(self, cause: Disconnect) -> None:
         if self._state is _OPEN or self._state is _HOLDING:
             self._state = SendState.CLOSED

@@ -92,6 +92,7 @@ class Session:
         self._publishing = 0
         self.id = node.next_conn_id()
         self.principal = principal
+        writer.on_ping = self._pinged
 
     def close(self, cause: Disconnect) -> None:
         self.sender.close(cause)
@@ -183,6 +184,14 @@ class Session:
             await self._dispatch(request)
         except HubError as error:
             self._refuse(error, request.ref)
+
+    def _pinged(self) -> None:
+        """A WebSocket ping, already answered by the transport: a frame like any other for
+        the rate limit, and its pong counts against the send queue."""
+        if self._limit is not None and self._limit.take() is Verdict.CLOSE:
+            self._node.tally.dropped[Dropped.RATE_LIMITED] += 1
+            self.close(RATE_LIMITED)
+        self.sender.wrote_elsewhere()
 
     def _refuse(self, error: HubError, ref: Ref) -> None:
         self.sender.reply(error_frame(error, ref))

@@ -10,6 +10,7 @@ the kernel, and how much may pile up is the caller's decision.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -27,6 +28,9 @@ class FrameWriter(Protocol):
     def cause(self) -> Disconnect | None:
         """Why the hub closed the socket, if it did (None: the peer went)."""
 
+    on_ping: Callable[[], None] | None
+    """Called after each ping from the peer, once the server has queued its pong."""
+
     def write(self, frame: bytes) -> int:
         """Queue already-framed WebSocket messages, never blocking; return the bytes now
         waiting for the kernel (0 once the socket is closing)."""
@@ -42,6 +46,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, plus the `FrameWriter` verbs."""
 
     cause: Disconnect | None = None
+    on_ping: Callable[[], None] | None = None
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -67,6 +72,14 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
             # A refused handshake (401, 403, 429) is a finished exchange; without this,
             # uvicorn logs an error for every refusal and tries to answer 500 as well.
             self.handshake_complete = True
+
+    def handle_ping(self) -> None:
+        """The pong goes out at once, past the write path: whoever sends and receives
+        frames must count it, or pings that are never read make the node buffer without
+        bound."""
+        super().handle_ping()
+        if self.on_ping is not None:
+            self.on_ping()
 
     def keepalive_timeout(self) -> None:
         """The peer missed a pong: record why the socket goes, then drop it."""

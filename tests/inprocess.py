@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -53,6 +53,13 @@ class RecordingWriter:
         """What `write` reports as still waiting for the kernel."""
         self.receive: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.wrote = asyncio.Event()
+        self.on_ping: Callable[[], None] | None = None
+
+    def ping(self, pong: int) -> None:
+        """A ping from the peer, answered past the write path with `pong` bytes queued."""
+        self.waiting += pong
+        if self.on_ping is not None:
+            self.on_ping()
 
     def write(self, frame: bytes) -> int:
         if self.cause is not None:

@@ -1,0 +1,77 @@
+"""Hostile and broken clients: each gets a clear refusal or close, and none can make the
+node hold memory for it without bound."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from hub.disconnect import RATE_LIMITED, SLOW_CONSUMER
+from loadtest.wire import frame
+from tests.conftest import NodeFactory
+from tests.inprocess import running
+from tests.support import token
+
+_PING = 0x9
+
+
+async def test_pongs_count_against_the_send_queue() -> None:
+    async with running(send_queue_bytes=4096, client_rate=0) as hub:
+        peer = await hub.connect(token("dashboard", "d"))
+        for _ in range(40):
+            peer.writer.ping(127)
+        await asyncio.wait_for(peer.task, 2)
+        assert peer.writer.cause is SLOW_CONSUMER
+
+
+async def test_pings_count_against_the_frame_rate() -> None:
+    async with running(client_rate=1, client_burst=3) as hub:
+        peer = await hub.connect(token("dashboard", "d"))
+        for _ in range(10):
+            peer.writer.ping(0)
+        await asyncio.wait_for(peer.task, 2)
+        assert peer.writer.cause is RATE_LIMITED
+
+
+def _upgraded(port: int, bearer: str) -> socket.socket:
+    """A raw socket past the upgrade, with a small receive buffer, that never reads."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", port))
+    raw.sendall(
+        f"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Authorization: Bearer {bearer}\r\n\r\n".encode()
+    )
+    return raw
+
+
+async def test_a_peer_that_pings_and_never_reads_is_shed(hub_node: NodeFactory) -> None:
+    node = hub_node("solo", send_queue_bytes=65536, client_rate=0)
+    raw = _upgraded(node.port, token("dashboard", "pinger"))
+    ping = frame(_PING, b"p" * 120)
+    raw.setblocking(False)
+    sent = 0
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(20):
+            while sent < 250_000:  # 30 MB of pongs: far more than kernel buffers hold
+                await loop.sock_sendall(raw, ping * 50)
+                sent += 50
+    except (TimeoutError, OSError):
+        pass  # the node stopped reading (or closed): either way it holds no more
+    raw.setblocking(True)
+    raw.settimeout(10)
+    received = bytearray()
+    closing = b"\x88\x0f\x0f\xa9slow consumer"
+    try:
+        while closing not in received[-4096:]:
+            chunk = raw.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    finally:
+        raw.close()
+    assert closing in received, "a 4009 close frame"
+    # Unbounded, every pong would come: 30 MB. Bounded, what the kernels held and 64 KiB.
+    assert len(received) < 15_000_000, "the node buffered far past HUB_SEND_QUEUE_BYTES"
