@@ -14,9 +14,10 @@ import jwt
 
 from hub.config import Settings
 from hub.errors import ErrorCode, HubError
-from hub.protocol import ROOM_RE, TENANT_RE
+from hub.protocol import is_room, is_tenant
 
 STATUS_ROOM = "status"
+SUB_RE = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 
 
 class Role(StrEnum):
@@ -160,8 +161,13 @@ class Authenticator:
             )
         except jwt.ExpiredSignatureError:
             raise AuthError(401, "token expired") from None
-        except jwt.InvalidTokenError as error:
+        except jwt.PyJWTError as error:
+            # Every verification failure, a key of the wrong kind for the token's
+            # algorithm included, is the caller's token being refused.
             raise AuthError(401, f"invalid token: {error}") from None
+        exp = claims["exp"]
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            raise AuthError(401, "invalid token: exp must be a number (NumericDate)")
         return principal_from_claims(claims)
 
 
@@ -177,6 +183,8 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise AuthError(403, "claim 'sub' is required")
+    if SUB_RE.fullmatch(sub) is None:
+        raise AuthError(403, "claim 'sub' must be 1 to 256 characters, none of them a control")
     try:
         role = Role(str(claims.get("role")))
     except ValueError:
@@ -184,7 +192,7 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     tenant = claims.get("tenant")
     if tenant is None and role is not Role.ADMIN:
         raise AuthError(403, "claim 'tenant' is required")
-    if tenant is not None and (not isinstance(tenant, str) or not TENANT_RE.match(tenant)):
+    if tenant is not None and not is_tenant(tenant):
         raise AuthError(403, "claim 'tenant' must match ^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
     loc = claims.get("loc")
     if loc is not None and not isinstance(loc, str):
@@ -200,7 +208,7 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
         publish=_str_list(claims, "publish"),
     )
     for room in principal.auto_rooms:
-        if not ROOM_RE.match(room):
+        if not is_room(room):
             raise AuthError(403, f"claims make an invalid room name {room!r}")
     return principal
 

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import orjson
 
+ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+MAX_PART = 2**64 - 1
+"""Each half of an id is an unsigned 64-bit integer, as in a Redis stream id."""
+
 
 def parse_id(text: str) -> tuple[int, int] | None:
     """`<ms>-<seq>` as a pair of integers, or None when it is not an id."""
-    ms, dash, seq = text.partition("-")
-    if not dash or not ms.isdigit() or not seq.isdigit():
+    match = ID_RE.fullmatch(text)
+    if match is None:
         return None
-    return int(ms), int(seq)
+    ms, seq = int(match[1]), int(match[2])
+    if ms > MAX_PART or seq > MAX_PART:
+        return None
+    return ms, seq
 
 
 def format_id(pair: tuple[int, int]) -> str:

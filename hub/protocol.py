@@ -16,14 +16,17 @@ from typing import Any, TypeGuard
 import orjson
 
 from hub.errors import ErrorCode, HubError, Ref
+from hub.history import parse_id
 
 PROTOCOL_VERSION = 1
 
-ROOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
-TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-EVENT_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+ROOM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
+TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+EVENT_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*")
 EVENT_MAX_LEN = 64
-ID_RE = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+MAX_DATA_DEPTH = 64
+"""How deeply `data` may nest: far more than any event needs, far less than what breaks
+the encoder (255 levels for the whole frame)."""
 
 
 class Close(IntEnum):
@@ -101,24 +104,33 @@ Request = Ping | Heartbeat | Subscribe | Unsubscribe | Publish
 """One well-formed client frame."""
 
 
+def is_room(name: Any) -> bool:
+    """Names match whole: a trailing newline is not part of a valid name."""
+    return isinstance(name, str) and ROOM_RE.fullmatch(name) is not None
+
+
+def is_tenant(name: Any) -> bool:
+    return isinstance(name, str) and TENANT_RE.fullmatch(name) is not None
+
+
 def check_room(room: Any) -> str:
-    if not isinstance(room, str) or not ROOM_RE.match(room):
+    if not is_room(room):
         raise HubError(
             ErrorCode.BAD_REQUEST, "room must match ^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
         )
-    return room
+    return str(room)
 
 
 def check_tenant(tenant: Any) -> str:
-    if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
+    if not is_tenant(tenant):
         raise HubError(
             ErrorCode.BAD_REQUEST, "tenant must match ^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
         )
-    return tenant
+    return str(tenant)
 
 
 def check_event_name(event: Any) -> str:
-    if not isinstance(event, str) or len(event) > EVENT_MAX_LEN or not EVENT_RE.match(event):
+    if not isinstance(event, str) or len(event) > EVENT_MAX_LEN or not EVENT_RE.fullmatch(event):
         raise HubError(
             ErrorCode.BAD_REQUEST,
             "event must match ^[a-z][a-z0-9_]*(\\.[a-z0-9_]+)*$ and be at most 64 characters",
@@ -127,9 +139,27 @@ def check_event_name(event: Any) -> str:
 
 
 def check_since(since: Any) -> str | None:
-    if since is not None and (not isinstance(since, str) or not ID_RE.match(since)):
-        raise HubError(ErrorCode.BAD_REQUEST, "since must be an event id like 1700000000000-0")
+    if since is not None and (not isinstance(since, str) or parse_id(since) is None):
+        raise HubError(
+            ErrorCode.BAD_REQUEST,
+            "since must be an event id like 1700000000000-0 (two integers below 2^64)",
+        )
     return since
+
+
+def check_depth(data: Any) -> Any:
+    """Refuse `data` nested deeper than `MAX_DATA_DEPTH`, before anything encodes it."""
+    level: list[Any] = [data]
+    for _ in range(MAX_DATA_DEPTH + 1):
+        level = [
+            child
+            for value in level
+            if isinstance(value, dict | list)
+            for child in (value.values() if isinstance(value, dict) else value)
+        ]
+        if not level:
+            return data
+    raise HubError(ErrorCode.BAD_REQUEST, f"data is nested deeper than {MAX_DATA_DEPTH} levels")
 
 
 def _optional_str(frame: dict[str, Any], field: str) -> str | None:
@@ -175,11 +205,11 @@ def _request(frame: dict[str, Any], ref: Ref) -> Request:
         data = frame.get("data")
         if not isinstance(data, dict):
             raise HubError(ErrorCode.BAD_REQUEST, "data must be an object")
-        return Heartbeat(ref, data)
+        return Heartbeat(ref, check_depth(data))
     room = check_room(frame.get("room"))
     if op is Op.PUBLISH:
         event = check_event_name(frame.get("event"))
-        return Publish(ref, room, event, frame.get("data"), tenant)
+        return Publish(ref, room, event, check_depth(frame.get("data")), tenant)
     if op is Op.UNSUBSCRIBE:
         return Unsubscribe(ref, room, tenant)
     since = check_since(_optional_str(frame, "since"))

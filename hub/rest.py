@@ -4,6 +4,7 @@ rights and the node for the rest."""
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from hub.events import check_event
 from hub.figures import Board
 from hub.metrics import Metrics
 from hub.node import Node
-from hub.protocol import check_event_name, check_room, check_since, check_tenant
+from hub.protocol import check_depth, check_event_name, check_room, check_since, check_tenant
 from hub.ratelimit import KeyedBuckets
 from hub.rooms import RoomKey
 from hub.sockets import Sockets
@@ -30,6 +31,7 @@ MAX_BODY_BYTES = 1 << 20
 MAX_BROADCAST_ROOMS = 100
 DEFAULT_HISTORY_LIMIT = 100
 MAX_HISTORY_LIMIT = 1000
+LIMIT_RE = re.compile(r"[0-9]{1,4}")
 
 
 def bearer(connection: HTTPConnection, *, query: bool = False) -> str | None:
@@ -66,15 +68,16 @@ def parse_broadcast(body: dict[str, Any]) -> Broadcast:
             raise HubError(ErrorCode.BAD_REQUEST, f"at most {MAX_BROADCAST_ROOMS} rooms at once")
         rooms = list(dict.fromkeys(check_room(room) for room in listed))
     event = check_event_name(body.get("event"))
-    data = body.get("data")
+    data = check_depth(body.get("data"))
     check_event(event, data)
     return Broadcast(tenant, rooms, event, data)
 
 
 def parse_limit(value: str | None) -> int:
+    """ASCII digits only: `str.isdigit` also takes superscripts and other scripts' digits."""
     if value is None:
         return DEFAULT_HISTORY_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_HISTORY_LIMIT:
+    if LIMIT_RE.fullmatch(value) is None or not 1 <= int(value) <= MAX_HISTORY_LIMIT:
         raise HubError(ErrorCode.BAD_REQUEST, f"limit must be 1 to {MAX_HISTORY_LIMIT}")
     return int(value)
 
@@ -92,7 +95,12 @@ def parse_json(raw: bytes) -> dict[str, Any]:
 async def read_body(request: Request) -> bytes:
     """The body, refused as soon as it is known to be over `MAX_BODY_BYTES`."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > MAX_BODY_BYTES
+    ):
         raise HubError(ErrorCode.TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
     chunks: list[bytes] = []
     size = 0

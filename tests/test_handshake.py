@@ -8,7 +8,7 @@ import jwt
 import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -99,3 +99,11 @@ async def test_rs256_tokens_verify_with_the_public_key(hub_node: NodeFactory) ->
     assert client.welcome["sub"] == "p1"
     await client.close()
     assert await _refused(node, _bearer(token("device", "p1"))) == (401, "unauthorized")
+    # A key of another kind than the token's algorithm is a refused token, not a 500.
+    es256 = jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256")
+    assert await _refused(node, _bearer(es256)) == (401, "unauthorized")
+    answer = node.get("/v1/rooms/r/history", es256)
+    assert answer.status_code == 401, answer.text
+    # exp as a string of digits is not a NumericDate.
+    stringly = jwt.encode({**claims, "exp": str(claims["exp"])}, key, algorithm="RS256")
+    assert await _refused(node, _bearer(stringly)) == (401, "unauthorized")

@@ -10,7 +10,7 @@ from hub.disconnect import RATE_LIMITED, SLOW_CONSUMER
 from loadtest.wire import frame
 from tests.conftest import NodeFactory
 from tests.inprocess import running
-from tests.support import token
+from tests.support import Client, HubNode, RedisServer, token
 
 _PING = 0x9
 
@@ -75,3 +75,35 @@ async def test_a_peer_that_pings_and_never_reads_is_shed(hub_node: NodeFactory) 
     assert closing in received, "a 4009 close frame"
     # Unbounded, every pong would come: 30 MB. Bounded, what the kernels held and 64 KiB.
     assert len(received) < 15_000_000, "the node buffered far past HUB_SEND_QUEUE_BYTES"
+
+
+async def test_an_id_redis_would_reject_is_a_bad_request_and_leaves_no_room(
+    hub_node: NodeFactory, redis_server: RedisServer
+) -> None:
+    node = hub_node("a", redis_server.url)
+    rooms_before = node.get("/v1/stats", token("operator", "o")).json()["node"]["rooms"]
+    for since in ("1-0\n", "18446744073709551616-0", "1-99999999999999999999"):
+        client = await Client.connect(node, token("dashboard", "d"))
+        answer = await client.request("subscribe", room=f"location:{len(since)}", since=since)
+        assert (answer["type"], answer["code"]) == ("error", "bad_request")
+        assert "2^64" in answer["message"]
+        await client.close()
+    await eventually_rooms(node, rooms_before)
+
+
+async def eventually_rooms(node: HubNode, rooms: int) -> None:
+    for _ in range(100):
+        if node.get("/v1/stats", token("operator", "o")).json()["node"]["rooms"] == rooms:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the node still has rooms other than its {rooms}")
+
+
+async def test_data_nested_too_deep_is_refused_not_a_1011(single: HubNode) -> None:
+    client = await Client.connect(single, token("dashboard", "d", publish=["r"]))
+    deep = '{"a":' * 300 + "1" + "}" * 300  # deeper than any encoder here takes
+    await client.ws.send('{"op":"publish","room":"r","event":"x.deep","ref":1,"data":' + deep + "}")
+    answer = await client.recv()
+    assert (answer["type"], answer["code"], answer["ref"]) == ("error", "bad_request", 1)
+    assert (await client.request("ping"))["type"] == "pong"
+    await client.close()

@@ -194,3 +194,64 @@ def test_unusable_claims_are_forbidden(claims: dict[str, object]) -> None:
 def test_admin_needs_no_tenant() -> None:
     admin = principal_from_claims({"sub": "root", "role": "admin"})
     assert admin.tenant is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"op":"subscribe","room":"lobby\\n"}',
+        '{"op":"subscribe","room":"r","tenant":"acme\\n"}',
+        '{"op":"publish","room":"r","event":"x.a\\n","data":{}}',
+        '{"op":"subscribe","room":"r","since":"1-0\\n"}',
+        '{"op":"subscribe","room":"r","since":"18446744073709551616-0"}',
+        '{"op":"subscribe","room":"r","since":"1-18446744073709551616"}',
+        '{"op":"subscribe","room":"r","since":"\\u0661-0"}',
+    ],
+)
+def test_names_and_ids_match_whole_and_ids_fit_64_bits(text: str) -> None:
+    with pytest.raises(HubError) as refused:
+        parse_request(text)
+    assert refused.value.code is ErrorCode.BAD_REQUEST
+
+
+def test_the_largest_id_is_still_an_id() -> None:
+    since = "18446744073709551615-18446744073709551615"
+    request = parse_request('{"op":"subscribe","room":"r","since":"' + since + '"}')
+    assert isinstance(request, Subscribe)
+    assert request.since == since
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [65, 300, 1000])
+def test_data_nested_too_deep_is_refused_before_it_is_encoded(depth: int) -> None:
+    text = '{"op":"publish","room":"r","event":"x.a","data":{"a":' + _nested(depth) + "}}"
+    with pytest.raises(HubError) as refused:
+        parse_request(text)
+    assert refused.value.code is ErrorCode.BAD_REQUEST
+    assert "nested deeper" in refused.value.message
+
+
+def test_data_nested_within_the_bound_is_taken() -> None:
+    text = '{"op":"heartbeat","data":{"status":"ok","x":' + _nested(62) + "}}"
+    assert isinstance(parse_request(text), Heartbeat)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"sub": "p\n", "role": "device", "tenant": "acme"},
+        {"sub": "o\x00", "role": "operator", "tenant": "acme"},
+        {"sub": "x" * 257, "role": "operator", "tenant": "acme"},
+        {"sub": "p", "role": "device", "tenant": "acme\n"},
+        {"sub": "p", "role": "device", "tenant": "acme", "loc": "hall\n"},
+    ],
+)
+def test_claims_with_a_trailing_newline_or_control_characters_are_forbidden(
+    claims: dict[str, object],
+) -> None:
+    with pytest.raises(AuthError) as refused:
+        principal_from_claims(claims)
+    assert refused.value.status == 403

@@ -145,3 +145,17 @@ def test_metrics_need_the_stats_key_when_one_is_set(hub_node: NodeFactory) -> No
     _error(httpx.get(node.url + "/metrics"), 401, "unauthorized")
     keyed = httpx.get(node.url + "/metrics", headers={"Authorization": "Bearer k"})
     assert keyed.status_code == 200
+
+
+@pytest.mark.parametrize("limit", ["²", "\u0661\u0660", "0", "1001", "-1", " 5"])
+def test_history_limit_is_ascii_digits_in_range(single: HubNode, limit: str) -> None:
+    answer = single.get("/v1/rooms/r/history", token("operator", "o"), limit=limit)
+    _error(answer, 400, "bad_request")
+
+
+def test_a_broadcast_nested_too_deep_is_a_400_in_json(single: HubNode) -> None:
+    data: dict[str, Any] = {"a": 1}
+    for _ in range(80):
+        data = {"a": [data]}
+    answer = single.broadcast(token("operator", "o"), room="r", event="x.a", data=data)
+    assert "nested deeper" in _error(answer, 400, "bad_request")
