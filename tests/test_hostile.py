@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import httpx
+from websockets.asyncio.client import connect
+
 from hub.disconnect import RATE_LIMITED, SLOW_CONSUMER
 from loadtest.wire import frame
 from tests.conftest import NodeFactory
@@ -107,3 +110,22 @@ async def test_data_nested_too_deep_is_refused_not_a_1011(single: HubNode) -> No
     assert (answer["type"], answer["code"], answer["ref"]) == ("error", "bad_request", 1)
     assert (await client.request("ping"))["type"] == "pong"
     await client.close()
+
+
+async def test_a_token_behind_a_quote_in_the_query_is_redacted_and_the_access_line_kept(
+    single: HubNode,
+) -> None:
+    secret = token("dashboard", "d")
+    answer = httpx.get(f"{single.url}/healthz", params={"a": '"', "token": secret})
+    assert answer.status_code == 200
+    ws = await connect(f"{single.ws_url}?a=%22&token={secret}", compression=None)
+    await ws.close()
+    for _ in range(50):
+        if "[accepted]" in single.output():
+            break
+        await asyncio.sleep(0.1)
+    log = single.output()
+    assert secret not in log
+    assert "Traceback" not in log
+    assert 'GET /healthz?a=%22&token=[redacted] HTTP/1.1" 200' in log
+    assert "/v1/ws?a=%22&token=[redacted]" in log
