@@ -79,6 +79,18 @@ class Settings(BaseSettings):
         50.0, ge=0, description="frames per second one socket may send (0 = off)"
     )
     client_burst: int = Field(100, ge=1, description="frames a socket may send in one burst")
+    heartbeat_rate: float = Field(
+        1.0,
+        gt=0,
+        description="heartbeats per second one device socket may send, with a burst of 5; "
+        "past it heartbeats are refused (rate_limited) and not published",
+    )
+    max_heartbeat_bytes: int = Field(
+        2048, ge=256, description="largest encoded device.heartbeat event (too_large)"
+    )
+    max_rooms_per_socket: int = Field(
+        500, ge=10, description="rooms one socket may be in, its own rooms included (too_large)"
+    )
     history_size: int = Field(1000, ge=0, description="events kept per room (0 = no history)")
     history_ttl: float = Field(86400.0, gt=0, description="seconds an event is kept")
     history_rooms: str | None = Field(

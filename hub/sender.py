@@ -16,6 +16,9 @@ from hub.protocol import websocket_text_frame
 from hub.stats import Dropped, Tally
 from hub.transport import FrameWriter
 
+PACE_TIMEOUT = 30.0
+"""How long a paced write waits for the peer to take what it was given."""
+
 
 class SendState(Enum):
     """Where a socket's write path stands."""
@@ -36,7 +39,7 @@ _SHED = SendState.SHED
 class Sender:
     """Writes a socket's frames without ever waiting, and sheds the socket past its queue bound."""
 
-    __slots__ = ("_held", "_limit", "_shed", "_state", "_tally", "_writer")
+    __slots__ = ("_held", "_held_bytes", "_limit", "_shed", "_state", "_tally", "_writer")
 
     def __init__(self, writer: FrameWriter, limit: int, tally: Tally, shed: Counter) -> None:
         self._writer = writer
@@ -45,6 +48,7 @@ class Sender:
         self._shed = shed
         self._state = _HOLDING
         self._held: list[bytes] = []
+        self._held_bytes = 0
 
     @property
     def state(self) -> SendState:
@@ -58,6 +62,9 @@ class Sender:
                 self._shed_now()
         elif state is _HOLDING:
             self._held.append(frame)
+            self._held_bytes += len(frame)
+            if self._held_bytes > self._limit:
+                self._shed_now()
         elif state is _SHED:
             self._tally.dropped[Dropped.SLOW_CONSUMER] += 1
 
@@ -67,13 +74,37 @@ class Sender:
 
     def open(self, welcome: bytes) -> None:
         """Send the welcome, then whatever arrived before it."""
+        if self._state is _HOLDING:
+            self._writer.write(websocket_text_frame(welcome))
+            self.release()
+
+    def hold(self) -> None:
+        """Keep what is sent from now on until `release` (a paced write goes first)."""
+        if self._state is _OPEN:
+            self._state = _HOLDING
+
+    def release(self) -> None:
+        """Send what was held, and everything from now on."""
         if self._state is not _HOLDING:
             return
-        held, self._held = self._held, []
+        held, self._held, self._held_bytes = self._held, [], 0
         self._state = _OPEN
-        self.reply(welcome)
         for frame in held:
             self.send(frame)
+
+    async def write_paced(self, frames: list[bytes]) -> None:
+        """While holding, write `frames` in steps the peer takes: a replay longer than
+        the send queue reaches a client that reads, and only one that stops reading (for
+        `PACE_TIMEOUT`) is shed."""
+        writer, high = self._writer, self._limit // 2
+        for frame in frames:
+            if self._state is not _HOLDING:
+                return
+            if writer.write(frame) > high:
+                try:
+                    await asyncio.wait_for(writer.drained(), PACE_TIMEOUT)
+                except TimeoutError:
+                    self._shed_now()
 
     def buffered(self) -> int:
         """Bytes written to the socket and not yet taken by the kernel."""
@@ -87,16 +118,17 @@ class Sender:
     def close(self, cause: Disconnect) -> None:
         if self._state is _OPEN or self._state is _HOLDING:
             self._state = SendState.CLOSED
-            self._held = []
+            self._held, self._held_bytes = [], 0
             self._writer.close(cause)
 
     def stop(self) -> None:
         """The socket is gone: nothing more is sent."""
         self._state = SendState.CLOSED
-        self._held = []
+        self._held, self._held_bytes = [], 0
 
     def _shed_now(self) -> None:
         self._state = _SHED
+        self._held, self._held_bytes = [], 0
         self._shed.inc()
         # Never inside the fan-out loop that is writing: its member set must not change.
         asyncio.get_running_loop().call_soon(self._writer.close, SLOW_CONSUMER)

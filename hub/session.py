@@ -41,9 +41,10 @@ from hub.protocol import (
     ref_of,
     subscribed_frame,
     unsubscribed_frame,
+    websocket_text_frame,
     welcome_frame,
 )
-from hub.ratelimit import FrameLimit, Verdict
+from hub.ratelimit import FrameLimit, TokenBucket, Verdict
 from hub.rooms import RoomKey
 from hub.sender import Sender
 from hub.stats import Dropped
@@ -56,7 +57,9 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 MAX_PUBLISHING = 64
 """Publishes one socket may have in flight."""
 
+HEARTBEAT_BURST = 5
 TOO_MANY_FRAMES = HubError(ErrorCode.RATE_LIMITED, "too many frames, slow down")
+TOO_MANY_HEARTBEATS = HubError(ErrorCode.RATE_LIMITED, "too many heartbeats, slow down")
 FAILED = HubError(ErrorCode.UNAVAILABLE, "internal error: not carried out")
 
 
@@ -64,6 +67,7 @@ class Session:
     """Runs one socket's session: welcome, then one answer per frame, until it goes."""
 
     __slots__ = (
+        "_beats",
         "_limit",
         "_node",
         "_present",
@@ -88,6 +92,11 @@ class Session:
             else None
         )
         self._rooms: set[RoomKey] = set()
+        self._beats = (
+            TokenBucket(settings.heartbeat_rate, HEARTBEAT_BURST)
+            if principal.role is Role.DEVICE
+            else None
+        )
         self._present: Present | None = None
         self._publishing = 0
         self.id = node.next_conn_id()
@@ -216,21 +225,28 @@ class Session:
         key = RoomKey(principal.tenant_for(request.tenant), room)
         principal.check_subscribe(room)
         known = key in self._rooms
+        most = node.settings.max_rooms_per_socket
+        if not known and len(self._rooms) >= most:
+            raise HubError(ErrorCode.TOO_LARGE, f"a socket may be in at most {most} rooms")
         self._rooms.add(key)
+        sender = self.sender
+        # Live events wait while the replay and the ack go out at the pace the peer reads.
+        sender.hold()
         try:
-            result = await node.subscribe(key, self.sender, request.since, request.epoch)
+            result = await node.subscribe(key, sender, request.since, request.epoch)
         except BaseException:
+            sender.release()
             if not known:
                 self._rooms.discard(key)
-                await node.leave(key, self.sender)
+                await node.leave(key, sender)
             raise
-        for frame in result.frames:
-            self.sender.send(frame)
         if self._present is not None:
             node.presence.join(self._present, key)
-        self.sender.reply(
-            subscribed_frame(request.ref, room, result.recovered, result.epoch, result.last)
-        )
+        ack = subscribed_frame(request.ref, room, result.recovered, result.epoch, result.last)
+        try:
+            await sender.write_paced([*result.frames, websocket_text_frame(ack)])
+        finally:
+            sender.release()
 
     async def _unsubscribe(self, request: Unsubscribe) -> None:
         key = RoomKey(self.principal.tenant_for(request.tenant), request.room)
@@ -270,9 +286,15 @@ class Session:
             self.sender.reply(published_frame(request.ref, done.ids[request.room], done.ts))
 
     def _heartbeat(self, request: Heartbeat) -> None:
+        """A device is alive whenever it beats; only its beats within the heartbeat rate
+        are recorded and published, so one device cannot flood its tenant's `status`."""
         principal, present = self.principal, self._present
         principal.check_heartbeat()
         assert present is not None
-        validate(DeviceHeartbeat, {**request.data, "device": principal.sub})
+        assert self._beats is not None
         self._node.heartbeats.beat(self.sender)
+        validate(DeviceHeartbeat, {**request.data, "device": principal.sub})
+        if self._beats.take() > 0:
+            self._node.tally.dropped[Dropped.RATE_LIMITED] += 1
+            raise TOO_MANY_HEARTBEATS
         self._node.presence.heartbeat(present, request.data)

@@ -38,6 +38,9 @@ class FrameWriter(Protocol):
     def buffered(self) -> int:
         """Bytes written but not yet taken by the kernel."""
 
+    async def drained(self) -> None:
+        """Return once the kernel has taken most of what waits (or the socket is gone)."""
+
     def close(self, cause: Disconnect) -> None:
         """Send a close frame and drop the socket if the peer does not answer in time."""
 
@@ -65,6 +68,11 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
     def buffered(self) -> int:
         size: int = self.transport.get_write_buffer_size()
         return size
+
+    async def drained(self) -> None:
+        # uvicorn's own flow control: cleared past the transport's high-water mark, set
+        # below its low-water mark and when the connection is lost.
+        await self.writable.wait()
 
     async def send(self, message: Any) -> None:
         await super().send(message)

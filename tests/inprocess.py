@@ -51,6 +51,8 @@ class RecordingWriter:
         self.cause: Disconnect | None = None
         self.waiting = 0
         """What `write` reports as still waiting for the kernel."""
+        self.piling = False
+        """Whether writes pile up until the peer reads (`drained`), as on a real socket."""
         self.receive: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.wrote = asyncio.Event()
         self.on_ping: Callable[[], None] | None = None
@@ -66,10 +68,17 @@ class RecordingWriter:
             return 0
         self.writes.append(frame)
         self.wrote.set()
+        if self.piling:
+            self.waiting += len(frame)
         return self.waiting
 
     def buffered(self) -> int:
         return self.waiting
+
+    async def drained(self) -> None:
+        """The peer reads: whatever waited is taken."""
+        await asyncio.sleep(0)
+        self.waiting = 0
 
     def close(self, cause: Disconnect) -> None:
         if self.cause is None:

@@ -129,3 +129,90 @@ async def test_a_token_behind_a_quote_in_the_query_is_redacted_and_the_access_li
     assert "Traceback" not in log
     assert 'GET /healthz?a=%22&token=[redacted] HTTP/1.1" 200' in log
     assert "/v1/ws?a=%22&token=[redacted]" in log
+
+
+async def test_heartbeats_past_their_rate_are_refused_and_not_published() -> None:
+    async with running(heartbeat_rate=0.1) as hub:
+        status = await hub.connect(token("dashboard", "d"))
+        await status.answer({"op": "subscribe", "room": "status", "ref": 0})
+        device = await hub.connect(token("device", "p1"))
+        for n in range(8):
+            device.send({"op": "heartbeat", "data": {"status": "ok"}, "ref": n})
+        refused = [await device.next() for _ in range(3)]
+        assert [(f["code"], f["ref"]) for f in refused] == [("rate_limited", n) for n in (5, 6, 7)]
+        await status.settled()
+        beats = [f for f in status.writer.frames() if f.get("event") == "device.heartbeat"]
+        assert len(beats) == 5
+
+
+async def test_a_heartbeat_larger_than_its_bound_is_too_large() -> None:
+    async with running(max_heartbeat_bytes=512) as hub:
+        device = await hub.connect(token("device", "p1"))
+        big = {"op": "heartbeat", "data": {"status": "ok", "content": "c" * 600}, "ref": 1}
+        answer = await device.answer(big)
+        assert (answer["code"], answer["ref"]) == ("too_large", 1)
+
+
+async def test_a_socket_may_be_in_a_bounded_number_of_rooms() -> None:
+    async with running(max_rooms_per_socket=20) as hub:
+        socket = await hub.connect(token("dashboard", "d"))
+        for n in range(20):
+            ack = await socket.answer({"op": "subscribe", "room": f"r{n}", "ref": n})
+            assert ack["type"] == "ack"
+        refused = await socket.answer({"op": "subscribe", "room": "one-more", "ref": 99})
+        assert (refused["code"], refused["ref"]) == ("too_large", 99)
+        again = await socket.answer({"op": "subscribe", "room": "r3", "ref": 100})
+        assert again["type"] == "ack"
+
+
+async def test_a_replay_longer_than_the_send_queue_reaches_a_client_that_reads() -> None:
+    async with running(send_queue_bytes=16384) as hub:
+        for n in range(100):
+            await hub.node.publish("acme", ["location:a"], "x.n", {"n": n, "pad": "p" * 1000})
+        socket = await hub.connect(token("dashboard", "d"))
+        socket.writer.piling = True
+        socket.send({"op": "subscribe", "room": "location:a", "since": "0-0", "ref": 1})
+        replayed = [await socket.next() for _ in range(100)]
+        assert [frame["data"]["n"] for frame in replayed] == list(range(100))
+        assert (await socket.next())["type"] == "ack"
+        assert socket.writer.cause is None
+
+
+async def test_a_replay_longer_than_the_send_queue_reaches_a_real_client(
+    hub_node: NodeFactory,
+) -> None:
+    node = hub_node("solo", send_queue_bytes=65536, broadcast_rate=0)
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        headers = {"Authorization": f"Bearer {token('operator', 'o')}"}
+        for n in range(300):
+            body = {"room": "location:a", "event": "x.n", "data": {"n": n, "pad": "p" * 40000}}
+            assert (await http.post("/v1/broadcast", json=body, headers=headers)).status_code == 202
+    client = await Client.connect(node, token("dashboard", "d"))
+    await client.send({"op": "subscribe", "room": "location:a", "since": "0-0", "ref": 1})
+    got = [(await client.recv())["data"]["n"] for _ in range(300)]
+    assert got == list(range(300))
+    assert (await client.recv())["type"] == "ack"
+    await client.close()
+
+
+async def test_joining_rooms_does_not_grow_what_each_presence_step_rewrites(
+    hub_node: NodeFactory, redis_server: RedisServer
+) -> None:
+    node = hub_node("a", redis_server.url, client_rate=0)
+    client = await Client.connect(node, token("dashboard", "d"))
+
+    async def record_after(rooms: int) -> str:
+        for n in range(rooms):
+            await client.subscribe(f"r{n}")
+        for _ in range(100):
+            if node.presence(f"r{rooms - 1}", token("operator", "o")):
+                break
+            await asyncio.sleep(0.05)
+        (key,) = redis_server.command("KEYS", "hub:pn:*").split()
+        return redis_server.command("HVALS", key)
+
+    assert await record_after(2) == await record_after(300)
+    assert (
+        redis_server.command("SCARD", redis_server.command("KEYS", "hub:ps:*").strip()) == "300\n"
+    )
+    await client.close()

@@ -71,7 +71,7 @@ class Presence(ABC):
     def __init__(self, settings: Settings, retention: RetentionRules, tally: Tally) -> None:
         self.node = settings.node_id
         self._status = retention.for_room(STATUS_ROOM)
-        self._max_event_bytes = settings.max_event_bytes
+        self._max_heartbeat_bytes = settings.max_heartbeat_bytes
         self._tally = tally
 
     async def connect(self, present: Present, keys: Iterable[RoomKey]) -> None:
@@ -106,10 +106,10 @@ class Presence(ABC):
         payload = envelope.encode(
             STATUS_ROOM, "device.heartbeat", {"device": device[1], **fields}, ts
         )
-        if len(payload) > self._max_event_bytes:
+        if len(payload) > self._max_heartbeat_bytes:
             raise HubError(
                 ErrorCode.TOO_LARGE,
-                f"heartbeat event is {len(payload)} bytes, limit {self._max_event_bytes}",
+                f"heartbeat event is {len(payload)} bytes, limit {self._max_heartbeat_bytes}",
             )
         self._beat(present, {**fields, "time": ts}, self._status_event(device[0], payload))
         self._tally.messages_in += 1

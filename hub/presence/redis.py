@@ -143,11 +143,7 @@ class RedisPresence(Presence):
 
     def _connect_op(self, present: Present) -> Op:
         device = present.device
-        record: dict[str, Any] = {
-            "t": present.tenant or "",
-            "s": present.sub,
-            "r": [key.name for key in present.rooms],
-        }
+        record: dict[str, Any] = {"t": present.tenant or "", "s": present.sub}
         online: tuple[bytes, bytes] = (b"", b"")
         if device is not None:
             record["o"] = self.offline_head(present).decode()

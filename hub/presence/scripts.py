@@ -7,6 +7,7 @@ Keys (`<instance>` is one registration of one node process, `<pkey>` one socket 
 | `hub:nodes` | sorted set | live instances, scored by the time (ms, Redis clock) they expire |
 | `hub:reaping` | hash | instances declared dead, still being cleaned up, to the offline reason |
 | `hub:pn:<instance>` | hash | pkey to the socket's record (below) |
+| `hub:ps:<instance>:<pkey>` | set | the socket's room keys: joining, leaving cost O(1) |
 | `hub:pr:<room key>` | hash | pkey to the member entry the presence endpoint lists |
 | `hub:pd:<tenant>:<sub>` | set | a device's sockets across the cluster: online while not empty |
 | `hub:hb:<tenant>` | hash | sub to the device's last heartbeat |
@@ -17,8 +18,8 @@ Keys (`<instance>` is one registration of one node process, `<pkey>` one socket 
 A device in `hub:leaving` that reconnects anywhere before its time is simply taken out:
 it never went offline.
 
-A socket's record is JSON: `t` its tenant, `s` its sub, `r` its room keys and, for a
-device, `o` its `device.offline` event cut just before the reason (`envelope.head`).
+A socket's record is JSON: `t` its tenant, `s` its sub and, for a device, `o` its
+`device.offline` event cut just before the reason (`envelope.head`).
 
 Every script called for a socket takes the same first arguments: the epoch for a room
 history that has none, the instance, the `status` room's history size and TTL (ms), then
@@ -45,6 +46,11 @@ PRESENCE_LIBRARY = (
     + f"""
 local NODES, REAPING, STATS = '{NODES}', 'hub:reaping', '{STATS}'
 local SOCKETS, ROOM, BEATS = 'hub:pn:', '{ROOM_PREFIX}', '{HEARTBEAT_PREFIX}'
+local SOCKET_ROOMS = 'hub:ps:'
+
+local function rooms_of(instance, pkey)
+  return SOCKET_ROOMS .. instance .. ':' .. pkey
+end
 local LEAVING, LEAVERS = 'hub:leaving', 'hub:leavers'
 
 local function alive(instance)
@@ -58,7 +64,9 @@ local function drop(instance, pkey)
   if not raw then return nil end
   redis.call('HDEL', sockets, pkey)
   local record = cjson.decode(raw)
-  for _, key in ipairs(record.r) do redis.call('HDEL', ROOM .. key, pkey) end
+  local rooms = rooms_of(instance, pkey)
+  for _, key in ipairs(redis.call('SMEMBERS', rooms)) do redis.call('HDEL', ROOM .. key, pkey) end
+  redis.call('DEL', rooms)
   if not record.o then return nil end
   local devices = 'hub:pd:' .. record.t .. ':' .. record.s
   redis.call('SREM', devices, pkey)
@@ -128,7 +136,11 @@ CONNECT = (
 if not alive(ARGV[2]) then return 0 end
 local pkey = ARGV[5]
 redis.call('HSET', SOCKETS .. ARGV[2], pkey, ARGV[6])
-for at = 11, #ARGV, 2 do redis.call('HSET', ROOM .. ARGV[at], pkey, ARGV[at + 1]) end
+local rooms = rooms_of(ARGV[2], pkey)
+for at = 11, #ARGV, 2 do
+  redis.call('SADD', rooms, ARGV[at])
+  redis.call('HSET', ROOM .. ARGV[at], pkey, ARGV[at + 1])
+end
 if ARGV[9] ~= '' then
   local devices = 'hub:pd:' .. ARGV[7] .. ':' .. ARGV[8]
   if redis.call('SADD', devices, pkey) == 1 and redis.call('SCARD', devices) == 1 then
@@ -150,12 +162,9 @@ JOIN = (
     + """
 -- ARGV: epoch, instance, size, ttl, pkey, room key, member entry
 if not alive(ARGV[2]) then return 0 end
-local sockets, pkey = SOCKETS .. ARGV[2], ARGV[5]
-local raw = redis.call('HGET', sockets, pkey)
-if not raw then return 1 end
-local record = cjson.decode(raw)
-table.insert(record.r, ARGV[6])
-redis.call('HSET', sockets, pkey, cjson.encode(record))
+local pkey = ARGV[5]
+if redis.call('HEXISTS', SOCKETS .. ARGV[2], pkey) == 0 then return 1 end
+redis.call('SADD', rooms_of(ARGV[2], pkey), ARGV[6])
 redis.call('HSET', ROOM .. ARGV[6], pkey, ARGV[7])
 return 1
 """
@@ -166,17 +175,10 @@ LEAVE = (
     + """
 -- ARGV: epoch, instance, size, ttl, pkey, room key
 if not alive(ARGV[2]) then return 0 end
-local sockets, pkey = SOCKETS .. ARGV[2], ARGV[5]
-local raw = redis.call('HGET', sockets, pkey)
-if not raw then return 1 end
-local record = cjson.decode(raw)
-local rooms = {}
-for _, key in ipairs(record.r) do
-  if key ~= ARGV[6] then rooms[#rooms + 1] = key end
+local pkey = ARGV[5]
+if redis.call('SREM', rooms_of(ARGV[2], pkey), ARGV[6]) == 1 then
+  redis.call('HDEL', ROOM .. ARGV[6], pkey)
 end
-record.r = rooms
-redis.call('HSET', sockets, pkey, cjson.encode(record))
-redis.call('HDEL', ROOM .. ARGV[6], pkey)
 return 1
 """
 )
