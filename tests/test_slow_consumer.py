@@ -10,7 +10,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import NodeFactory
-from tests.support import Client, RedisServer, token, wait_until
+from tests.support import Client, RedisServer, eventually, token
 
 EVENTS = 400
 RECEIVERS = 200
@@ -75,7 +75,7 @@ async def test_a_stalled_socket_is_shed_while_200_others_receive_everything(
         metrics = httpx.get(a.url + "/metrics").text
         return _metric(metrics, "hub_slow_consumers_total") == 1.0
 
-    wait_until(shed, 10, "the stalled socket to be counted as a slow consumer")
+    await eventually(shed, 10, "the stalled socket to be counted as a slow consumer")
     try:
         async with asyncio.timeout(10):
             while True:
