@@ -37,6 +37,15 @@ def free_port() -> int:
         return port
 
 
+def unmeasured_env(**extra: str) -> dict[str, str]:
+    """This environment without the variables that start coverage in Python subprocesses:
+    for tools that run no hub code (linters, validators, a load generator), which measuring
+    would only slow down."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("COVERAGE_")}
+    env.update(extra)
+    return env
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll `condition`, blocking the thread: for synchronous code only (process start-up);
     inside a coroutine use `eventually`, which keeps the event loop running."""
