@@ -12,9 +12,13 @@ FROM base AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/hub
+# The dependencies at the versions the tests ran with (requirements/run.lock, hashes checked),
+# in a layer of their own; then hub on top of them, resolving nothing again.
+COPY requirements/run.lock ./requirements/
+RUN /opt/hub/bin/pip install --no-cache-dir --require-hashes -r requirements/run.lock
 COPY pyproject.toml README.md ./
 COPY hub ./hub
-RUN /opt/hub/bin/pip install --no-cache-dir . \
+RUN /opt/hub/bin/pip install --no-cache-dir --no-deps . \
     && /opt/hub/bin/hub serve --help > /dev/null
 
 # Runtime: the base image plus that virtualenv, run as an unprivileged user with a numeric id

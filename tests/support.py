@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,54 @@ def free_port() -> int:
         return port
 
 
+def unmeasured_env(**extra: str) -> dict[str, str]:
+    """This environment without the variables that start coverage in Python subprocesses:
+    for tools that run no hub code (linters, validators, a load generator), which measuring
+    would only slow down."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("COVERAGE_")}
+    env.update(extra)
+    return env
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition`, blocking the thread: for synchronous code only (process start-up);
+    inside a coroutine use `eventually`, which keeps the event loop running."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]],
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+) -> None:
+    """Poll `condition` until it holds, without stalling the event loop, so the test's own
+    clients keep reading while it waits. A coroutine function is awaited on the loop; any
+    other callable runs in a worker thread, since most conditions here make blocking HTTP
+    requests. The deadline holds even when a check hangs."""
+    try:
+        async with asyncio.timeout(timeout) as within:
+            while True:
+                if await _holds(condition):
+                    return
+                await asyncio.sleep(interval)
+    except TimeoutError:
+        if within.expired():
+            raise TimeoutError(f"timed out waiting for {what}") from None
+        raise
+
+
+async def _holds(condition: Callable[[], bool | Awaitable[bool]]) -> bool:
+    if inspect.iscoroutinefunction(condition):
+        return bool(await condition())
+    result = await asyncio.to_thread(condition)
+    if inspect.isawaitable(result):
+        result = await result
+    return bool(result)
 
 
 def token(
@@ -244,10 +287,10 @@ class Crowd:
         await asyncio.wait_for(asyncio.gather(*waiting), timeout)
 
     async def received_exactly(self, full: list[str], timeout: float = 30) -> None:
-        def caught_up() -> bool:
+        async def caught_up() -> bool:  # the recorders' lists live on this loop
             return all(len(r.ids) >= len(full) for r in self.recorders)
 
-        await asyncio.to_thread(wait_until, caught_up, timeout, "every client to catch up")
+        await eventually(caught_up, timeout, "every client to catch up")
         for recorder in self.recorders:
             assert recorder.ids == full
             assert recorder.lost == []

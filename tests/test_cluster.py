@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from tests.conftest import NodeFactory
-from tests.support import Client, HubNode, RedisServer, token, wait_until
+from tests.support import Client, HubNode, RedisServer, eventually, token
 
 OPERATOR = token("operator", "o1")
 
@@ -114,9 +114,11 @@ async def test_a_node_holds_a_room_channel_only_while_it_has_a_member_there(
     assert _subscribers(redis_server, channel) == 2
     await first.request("unsubscribe", room="location:lobby")
     await other.close()
-    wait_until(lambda: _subscribers(redis_server, channel) == 1, 5, "b to leave the channel")
+    await eventually(lambda: _subscribers(redis_server, channel) == 1, 5, "b to leave the channel")
     await second.close()
-    wait_until(lambda: channel not in _room_channels(redis_server), 5, "a to leave the channel")
+    await eventually(
+        lambda: channel not in _room_channels(redis_server), 5, "a to leave the channel"
+    )
 
 
 async def test_redis_outage_is_refused_clearly_and_recovered_by_itself(
@@ -126,7 +128,7 @@ async def test_redis_outage_is_refused_clearly_and_recovered_by_itself(
     listener = await Client.connect(a, token("dashboard", "d1"))
     await listener.subscribe("location:lobby")
     redis_server.stop()
-    wait_until(lambda: not a.ready() and not b.ready(), 10, "nodes to report not ready")
+    await eventually(lambda: not a.ready() and not b.ready(), 10, "nodes to report not ready")
     refused = b.broadcast(OPERATOR, room="location:lobby", event="alert", data=_alert("lost?"))
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "unavailable"
@@ -134,7 +136,7 @@ async def test_redis_outage_is_refused_clearly_and_recovered_by_itself(
     assert (await other.request("subscribe", room="location:hall"))["code"] == "unavailable"
 
     redis_server.start()
-    wait_until(lambda: a.ready() and b.ready(), 20, "nodes to reconnect to redis")
+    await eventually(lambda: a.ready() and b.ready(), 20, "nodes to reconnect to redis")
     assert "hub:room:acme:location:lobby" in _room_channels(redis_server)
     delivered = b.broadcast(OPERATOR, room="location:lobby", event="alert", data=_alert("back"))
     assert delivered.status_code == 202
@@ -153,7 +155,7 @@ async def test_a_node_started_while_redis_is_down_becomes_ready_when_it_comes_up
     try:
         assert not node.ready()
         redis_server.start()
-        wait_until(node.ready, 20, "the node to connect to redis")
+        await eventually(node.ready, 20, "the node to connect to redis")
         client = await Client.connect(node, token("device", "p1"))
         node.broadcast(OPERATOR, room="device:p1", event="command", data={"name": "hello"})
         assert (await client.next_event())["data"] == {"name": "hello"}

@@ -22,6 +22,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from hub.config import Settings
+from tests.support import unmeasured_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -63,7 +64,15 @@ def _tool(name: str) -> str:
 
 
 def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        args,
+        cwd=ROOT,
+        env=unmeasured_env(),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:

@@ -21,10 +21,10 @@ from tests.support import (
     HubNode,
     Recorder,
     RedisServer,
+    eventually,
     history_ids,
     publish_numbered,
     token,
-    wait_until,
 )
 
 DRAIN = 2.0
@@ -49,7 +49,7 @@ async def test_sigterm_turns_readyz_503_closes_sockets_spread_over_the_window_an
     clients = [await Client.connect(node, token("dashboard", f"d{n}")) for n in range(10)]
     closing = [asyncio.create_task(_closed_at(client)) for client in clients]
     node.signal(signal.SIGTERM)
-    wait_until(lambda: node.get("/readyz").status_code == 503, 1.0, "readyz to turn 503")
+    await eventually(lambda: node.get("/readyz").status_code == 503, 1.0, "readyz to turn 503")
     assert node.get("/readyz").json()["reason"] == "draining"
     assert await _refused_code(node.ws_url) == 1012
     closes = await asyncio.gather(*closing)

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import NodeFactory
-from tests.support import SECRET, Client, HubNode, token, wait_until
+from tests.support import SECRET, Client, HubNode, eventually, token
 
 
 async def _refused(node: HubNode, headers: dict[str, str], query: str = "") -> tuple[int, str]:
@@ -81,7 +81,7 @@ async def test_token_in_the_query_works_and_never_reaches_the_log(single: HubNod
     client = await Client.connect(single, secret_token, query=True)
     assert client.welcome["sub"] == "d1"
     await client.close()
-    wait_until(lambda: "[accepted]" in single.output(), 5, "the accept log line")
+    await eventually(lambda: "[accepted]" in single.output(), 5, "the accept log line")
     log = single.output()
     assert secret_token not in log
     assert "token=[redacted]" in log

@@ -10,7 +10,7 @@ import pytest
 
 from hub.history import parse_id
 from tests.conftest import NodeFactory
-from tests.support import Client, HubNode, RedisServer, token, wait_until
+from tests.support import Client, HubNode, RedisServer, eventually, token
 
 OPERATOR = token("operator", "o1")
 PUBLISHER = token("dashboard", "pub", publish=["*"])
@@ -208,7 +208,7 @@ async def test_redis_losing_its_data_changes_the_epoch(
     epoch = _history(node, "room")["epoch"]
     redis_server.stop()
     redis_server.start()
-    wait_until(node.ready, 20, "the node to reconnect")
+    await eventually(node.ready, 20, "the node to reconnect")
     client = await Client.connect(node, token("dashboard", "d1"))
     ack = await client.subscribe("room", since=first_id, epoch=epoch)
     assert ack["recovered"] is False

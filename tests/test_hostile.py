@@ -13,7 +13,7 @@ from hub.disconnect import RATE_LIMITED, SLOW_CONSUMER
 from loadtest.wire import frame
 from tests.conftest import NodeFactory
 from tests.inprocess import running
-from tests.support import Client, HubNode, RedisServer, token
+from tests.support import Client, HubNode, RedisServer, eventually, token
 
 _PING = 0x9
 
@@ -91,15 +91,12 @@ async def test_an_id_redis_would_reject_is_a_bad_request_and_leaves_no_room(
         assert (answer["type"], answer["code"]) == ("error", "bad_request")
         assert "2^64" in answer["message"]
         await client.close()
-    await eventually_rooms(node, rooms_before)
 
+    def rooms_back() -> bool:
+        stats = node.get("/v1/stats", token("operator", "o")).json()
+        return bool(stats["node"]["rooms"] == rooms_before)
 
-async def eventually_rooms(node: HubNode, rooms: int) -> None:
-    for _ in range(100):
-        if node.get("/v1/stats", token("operator", "o")).json()["node"]["rooms"] == rooms:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the node still has rooms other than its {rooms}")
+    await eventually(rooms_back, 10, "the refused rooms to be left")
 
 
 async def test_data_nested_too_deep_is_refused_not_a_1011(single: HubNode) -> None:
@@ -120,10 +117,7 @@ async def test_a_token_behind_a_quote_in_the_query_is_redacted_and_the_access_li
     assert answer.status_code == 200
     ws = await connect(f"{single.ws_url}?a=%22&token={secret}", compression=None)
     await ws.close()
-    for _ in range(50):
-        if "[accepted]" in single.output():
-            break
-        await asyncio.sleep(0.1)
+    await eventually(lambda: "[accepted]" in single.output(), 5, "the accept log line")
     log = single.output()
     assert secret not in log
     assert "Traceback" not in log
@@ -204,10 +198,8 @@ async def test_joining_rooms_does_not_grow_what_each_presence_step_rewrites(
     async def record_after(rooms: int) -> str:
         for n in range(rooms):
             await client.subscribe(f"r{n}")
-        for _ in range(100):
-            if node.presence(f"r{rooms - 1}", token("operator", "o")):
-                break
-            await asyncio.sleep(0.05)
+        last = f"r{rooms - 1}"
+        await eventually(lambda: bool(node.presence(last, token("operator", "o"))), 5, last)
         (key,) = redis_server.command("KEYS", "hub:pn:*").split()
         return redis_server.command("HVALS", key)
 

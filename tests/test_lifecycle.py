@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import NodeFactory
-from tests.support import Client, HubNode, RedisServer, token, wait_until
+from tests.support import Client, HubNode, RedisServer, eventually, token
 
 OPERATOR = token("operator", "o1")
 
@@ -52,7 +52,7 @@ async def test_online_heartbeat_and_offline_reach_the_status_room_and_presence(
         members = dashboard_node.presence("location:lobby", OPERATOR)
         return len(members) == 1 and members[0]["heartbeat"] is not None
 
-    wait_until(recorded, 5, "the heartbeat to show in presence")
+    await eventually(recorded, 5, "the heartbeat to show in presence")
     [member] = dashboard_node.presence("location:lobby", OPERATOR)
     assert member["sub"] == "p1"
     assert member["role"] == "device"
@@ -67,7 +67,9 @@ async def test_online_heartbeat_and_offline_reach_the_status_room_and_presence(
     offline = await dashboard.next_event()
     assert offline["event"] == "device.offline"
     assert offline["data"] == {"device": "p1", "node": device_node.name, "reason": "closed"}
-    wait_until(lambda: not dashboard_node.presence("devices", OPERATOR), 5, "presence to empty")
+    await eventually(
+        lambda: not dashboard_node.presence("devices", OPERATOR), 5, "presence to empty"
+    )
     await dashboard.close()
 
 
@@ -85,7 +87,7 @@ async def test_a_device_with_a_socket_on_each_node_stays_online_until_the_last_g
         members = first_node.presence("device:p1", OPERATOR)
         return [member["conn"] for member in members] == [second.welcome["conn"]]
 
-    wait_until(only_the_second, 5, "presence to keep only the second socket")
+    await eventually(only_the_second, 5, "presence to keep only the second socket")
     await dashboard.no_event(within=1.0)
     await second.close()
     assert _lifecycle([await dashboard.next_event()]) == [("device.offline", "p1")]
@@ -107,9 +109,9 @@ async def test_presence_lists_dashboards_and_devices_of_a_room_on_every_node(
     def listed(node: HubNode) -> set[tuple[str, str, str]]:
         return {(m["sub"], m["role"], m["node"]) for m in node.presence("location:lobby", OPERATOR)}
 
-    wait_until(lambda: listed(a) == listed(b) == expected, 5, "both nodes to list the lobby")
+    await eventually(lambda: listed(a) == listed(b) == expected, 5, "both nodes to list the lobby")
     await watcher_a.request("unsubscribe", room="location:lobby")
-    wait_until(lambda: listed(b) == expected - {("wa", "dashboard", "a")}, 5, "wa to leave")
+    await eventually(lambda: listed(b) == expected - {("wa", "dashboard", "a")}, 5, "wa to leave")
     for client in (watcher_a, watcher_b, player, elsewhere):
         await client.close()
 
@@ -122,7 +124,7 @@ async def test_presence_is_refused_or_scoped_like_history(single: HubNode) -> No
     assert single.get(path, token("dashboard", "d1", rooms=["status"])).status_code == 403
     assert single.get("/v1/rooms/-bad/presence", OPERATOR).status_code == 400
     assert single.get(path, OPERATOR, tenant="globex").status_code == 403
-    wait_until(
+    await eventually(
         lambda: bool(single.presence("devices", token("operator", "g", tenant="globex"))),
         5,
         "the globex device to be present",
@@ -160,7 +162,7 @@ async def test_presence_equals_the_truth_after_random_churn_across_two_nodes(
     def present(node: HubNode) -> list[tuple[str, str]]:
         return sorted((m["sub"], m["conn"]) for m in node.presence("devices", OPERATOR))
 
-    wait_until(lambda: present(a) == present(b) == truth, 10, "presence to equal the truth")
+    await eventually(lambda: present(a) == present(b) == truth, 10, "presence to equal the truth")
 
     # Every device's online and offline events alternate, and end where the device is.
     online_now = {sub for sub, _ in open_sockets}

@@ -7,7 +7,6 @@ hub is (BENCHMARKS.md is for that, measured outside the test suite).
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from tests.conftest import NodeFactory
-from tests.support import SECRET
+from tests.support import SECRET, unmeasured_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXED = orjson.dumps(
@@ -50,7 +49,7 @@ def test_a_locust_swarm_reports_sockets_events_and_broadcasts(
     # Heartbeats every second: the dashboards see status events whenever they subscribe.
     single = hub_node("solo", heartbeat_interval=1, heartbeat_timeout=5)
     prefix = tmp_path / "locust"
-    env = {**os.environ, "HUB_JWT_SECRET": SECRET}
+    env = unmeasured_env(HUB_JWT_SECRET=SECRET)  # the swarm is load, not code under test
     command = [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless"]
     command += ["-u", "12", "-r", "12", "-t", "8s", "--host", single.url]
     command += ["--csv", str(prefix), "--only-summary", "--config-users", FIXED]

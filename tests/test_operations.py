@@ -9,7 +9,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import NodeFactory
-from tests.support import Client, HubNode, free_port, token, wait_until
+from tests.support import Client, HubNode, eventually, free_port, token
 
 OPERATOR = token("operator", "o1")
 STATS_KEY = "stats-key-for-tests"
@@ -39,7 +39,7 @@ async def test_stats_count_this_node_and_sum_the_cluster(pair: tuple[HubNode, Hu
         assert isinstance(cluster, dict)
         return len(cluster["nodes"]) == 2 and cluster["messages"]["out"] == 16
 
-    wait_until(settled, 10, "both nodes' figures in the cluster stats")
+    await eventually(settled, 10, "both nodes' figures in the cluster stats")
     stats = _stats(a)
     node, cluster = stats["node"], stats["cluster"]
     assert isinstance(node, dict)
@@ -107,11 +107,11 @@ async def test_a_full_node_refuses_new_sockets_with_1013_and_is_not_ready(
     node = hub_node("small", max_connections=2)
     first = await Client.connect(node, token("dashboard", "d1"))
     second = await Client.connect(node, token("dashboard", "d2"))
-    wait_until(lambda: node.get("/readyz").status_code == 503, 5, "readyz to say full")
+    await eventually(lambda: node.get("/readyz").status_code == 503, 5, "readyz to say full")
     assert node.get("/readyz").json()["reason"] == "full"
     assert await _refused_socket(node) == 1013
     await first.close()
-    wait_until(lambda: node.get("/readyz").status_code == 200, 5, "readyz to recover")
+    await eventually(lambda: node.get("/readyz").status_code == 200, 5, "readyz to recover")
     await second.close()
     assert 'hub_handshakes_refused_total{reason="full"}' in node.get("/metrics").text
 
