@@ -9,6 +9,7 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -29,7 +30,7 @@ from hub.rest import EXCEPTION_HANDLERS, Rest, bearer
 from hub.session import Session
 from hub.shutdown import drain_on_sigterm
 from hub.sockets import Refusal, Sockets
-from hub.stats import Figures, Rates
+from hub.stats import ROLES, Figures, Rates, tenant_share
 from hub.transport import WRITER_EXTENSION
 
 log = logging.getLogger("hub")
@@ -96,7 +97,23 @@ class Hub:
             max_connections=self.sockets.max_connections,
             draining=self.sockets.draining,
             broker_up=self.node.broker.available,
+            tenants=self._tenants(),
         )
+
+    def _tenants(self) -> dict[str, dict[str, Any]]:
+        """Each tenant's share of this node: the tenants with a socket or a message here."""
+        tally, sockets = self.node.tally, self.sockets.by_tenant()
+        rooms = self.node.rooms.by_tenant()
+        idle = dict.fromkeys(ROLES, 0)
+        return {
+            tenant: tenant_share(
+                sockets.get(tenant, idle),
+                rooms[tenant],
+                tally.tenants_in[tenant],
+                tally.tenants_out[tenant],
+            )
+            for tenant in {*sockets, *tally.tenants_in, *tally.tenants_out}
+        }
 
     async def _share_figures(self) -> None:
         while True:
@@ -126,6 +143,13 @@ class Hub:
             code = "unauthorized" if error.status == 401 else "forbidden"
             await websocket.send_denial_response(
                 JSONResponse(error_body(code, error.message), status_code=error.status)
+            )
+            return
+        quota = self.sockets.over_quota(principal)
+        if quota is not None:
+            self.metrics.handshakes_refused.labels(Refusal.QUOTA.value).inc()
+            await websocket.send_denial_response(
+                JSONResponse(error_body(ErrorCode.RATE_LIMITED, quota), status_code=429)
             )
             return
         writer = websocket.scope["extensions"].get(WRITER_EXTENSION)

@@ -141,6 +141,7 @@ class Authenticator:
             self._algorithms = ["HS256"]
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
+        self._max_ttl = settings.max_token_ttl
 
     def verify(self, token: str | None) -> Principal:
         if not token:
@@ -168,6 +169,8 @@ class Authenticator:
         exp = claims["exp"]
         if isinstance(exp, bool) or not isinstance(exp, int | float):
             raise AuthError(401, "invalid token: exp must be a number (NumericDate)")
+        if self._max_ttl and exp - time.time() > self._max_ttl:
+            raise AuthError(401, f"token lives longer than {self._max_ttl:g} s (HUB_MAX_TOKEN_TTL)")
         return principal_from_claims(claims)
 
 

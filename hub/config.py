@@ -55,6 +55,24 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         20000, ge=1, description="sockets on this node before new ones are refused with 1013"
     )
+    max_sockets_per_sub: int = Field(
+        16,
+        ge=0,
+        description="sockets one token subject (tenant and sub) may hold on a node; past it "
+        "the handshake is refused with 429 (0 = no limit)",
+    )
+    max_sockets_per_tenant: int = Field(
+        0,
+        ge=0,
+        description="sockets one tenant may hold on a node; past it the handshake is refused "
+        "with 429 (0 = no limit)",
+    )
+    max_token_ttl: float = Field(
+        0,
+        ge=0,
+        description="longest a token may still be valid when presented, s: tokens whose exp "
+        "is further away are refused (0 = no limit)",
+    )
     connect_rate: float = Field(
         50.0, ge=0, description="WebSocket handshakes per second per client IP (0 = off)"
     )

@@ -42,7 +42,7 @@ class Metrics:
         )
         self.handshakes_refused = Counter(
             "hub_handshakes_refused",
-            "Sockets refused: full (1013), draining (1012), rate_limited (HTTP 429)",
+            "Sockets refused: full (1013), draining (1012), rate_limited and quota (HTTP 429)",
             ["reason"],
             registry=registry,
         )

@@ -97,6 +97,7 @@ class Node:
             delivered = self.rooms.fan_out(key, payloads)
             if delivered:
                 self.tally.messages_out += delivered
+                self.tally.tenants_out[key.tenant] += delivered
                 written = time.time()
                 for payload in payloads:
                     observe(written - ts_of(payload) / 1000)
@@ -173,6 +174,7 @@ class Node:
                 published.set_exception(error)
                 return
             self.tally.messages_in += len(messages)
+            self.tally.tenants_in[tenant] += len(messages)
             published.set_result(Published(dict(zip(rooms, sent.result(), strict=True)), ts))
 
         sent.add_done_callback(done)

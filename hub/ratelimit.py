@@ -66,19 +66,19 @@ class Verdict(Enum):
     """Refused more often in a row than the burst: the peer ignores refusals."""
 
 
-class FrameLimit:
+class FrameLimit(TokenBucket):
     """A socket's frame rate: frames past `rate` (with room for `burst`) are refused, and
-    a peer that keeps sending through more refusals than `burst` is to be closed."""
+    a peer that keeps sending through more refusals than `burst` is to be closed. A bucket
+    itself, not one more object, since every socket has one."""
 
-    __slots__ = ("_bucket", "_burst", "_strikes")
+    __slots__ = ("_strikes",)
 
     def __init__(self, rate: float, burst: int) -> None:
-        self._bucket = TokenBucket(rate, burst)
-        self._burst = burst
+        super().__init__(rate, burst)
         self._strikes = 0
 
-    def take(self) -> Verdict:
-        if self._bucket.take() == 0.0:
+    def admit(self) -> Verdict:
+        if self.take() == 0.0:
             self._strikes = 0
             return Verdict.ADMIT
         self._strikes += 1

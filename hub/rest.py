@@ -3,6 +3,7 @@ rights and the node for the rest."""
 
 from __future__ import annotations
 
+import bisect
 import hmac
 import re
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
-from hub.auth import Authenticator, AuthError, Principal
+from hub.auth import Authenticator, AuthError, Principal, Role
 from hub.config import Settings
 from hub.errors import ErrorCode, HubError, error_body, rest_refusal
 from hub.events import check_event
@@ -25,12 +26,13 @@ from hub.protocol import check_depth, check_event_name, check_room, check_since,
 from hub.ratelimit import KeyedBuckets
 from hub.rooms import RoomKey
 from hub.sockets import Sockets
-from hub.stats import Figures, cluster
+from hub.stats import Figures, cluster, tenant_cluster, tenant_node
 
 MAX_BODY_BYTES = 1 << 20
 MAX_BROADCAST_ROOMS = 100
 DEFAULT_HISTORY_LIMIT = 100
 MAX_HISTORY_LIMIT = 1000
+MAX_PRESENCE_LIMIT = 1000
 LIMIT_RE = re.compile(r"[0-9]{1,4}")
 
 
@@ -73,13 +75,28 @@ def parse_broadcast(body: dict[str, Any]) -> Broadcast:
     return Broadcast(tenant, rooms, event, data)
 
 
-def parse_limit(value: str | None) -> int:
+def parse_limit(
+    value: str | None, default: int = DEFAULT_HISTORY_LIMIT, most: int = MAX_HISTORY_LIMIT
+) -> int:
     """ASCII digits only: `str.isdigit` also takes superscripts and other scripts' digits."""
     if value is None:
-        return DEFAULT_HISTORY_LIMIT
-    if LIMIT_RE.fullmatch(value) is None or not 1 <= int(value) <= MAX_HISTORY_LIMIT:
-        raise HubError(ErrorCode.BAD_REQUEST, f"limit must be 1 to {MAX_HISTORY_LIMIT}")
+        return default
+    if LIMIT_RE.fullmatch(value) is None or not 1 <= int(value) <= most:
+        raise HubError(ErrorCode.BAD_REQUEST, f"limit must be 1 to {most}")
     return int(value)
+
+
+def _member_order(member: dict[str, Any]) -> tuple[str, str]:
+    return member["sub"], member["conn"]
+
+
+def _cursor(after: str) -> tuple[str, str]:
+    """`after` is a page's `next`: the last member's sub and conn, a space between (a conn
+    never has one, and a sub may)."""
+    sub, space, conn = after.rpartition(" ")
+    if not space or len(after) > 600:
+        raise HubError(ErrorCode.BAD_REQUEST, "after must be the `next` of a presence page")
+    return sub, conn
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -171,10 +188,21 @@ class Rest:
         return key
 
     async def presence(self, request: Request) -> Response:
+        """A page of the room's members in (`sub`, `conn`) order; `next` is where the next
+        page starts (the `after` to send), null on the last."""
         key = self._readable_room(request)
+        limit = parse_limit(
+            request.query_params.get("limit"), MAX_PRESENCE_LIMIT, MAX_PRESENCE_LIMIT
+        )
+        after = request.query_params.get("after")
         members = await self._node.presence.members(key)
-        members.sort(key=lambda member: (member["sub"], member["conn"]))
-        return JSONResponse({"room": key.room, "members": members})
+        members.sort(key=_member_order)
+        if after is not None:
+            start = bisect.bisect_right([_member_order(m) for m in members], _cursor(after))
+            members = members[start:]
+        page, rest = members[:limit], members[limit:]
+        cursor = f"{page[-1]['sub']} {page[-1]['conn']}" if rest else None
+        return JSONResponse({"room": key.room, "members": page, "next": cursor})
 
     async def history(self, request: Request) -> Response:
         key = self._readable_room(request)
@@ -218,11 +246,19 @@ class Rest:
         return key is not None and token is not None and hmac.compare_digest(token, key)
 
     async def stats(self, request: Request) -> Response:
-        """This node's figures and the cluster's; for operators, admins and the stats key."""
+        """This node's figures and the cluster's, whole for admins and the stats key; an
+        operator sees its own tenant's share only."""
+        tenant = None
         if not self._holds_stats_key(request):
-            self._principal(request).check_stats()
-        nodes = await self._board.read()
-        return JSONResponse({"node": self._figures().as_json(), "cluster": cluster(nodes)})
+            principal = self._principal(request)
+            principal.check_stats()
+            tenant = None if principal.role is Role.ADMIN else principal.tenant
+        node, nodes = self._figures().as_json(), await self._board.read()
+        if tenant is None:
+            return JSONResponse({"node": node, "cluster": cluster(nodes)})
+        return JSONResponse(
+            {"node": tenant_node(node, tenant), "cluster": tenant_cluster(nodes, tenant)}
+        )
 
     async def prometheus(self, request: Request) -> Response:
         if self._settings.stats_key is not None and not self._holds_stats_key(request):

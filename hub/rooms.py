@@ -3,6 +3,7 @@ fan-out. Knows nothing of brokers or other nodes."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
@@ -35,86 +36,94 @@ class StandIn(Protocol):
         """Take a room's events, framed, in order."""
 
 
-class _Room:
-    """One room's local members and stand-ins."""
-
-    __slots__ = ("members", "stand_ins")
-
-    def __init__(self) -> None:
-        self.members: set[Member] = set()
-        self.stand_ins: dict[Member, StandIn] = {}
-        """A member whose place is taken, to what stands in for it."""
-
-
 class Rooms:
-    """Room key to local members. A room exists while anyone is in it."""
+    """Room key to local members. A room exists while anyone is in it.
+
+    Stand-ins are kept apart from the members: they are rare and short-lived, and a room's
+    members stay one plain set, as small as a room can be for the many rooms of one member.
+    """
 
     def __init__(self) -> None:
-        self._rooms: dict[RoomKey, _Room] = {}
+        self._members: dict[RoomKey, set[Member]] = {}
+        self._stand_ins: dict[RoomKey, dict[Member, StandIn]] = {}
+        """For a room, a member whose place is taken, to what stands in for it."""
 
-    def _enter(self, key: RoomKey) -> tuple[_Room, bool]:
-        room = self._rooms.get(key)
-        if room is None:
-            room = self._rooms[key] = _Room()
-            return room, True
-        return room, False
+    def _enter(self, key: RoomKey) -> tuple[set[Member], bool]:
+        members = self._members.get(key)
+        if members is not None:
+            return members, False
+        members = self._members[key] = set()
+        return members, key not in self._stand_ins
 
     def add(self, key: RoomKey, member: Member) -> bool:
         """Put `member` in the room; True when the room is new on this node."""
-        room, new = self._enter(key)
-        room.members.add(member)
+        members, new = self._enter(key)
+        members.add(member)
         return new
 
     def stand_in(self, key: RoomKey, member: Member, stand_in: StandIn) -> bool:
         """Let `stand_in` take `member`'s place (or hold one for it), in one step: no event
         can fall between them. True when the room is new on this node."""
-        room, new = self._enter(key)
-        room.members.discard(member)
-        room.stand_ins[member] = stand_in
+        members = self._members.get(key)
+        new = members is None and key not in self._stand_ins
+        if members is not None:
+            members.discard(member)
+            if not members:
+                del self._members[key]
+        self._stand_ins.setdefault(key, {})[member] = stand_in
         return new
 
     def stand_down(self, key: RoomKey, member: Member, stand_in: StandIn) -> None:
         """Give `member` its place back from `stand_in`, if it still holds it."""
-        room = self._rooms.get(key)
-        if room is not None and room.stand_ins.get(member) is stand_in:
-            del room.stand_ins[member]
-            room.members.add(member)
+        held = self._stand_ins.get(key)
+        if held is not None and held.get(member) is stand_in:
+            del held[member]
+            if not held:
+                del self._stand_ins[key]
+            self._members.setdefault(key, set()).add(member)
 
     def remove(self, key: RoomKey, member: Member) -> bool:
         """Take `member`, or what stands in for it, out; True when that emptied the room,
         which is then forgotten."""
-        room = self._rooms.get(key)
-        if room is None:
+        members = self._members.get(key)
+        held = self._stand_ins.get(key)
+        if members is not None and member in members:
+            members.discard(member)
+            if not members:
+                del self._members[key]
+        elif held is not None and member in held:
+            del held[member]
+            if not held:
+                del self._stand_ins[key]
+        else:
             return False
-        if member in room.members:
-            room.members.discard(member)
-        elif room.stand_ins.pop(member, None) is None:
-            return False
-        if room.members or room.stand_ins:
-            return False
-        del self._rooms[key]
-        return True
+        return key not in self._members and key not in self._stand_ins
 
     def has(self, key: RoomKey, member: Member) -> bool:
-        room = self._rooms.get(key)
-        return room is not None and (member in room.members or member in room.stand_ins)
+        return member in self._members.get(key, ()) or member in self._stand_ins.get(key, ())
 
     def fan_out(self, key: RoomKey, payloads: Sequence[bytes]) -> int:
         """Frame each event once and hand the same bytes to every local member: all of
         them in one buffer, so a burst costs each socket one write, not one per event.
         Returns the frames handed out."""
-        room = self._rooms.get(key)
-        if room is None:
+        members = self._members.get(key, ())
+        held = self._stand_ins.get(key)
+        if not members and held is None:
             return 0
         frames = [websocket_text_frame(payload) for payload in payloads]
         joined = frames[0] if len(frames) == 1 else b"".join(frames)
-        members = room.members
         for member in members:
             member.send(joined)
-        stand_ins = room.stand_ins
-        for stand_in in stand_ins.values():
-            stand_in.take(frames)
-        return (len(members) + len(stand_ins)) * len(frames)
+        count = len(members)
+        if held is not None:
+            for stand_in in list(held.values()):
+                stand_in.take(frames)
+            count += len(held)
+        return count * len(frames)
+
+    def by_tenant(self) -> Counter[str]:
+        """Rooms with a member on this node, by tenant."""
+        return Counter(key.tenant for key in {*self._members, *self._stand_ins})
 
     def __len__(self) -> int:
-        return len(self._rooms)
+        return len(self._members.keys() | self._stand_ins.keys())

@@ -47,12 +47,18 @@ class Sender:
         self._tally = tally
         self._shed = shed
         self._state = _HOLDING
-        self._held: list[bytes] = []
+        self._held: list[bytes] | None = []
+        """Only while holding: most sockets hold nothing, most of the time."""
         self._held_bytes = 0
 
     @property
     def state(self) -> SendState:
         return self._state
+
+    @property
+    def cause(self) -> Disconnect | None:
+        """Why the hub closed the socket, if it did."""
+        return self._writer.cause
 
     def send(self, frame: bytes) -> None:
         """Write already-framed messages, or hold them until the welcome."""
@@ -61,6 +67,7 @@ class Sender:
             if self._writer.write(frame) > self._limit:
                 self._shed_now()
         elif state is _HOLDING:
+            assert self._held is not None
             self._held.append(frame)
             self._held_bytes += len(frame)
             if self._held_bytes > self._limit:
@@ -82,14 +89,15 @@ class Sender:
         """Keep what is sent from now on until `release` (a paced write goes first)."""
         if self._state is _OPEN:
             self._state = _HOLDING
+            self._held = []
 
     def release(self) -> None:
         """Send what was held, and everything from now on."""
         if self._state is not _HOLDING:
             return
-        held, self._held, self._held_bytes = self._held, [], 0
+        held, self._held, self._held_bytes = self._held, None, 0
         self._state = _OPEN
-        for frame in held:
+        for frame in held or ():
             self.send(frame)
 
     async def write_paced(self, frames: list[bytes]) -> None:
@@ -118,17 +126,17 @@ class Sender:
     def close(self, cause: Disconnect) -> None:
         if self._state is _OPEN or self._state is _HOLDING:
             self._state = SendState.CLOSED
-            self._held, self._held_bytes = [], 0
+            self._held, self._held_bytes = None, 0
             self._writer.close(cause)
 
     def stop(self) -> None:
         """The socket is gone: nothing more is sent."""
         self._state = SendState.CLOSED
-        self._held, self._held_bytes = [], 0
+        self._held, self._held_bytes = None, 0
 
     def _shed_now(self) -> None:
         self._state = _SHED
-        self._held, self._held_bytes = [], 0
+        self._held, self._held_bytes = None, 0
         self._shed.inc()
         # Never inside the fan-out loop that is writing: its member set must not change.
         asyncio.get_running_loop().call_soon(self._writer.close, SLOW_CONSUMER)

@@ -73,7 +73,6 @@ class Session:
         "_present",
         "_publishing",
         "_rooms",
-        "_writer",
         "id",
         "principal",
         "sender",
@@ -82,7 +81,6 @@ class Session:
     def __init__(self, node: Node, principal: Principal, writer: FrameWriter) -> None:
         settings = node.settings
         self._node = node
-        self._writer = writer
         self.sender = Sender(
             writer, settings.send_queue_bytes, node.tally, node.metrics.slow_consumers
         )
@@ -92,16 +90,13 @@ class Session:
             else None
         )
         self._rooms: set[RoomKey] = set()
-        self._beats = (
-            TokenBucket(settings.heartbeat_rate, HEARTBEAT_BURST)
-            if principal.role is Role.DEVICE
-            else None
-        )
+        self._beats: TokenBucket | None = None
+        """A device's heartbeat rate, made at its first heartbeat."""
         self._present: Present | None = None
         self._publishing = 0
         self.id = node.next_conn_id()
         self.principal = principal
-        writer.on_ping = self._pinged
+        writer.listener = self  # no bound method kept per socket
 
     def close(self, cause: Disconnect) -> None:
         self.sender.close(cause)
@@ -142,7 +137,7 @@ class Session:
                 node.heartbeats.forget(sender)
             sender.stop()
             if self._present is not None:
-                node.presence.disconnect(self._present, (self._writer.cause or PEER_CLOSED).gone)
+                node.presence.disconnect(self._present, (sender.cause or PEER_CLOSED).gone)
             for key in list(self._rooms):
                 await node.leave(key, sender)
             self._rooms.clear()
@@ -178,7 +173,7 @@ class Session:
         )
 
     async def _handle(self, text: str) -> None:
-        if self._limit is not None and (verdict := self._limit.take()) is not Verdict.ADMIT:
+        if self._limit is not None and (verdict := self._limit.admit()) is not Verdict.ADMIT:
             self._node.tally.dropped[Dropped.RATE_LIMITED] += 1
             if verdict is Verdict.CLOSE:
                 self.close(RATE_LIMITED)
@@ -194,10 +189,10 @@ class Session:
         except HubError as error:
             self._refuse(error, request.ref)
 
-    def _pinged(self) -> None:
+    def pinged(self) -> None:
         """A WebSocket ping, already answered by the transport: a frame like any other for
         the rate limit, and its pong counts against the send queue."""
-        if self._limit is not None and self._limit.take() is Verdict.CLOSE:
+        if self._limit is not None and self._limit.admit() is Verdict.CLOSE:
             self._node.tally.dropped[Dropped.RATE_LIMITED] += 1
             self.close(RATE_LIMITED)
         self.sender.wrote_elsewhere()
@@ -291,7 +286,8 @@ class Session:
         principal, present = self.principal, self._present
         principal.check_heartbeat()
         assert present is not None
-        assert self._beats is not None
+        if self._beats is None:
+            self._beats = TokenBucket(self._node.settings.heartbeat_rate, HEARTBEAT_BURST)
         self._node.heartbeats.beat(self.sender)
         validate(DeviceHeartbeat, {**request.data, "device": principal.sub})
         if self._beats.take() > 0:

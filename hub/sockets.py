@@ -8,7 +8,9 @@ import logging
 import random
 from collections import Counter
 from enum import StrEnum
+from typing import Any
 
+from hub.auth import Principal
 from hub.config import Settings
 from hub.disconnect import DRAINING
 from hub.ratelimit import KeyedBuckets
@@ -22,12 +24,21 @@ CLOSE_GRACE = 6.0
 that does not answer its close frame is dropped after 5 s)."""
 
 
+def _decrement(counter: Counter[Any], key: Any) -> None:
+    """Count one less, forgetting keys at zero: the counter holds only what is open."""
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
+
+
 class Refusal(StrEnum):
     """Why a socket is refused at once."""
 
     FULL = "full"
     DRAINING = "draining"
     RATE_LIMITED = "rate_limited"
+    QUOTA = "quota"
+    """The token's subject, or its tenant, holds as many sockets here as it may."""
 
 
 class Sockets:
@@ -39,6 +50,11 @@ class Sockets:
         self._handshakes = KeyedBuckets(rate, max(rate, 1.0)) if rate > 0 else None
         self._open: dict[Session, None] = {}
         self._roles: Counter[str] = Counter()
+        self._subs: Counter[tuple[str | None, str]] = Counter()
+        self._tenants: dict[str, Counter[str]] = {}
+        """Open sockets of each tenant, by role."""
+        self._per_sub = settings.max_sockets_per_sub
+        self._per_tenant = settings.max_sockets_per_tenant
         self.draining = False
         self._emptied = asyncio.Event()
 
@@ -60,16 +76,46 @@ class Sockets:
     def full(self) -> bool:
         return len(self._open) >= self.max_connections
 
+    def over_quota(self, principal: Principal) -> str | None:
+        """Why `principal` may not open one more socket on this node, if it may not: one
+        token must not take every socket of a node."""
+        if self._per_sub and self._subs[principal.tenant, principal.sub] >= self._per_sub:
+            return f"at most {self._per_sub} sockets per subject on a node"
+        tenant = principal.tenant
+        if self._per_tenant and tenant is not None:
+            held = self._tenants.get(tenant)
+            if held is not None and held.total() >= self._per_tenant:
+                return f"at most {self._per_tenant} sockets per tenant on a node"
+        return None
+
     def add(self, session: Session) -> None:
+        principal = session.principal
         self._open[session] = None
-        self._roles[session.principal.role.value] += 1
+        self._roles[principal.role.value] += 1
+        self._subs[principal.tenant, principal.sub] += 1
+        if principal.tenant is not None:
+            self._tenants.setdefault(principal.tenant, Counter())[principal.role.value] += 1
 
     def remove(self, session: Session) -> None:
-        if session in self._open:
-            del self._open[session]
-            self._roles[session.principal.role.value] -= 1
-            if not self._open:
-                self._emptied.set()
+        if session not in self._open:
+            return
+        principal = session.principal
+        del self._open[session]
+        self._roles[principal.role.value] -= 1
+        _decrement(self._subs, (principal.tenant, principal.sub))
+        if principal.tenant is not None:
+            held = self._tenants[principal.tenant]
+            _decrement(held, principal.role.value)
+            if not held:
+                del self._tenants[principal.tenant]
+        if not self._open:
+            self._emptied.set()
+
+    def by_tenant(self) -> dict[str, dict[str, int]]:
+        """Each tenant's open sockets on this node, by role."""
+        return {
+            tenant: {role: held[role] for role in ROLES} for tenant, held in self._tenants.items()
+        }
 
     def by_role(self) -> dict[str, int]:
         """Open sockets of every role, none left out."""

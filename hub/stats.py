@@ -38,6 +38,10 @@ class Tally:
     """Event frames written to this node's sockets."""
     dropped: Counter[str] = field(default_factory=Counter)
     """Messages not delivered, by reason."""
+    tenants_in: Counter[str] = field(default_factory=Counter)
+    """`messages_in` by tenant."""
+    tenants_out: Counter[str] = field(default_factory=Counter)
+    """`messages_out` by tenant."""
 
     def totals(self) -> dict[str, int]:
         return {
@@ -84,6 +88,8 @@ class Figures:
     max_connections: int
     draining: bool
     broker_up: bool
+    tenants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each tenant's share: `connections` by role, `rooms`, `messages` in and out."""
 
     def as_json(self) -> dict[str, Any]:
         total = sum(self.connections.values())
@@ -100,6 +106,7 @@ class Figures:
             },
             "draining": self.draining,
             "broker_up": self.broker_up,
+            "tenants": self.tenants,
         }
 
 
@@ -141,4 +148,56 @@ def cluster(nodes: list[dict[str, Any]]) -> dict[str, Any]:
         "draining": draining > 0,
         "draining_nodes": draining,
         "nodes": nodes,
+    }
+
+
+def tenant_share(
+    connections: dict[str, int], rooms: int, messages_in: int, messages_out: int
+) -> dict[str, Any]:
+    return {
+        "connections": connections,
+        "rooms": rooms,
+        "messages": {"in": messages_in, "out": messages_out},
+    }
+
+
+def _share(node: dict[str, Any], tenant: str) -> dict[str, Any]:
+    found: dict[str, Any] | None = node.get("tenants", {}).get(tenant)
+    return found or tenant_share(dict.fromkeys(ROLES, 0), 0, 0, 0)
+
+
+def tenant_node(node: dict[str, Any], tenant: str) -> dict[str, Any]:
+    """What an operator sees of a node: its tenant's share, and whether the node takes
+    sockets; nothing of other tenants."""
+    share = _share(node, tenant)
+    total = sum(share["connections"].values())
+    return {
+        "node": node["node"],
+        "tenant": tenant,
+        "connections": {"total": total, **share["connections"]},
+        "rooms": share["rooms"],
+        "messages": share["messages"],
+        "draining": node["draining"],
+    }
+
+
+def tenant_cluster(nodes: list[dict[str, Any]], tenant: str) -> dict[str, Any]:
+    """A tenant's share of every live node, summed."""
+    connections = {"total": 0, **dict.fromkeys(ROLES, 0)}
+    messages = {"in": 0, "out": 0}
+    rooms = 0
+    for node in nodes:
+        share = _share(node, tenant)
+        for role, count in share["connections"].items():
+            connections[role] = connections.get(role, 0) + count
+            connections["total"] += count
+        for name in messages:
+            messages[name] += share["messages"][name]
+        rooms += share["rooms"]
+    return {
+        "tenant": tenant,
+        "connections": connections,
+        "rooms": rooms,
+        "messages": messages,
+        "nodes": len(nodes),
     }

@@ -10,7 +10,6 @@ the kernel, and how much may pile up is the caller's decision.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -21,6 +20,11 @@ WRITER_EXTENSION = "hub.writer"
 CLOSE_TIMEOUT = 5.0
 
 
+class Listener(Protocol):
+    def pinged(self) -> None:
+        """The peer sent a ping, and its pong is queued."""
+
+
 class FrameWriter(Protocol):
     """What a session needs from its socket to send, and to know why it closed."""
 
@@ -28,8 +32,8 @@ class FrameWriter(Protocol):
     def cause(self) -> Disconnect | None:
         """Why the hub closed the socket, if it did (None: the peer went)."""
 
-    on_ping: Callable[[], None] | None
-    """Called after each ping from the peer, once the server has queued its pong."""
+    listener: Listener | None
+    """Told of each ping from the peer, once the server has queued its pong."""
 
     def write(self, frame: bytes) -> int:
         """Queue already-framed WebSocket messages, never blocking; return the bytes now
@@ -48,8 +52,17 @@ class FrameWriter(Protocol):
 class HubWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, plus the `FrameWriter` verbs."""
 
-    cause: Disconnect | None = None
-    on_ping: Callable[[], None] | None = None
+    cause: Disconnect | None
+    listener: Listener | None
+
+    def __init__(
+        self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: Any = None
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        # Set here, with uvicorn's own attributes, so that every socket's attributes stay
+        # in one shared layout (one set later would give each socket a dict of its own).
+        self.cause = None
+        self.listener = None
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -86,8 +99,8 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         frames must count it, or pings that are never read make the node buffer without
         bound."""
         super().handle_ping()
-        if self.on_ping is not None:
-            self.on_ping()
+        if self.listener is not None:
+            self.listener.pinged()
 
     def keepalive_timeout(self) -> None:
         """The peer missed a pong: record why the socket goes, then drop it."""

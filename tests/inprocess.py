@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -21,6 +21,7 @@ from hub.node import Node
 from hub.presence import MemoryPresence
 from hub.session import Session
 from hub.stats import Tally
+from hub.transport import Listener
 from tests.support import SECRET
 
 
@@ -55,13 +56,13 @@ class RecordingWriter:
         """Whether writes pile up until the peer reads (`drained`), as on a real socket."""
         self.receive: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.wrote = asyncio.Event()
-        self.on_ping: Callable[[], None] | None = None
+        self.listener: Listener | None = None
 
     def ping(self, pong: int) -> None:
         """A ping from the peer, answered past the write path with `pong` bytes queued."""
         self.waiting += pong
-        if self.on_ping is not None:
-            self.on_ping()
+        if self.listener is not None:
+            self.listener.pinged()
 
     def write(self, frame: bytes) -> int:
         if self.cause is not None:

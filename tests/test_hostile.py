@@ -8,6 +8,7 @@ import socket
 
 import httpx
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from hub.disconnect import RATE_LIMITED, SLOW_CONSUMER
 from loadtest.wire import frame
@@ -208,3 +209,66 @@ async def test_joining_rooms_does_not_grow_what_each_presence_step_rewrites(
         redis_server.command("SCARD", redis_server.command("KEYS", "hub:ps:*").strip()) == "300\n"
     )
     await client.close()
+
+
+async def _handshake_status(node: HubNode, bearer: str) -> int:
+    try:
+        ws = await connect(
+            node.ws_url, additional_headers={"Authorization": f"Bearer {bearer}"}, compression=None
+        )
+    except InvalidStatus as refused:
+        return refused.response.status_code
+    await ws.close()
+    return 101
+
+
+async def test_one_subject_or_tenant_cannot_take_every_socket_of_a_node(
+    hub_node: NodeFactory,
+) -> None:
+    node = hub_node("solo", max_sockets_per_sub=2, max_sockets_per_tenant=3)
+    held = [await Client.connect(node, token("dashboard", "greedy")) for _ in range(2)]
+    assert await _handshake_status(node, token("dashboard", "greedy")) == 429
+    other = await Client.connect(node, token("dashboard", "other"))
+    assert await _handshake_status(node, token("dashboard", "third")) == 429
+    assert await _handshake_status(node, token("dashboard", "x", tenant="globex")) == 101
+    await held.pop().close()
+    await eventually(
+        lambda: (
+            node.get("/v1/stats", token("operator", "o")).json()["node"]["connections"]["total"]
+            == 2
+        ),
+        5,
+        "the closed socket to be gone",
+    )
+    held.append(await Client.connect(node, token("dashboard", "greedy")))
+    for client in [*held, other]:
+        await client.close()
+
+
+async def test_tokens_living_longer_than_the_maximum_are_refused(hub_node: NodeFactory) -> None:
+    node = hub_node("solo", max_token_ttl=600)
+    assert await _handshake_status(node, token("dashboard", "d", ttl=3600)) == 401
+    assert await _handshake_status(node, token("dashboard", "d", ttl=300)) == 101
+
+
+async def test_presence_is_answered_in_pages(single: HubNode) -> None:
+    clients = [await Client.connect(single, token("device", f"p{n}")) for n in range(5)]
+    operator = token("operator", "o")
+    subs: list[str] = []
+    after: str | None = None
+    pages = 0
+    while True:
+        params = {"limit": "2", **({"after": after} if after else {})}
+        answer = single.get("/v1/rooms/devices/presence", operator, **params)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        subs += [member["sub"] for member in body["members"]]
+        pages += 1
+        after = body["next"]
+        if after is None:
+            break
+    assert (subs, pages) == ([f"p{n}" for n in range(5)], 3)
+    bad = single.get("/v1/rooms/devices/presence", operator, after="nospace")
+    assert bad.status_code == 400
+    for client in clients:
+        await client.close()

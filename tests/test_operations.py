@@ -12,10 +12,11 @@ from tests.conftest import NodeFactory
 from tests.support import Client, HubNode, eventually, free_port, token
 
 OPERATOR = token("operator", "o1")
+ADMIN = token("admin", "root", tenant=None)
 STATS_KEY = "stats-key-for-tests"
 
 
-def _stats(node: HubNode, bearer: str = OPERATOR) -> dict[str, object]:
+def _stats(node: HubNode, bearer: str = ADMIN) -> dict[str, object]:
     answer = node.get("/v1/stats", bearer)
     assert answer.status_code == 200, answer.text
     body: dict[str, object] = answer.json()
@@ -63,6 +64,42 @@ async def test_stats_count_this_node_and_sum_the_cluster(pair: tuple[HubNode, Hu
     assert [n["node"] for n in cluster["nodes"]] == ["a", "b"]
     assert cluster["draining"] is False
     for client in [*devices, dashboard]:
+        await client.close()
+
+
+async def test_an_operator_sees_its_own_tenants_share_only(
+    pair: tuple[HubNode, HubNode],
+) -> None:
+    a, b = pair
+    acme = [await Client.connect(a, token("device", f"p{n}")) for n in range(3)]
+    globex = await Client.connect(b, token("device", "g1", tenant="globex"))
+    assert b.broadcast(OPERATOR, room="devices", event="x.tick", data={}).status_code == 202
+    for client in acme:
+        await client.next_event()
+
+    def both_posted() -> bool:
+        cluster = _stats(a, OPERATOR)["cluster"]
+        assert isinstance(cluster, dict)
+        return bool(cluster["nodes"] == 2 and cluster["messages"]["out"] == 3)
+
+    await eventually(both_posted, 10, "both nodes' figures")
+    mine = _stats(a, OPERATOR)
+    assert mine["node"] == {
+        "node": "a",
+        "tenant": "acme",
+        "connections": {"total": 3, "device": 3, "dashboard": 0, "operator": 0, "admin": 0},
+        "rooms": 4,
+        "messages": {"in": 0, "out": 3},
+        "draining": False,
+    }
+    cluster = mine["cluster"]
+    assert isinstance(cluster, dict)
+    assert (cluster["connections"]["total"], cluster["messages"]["in"]) == (3, 1)
+    theirs = _stats(b, token("operator", "o2", tenant="globex"))
+    assert isinstance(theirs["cluster"], dict)
+    assert theirs["cluster"]["connections"]["total"] == 1
+    assert "globex" not in str(mine)
+    for client in [*acme, globex]:
         await client.close()
 
 

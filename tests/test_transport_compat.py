@@ -28,10 +28,17 @@ MODULE = "uvicorn.protocols.websockets.websockets_sansio_impl"
 BASE = "WebSocketsSansIOProtocol"
 VERSION = importlib.metadata.version("uvicorn")
 
-OVERRIDDEN = {"handle_connect", "send", "handle_ping", "keepalive_timeout", "shutdown"}
+OVERRIDDEN = {
+    "__init__",
+    "handle_connect",
+    "send",
+    "handle_ping",
+    "keepalive_timeout",
+    "shutdown",
+}
 """Methods hub overrides and calls through `super()`."""
 
-OWN_VERBS = {"write", "buffered", "drained", "close", "_closing", "cause", "on_ping"}
+OWN_VERBS = {"write", "buffered", "drained", "close", "_closing", "cause", "listener"}
 """Methods and attributes hub adds: uvicorn must not have (and so use) its own of the same
 name."""
 

@@ -113,6 +113,7 @@ class Presence(ABC):
             )
         self._beat(present, {**fields, "time": ts}, self._status_event(device[0], payload))
         self._tally.messages_in += 1
+        self._tally.tenants_in[device[0]] += 1
 
     def _status_event(self, tenant: str, payload: bytes) -> Outgoing:
         """A lifecycle event, encoded once, for the tenant's `status` room."""
