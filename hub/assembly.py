@@ -46,11 +46,11 @@ def assemble(settings: Settings, metrics: Metrics) -> Parts:
         from hub.presence.registry import Registry
         from hub.presence.scripts import Scripts
 
-        redis = RedisBroker(settings.redis_url)
+        redis = RedisBroker(settings.redis_url, settings.redis_read_connections)
         scripts = Scripts(redis.client)
         registry = Registry(scripts, run, settings, retention.for_room(STATUS_ROOM), metrics)
-        broker, board = redis, RedisBoard(redis.client, scripts, registry)
+        broker, board = redis, RedisBoard(redis.client, Scripts(redis.reader), registry)
         presence = RedisPresence(
-            redis.client, scripts, registry, settings, retention, tally, metrics
+            redis.client, redis.reader, scripts, registry, settings, retention, tally, metrics
         )
     return Parts(Node(settings, run, broker, presence, retention, metrics, tally), board)

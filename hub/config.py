@@ -115,6 +115,18 @@ class Settings(BaseSettings):
         None,
         description='per room-prefix retention, JSON: {"status": {"size": 100, "ttl": 600}}',
     )
+    read_rate: float = Field(
+        20.0,
+        ge=0,
+        description="REST reads (history, presence, stats) per second per token, with a "
+        "burst of as many (0 = off)",
+    )
+    redis_read_connections: int = Field(
+        32,
+        ge=1,
+        description="Redis connections a node uses for clients' reads; publishes and "
+        "presence have their own",
+    )
     broadcast_rate: float = Field(
         100.0, ge=0, description="REST broadcasts per second per operator token (0 = off)"
     )

@@ -151,19 +151,20 @@ class Rest:
         self._figures = figures
         rate = settings.broadcast_rate
         self._broadcasts = KeyedBuckets(rate, rate) if rate > 0 else None
+        reads = settings.read_rate
+        self._reads = KeyedBuckets(reads, reads) if reads > 0 else None
 
     def _principal(self, request: Request) -> Principal:
         return self._auth.verify(bearer(request))
 
     def _throttle(self, principal: Principal) -> None:
-        if self._broadcasts is None:
-            return
-        wait = self._broadcasts.take((principal.tenant, principal.sub))
-        if wait > 0:
-            rate = self._settings.broadcast_rate
-            raise HubError(
-                ErrorCode.RATE_LIMITED, f"over {rate:g} broadcasts/s, retry later", retry_after=wait
-            )
+        _take(self._broadcasts, principal, "broadcasts", self._settings.broadcast_rate)
+
+    def _reader(self, request: Request) -> Principal:
+        """The principal of a read, within its token's read rate."""
+        principal = self._principal(request)
+        _take(self._reads, principal, "reads", self._settings.read_rate)
+        return principal
 
     async def broadcast(self, request: Request) -> Response:
         principal = self._principal(request)
@@ -178,7 +179,7 @@ class Rest:
 
     def _readable_room(self, request: Request) -> RoomKey:
         """The room named in the path, when the caller may read it."""
-        principal = self._principal(request)
+        principal = self._reader(request)
         room = check_room(request.path_params["room"])
         named = request.query_params.get("tenant")
         key = RoomKey(
@@ -250,7 +251,7 @@ class Rest:
         operator sees its own tenant's share only."""
         tenant = None
         if not self._holds_stats_key(request):
-            principal = self._principal(request)
+            principal = self._reader(request)
             principal.check_stats()
             tenant = None if principal.role is Role.ADMIN else principal.tenant
         node, nodes = self._figures().as_json(), await self._board.read()
@@ -266,6 +267,17 @@ class Rest:
                 error_body("unauthorized", "the stats key is required"), status_code=401
             )
         return Response(self._metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _take(buckets: KeyedBuckets | None, principal: Principal, what: str, rate: float) -> None:
+    """A token from the principal's bucket, or `rate_limited` with when to retry."""
+    if buckets is None:
+        return
+    wait = buckets.take((principal.tenant, principal.sub))
+    if wait > 0:
+        raise HubError(
+            ErrorCode.RATE_LIMITED, f"over {rate:g} {what}/s, retry later", retry_after=wait
+        )
 
 
 async def refused(_request: Request, exc: Exception) -> Response:

@@ -35,6 +35,7 @@ def start_node(
         HUB_CLIENT_RATE="0",
         HUB_CONNECT_RATE="0",
         HUB_BROADCAST_RATE="0",
+        HUB_READ_RATE="0",
         HUB_LOG_LEVEL="warning",
     )
     if redis_url:

@@ -170,10 +170,14 @@ class HubNode:
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/v1/ws"
         env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_")}
-        # Every test client comes from one address: the handshake limit is off unless a
-        # test sets it.
+        # Every test client comes from one address, and tests poll with few tokens: the
+        # handshake and read limits are off unless a test sets them.
         env.update(
-            HUB_JWT_SECRET=SECRET, HUB_NODE_ID=name, HUB_LOG_LEVEL="info", HUB_CONNECT_RATE="0"
+            HUB_JWT_SECRET=SECRET,
+            HUB_NODE_ID=name,
+            HUB_LOG_LEVEL="info",
+            HUB_CONNECT_RATE="0",
+            HUB_READ_RATE="0",
         )
         if redis_url is not None:
             env["HUB_REDIS_URL"] = redis_url

@@ -272,3 +272,36 @@ async def test_presence_is_answered_in_pages(single: HubNode) -> None:
     assert bad.status_code == 400
     for client in clients:
         await client.close()
+
+
+def test_reads_are_rate_limited_per_token(hub_node: NodeFactory) -> None:
+    node = hub_node("solo", read_rate=2)
+    reader, other = token("dashboard", "greedy"), token("dashboard", "other")
+    answers = [node.get("/v1/rooms/r/history", reader).status_code for _ in range(6)]
+    assert answers[:2] == [200, 200]
+    assert 429 in answers[2:]
+    refused = node.get("/v1/rooms/r/presence", reader)
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert node.get("/v1/rooms/r/history", other).status_code == 200
+
+
+async def test_readers_cannot_starve_publishes_of_redis_connections(
+    hub_node: NodeFactory, redis_server: RedisServer
+) -> None:
+    node = hub_node("a", redis_server.url, redis_read_connections=2, broadcast_rate=0)
+    bearers = [token("dashboard", f"d{n}") for n in range(40)]
+    async with httpx.AsyncClient(base_url=node.url, timeout=20) as http:
+
+        async def read(bearer: str) -> int:
+            headers = {"Authorization": f"Bearer {bearer}"}
+            return (await http.get("/v1/rooms/r/history", headers=headers)).status_code
+
+        readers = [asyncio.create_task(read(bearer)) for bearer in bearers * 5]
+        published = await http.post(
+            "/v1/broadcast",
+            json={"room": "r", "event": "x.a", "data": {}},
+            headers={"Authorization": f"Bearer {token('operator', 'o')}"},
+        )
+        assert published.status_code == 202
+        assert set(await asyncio.gather(*readers)) == {200}

@@ -17,7 +17,7 @@ from collections import defaultdict, deque
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
@@ -36,6 +36,8 @@ CHANNEL_PREFIX = scripts.CHANNEL_PREFIX.encode()
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
 HEALTH_INTERVAL = 3.0
+WRITE_CONNECTIONS = 8
+"""The node's own writers: the publish pipeline, presence, the registry, the figures."""
 _SUBSCRIBE = b"SUBSCRIBE"
 _UNSUBSCRIBE = b"UNSUBSCRIBE"
 _PING = b"PING"
@@ -53,7 +55,7 @@ def new_epoch() -> str:
 class RedisBroker(Broker):
     """Carries events between nodes through Redis pub/sub, and keeps history in streams."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, read_connections: int = 32) -> None:
         options = {
             "socket_connect_timeout": CONNECT_TIMEOUT,
             "socket_timeout": COMMAND_TIMEOUT,
@@ -62,11 +64,19 @@ class RedisBroker(Broker):
             # RESP2: pub/sub replies come back from read_response, not through push handlers.
             "protocol": 2,
         }
-        self._pool = ConnectionPool.from_url(url, **options)
+        self._pool = BlockingConnectionPool.from_url(
+            url, max_connections=WRITE_CONNECTIONS, timeout=COMMAND_TIMEOUT, **options
+        )
         self.client: Redis = Redis(connection_pool=self._pool)
-        """Commands for other parts of the node (presence); pub/sub has its own connection."""
+        """Writes: publishes and presence, never queued behind readers."""
+        self._read_pool = BlockingConnectionPool.from_url(
+            url, max_connections=read_connections, timeout=COMMAND_TIMEOUT, **options
+        )
+        self.reader: Redis = Redis(connection_pool=self._read_pool)
+        """Reads for clients (history, presence, figures): at most `read_connections` at
+        once; more wait for a connection, up to the command timeout, then are refused."""
         self._publish = self.client.register_script(scripts.PUBLISH)
-        self._history = self.client.register_script(scripts.HISTORY)
+        self._history = self.reader.register_script(scripts.HISTORY)
         self._deliver: Deliver | None = None
         self._wanted: dict[bytes, RoomKey] = {}
         """Channels this node wants, to the room each carries."""
@@ -89,8 +99,9 @@ class RedisBroker(Broker):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.client.aclose()
-        await self._pool.disconnect()
+        for client, pool in ((self.client, self._pool), (self.reader, self._read_pool)):
+            await client.aclose()
+            await pool.disconnect()
 
     @property
     def available(self) -> bool:

@@ -51,6 +51,7 @@ class RedisPresence(Presence):
     def __init__(
         self,
         redis: Redis,
+        reader: Redis,
         scripts: Scripts,
         registry: Registry,
         settings: Settings,
@@ -60,6 +61,7 @@ class RedisPresence(Presence):
     ) -> None:
         super().__init__(settings, retention, tally)
         self._redis = redis
+        self._reader = reader
         self._scripts = scripts
         self.registry = registry
         self._refresh = settings.node_refresh
@@ -90,11 +92,13 @@ class RedisPresence(Presence):
 
     async def members(self, key: RoomKey) -> list[Member]:
         try:
-            entries = [orjson.loads(raw) for raw in await self._redis.hvals(ROOM_PREFIX + key.name)]
+            entries = [
+                orjson.loads(raw) for raw in await self._reader.hvals(ROOM_PREFIX + key.name)
+            ]
             devices = [entry for entry in entries if entry["role"] == "device"]
             beats = []
             if devices:
-                beats = await self._redis.hmget(
+                beats = await self._reader.hmget(
                     HEARTBEAT_PREFIX + key.tenant, [entry["sub"] for entry in devices]
                 )
         except (RedisError, OSError) as error:
