@@ -4,6 +4,7 @@ node hold memory for it without bound."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 
 import httpx
@@ -305,3 +306,56 @@ async def test_readers_cannot_starve_publishes_of_redis_connections(
         )
         assert published.status_code == 202
         assert set(await asyncio.gather(*readers)) == {200}
+
+
+async def test_a_full_redis_refuses_publishes_with_503_and_loses_nothing_accepted(
+    hub_node: NodeFactory, redis_server: RedisServer
+) -> None:
+    node = hub_node("a", redis_server.url, broadcast_rate=0)
+    redis_server.command("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    used = int(redis_server.command("INFO", "memory").split("used_memory:")[1].split()[0])
+    redis_server.command("CONFIG", "SET", "maxmemory", str(used + 2_000_000))
+    accepted, refused = [], []
+    async with httpx.AsyncClient(base_url=node.url, timeout=10) as http:
+        headers = {"Authorization": f"Bearer {token('operator', 'o')}"}
+        for n in range(400):
+            body = {"room": "r", "event": "x.n", "data": {"n": n, "pad": "p" * 20000}}
+            answer = await http.post("/v1/broadcast", json=body, headers=headers)
+            if answer.status_code == 202:
+                accepted.append(answer.json()["ids"]["r"])
+            else:
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["error"] == {
+                    "code": "unavailable",
+                    "message": "broker unavailable, retry",
+                }
+                refused.append(n)
+    assert accepted
+    assert len(refused) > 100
+    redis_server.command("CONFIG", "SET", "maxmemory", "0")
+    history = node.get("/v1/rooms/r/history", token("operator", "o"), limit="1000").json()
+    assert [event["id"] for event in history["events"]] == accepted
+
+
+async def test_a_frozen_redis_makes_the_node_unready_while_its_sockets_are_served(
+    hub_node: NodeFactory, redis_server: RedisServer
+) -> None:
+    node = hub_node("a", redis_server.url)
+    client = await Client.connect(node, token("dashboard", "d"))
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+
+        def unready() -> bool:
+            answer = node.get("/readyz")
+            return answer.status_code == 503 and answer.json()["reason"] == "broker unreachable"
+
+        await eventually(unready, 20, "readyz to say the broker is unreachable")
+        assert (await client.request("ping"))["type"] == "pong"
+        refused = await client.request("subscribe", room="location:new")
+        assert refused["code"] == "unavailable"
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    await eventually(node.ready, 20, "the node to be ready again")
+    assert (await client.request("subscribe", room="location:new"))["type"] == "ack"
+    await client.close()
