@@ -23,6 +23,7 @@ from hub.broker import BrokerUnavailable
 from hub.config import Settings
 from hub.disconnect import DRAINING, FULL, INTERNAL_ERROR
 from hub.errors import ErrorCode, error_body
+from hub.http import HubHttpProtocol
 from hub.logs import configure as configure_logs
 from hub.metrics import Metrics
 from hub.process import Exporter, tune_collector
@@ -195,7 +196,9 @@ class _App:
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
-    hub = Hub(settings or Settings())
+    settings = settings or Settings()
+    HubHttpProtocol.limit(settings)
+    hub = Hub(settings)
     return _App(hub, _http(hub))
 
 

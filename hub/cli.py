@@ -15,6 +15,7 @@ from hub.auth import Role, issue_token
 from hub.config import Settings
 
 WS_PROTOCOL = "hub.transport:HubWebSocketProtocol"
+HTTP_PROTOCOL = "hub.http:HubHttpProtocol"
 
 
 def _settings_table() -> str:
@@ -75,7 +76,7 @@ def serve(args: argparse.Namespace) -> None:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        http=HTTP_PROTOCOL,
         ws=WS_PROTOCOL,
         ws_max_size=settings.max_frame_bytes,
         ws_per_message_deflate=False,

@@ -55,6 +55,18 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         20000, ge=1, description="sockets on this node before new ones are refused with 1013"
     )
+    header_timeout: float = Field(
+        10.0, gt=0, description="seconds a request's headers may take to arrive (408 after)"
+    )
+    max_header_bytes: int = Field(
+        16384, ge=1024, description="largest request headers; a line over 8192 is refused too (431)"
+    )
+    max_pending_requests: int = Field(
+        1000,
+        ge=1,
+        description="connections that may wait for their request headers at once; past it "
+        "the one waiting longest is dropped (408)",
+    )
     max_sockets_per_sub: int = Field(
         16,
         ge=0,

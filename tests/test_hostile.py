@@ -4,10 +4,12 @@ node hold memory for it without bound."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 
 import httpx
+import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -359,3 +361,62 @@ async def test_a_frozen_redis_makes_the_node_unready_while_its_sockets_are_serve
     await eventually(node.ready, 20, "the node to be ready again")
     assert (await client.request("subscribe", room="location:new"))["type"] == "ack"
     await client.close()
+
+
+def _raw(node: HubNode) -> socket.socket:
+    raw = socket.create_connection(("127.0.0.1", node.port), timeout=10)
+    return raw
+
+
+def _answer_of(raw: socket.socket) -> bytes:
+    """Everything the node sends until it closes the connection."""
+    got = b""
+    while chunk := raw.recv(65536):
+        got += chunk
+    raw.close()
+    return got
+
+
+def test_headers_that_never_finish_are_answered_408_and_closed(hub_node: NodeFactory) -> None:
+    node = hub_node("solo", header_timeout=1)
+    raw = _raw(node)
+    raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    answer = _answer_of(raw)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b'"code":"bad_request"' in answer
+
+
+@pytest.mark.parametrize(
+    ("request_", "what"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nX-Pad: " + b"p" * 20_000_000, "a header that never ends"),
+        (
+            b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"X-Long: " + b"l" * 9000 + b"\r\n\r\n",
+            "an upgrade with a header line over 8 KiB",
+        ),
+    ],
+)
+def test_oversized_headers_are_answered_431_and_closed(
+    single: HubNode, request_: bytes, what: str
+) -> None:
+    raw = _raw(single)
+    with contextlib.suppress(OSError):  # the node may close while the rest is on its way
+        raw.sendall(request_)
+    answer = _answer_of(raw)
+    assert answer.startswith(b"HTTP/1.1 431 "), (what, answer[:200])
+
+
+def test_idle_connections_past_the_cap_cannot_starve_health_checks(
+    hub_node: NodeFactory,
+) -> None:
+    node = hub_node("solo", max_pending_requests=20)
+    idle = [_raw(node) for _ in range(60)]
+    try:
+        assert httpx.get(f"{node.url}/healthz", timeout=5).status_code == 200
+        dropped = [raw for raw in idle[:30] if raw.recv(200).startswith(b"HTTP/1.1 408 ")]
+        assert len(dropped) == 30
+    finally:
+        for raw in idle:
+            raw.close()
