@@ -55,9 +55,7 @@ class Hub:
         self.sockets = Sockets(settings)
         self.rates = Rates(self.node.tally)
         self.metrics.watch(self.figures)
-        self.rest = Rest(
-            settings, self.node, self.auth, self.sockets, self.board, self.metrics, self.figures
-        )
+        self.rest = Rest(settings, parts, self.auth, self.sockets, self.metrics, self.figures)
 
     @asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
+
 from hub.auth import STATUS_ROOM
 from hub.broker import Broker, MemoryBroker
 from hub.config import Settings
@@ -19,10 +21,13 @@ from hub.stats import Tally
 
 @dataclass(frozen=True, slots=True)
 class Parts:
-    """What the app needs of a node's parts: the node, and the board its figures go to."""
+    """What the app needs of a node's parts: the node, the board its figures go to, and
+    where limits are shared (None: this node alone)."""
 
     node: Node
     board: Board
+    writes: Redis | None = None
+    reads: Redis | None = None
 
 
 def assemble(settings: Settings, metrics: Metrics) -> Parts:
@@ -53,4 +58,6 @@ def assemble(settings: Settings, metrics: Metrics) -> Parts:
         presence = RedisPresence(
             redis.client, redis.reader, scripts, registry, settings, retention, tally, metrics
         )
+        node = Node(settings, run, broker, presence, retention, metrics, tally)
+        return Parts(node, board, redis.client, redis.reader)
     return Parts(Node(settings, run, broker, presence, retention, metrics, tally), board)

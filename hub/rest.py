@@ -15,15 +15,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
+from hub.assembly import Parts
 from hub.auth import Authenticator, AuthError, Principal, Role
 from hub.config import Settings
 from hub.errors import ErrorCode, HubError, error_body, rest_refusal
 from hub.events import check_event
-from hub.figures import Board
+from hub.limits import Limit, limit
 from hub.metrics import Metrics
-from hub.node import Node
 from hub.protocol import check_depth, check_event_name, check_room, check_since, check_tenant
-from hub.ratelimit import KeyedBuckets
 from hub.rooms import RoomKey
 from hub.sockets import Sockets
 from hub.stats import Figures, cluster, tenant_cluster, tenant_node
@@ -135,41 +134,36 @@ class Rest:
     def __init__(
         self,
         settings: Settings,
-        node: Node,
+        parts: Parts,
         auth: Authenticator,
         sockets: Sockets,
-        board: Board,
         metrics: Metrics,
         figures: Callable[[], Figures],
     ) -> None:
         self._settings = settings
-        self._node = node
+        self._node = parts.node
         self._auth = auth
         self._sockets = sockets
-        self._board = board
+        self._board = parts.board
         self._metrics = metrics
         self._figures = figures
-        rate = settings.broadcast_rate
-        self._broadcasts = KeyedBuckets(rate, rate) if rate > 0 else None
-        reads = settings.read_rate
-        self._reads = KeyedBuckets(reads, reads) if reads > 0 else None
+        rate, reads = settings.broadcast_rate, settings.read_rate
+        self._broadcasts = limit("broadcasts", rate, rate, parts.writes)
+        self._reads = limit("reads", reads, reads, parts.reads)
 
     def _principal(self, request: Request) -> Principal:
         return self._auth.verify(bearer(request))
 
-    def _throttle(self, principal: Principal) -> None:
-        _take(self._broadcasts, principal, "broadcasts", self._settings.broadcast_rate)
-
-    def _reader(self, request: Request) -> Principal:
+    async def _reader(self, request: Request) -> Principal:
         """The principal of a read, within its token's read rate."""
         principal = self._principal(request)
-        _take(self._reads, principal, "reads", self._settings.read_rate)
+        await _take(self._reads, principal)
         return principal
 
     async def broadcast(self, request: Request) -> Response:
         principal = self._principal(request)
         principal.check_broadcast()
-        self._throttle(principal)
+        await _take(self._broadcasts, principal)
         broadcast = parse_broadcast(parse_json(await read_body(request)))
         tenant = principal.tenant_for(broadcast.tenant)
         published = await self._node.publish(
@@ -177,9 +171,9 @@ class Rest:
         )
         return JSONResponse({"ids": published.ids, "ts": published.ts}, status_code=202)
 
-    def _readable_room(self, request: Request) -> RoomKey:
+    async def _readable_room(self, request: Request) -> RoomKey:
         """The room named in the path, when the caller may read it."""
-        principal = self._reader(request)
+        principal = await self._reader(request)
         room = check_room(request.path_params["room"])
         named = request.query_params.get("tenant")
         key = RoomKey(
@@ -191,7 +185,7 @@ class Rest:
     async def presence(self, request: Request) -> Response:
         """A page of the room's members in (`sub`, `conn`) order; `next` is where the next
         page starts (the `after` to send), null on the last."""
-        key = self._readable_room(request)
+        key = await self._readable_room(request)
         limit = parse_limit(
             request.query_params.get("limit"), MAX_PRESENCE_LIMIT, MAX_PRESENCE_LIMIT
         )
@@ -206,7 +200,7 @@ class Rest:
         return JSONResponse({"room": key.room, "members": page, "next": cursor})
 
     async def history(self, request: Request) -> Response:
-        key = self._readable_room(request)
+        key = await self._readable_room(request)
         since = check_since(request.query_params.get("since"))
         limit = parse_limit(request.query_params.get("limit"))
         page = await self._node.history(key, since, limit)
@@ -251,7 +245,7 @@ class Rest:
         operator sees its own tenant's share only."""
         tenant = None
         if not self._holds_stats_key(request):
-            principal = self._reader(request)
+            principal = await self._reader(request)
             principal.check_stats()
             tenant = None if principal.role is Role.ADMIN else principal.tenant
         node, nodes = self._figures().as_json(), await self._board.read()
@@ -269,14 +263,16 @@ class Rest:
         return Response(self._metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-def _take(buckets: KeyedBuckets | None, principal: Principal, what: str, rate: float) -> None:
+async def _take(chosen: Limit | None, principal: Principal) -> None:
     """A token from the principal's bucket, or `rate_limited` with when to retry."""
-    if buckets is None:
+    if chosen is None:
         return
-    wait = buckets.take((principal.tenant, principal.sub))
+    wait = await chosen.take(f"{principal.tenant}:{principal.sub}")
     if wait > 0:
         raise HubError(
-            ErrorCode.RATE_LIMITED, f"over {rate:g} {what}/s, retry later", retry_after=wait
+            ErrorCode.RATE_LIMITED,
+            f"over {chosen.rate:g} {chosen.name}/s, retry later",
+            retry_after=wait,
         )
 
 

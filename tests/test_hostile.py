@@ -420,3 +420,33 @@ def test_idle_connections_past_the_cap_cannot_starve_health_checks(
     finally:
         for raw in idle:
             raw.close()
+
+
+async def test_the_broadcast_limit_holds_across_the_cluster_and_without_redis(
+    hub_node: NodeFactory, redis_server: RedisServer
+) -> None:
+    nodes = [
+        hub_node(name, redis_server.url, broadcast_rate=1, read_rate=5) for name in ("a", "b", "c")
+    ]
+    operator = token("operator", "o")
+    answers = [
+        nodes[n % 3].broadcast(operator, room="r", event="x.n", data={"n": n}).status_code
+        for n in range(9)
+    ]
+    # A bucket per node would let 3 through at once (one per node); the shared one, 1.
+    assert answers.count(202) <= 2, answers
+    assert answers.count(429) >= 7
+    redis_server.stop()
+    await eventually(lambda: not nodes[0].ready(), 20, "the node to lose Redis")
+    statuses = [nodes[0].get("/v1/stats", operator).status_code for _ in range(30)]
+    # Reads go on being limited, node by node, while the shared buckets are out of reach.
+    assert 429 in statuses, statuses
+
+
+async def test_reads_share_one_limit_across_nodes(
+    hub_node: NodeFactory, redis_server: RedisServer
+) -> None:
+    nodes = [hub_node(name, redis_server.url, read_rate=3) for name in ("a", "b")]
+    reader = token("dashboard", "d")
+    statuses = [nodes[n % 2].get("/v1/rooms/r/history", reader).status_code for n in range(12)]
+    assert statuses.count(200) <= 5, statuses
