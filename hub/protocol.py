@@ -169,15 +169,21 @@ def _optional_str(frame: dict[str, Any], field: str) -> str | None:
     return value
 
 
+def load_object(raw: str | bytes, what: str) -> dict[str, Any]:
+    """One JSON object (a client frame, a REST body), or `bad_request` naming `what`."""
+    try:
+        loaded = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise HubError(ErrorCode.BAD_REQUEST, f"{what} is not valid JSON") from None
+    if not isinstance(loaded, dict):
+        raise HubError(ErrorCode.BAD_REQUEST, f"{what} must be a JSON object")
+    return loaded
+
+
 def parse_request(text: str) -> Request:
     """Turn one client text frame into its request, or raise `HubError` saying what is
     wrong (with the frame's `ref` when it could be read)."""
-    try:
-        frame = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise HubError(ErrorCode.BAD_REQUEST, "frame is not valid JSON") from None
-    if not isinstance(frame, dict):
-        raise HubError(ErrorCode.BAD_REQUEST, "frame must be a JSON object")
+    frame = load_object(text, "frame")
     ref = frame.get("ref")
     if not _is_ref(ref):
         raise HubError(ErrorCode.BAD_REQUEST, "ref must be an integer or a string")

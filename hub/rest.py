@@ -22,7 +22,14 @@ from hub.errors import ErrorCode, HubError, error_body, rest_refusal
 from hub.events import check_event
 from hub.limits import Limit, limit
 from hub.metrics import Metrics
-from hub.protocol import check_depth, check_event_name, check_room, check_since, check_tenant
+from hub.protocol import (
+    check_depth,
+    check_event_name,
+    check_room,
+    check_since,
+    check_tenant,
+    load_object,
+)
 from hub.rooms import RoomKey
 from hub.sockets import Sockets
 from hub.stats import Figures, cluster, tenant_cluster, tenant_node
@@ -98,16 +105,6 @@ def _cursor(after: str) -> tuple[str, str]:
     return sub, conn
 
 
-def parse_json(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise HubError(ErrorCode.BAD_REQUEST, "body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise HubError(ErrorCode.BAD_REQUEST, "body must be a JSON object")
-    return body
-
-
 async def read_body(request: Request) -> bytes:
     """The body, refused as soon as it is known to be over `MAX_BODY_BYTES`."""
     declared = request.headers.get("content-length")
@@ -164,7 +161,7 @@ class Rest:
         principal = self._principal(request)
         principal.check_broadcast()
         await _take(self._broadcasts, principal)
-        broadcast = parse_broadcast(parse_json(await read_body(request)))
+        broadcast = parse_broadcast(load_object(await read_body(request), "body"))
         tenant = principal.tenant_for(broadcast.tenant)
         published = await self._node.publish(
             tenant, broadcast.rooms, broadcast.event, broadcast.data
