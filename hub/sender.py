@@ -52,10 +52,6 @@ class Sender:
         self._held_bytes = 0
 
     @property
-    def state(self) -> SendState:
-        return self._state
-
-    @property
     def cause(self) -> Disconnect | None:
         """Why the hub closed the socket, if it did."""
         return self._writer.cause
