@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 NODE_LOST_GRACE = 15.0
 """The contract: a dead node's devices are offline within `heartbeat_timeout` + this."""
+MIN_SECRET_BYTES = 32
+"""An HS256 key shorter than the hash itself is refused (RFC 7518 section 3.2)."""
 REAP_ALLOWANCE = 2.0
 """What a survivor may take to reap a dead node and deliver its events."""
 
@@ -154,6 +156,11 @@ class Settings(BaseSettings):
     def _needs_a_key(self) -> Settings:
         if not self.jwt_secret and not self.jwt_public_key:
             raise ValueError("set HUB_JWT_SECRET (HS256) or HUB_JWT_PUBLIC_KEY (RS256/ES256)")
+        if self.jwt_secret and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"HUB_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 section "
+                "3.2): anyone who guesses it mints admin tokens"
+            )
         return self
 
     @model_validator(mode="after")

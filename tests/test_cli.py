@@ -89,3 +89,17 @@ def test_serve_refuses_timeouts_that_cannot_keep_the_liveness_promises() -> None
     )
     assert slow.returncode != 0
     assert "HUB_NODE_TTL is too long" in slow.stderr
+
+
+def test_a_short_hs256_secret_is_refused_at_start() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_")}
+    env["HUB_JWT_SECRET"] = "short"
+    result = subprocess.run(
+        [sys.executable, "-m", "hub", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "at least 32 bytes" in result.stderr

@@ -280,7 +280,8 @@ def test_compose_runs_three_nodes_each_named_after_its_service() -> None:
         assert env["HUB_NODE_ID"] == name
         assert env["HUB_REDIS_URL"].startswith("redis://redis:")
         assert env["HUB_FORWARDED_ALLOW_IPS"]
-        assert env["HUB_JWT_SECRET"].startswith("${HUB_JWT_SECRET:-")
+        # No default: a published secret would let anyone mint admin tokens.
+        assert env["HUB_JWT_SECRET"].startswith("${HUB_JWT_SECRET:?")
         assert _seconds(service["stop_grace_period"]) >= float(env["HUB_DRAIN_SECONDS"]) + 10
 
 
