@@ -41,7 +41,7 @@ def assemble(settings: Settings, metrics: Metrics) -> Parts:
     presence: Presence
     board: Board
     if settings.redis_url is None:
-        memory = MemoryBroker()
+        memory = MemoryBroker(settings.tenant_bounds)
         broker, board = memory, MemoryBoard()
         presence = MemoryPresence(memory, settings, retention, tally)
     else:
@@ -51,7 +51,9 @@ def assemble(settings: Settings, metrics: Metrics) -> Parts:
         from hub.presence.registry import Registry
         from hub.presence.scripts import Scripts
 
-        redis = RedisBroker(settings.redis_url, settings.redis_read_connections)
+        redis = RedisBroker(
+            settings.redis_url, settings.tenant_bounds, settings.redis_read_connections
+        )
         scripts = Scripts(redis.client)
         registry = Registry(scripts, run, settings, retention.for_room(STATUS_ROOM), metrics)
         broker, board = redis, RedisBoard(redis.client, Scripts(redis.reader), registry)

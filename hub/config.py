@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hub.history import TenantBounds
+
 NODE_LOST_GRACE = 15.0
 """The contract: a dead node's devices are offline within `heartbeat_timeout` + this."""
 MIN_SECRET_BYTES = 32
@@ -141,6 +143,21 @@ class Settings(BaseSettings):
         description="Redis connections a node uses for clients' reads; publishes and "
         "presence have their own",
     )
+    tenant_publish_bytes: float = Field(
+        1048576,
+        ge=0,
+        description="encoded bytes one tenant may publish per second, all nodes together "
+        "(0 = off); past it publishes are refused with rate_limited / 429",
+    )
+    tenant_publish_burst: float = Field(
+        8388608, ge=65536, description="bytes one tenant may publish in one burst"
+    )
+    tenant_history_rooms: int = Field(
+        10000,
+        ge=0,
+        description="rooms of one tenant that may hold history at once (0 = off); a publish "
+        "to one more is refused with rate_limited / 429",
+    )
     broadcast_rate: float = Field(
         100.0, ge=0, description="REST broadcasts per second per operator token (0 = off)"
     )
@@ -174,6 +191,12 @@ class Settings(BaseSettings):
                 f"4/3 of HUB_NODE_TTL + {REAP_ALLOWANCE:g} s"
             )
         return self
+
+    @property
+    def tenant_bounds(self) -> TenantBounds:
+        return TenantBounds(
+            self.tenant_publish_bytes, self.tenant_publish_burst, self.tenant_history_rooms
+        )
 
     @property
     def node_refresh(self) -> float:

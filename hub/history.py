@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from hub.errors import ErrorCode, HubError
+
 ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 MAX_PART = 2**64 - 1
 """Each half of an id is an unsigned 64-bit integer, as in a Redis stream id."""
@@ -68,3 +70,27 @@ class RetentionRules:
             if room.startswith(prefix):
                 return rule
         return self.default
+
+
+@dataclass(frozen=True, slots=True)
+class TenantBounds:
+    """What one tenant may put into the shared history store: published bytes a second
+    (with a burst), and rooms holding history at once. 0 turns a bound off."""
+
+    publish_bytes: float
+    publish_burst: float
+    history_rooms: int
+
+    def refusal(self, verdict: str) -> HubError:
+        """The refusal a broker reports as `verdict`: `bytes:<ms to wait>` or `rooms`."""
+        kind, _, wait = verdict.partition(":")
+        if kind == "bytes":
+            return HubError(
+                ErrorCode.RATE_LIMITED,
+                f"the tenant publishes over {self.publish_bytes:g} bytes/s, retry later",
+                retry_after=int(wait) / 1000,
+            )
+        return HubError(
+            ErrorCode.RATE_LIMITED,
+            f"the tenant keeps history in {self.history_rooms} rooms already",
+        )

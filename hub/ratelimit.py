@@ -17,15 +17,15 @@ class TokenBucket:
         self._tokens = burst
         self._stamp = time.monotonic()
 
-    def take(self) -> float:
-        """Take one token: 0.0 when granted, else the seconds until one will be there."""
+    def take(self, cost: float = 1.0) -> float:
+        """Take `cost` tokens: 0.0 when granted, else the seconds until they will be there."""
         now = time.monotonic()
         self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
         self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= cost:
+            self._tokens -= cost
             return 0.0
-        return (1.0 - self._tokens) / self._rate
+        return (cost - self._tokens) / self._rate
 
     @property
     def full(self) -> bool:
@@ -47,6 +47,10 @@ class KeyedBuckets:
 
     def take(self, key: object) -> float:
         """Take a token from `key`'s bucket: 0.0 when granted, else seconds to wait."""
+        return self.take_many(key, 1.0)
+
+    def take_many(self, key: object, cost: float) -> float:
+        """Take `cost` tokens from `key`'s bucket: 0.0 when granted, else seconds to wait."""
         buckets = self._buckets
         bucket = buckets.get(key)
         if bucket is None:
@@ -54,7 +58,7 @@ class KeyedBuckets:
                 for idle in [k for k, b in buckets.items() if b.full]:
                     del buckets[idle]
             bucket = buckets[key] = TokenBucket(self._rate, self._burst)
-        return bucket.take()
+        return bucket.take(cost)
 
 
 class Verdict(Enum):

@@ -184,7 +184,7 @@ async def test_a_replay_longer_than_the_send_queue_reaches_a_client_that_reads()
 async def test_a_replay_longer_than_the_send_queue_reaches_a_real_client(
     hub_node: NodeFactory,
 ) -> None:
-    node = hub_node("solo", send_queue_bytes=65536, broadcast_rate=0)
+    node = hub_node("solo", send_queue_bytes=65536, broadcast_rate=0, tenant_publish_bytes=0)
     async with httpx.AsyncClient(base_url=node.url) as http:
         headers = {"Authorization": f"Bearer {token('operator', 'o')}"}
         for n in range(300):
@@ -455,3 +455,36 @@ async def test_reads_share_one_limit_across_nodes(
     reader = token("dashboard", "d")
     statuses = [nodes[n % 2].get("/v1/rooms/r/history", reader).status_code for n in range(12)]
     assert statuses.count(200) <= 5, statuses
+
+
+@pytest.mark.parametrize("with_redis", [False, True])
+async def test_a_tenant_is_bounded_in_bytes_published_and_rooms_with_history(
+    hub_node: NodeFactory, redis_server: RedisServer, with_redis: bool
+) -> None:
+    node = hub_node(
+        "a",
+        redis_server.url if with_redis else None,
+        broadcast_rate=0,
+        tenant_publish_bytes=100_000,
+        tenant_publish_burst=200_000,
+        tenant_history_rooms=3,
+    )
+    operator, other = token("operator", "o"), token("operator", "o", tenant="globex")
+    big = {"event": "x.n", "data": {"pad": "p" * 60_000}}
+    answers = [node.broadcast(operator, room="r1", **big) for _ in range(6)]
+    statuses = [answer.status_code for answer in answers]
+    assert statuses[:3] == [202, 202, 202], statuses
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert "bytes/s" in refused.json()["error"]["message"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert node.broadcast(other, room="r1", **big).status_code == 202  # another tenant
+    small = {"event": "x.n", "data": {}}
+    # globex keeps history in r1 already: two more rooms make its three.
+    statuses = [node.broadcast(other, room=f"room{n}", **small).status_code for n in range(3)]
+    assert statuses == [202, 202, 429]
+    rooms = node.broadcast(other, room="room9", **small)
+    assert "rooms already" in rooms.json()["error"]["message"]
+    assert node.broadcast(other, room="room1", **small).status_code == 202  # one it has
+    history = node.get("/v1/rooms/room9/history", other).json()
+    assert history["events"] == []

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from hub.broker.base import Broker, Deliver, HistoryPage, Outgoing
 from hub.envelope import ID_END
-from hub.history import Retention, format_id, parse_id
+from hub.history import Retention, TenantBounds, format_id, parse_id
+from hub.ratelimit import KeyedBuckets
 from hub.rooms import RoomKey
 
 _NONE = (0, 0)
@@ -30,7 +31,15 @@ class _Room:
 class MemoryBroker(Broker):
     """Keeps history in this process and delivers each publish straight to its rooms."""
 
-    def __init__(self) -> None:
+    def __init__(self, bounds: TenantBounds | None = None) -> None:
+        self._bounds = bounds or TenantBounds(0, 0, 0)
+        self._bytes = (
+            KeyedBuckets(self._bounds.publish_bytes, self._bounds.publish_burst)
+            if self._bounds.publish_bytes > 0
+            else None
+        )
+        self._history_rooms: dict[str, dict[RoomKey, float]] = {}
+        """Per tenant, its rooms with history and when that history expires."""
         self._deliver: Deliver | None = None
         self._keys: set[RoomKey] = set()
         self._rooms: dict[RoomKey, _Room] = {}
@@ -50,8 +59,32 @@ class MemoryBroker(Broker):
 
     def publish_soon(self, messages: Sequence[Outgoing]) -> asyncio.Future[list[str | None]]:
         published = asyncio.get_running_loop().create_future()
-        published.set_result(self.publish_now(messages))
+        verdict = self._bounded(messages)
+        if verdict is not None:
+            published.set_exception(self._bounds.refusal(verdict))
+        else:
+            published.set_result(self.publish_now(messages))
         return published
+
+    def _bounded(self, messages: Sequence[Outgoing]) -> str | None:
+        """What the tenant's bounds say of these events (all of one tenant), as the Redis
+        script says it; None when they may go."""
+        tenant, bounds = messages[0].key.tenant, self._bounds
+        now = time.time()
+        rooms = self._history_rooms.setdefault(tenant, {})
+        for key in [key for key, until in rooms.items() if until <= now]:
+            del rooms[key]
+        kept = {m.key: now + m.retention.ttl for m in messages if m.retention.keeps_history}
+        new = len(kept.keys() - rooms.keys())
+        if bounds.history_rooms and new and len(rooms) + new > bounds.history_rooms:
+            return "rooms"
+        if self._bytes is not None:
+            cost = sum(len(m.prefix) + len(m.suffix) for m in messages)
+            wait = self._bytes.take_many(tenant, cost)
+            if wait > 0:
+                return f"bytes:{int(wait * 1000) + 1}"
+        rooms.update(kept)
+        return None
 
     def publish_now(self, messages: Sequence[Outgoing]) -> list[str | None]:
         """Publish without yielding to the loop: in-process events are ordered by call."""

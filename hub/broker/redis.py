@@ -27,7 +27,7 @@ from hub.backoff import Backoff
 from hub.broker import scripts
 from hub.broker.base import Broker, BrokerUnavailable, Deliver, HistoryPage, Outgoing
 from hub.envelope import ID_END
-from hub.history import Retention, parse_id
+from hub.history import Retention, TenantBounds, parse_id
 from hub.rooms import RoomKey
 
 log = logging.getLogger("hub.broker")
@@ -43,6 +43,10 @@ _UNSUBSCRIBE = b"UNSUBSCRIBE"
 _PING = b"PING"
 
 
+_Args = list[bytes | str | int | float]
+"""One call of the publish script."""
+
+
 def channel_of(key: RoomKey) -> bytes:
     return CHANNEL_PREFIX + key.name.encode()
 
@@ -55,7 +59,8 @@ def new_epoch() -> str:
 class RedisBroker(Broker):
     """Carries events between nodes through Redis pub/sub, and keeps history in streams."""
 
-    def __init__(self, url: str, read_connections: int = 32) -> None:
+    def __init__(self, url: str, bounds: TenantBounds, read_connections: int = 32) -> None:
+        self._bounds = bounds
         options = {
             "socket_connect_timeout": CONNECT_TIMEOUT,
             "socket_timeout": COMMAND_TIMEOUT,
@@ -82,7 +87,7 @@ class RedisBroker(Broker):
         """Channels this node wants, to the room each carries."""
         self._waiters: defaultdict[bytes, deque[asyncio.Future[None]]] = defaultdict(deque)
         self._commands: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
-        self._outbox: list[tuple[list[bytes | str | int], asyncio.Future[list[str | None]]]] = []
+        self._outbox: list[tuple[_Args, asyncio.Future[list[str | None]]]] = []
         self._outbox_ready = asyncio.Event()
         self._available = False
         self._heard = True
@@ -130,7 +135,14 @@ class RedisBroker(Broker):
     def publish_soon(self, messages: Sequence[Outgoing]) -> asyncio.Future[list[str | None]]:
         if not self._available:
             raise BrokerUnavailable("redis is unreachable")
-        args: list[bytes | str | int] = [new_epoch()]
+        bounds = self._bounds
+        args: _Args = [
+            new_epoch(),
+            messages[0].key.tenant,
+            bounds.publish_bytes,
+            bounds.publish_burst,
+            bounds.history_rooms,
+        ]
         for message in messages:
             retention = message.retention
             args += [
@@ -167,12 +179,14 @@ class RedisBroker(Broker):
                     continue
                 if isinstance(result, Exception):
                     published.set_exception(BrokerUnavailable(f"redis publish failed: {result}"))
+                elif isinstance(result, bytes):
+                    published.set_exception(self._bounds.refusal(result.decode()))
                 else:
                     published.set_result(
                         [event_id.decode() if event_id else None for event_id in result]
                     )
 
-    async def _run_publishes(self, calls: list[list[bytes | str | int]]) -> list[Any]:
+    async def _run_publishes(self, calls: list[_Args]) -> list[Any]:
         """One pipeline of publish script calls; sent once more, after loading the script
         again, if Redis lost it (a restart)."""
         results = await self._pipeline(calls)
@@ -181,7 +195,7 @@ class RedisBroker(Broker):
             results = await self._pipeline(calls)
         return results
 
-    async def _pipeline(self, calls: list[list[bytes | str | int]]) -> list[Any]:
+    async def _pipeline(self, calls: list[_Args]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         for args in calls:
             pipe.evalsha(self._publish.sha, 0, *args)

@@ -15,6 +15,10 @@ from hub.envelope import LUA as ENVELOPE
 CHANNEL_PREFIX = "hub:room:"
 STREAM_PREFIX = "hub:h:"
 META_PREFIX = "hub:m:"
+TENANT_BYTES_PREFIX = "hub:tb:"
+"""A tenant's published-bytes bucket."""
+TENANT_ROOMS_PREFIX = "hub:tr:"
+"""A tenant's rooms with history, scored by when their history expires."""
 
 LIBRARY = (
     ENVELOPE
@@ -76,14 +80,45 @@ end
 
 PUBLISH = (
     LIBRARY
-    + """
--- ARGV: epoch, then per event: room key, prefix, suffix, history size, history ttl (ms).
+    + f"""
+-- ARGV: epoch, tenant, bytes/s, burst, rooms with history (0 = no bound), then per event:
+-- room key, prefix, suffix, history size, history ttl (ms). Returns the ids, or, publishing
+-- nothing, 'bytes:<ms to wait>' or 'rooms' when a tenant bound refuses.
 local now = now_ms()
-local ids = {}
-for i = 0, (#ARGV - 1) / 5 - 1 do
-  local at = 2 + i * 5
-  ids[i + 1] = append_and_publish(ARGV[at], ARGV[at + 1], ARGV[at + 2],
-    tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]), ARGV[1], now)
+local tenant, rate, burst, most = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local events = (#ARGV - 5) / 5
+if rate > 0 then
+  local cost = 0
+  for i = 0, events - 1 do cost = cost + #ARGV[7 + i * 5] + #ARGV[8 + i * 5] end
+  local bucket = '{TENANT_BYTES_PREFIX}' .. tenant
+  local state = redis.call('HMGET', bucket, 't', 's')
+  local tokens, stamp = tonumber(state[1]) or burst, tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + (now - stamp) * rate / 1000)
+  if tokens < cost then return 'bytes:' .. math.ceil((cost - tokens) * 1000 / rate) end
+  redis.call('HSET', bucket, 't', tostring(tokens - cost), 's', ms(now))
+  redis.call('PEXPIRE', bucket, math.ceil(burst * 1000 / rate) + 1000)
+end
+local rooms = '{TENANT_ROOMS_PREFIX}' .. tenant
+if most > 0 then
+  redis.call('ZREMRANGEBYSCORE', rooms, '-inf', ms(now))
+  local new = 0
+  for i = 0, events - 1 do
+    local at = 6 + i * 5
+    if tonumber(ARGV[at + 3]) > 0 and not redis.call('ZSCORE', rooms, ARGV[at]) then
+      new = new + 1
+    end
+  end
+  if new > 0 and redis.call('ZCARD', rooms) + new > most then return 'rooms' end
+end
+local ids = {{}}
+for i = 0, events - 1 do
+  local at = 6 + i * 5
+  local size, ttl = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+  ids[i + 1] = append_and_publish(ARGV[at], ARGV[at + 1], ARGV[at + 2], size, ttl, ARGV[1], now)
+  if most > 0 and size > 0 then
+    redis.call('ZADD', rooms, ms(now + ttl), ARGV[at])
+    if redis.call('PTTL', rooms) < ttl then redis.call('PEXPIRE', rooms, ttl) end
+  end
 end
 return ids
 """
