@@ -27,7 +27,7 @@ from hub.http import HubHttpProtocol
 from hub.logs import configure as configure_logs
 from hub.metrics import Metrics
 from hub.process import Exporter, tune_collector
-from hub.rest import EXCEPTION_HANDLERS, Rest, bearer
+from hub.rest import Rest, bearer
 from hub.session import Session
 from hub.shutdown import drain_on_sigterm
 from hub.sockets import Refusal, Sockets
@@ -212,6 +212,6 @@ def _http(hub: Hub) -> Starlette:
             Route("/readyz", rest.readyz),
             Route("/metrics", rest.prometheus),
         ],
-        exception_handlers=dict(EXCEPTION_HANDLERS),
+        exception_handlers=dict(rest.exception_handlers()),
         lifespan=hub.lifespan,
     )

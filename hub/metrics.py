@@ -46,6 +46,12 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.refusals = Counter(
+            "hub_refusals",
+            "Requests refused, by error code: error frames on sockets and REST error answers",
+            ["code"],
+            registry=registry,
+        )
         self.slow_consumers = Counter(
             "hub_slow_consumers",
             "Sockets closed with 4009 because their outgoing queue overflowed",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 import hmac
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,6 +252,16 @@ class Rest:
             {"node": tenant_node(node, tenant), "cluster": tenant_cluster(nodes, tenant)}
         )
 
+    async def refused(self, _request: Request, exc: Exception) -> Response:
+        """Every `HubError` (a broker that is down included) as its REST answer, counted."""
+        assert isinstance(exc, HubError)
+        self._metrics.refusals.labels(exc.code.value).inc()
+        status, body, headers = rest_refusal(exc)
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    def exception_handlers(self) -> dict[type[Exception], ExceptionHandler]:
+        return {HubError: self.refused, AuthError: unauthorized, HTTPException: http_error}
+
     async def prometheus(self, request: Request) -> Response:
         if self._settings.stats_key is not None and not self._holds_stats_key(request):
             return JSONResponse(
@@ -273,13 +283,6 @@ async def _take(chosen: Limit | None, principal: Principal) -> None:
         )
 
 
-async def refused(_request: Request, exc: Exception) -> Response:
-    """Every `HubError` (a broker that is down included) as its REST answer."""
-    assert isinstance(exc, HubError)
-    status, body, headers = rest_refusal(exc)
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
 async def unauthorized(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AuthError)
     code = "unauthorized" if exc.status == 401 else "forbidden"
@@ -294,4 +297,4 @@ async def http_error(_request: Request, exc: Exception) -> Response:
     )
 
 
-EXCEPTION_HANDLERS = {HubError: refused, AuthError: unauthorized, HTTPException: http_error}
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]

@@ -198,6 +198,7 @@ class Session:
         self.sender.wrote_elsewhere()
 
     def _refuse(self, error: HubError, ref: Ref) -> None:
+        self._node.metrics.refusals.labels(error.code.value).inc()
         self.sender.reply(error_frame(error, ref))
 
     async def _dispatch(self, request: Request) -> None:

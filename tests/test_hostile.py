@@ -292,6 +292,7 @@ def test_reads_are_rate_limited_per_token(hub_node: NodeFactory) -> None:
     assert refused.status_code == 429
     assert int(refused.headers["Retry-After"]) >= 1
     assert node.get("/v1/rooms/r/history", other).status_code == 200
+    assert 'hub_refusals_total{code="rate_limited"}' in node.get("/metrics").text
 
 
 async def test_readers_cannot_starve_publishes_of_redis_connections(

@@ -127,6 +127,8 @@ async def test_refusals_are_error_frames_with_the_ref(
         assert error["code"] == code
         assert words in error["message"]
         assert error["ref"] == (frame.get("ref") if isinstance(frame, dict) else None)
+        registry = hub.node.metrics.registry
+        assert registry.get_sample_value("hub_refusals_total", {"code": code.value}) == 1
 
 
 async def test_a_device_may_not_subscribe_to_status() -> None:
