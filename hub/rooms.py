@@ -48,18 +48,14 @@ class Rooms:
         self._stand_ins: dict[RoomKey, dict[Member, StandIn]] = {}
         """For a room, a member whose place is taken, to what stands in for it."""
 
-    def _enter(self, key: RoomKey) -> tuple[set[Member], bool]:
-        members = self._members.get(key)
-        if members is not None:
-            return members, False
-        members = self._members[key] = set()
-        return members, key not in self._stand_ins
-
     def add(self, key: RoomKey, member: Member) -> bool:
         """Put `member` in the room; True when the room is new on this node."""
-        members, new = self._enter(key)
-        members.add(member)
-        return new
+        members = self._members.get(key)
+        if members is not None:
+            members.add(member)
+            return False
+        self._members[key] = {member}
+        return key not in self._stand_ins
 
     def stand_in(self, key: RoomKey, member: Member, stand_in: StandIn) -> bool:
         """Let `stand_in` take `member`'s place (or hold one for it), in one step: no event

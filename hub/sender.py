@@ -24,7 +24,8 @@ class SendState(Enum):
     """Where a socket's write path stands."""
 
     HOLDING = "holding"
-    """Before the welcome: frames wait, so that the welcome goes first."""
+    """Frames wait: before the welcome, so that it goes first, and while a replay goes out
+    at the pace the peer reads it; more than the send queue of them sheds the socket."""
     OPEN = "open"
     SHED = "shed"
     """Closing as a slow consumer: what is sent now is dropped, and counted."""

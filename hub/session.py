@@ -59,8 +59,9 @@ MAX_PUBLISHING = 64
 
 HEARTBEAT_BURST = 5
 TOO_MANY_FRAMES = HubError(ErrorCode.RATE_LIMITED, "too many frames, slow down")
-TOO_MANY_HEARTBEATS = HubError(ErrorCode.RATE_LIMITED, "too many heartbeats, slow down")
 FAILED = HubError(ErrorCode.UNAVAILABLE, "internal error: not carried out")
+"""Refusals answered as they are, never raised: a raised one would keep its traceback, and
+with it the frames of the session that raised it, alive in a module global."""
 
 
 class Session:
@@ -293,5 +294,5 @@ class Session:
         validate(DeviceHeartbeat, {**request.data, "device": principal.sub})
         if self._beats.take() > 0:
             self._node.tally.dropped[Dropped.RATE_LIMITED] += 1
-            raise TOO_MANY_HEARTBEATS
+            raise HubError(ErrorCode.RATE_LIMITED, "too many heartbeats, slow down")
         self._node.presence.heartbeat(present, request.data)

@@ -307,6 +307,11 @@ async def test_readers_cannot_starve_publishes_of_redis_connections(
             return (await http.get("/v1/rooms/r/history", headers=headers)).status_code
 
         readers = [asyncio.create_task(read(bearer)) for bearer in bearers * 5]
+        await asyncio.sleep(0.2)  # the reads are in flight, most of them queued
+        clients = await asyncio.to_thread(redis_server.command, "CLIENT", "LIST")
+        # 2 for reads, at most 8 for writes, the subscriber, and this redis-cli: however
+        # many readers, not one connection each.
+        assert len(clients.splitlines()) <= 12, clients
         published = await http.post(
             "/v1/broadcast",
             json={"room": "r", "event": "x.a", "data": {}},
