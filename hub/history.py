@@ -81,16 +81,23 @@ class TenantBounds:
     publish_burst: float
     history_rooms: int
 
-    def refusal(self, verdict: str) -> HubError:
+    def refusal(self, verdict: str) -> TenantLimited:
         """The refusal a broker reports as `verdict`: `bytes:<ms to wait>` or `rooms`."""
         kind, _, wait = verdict.partition(":")
         if kind == "bytes":
-            return HubError(
-                ErrorCode.RATE_LIMITED,
+            return TenantLimited(
+                "publish_bytes",
                 f"the tenant publishes over {self.publish_bytes:g} bytes/s, retry later",
                 retry_after=int(wait) / 1000,
             )
-        return HubError(
-            ErrorCode.RATE_LIMITED,
-            f"the tenant keeps history in {self.history_rooms} rooms already",
+        return TenantLimited(
+            "history_rooms", f"the tenant keeps history in {self.history_rooms} rooms already"
         )
+
+
+class TenantLimited(HubError):
+    """A publish refused by one of its tenant's bounds (`bound` names which)."""
+
+    def __init__(self, bound: str, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(ErrorCode.RATE_LIMITED, message, retry_after=retry_after)
+        self.bound = bound

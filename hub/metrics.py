@@ -52,6 +52,12 @@ class Metrics:
             ["code"],
             registry=registry,
         )
+        self.tenant_limited = Counter(
+            "hub_tenant_limited",
+            "Publishes refused by a tenant bound: publish_bytes or history_rooms",
+            ["bound"],
+            registry=registry,
+        )
         self.slow_consumers = Counter(
             "hub_slow_consumers",
             "Sockets closed with 4009 because their outgoing queue overflowed",

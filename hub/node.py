@@ -13,7 +13,7 @@ from hub import envelope
 from hub.broker import Broker, HistoryPage, Outgoing
 from hub.config import Settings
 from hub.errors import ErrorCode, HubError
-from hub.history import Retention, RetentionRules
+from hub.history import Retention, RetentionRules, TenantLimited
 from hub.liveness import HeartbeatWatch
 from hub.metrics import Metrics
 from hub.presence import Presence
@@ -171,6 +171,8 @@ class Node:
                 return
             error = sent.exception()
             if error is not None:
+                if isinstance(error, TenantLimited):
+                    self.metrics.tenant_limited.labels(error.bound).inc()
                 published.set_exception(error)
                 return
             self.tally.messages_in += len(messages)

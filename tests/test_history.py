@@ -134,6 +134,27 @@ async def test_events_past_their_age_are_dropped_and_not_recovered(
     await client.close()
 
 
+@pytest.mark.parametrize("broker", ["memory", "redis"])
+async def test_a_room_idle_past_its_age_is_not_recovered_and_starts_afresh(
+    request: pytest.FixtureRequest, hub_node: NodeFactory, broker: str
+) -> None:
+    """Once every event has aged out the room's history is gone whole; a resume from
+    before that is told events may be missing, and the room's ids go on increasing."""
+    redis_url = request.getfixturevalue("redis_server").url if broker == "redis" else None
+    node = hub_node("idle", redis_url, history_rooms='{"short:": {"ttl": 1}}')
+    first_id = _tick(node, "short:room", 0)
+    second_id = _tick(node, "short:room", 1)
+    epoch = _history(node, "short:room")["epoch"]
+    await asyncio.sleep(1.3)
+    gone = _history(node, "short:room", since=first_id)
+    assert (gone["events"], gone["last"]) == ([], None)
+    client = await Client.connect(node, token("dashboard", "d1"))
+    ack = await client.subscribe("short:room", since=first_id, epoch=epoch)
+    assert ack["recovered"] is False  # event 1 came after `since` and aged out
+    assert _order(_tick(node, "short:room", 2)) > _order(second_id)
+    await client.close()
+
+
 async def test_publishes_sent_without_waiting_keep_their_order(node: HubNode) -> None:
     """More publishes in flight than one socket may have (64): acked in order, published
     in order, with increasing ids."""

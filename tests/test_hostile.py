@@ -7,13 +7,17 @@ import asyncio
 import contextlib
 import signal
 import socket
+import time
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from hub.broker import MemoryBroker, Outgoing, memory
 from hub.disconnect import RATE_LIMITED, SLOW_CONSUMER
+from hub.history import Retention
+from hub.rooms import RoomKey
 from loadtest.wire import frame
 from tests.conftest import NodeFactory
 from tests.inprocess import running
@@ -494,3 +498,55 @@ async def test_a_tenant_is_bounded_in_bytes_published_and_rooms_with_history(
     assert node.broadcast(other, room="room1", **small).status_code == 202  # one it has
     history = node.get("/v1/rooms/room9/history", other).json()
     assert history["events"] == []
+    metrics = node.get("/metrics").text
+    assert 'hub_tenant_limited_total{bound="publish_bytes"}' in metrics
+    assert 'hub_tenant_limited_total{bound="history_rooms"} 2.0' in metrics
+
+
+async def test_reading_rooms_creates_nothing_in_redis(
+    hub_node: NodeFactory, redis_server: RedisServer
+) -> None:
+    """History reads and subscribes with `since` of free-named rooms leave no key behind,
+    and a room first seen empty keeps its epoch through its first publish."""
+    node = hub_node("a", redis_server.url)
+    operator, dashboard = token("operator", "o"), token("dashboard", "d")
+    assert node.broadcast(operator, room="seed", event="x.n", data={}).status_code == 202
+    keys_before = int(redis_server.command("DBSIZE"))
+    for n in range(50):
+        assert node.get(f"/v1/rooms/free{n}/history", operator).status_code == 200
+    client = await Client.connect(node, dashboard)
+    for n in range(50):
+        ack = await client.subscribe(f"location:free{n}", since="1-0", epoch="e")
+        assert ack["recovered"] is False
+    empty = await client.subscribe("location:later")
+    await client.close()
+
+    def keys_back() -> bool:
+        return int(redis_server.command("DBSIZE")) == keys_before
+
+    await eventually(keys_back, 10, "the socket's presence to be gone")
+    answer = node.broadcast(operator, room="location:later", event="x.n", data={})
+    assert answer.status_code == 202
+    history = node.get("/v1/rooms/location:later/history", operator).json()
+    assert history["epoch"] == empty["epoch"]
+
+
+async def test_reading_rooms_holds_nothing_in_a_single_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The in-process broker keeps history only for rooms published to, and forgets a room
+    once all its events have aged out, read or not."""
+    broker = MemoryBroker()
+    await broker.connect(lambda key, payload: None)
+    brief = Retention(10, 1.0)
+    for n in range(50):
+        page = await broker.history(RoomKey("acme", f"free{n}"), "1-0", 10, brief)
+        assert (page.events, page.last) == ([], None)
+    assert broker._rooms == {}
+    published = RoomKey("acme", "kept")
+    broker.publish_now([Outgoing.of(published, b'{"type":"event"}', brief)])
+    assert list(broker._rooms) == [published]
+    later = time.time() + memory.SWEEP_INTERVAL + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    broker.publish_now([Outgoing.of(RoomKey("acme", "other"), b'{"type":"event"}', brief)])
+    assert list(broker._rooms) == [RoomKey("acme", "other")]

@@ -1,4 +1,8 @@
-"""The in-process broker: a single node, nothing else running."""
+"""The in-process broker: a single node, nothing else running.
+
+As in Redis, only publishes make a room's history, and a room whose events have all aged
+out is forgotten, so reading free-named rooms holds nothing.
+"""
 
 from __future__ import annotations
 
@@ -16,16 +20,24 @@ from hub.ratelimit import KeyedBuckets
 from hub.rooms import RoomKey
 
 _NONE = (0, 0)
+SWEEP_INTERVAL = 60.0
+"""Seconds between sweeps of rooms whose history has aged out."""
 
 
 @dataclass(slots=True)
 class _Room:
     """One room's history in this process."""
 
-    epoch: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    trimmed: tuple[int, int]
+    until: float = 0.0
+    """When the room's newest event ages out: from then on the room is forgotten."""
     events: deque[tuple[tuple[int, int], bytes, float]] = field(default_factory=deque)
     last: tuple[int, int] = _NONE
-    trimmed: tuple[int, int] = _NONE
+
+
+def _dropped_before(now: float, retention: Retention) -> tuple[int, int]:
+    """What a room without history reports as dropped: everything older than its retention."""
+    return (max(int((now - retention.ttl) * 1000), 0), 0)
 
 
 class MemoryBroker(Broker):
@@ -42,7 +54,10 @@ class MemoryBroker(Broker):
         """Per tenant, its rooms with history and when that history expires."""
         self._deliver: Deliver | None = None
         self._keys: set[RoomKey] = set()
+        self._epoch = uuid.uuid4().hex[:12]
+        """Every room's epoch: this process's history is lost with it."""
         self._rooms: dict[RoomKey, _Room] = {}
+        self._sweep_at = time.time() + SWEEP_INTERVAL
 
     async def connect(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -91,13 +106,18 @@ class MemoryBroker(Broker):
         ids: list[str | None] = []
         encoded: list[tuple[RoomKey, bytes]] = []
         now = time.time()
+        if now >= self._sweep_at:
+            self._sweep(now)
         for message in messages:
             retention = message.retention
             if not retention.keeps_history:
                 ids.append(None)
                 encoded.append((message.key, message.prefix + message.suffix))
                 continue
-            room = self._room(message.key)
+            room = self._live(message.key, now)
+            if room is None:
+                room = self._rooms[message.key] = _Room(_dropped_before(now, retention))
+            room.until = now + retention.ttl
             self._trim(room, now, retention.size - 1)
             ms = int(now * 1000)
             event_id = (ms, 0) if ms > room.last[0] else (room.last[0], room.last[1] + 1)
@@ -116,8 +136,11 @@ class MemoryBroker(Broker):
     async def history(
         self, key: RoomKey, since: str | None, limit: int, retention: Retention
     ) -> HistoryPage:
-        room = self._room(key)
-        self._trim(room, time.time(), retention.size)
+        now = time.time()
+        room = self._live(key, now)
+        if room is None:
+            return HistoryPage(self._epoch, [], None, _dropped_before(now, retention))
+        self._trim(room, now, retention.size)
         after = parse_id(since) if since is not None else _NONE
         events: list[bytes] = []
         if after is not None and limit > 0:
@@ -127,13 +150,20 @@ class MemoryBroker(Broker):
                     if len(events) >= limit:
                         break
         last = format_id(room.last) if room.events else None
-        return HistoryPage(room.epoch, events, last, room.trimmed)
+        return HistoryPage(self._epoch, events, last, room.trimmed)
 
-    def _room(self, key: RoomKey) -> _Room:
+    def _live(self, key: RoomKey, now: float) -> _Room | None:
+        """The room's history, unless it has none or all of it has aged out."""
         room = self._rooms.get(key)
-        if room is None:
-            room = self._rooms[key] = _Room()
+        if room is not None and room.until <= now:
+            del self._rooms[key]
+            return None
         return room
+
+    def _sweep(self, now: float) -> None:
+        self._sweep_at = now + SWEEP_INTERVAL
+        for key in [key for key, room in self._rooms.items() if room.until <= now]:
+            del self._rooms[key]
 
     @staticmethod
     def _trim(room: _Room, now: float, keep: int) -> None:

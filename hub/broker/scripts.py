@@ -1,8 +1,13 @@
 """Lua scripts that make history and pub/sub one atomic step in Redis.
 
 Each room has a stream `hub:h:<key>` (entries hold the event's bytes up to its id) and a
-hash `hub:m:<key>`: `e` the epoch, `t` the newest id retention dropped. The epoch is made
-when the hash is missing, so a Redis that lost its data hands out a new epoch.
+hash `hub:m:<key>`: `e` the epoch, `t` the newest id retention dropped. Both are written
+only by publishes: a read of a room without history creates nothing.
+
+Every room's epoch is the one `hub:epoch` holds, made once and lost with the data, so a
+Redis that lost its data hands out a new epoch and a room keeps its epoch from the first
+subscribe through its first publish. A room without a hash has had no event within its
+retention, so whatever came before is reported dropped up to `now - ttl`.
 
 `LIBRARY` holds the Lua functions other scripts (presence) build on, so that every event
 the hub publishes, whoever publishes it, goes through the same append-and-publish step.
@@ -15,14 +20,13 @@ from hub.envelope import LUA as ENVELOPE
 CHANNEL_PREFIX = "hub:room:"
 STREAM_PREFIX = "hub:h:"
 META_PREFIX = "hub:m:"
+EPOCH_KEY = "hub:epoch"
 TENANT_BYTES_PREFIX = "hub:tb:"
 """A tenant's published-bytes bucket."""
 TENANT_ROOMS_PREFIX = "hub:tr:"
 """A tenant's rooms with history, scored by when their history expires."""
 
-LIBRARY = (
-    ENVELOPE
-    + f"""
+_BASE = f"""
 local CHANNEL, STREAM, META = '{CHANNEL_PREFIX}', '{STREAM_PREFIX}', '{META_PREFIX}'
 
 local function ms(number)
@@ -34,6 +38,26 @@ local function now_ms()
   return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 end
 
+-- The epoch of every history in this Redis, made from `fresh` if the data was lost.
+local function current_epoch(fresh)
+  local epoch = redis.call('GET', '{EPOCH_KEY}')
+  if not epoch then
+    epoch = fresh
+    redis.call('SET', '{EPOCH_KEY}', epoch)
+  end
+  return epoch
+end
+
+-- What a room without history reports as dropped: everything older than its retention.
+local function dropped_before(now, ttl_ms)
+  return ms(now - ttl_ms) .. '-0'
+end
+"""
+
+LIBRARY = (
+    ENVELOPE
+    + _BASE
+    + """
 -- Publish `prefix .. id .. suffix` to room `key` after appending it to the room's history
 -- (`prefix .. suffix` when the room keeps no history); returns the id, or false. Each room
 -- appended to must then be settled once, before the script ends.
@@ -48,11 +72,13 @@ local function append(key, prefix, suffix, size)
 end
 
 -- Keep room `key`'s history within `size` events and `ttl_ms`, remembering the newest id
--- dropped (`t`), and give it an epoch if it has none.
-local function settle(key, size, ttl_ms, epoch, now)
+-- dropped (`t`), and give it the epoch (made from `fresh` if needed) if it has none.
+local function settle(key, size, ttl_ms, fresh, now)
   if size <= 0 then return end
   local stream, meta = STREAM .. key, META .. key
-  redis.call('HSETNX', meta, 'e', epoch)
+  if redis.call('EXISTS', meta) == 0 then
+    redis.call('HSET', meta, 'e', current_epoch(fresh), 't', dropped_before(now, ttl_ms))
+  end
   local excess = redis.call('XLEN', stream) - size
   if excess > 0 then
     local gone = redis.call('XRANGE', stream, '-', '+', 'COUNT', excess)
@@ -124,19 +150,22 @@ return ids
 """
 )
 
-HISTORY = f"""
-local stream, meta = '{STREAM_PREFIX}' .. ARGV[1], '{META_PREFIX}' .. ARGV[1]
-local epoch = redis.call('HGET', meta, 'e')
+HISTORY = (
+    _BASE
+    + """
+-- ARGV: room key, a fresh epoch, since ('' for the oldest), limit, ttl (ms). Writes nothing
+-- but the epoch itself, when the data was lost.
+local stream, meta = STREAM .. ARGV[1], META .. ARGV[1]
+local state = redis.call('HMGET', meta, 'e', 't')
+local epoch, trimmed = state[1], state[2] or '0-0'
 if not epoch then
-  epoch = ARGV[2]
-  redis.call('HSET', meta, 'e', epoch)
-  redis.call('PEXPIRE', meta, ARGV[5])
+  epoch = current_epoch(ARGV[2])
+  trimmed = dropped_before(now_ms(), tonumber(ARGV[5]))
 end
-local trimmed = redis.call('HGET', meta, 't') or '0-0'
 local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
 local last = false
 if #newest > 0 then last = newest[1][1] end
-local events = {{}}
+local events = {}
 local limit = tonumber(ARGV[4])
 if limit > 0 then
   local from = '-'
@@ -145,5 +174,6 @@ if limit > 0 then
     events[#events + 1] = entry[2][2] .. entry[1]
   end
 end
-return {{epoch, trimmed, last, events}}
+return {epoch, trimmed, last, events}
 """
+)
