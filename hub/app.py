@@ -12,7 +12,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -26,6 +27,7 @@ from hub.errors import ErrorCode, error_body
 from hub.http import HubHttpProtocol
 from hub.logs import configure as configure_logs
 from hub.metrics import Metrics
+from hub.openapi import DOCUMENT
 from hub.process import Exporter, tune_collector
 from hub.rest import Rest, bearer
 from hub.session import Session
@@ -63,6 +65,7 @@ class Hub:
         await self.node.start()
         drain_on_sigterm(self.drain)
         sharing = asyncio.create_task(self._share_figures(), name="figures")
+        self.metrics.count_tasks(asyncio.get_running_loop())
         port = self.settings.metrics_port
         exporter = Exporter(port, self.metrics.registry) if port is not None else None
         tune_collector(self.settings.gc_threshold)
@@ -211,7 +214,12 @@ def _http(hub: Hub) -> Starlette:
             Route("/healthz", rest.healthz),
             Route("/readyz", rest.readyz),
             Route("/metrics", rest.prometheus),
+            Route("/v1/openapi.json", openapi),
         ],
         exception_handlers=dict(rest.exception_handlers()),
         lifespan=hub.lifespan,
     )
+
+
+async def openapi(_request: Request) -> Response:
+    return Response(DOCUMENT, media_type="application/json")
