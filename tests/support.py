@@ -25,6 +25,8 @@ from websockets.exceptions import ConnectionClosed
 from hub.auth import Role, issue_token
 from hub.backoff import Backoff
 from hub.client import HubClient
+from hub.metrics import Metrics
+from hub.stats import Figures
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 START_TIMEOUT = 20.0
@@ -490,3 +492,25 @@ class Client:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+def metric_names() -> set[str]:
+    """Every metric a node exposes, by the name its `# TYPE` line gives."""
+    metrics = Metrics()
+    metrics.watch(
+        lambda: Figures(
+            node="n",
+            connections={},
+            rooms=0,
+            messages={"in": 0, "out": 0, "dropped": 0},
+            per_second={},
+            dropped={},
+            queue_bytes=0,
+            queued_sockets=0,
+            max_connections=1,
+            draining=False,
+            broker_up=True,
+        )
+    )
+    lines = metrics.render().decode().splitlines()
+    return {line.split()[2] for line in lines if line.startswith("# TYPE")}

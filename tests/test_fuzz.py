@@ -1,5 +1,6 @@
 """Generated client frames, valid and broken, against a real node: every frame is
-answered, the socket stays open, and nothing is left behind once the socket closes."""
+answered, the socket stays open, and nothing is left behind once the socket closes (rooms,
+sockets, event-loop tasks, memory)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from tests.conftest import NodeFactory
 from tests.support import HubNode, token, wait_until
 
 EXAMPLES = 300
+ANSWER_TIMEOUT = 10.0
+"""A frame left unanswered this long fails the test rather than hanging it."""
+MEMORY_BOUND = 8 * 2**20
+"""What the node may keep after the fuzzer has gone: the few small events kept in
+history (a run keeps well under 1 MiB); far less than the frames sent (up to 64 KiB each)."""
 OPS = ["subscribe", "unsubscribe", "publish", "heartbeat", "ping", "receipt", "dance", ""]
 names = st.one_of(
     st.sampled_from(["status", "devices", "location:lobby", "device:p1", "x:y@z", "r"]),
@@ -53,14 +59,25 @@ frames = st.one_of(
 
 
 def _answers_until(ws: WebSocket, ref: str) -> list[dict[str, Any]]:
-    """Every frame that is not an event, up to the pong for `ref`."""
+    """Every frame that is not an event, up to the pong for `ref`, and the answer that
+    comes after it when none came before: a publish is answered once it is published,
+    and the socket reads on meanwhile, so the pong may overtake its ack."""
     seen: list[dict[str, Any]] = []
-    while True:
+    pong = False
+    while not pong or not seen:
         frame = orjson.loads(ws.recv())
         if frame.get("type") == "pong" and frame.get("ref") == ref:
-            return seen
-        if frame.get("type") != "event":
+            pong = True
+        elif frame.get("type") != "event":
             seen.append(frame)
+    return seen
+
+
+def _gauge(node: HubNode, name: str) -> float:
+    for line in node.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not in /metrics")
 
 
 def _node_figures(node: HubNode) -> dict[str, Any]:
@@ -74,8 +91,12 @@ def test_generated_frames_are_each_answered_and_leave_nothing_behind(
 ) -> None:
     node = hub_node("fuzzed", client_rate=0, max_frame_bytes=65536)
     baseline = _node_figures(node)["rooms"]
+    wait_until(lambda: _gauge(node, "hub_tasks") > 0, 10, "the first sample of the tasks")
+    tasks, memory = _gauge(node, "hub_tasks"), _gauge(node, "process_resident_memory_bytes")
     bearer = token("dashboard", "fuzzer", publish=["*"])
-    ws = create_connection(node.ws_url, header=[f"Authorization: Bearer {bearer}"])
+    ws = create_connection(
+        node.ws_url, header=[f"Authorization: Bearer {bearer}"], timeout=ANSWER_TIMEOUT
+    )
     assert orjson.loads(ws.recv())["type"] == "welcome"
     sent = 0
 
@@ -113,4 +134,7 @@ def test_generated_frames_are_each_answered_and_leave_nothing_behind(
         return bool(figures["rooms"] == baseline and figures["connections"]["total"] == 0)
 
     wait_until(back_to_baseline, 10, "the node to hold no room or socket of the fuzzer")
+    wait_until(lambda: _gauge(node, "hub_tasks") == tasks, 10, "the fuzzer's tasks to end")
+    grown = _gauge(node, "process_resident_memory_bytes") - memory
+    assert grown < MEMORY_BOUND, f"the node kept {grown / 2**20:.1f} MiB after {sent} frames"
     assert "Traceback" not in node.output()
