@@ -114,8 +114,16 @@ class Resumes:
 
 
 def recovered(page: HistoryPage, since: str | None, epoch: str | None) -> bool:
-    """True only when the client named the same epoch and nothing after `since` was dropped."""
+    """True only when the client named the same epoch and nothing after `since` was dropped.
+
+    `0-0` (nothing seen yet) is recovered while nothing was dropped; any other id must be
+    of the room's present history, not of one that aged out whole before it began.
+    """
     if since is None or epoch != page.epoch:
         return False
     position = parse_id(since)
-    return position is not None and position >= page.trimmed
+    if position is None:
+        return False
+    if position != (0, 0) and (page.first is None or position < page.first):
+        return False
+    return position >= page.trimmed

@@ -85,6 +85,24 @@ async def test_resume_replays_what_was_missed_then_goes_live(node: HubNode) -> N
     await again.close()
 
 
+async def test_a_room_first_seen_empty_resumes_from_nothing_seen(node: HubNode) -> None:
+    """A client that saw no event resumes with `0-0`, and gets what was published while it
+    was away, recovered, whether or not the room had history in between."""
+    first = await Client.connect(node, token("dashboard", "d1"))
+    ack = await first.subscribe("quiet")
+    await first.close()
+    again = await Client.connect(node, token("dashboard", "d1"))
+    assert (await again.subscribe("quiet", since="0-0", epoch=ack["epoch"]))["recovered"]
+    await again.close()
+    _tick(node, "quiet", 0)
+    last = await Client.connect(node, token("dashboard", "d1"))
+    await last.send({"op": "subscribe", "room": "quiet", "since": "0-0", "epoch": ack["epoch"]})
+    assert (await last.recv())["data"] == {"n": 0}
+    resumed = await last.recv()
+    assert (resumed["type"], resumed["recovered"]) == ("ack", True)
+    await last.close()
+
+
 async def test_replayed_events_come_before_the_ack(node: HubNode) -> None:
     first_id = _tick(node, "room", 0)
     _tick(node, "room", 1)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from hub import envelope
 from hub.broker import HistoryPage, MemoryBroker
 from hub.history import Retention
 from hub.node import Node
 from hub.protocol import websocket_text_frame
-from hub.resume import Resumes, Seam
+from hub.resume import Resumes, Seam, recovered
 from hub.rooms import Member, RoomKey, Rooms
 from tests.inprocess import read_frames, running
 
@@ -88,6 +90,24 @@ async def test_a_resume_with_another_epoch_or_a_trimmed_since_is_not_recovered()
     assert not (await resumes.subscribe(KEY, Inbox(), "7-0", "other", KEEP)).recovered
     assert not (await resumes.subscribe(KEY, Inbox(), "4-0", "e", KEEP)).recovered
     assert (await resumes.subscribe(KEY, Inbox(), "5-0", "e", KEEP)).recovered
+
+
+@pytest.mark.parametrize(
+    ("since", "first", "trimmed", "expected"),
+    [
+        ("0-0", None, (0, 0), True),  # nothing seen, and the room has no history
+        ("0-0", (7, 0), (0, 0), True),  # nothing seen, and nothing dropped since
+        ("0-0", (7, 0), (8, 0), False),  # nothing seen, and retention dropped events
+        ("7-0", None, (0, 0), False),  # the room's history aged out whole
+        ("7-0", (9, 0), (0, 0), False),  # an id of a history before the present one
+        ("9-0", (9, 0), (0, 0), True),
+    ],
+)
+def test_a_since_is_recovered_only_within_the_present_history(
+    since: str, first: tuple[int, int] | None, trimmed: tuple[int, int], expected: bool
+) -> None:
+    page = HistoryPage("e", [], None, trimmed, first)
+    assert recovered(page, since, "e") is expected
 
 
 def test_a_burst_reaches_each_member_in_one_write_and_stand_ins_frame_by_frame() -> None:

@@ -57,6 +57,9 @@ class HistoryPage:
     """The room's newest id."""
     trimmed: tuple[int, int]
     """The newest id retention has dropped: events after it are all still there."""
+    first: tuple[int, int] | None = (0, 0)
+    """The first id of the room's present history, None when it has none: an id below it
+    names an event of a history that has since aged out whole."""
 
 
 class Broker(ABC):

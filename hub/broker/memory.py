@@ -28,16 +28,13 @@ SWEEP_INTERVAL = 60.0
 class _Room:
     """One room's history in this process."""
 
-    trimmed: tuple[int, int]
+    first: tuple[int, int] = _NONE
+    """The first id of this history: ids below it are of one that aged out before."""
+    trimmed: tuple[int, int] = _NONE
     until: float = 0.0
     """When the room's newest event ages out: from then on the room is forgotten."""
     events: deque[tuple[tuple[int, int], bytes, float]] = field(default_factory=deque)
     last: tuple[int, int] = _NONE
-
-
-def _dropped_before(now: float, retention: Retention) -> tuple[int, int]:
-    """What a room without history reports as dropped: everything older than its retention."""
-    return (max(int((now - retention.ttl) * 1000), 0), 0)
 
 
 class MemoryBroker(Broker):
@@ -116,12 +113,14 @@ class MemoryBroker(Broker):
                 continue
             room = self._live(message.key, now)
             if room is None:
-                room = self._rooms[message.key] = _Room(_dropped_before(now, retention))
-            room.until = now + retention.ttl
+                room = self._rooms[message.key] = _Room()
             self._trim(room, now, retention.size - 1)
             ms = int(now * 1000)
             event_id = (ms, 0) if ms > room.last[0] else (room.last[0], room.last[1] + 1)
+            if room.last == _NONE:
+                room.first = event_id
             room.last = event_id
+            room.until = now + retention.ttl
             text = format_id(event_id)
             room.events.append((event_id, message.prefix, now + retention.ttl))
             ids.append(text)
@@ -139,7 +138,7 @@ class MemoryBroker(Broker):
         now = time.time()
         room = self._live(key, now)
         if room is None:
-            return HistoryPage(self._epoch, [], None, _dropped_before(now, retention))
+            return HistoryPage(self._epoch, [], None, _NONE, first=None)
         self._trim(room, now, retention.size)
         after = parse_id(since) if since is not None else _NONE
         events: list[bytes] = []
@@ -150,7 +149,7 @@ class MemoryBroker(Broker):
                     if len(events) >= limit:
                         break
         last = format_id(room.last) if room.events else None
-        return HistoryPage(self._epoch, events, last, room.trimmed)
+        return HistoryPage(self._epoch, events, last, room.trimmed, room.first)
 
     def _live(self, key: RoomKey, now: float) -> _Room | None:
         """The room's history, unless it has none or all of it has aged out."""

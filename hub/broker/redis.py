@@ -203,13 +203,14 @@ class RedisBroker(Broker):
         return results
 
     async def history(
-        self, key: RoomKey, since: str | None, limit: int, retention: Retention
+        self, key: RoomKey, since: str | None, limit: int, _retention: Retention
     ) -> HistoryPage:
+        """Retention is applied by publishes (trimming) and by the keys' expiry."""
         if not self._available:
             raise BrokerUnavailable("redis is unreachable")
         try:
-            epoch, trimmed, last, events = await self._history(
-                args=[key.name, new_epoch(), since or "", limit, retention.ttl_ms]
+            epoch, trimmed, last, events, first = await self._history(
+                args=[key.name, new_epoch(), since or "", limit]
             )
         except (RedisError, OSError) as error:
             raise BrokerUnavailable(f"redis history read failed: {error}") from error
@@ -218,6 +219,7 @@ class RedisBroker(Broker):
             events=[event + ID_END for event in events],
             last=last.decode() if last else None,
             trimmed=parse_id(trimmed.decode()) or (0, 0),
+            first=parse_id(first.decode()) if first else None,
         )
 
     async def _run(self) -> None:

@@ -6,8 +6,8 @@ only by publishes: a read of a room without history creates nothing.
 
 Every room's epoch is the one `hub:epoch` holds, made once and lost with the data, so a
 Redis that lost its data hands out a new epoch and a room keeps its epoch from the first
-subscribe through its first publish. A room without a hash has had no event within its
-retention, so whatever came before is reported dropped up to `now - ttl`.
+subscribe through its first publish. The hash also keeps `f`, the first id of the room's
+present history: an id below it names an event of a history that aged out whole.
 
 `LIBRARY` holds the Lua functions other scripts (presence) build on, so that every event
 the hub publishes, whoever publishes it, goes through the same append-and-publish step.
@@ -47,11 +47,6 @@ local function current_epoch(fresh)
   end
   return epoch
 end
-
--- What a room without history reports as dropped: everything older than its retention.
-local function dropped_before(now, ttl_ms)
-  return ms(now - ttl_ms) .. '-0'
-end
 """
 
 LIBRARY = (
@@ -72,12 +67,13 @@ local function append(key, prefix, suffix, size)
 end
 
 -- Keep room `key`'s history within `size` events and `ttl_ms`, remembering the newest id
--- dropped (`t`), and give it the epoch (made from `fresh` if needed) if it has none.
+-- dropped (`t`); a new history gets the epoch (made from `fresh` if needed) and its first id.
 local function settle(key, size, ttl_ms, fresh, now)
   if size <= 0 then return end
   local stream, meta = STREAM .. key, META .. key
   if redis.call('EXISTS', meta) == 0 then
-    redis.call('HSET', meta, 'e', current_epoch(fresh), 't', dropped_before(now, ttl_ms))
+    local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1]
+    redis.call('HSET', meta, 'e', current_epoch(fresh), 't', '0-0', 'f', first)
   end
   local excess = redis.call('XLEN', stream) - size
   if excess > 0 then
@@ -153,14 +149,13 @@ return ids
 HISTORY = (
     _BASE
     + """
--- ARGV: room key, a fresh epoch, since ('' for the oldest), limit, ttl (ms). Writes nothing
--- but the epoch itself, when the data was lost.
+-- ARGV: room key, a fresh epoch, since ('' for the oldest), limit. Writes nothing but the
+-- epoch itself, when the data was lost. `first` is false for a room without history.
 local stream, meta = STREAM .. ARGV[1], META .. ARGV[1]
-local state = redis.call('HMGET', meta, 'e', 't')
-local epoch, trimmed = state[1], state[2] or '0-0'
+local state = redis.call('HMGET', meta, 'e', 't', 'f')
+local epoch, trimmed, first = state[1], state[2] or '0-0', state[3] or '0-0'
 if not epoch then
-  epoch = current_epoch(ARGV[2])
-  trimmed = dropped_before(now_ms(), tonumber(ARGV[5]))
+  epoch, first = current_epoch(ARGV[2]), false
 end
 local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
 local last = false
@@ -174,6 +169,6 @@ if limit > 0 then
     events[#events + 1] = entry[2][2] .. entry[1]
   end
 end
-return {epoch, trimmed, last, events}
+return {epoch, trimmed, last, events, first}
 """
 )
