@@ -85,7 +85,7 @@ def _bearer(role: str) -> type:
             return TOKENS[role]
 
         def set(self, case: Case[Any], data: str, context: Any) -> None:
-            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+            case.headers["Authorization"] = f"Bearer {data}"
 
     return Bearer
 
