@@ -6,6 +6,7 @@ import os
 import socket
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -168,6 +169,9 @@ class Settings(BaseSettings):
         50000, ge=700, description="allocations between young-generation collections"
     )
     log_level: str = Field("info", description="uvicorn log level")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="log lines as text, or one JSON object a line"
+    )
 
     @model_validator(mode="after")
     def _needs_a_key(self) -> Settings:
