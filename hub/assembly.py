@@ -58,7 +58,15 @@ def assemble(settings: Settings, metrics: Metrics) -> Parts:
         registry = Registry(scripts, run, settings, retention.for_room(STATUS_ROOM), metrics)
         broker, board = redis, RedisBoard(redis.client, Scripts(redis.reader), registry)
         presence = RedisPresence(
-            redis.client, redis.reader, scripts, registry, settings, retention, tally, metrics
+            redis.client,
+            redis.reader,
+            scripts,
+            registry,
+            settings,
+            retention,
+            tally,
+            metrics,
+            redis.outage,
         )
         node = Node(settings, run, broker, presence, retention, metrics, tally)
         return Parts(node, board, redis.client, redis.reader)

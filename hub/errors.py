@@ -16,6 +16,7 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     RATE_LIMITED = "rate_limited"
     TOO_LARGE = "too_large"
     UNAVAILABLE = "unavailable"
@@ -25,10 +26,13 @@ HTTP_STATUS = {
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
 }
+CODE_OF_STATUS = {status: code for code, status in HTTP_STATUS.items()}
+"""The code of an HTTP error the router raises (unknown path, wrong method)."""
 
 Ref = int | str | None
 

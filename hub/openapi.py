@@ -190,7 +190,16 @@ def _schemas(events: list[dict[str, Any]]) -> dict[str, Any]:
                     "type": "object",
                     "required": ["node", "connections", "rooms", "messages"],
                 },
-                "cluster": {"type": "object", "required": ["connections", "rooms", "nodes"]},
+                "cluster": {
+                    "anyOf": [
+                        {"type": "object", "required": ["connections", "rooms", "nodes"]},
+                        {"type": "null"},
+                    ]
+                },
+                "cluster_error": {
+                    "type": "string",
+                    "description": "Why `cluster` is null: Redis could not be read",
+                },
             },
         },
         "Health": {

@@ -17,8 +17,9 @@ from starlette.responses import JSONResponse, Response
 
 from hub.assembly import Parts
 from hub.auth import Authenticator, AuthError, Principal, Role
+from hub.broker import BrokerUnavailable
 from hub.config import Settings
-from hub.errors import ErrorCode, HubError, error_body, rest_refusal
+from hub.errors import CODE_OF_STATUS, ErrorCode, HubError, error_body, rest_refusal
 from hub.events import check_event
 from hub.limits import Limit, limit
 from hub.metrics import Metrics
@@ -239,13 +240,19 @@ class Rest:
 
     async def stats(self, request: Request) -> Response:
         """This node's figures and the cluster's, whole for admins and the stats key; an
-        operator sees its own tenant's share only."""
+        operator sees its own tenant's share only. Without Redis the node's own figures
+        are still answered, `cluster` is null and `cluster_error` says why."""
         tenant = None
         if not self._holds_stats_key(request):
             principal = await self._reader(request)
             principal.check_stats()
             tenant = None if principal.role is Role.ADMIN else principal.tenant
-        node, nodes = self._figures().as_json(), await self._board.read()
+        node = self._figures().as_json()
+        try:
+            nodes = await self._board.read()
+        except BrokerUnavailable as error:
+            mine = node if tenant is None else tenant_node(node, tenant)
+            return JSONResponse({"node": mine, "cluster": None, "cluster_error": error.message})
         if tenant is None:
             return JSONResponse({"node": node, "cluster": cluster(nodes)})
         return JSONResponse(
@@ -291,7 +298,7 @@ async def unauthorized(_request: Request, exc: Exception) -> Response:
 
 async def http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.BAD_REQUEST}.get(exc.status_code, "error")
+    code = CODE_OF_STATUS.get(exc.status_code, "error")
     return JSONResponse(
         error_body(code, exc.detail), status_code=exc.status_code, headers=dict(exc.headers or {})
     )

@@ -186,4 +186,4 @@ async def test_a_node_without_rooms_stays_connected_across_health_pings(
         assert node.ready()
         await asyncio.sleep(0.2)
     assert "reconnecting" not in node.output()
-    assert "connection lost" not in node.output()
+    assert " lost (subscriber)" not in node.output()

@@ -127,6 +127,13 @@ def test_unknown_paths_are_json_404(single: HubNode) -> None:
     _error(httpx.get(single.url + "/nope"), 404, "not_found")
 
 
+def test_a_method_a_path_does_not_take_is_405_method_not_allowed(single: HubNode) -> None:
+    answer = httpx.delete(f"{single.url}/v1/broadcast")
+    assert answer.status_code == 405
+    assert answer.json()["error"]["code"] == "method_not_allowed"
+    assert answer.headers["allow"] == "POST"
+
+
 def test_health_and_readiness_on_a_single_node(single: HubNode) -> None:
     assert httpx.get(single.url + "/healthz").status_code == 200
     ready = httpx.get(single.url + "/readyz")

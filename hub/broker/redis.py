@@ -28,6 +28,7 @@ from hub.broker import scripts
 from hub.broker.base import Broker, BrokerUnavailable, Deliver, HistoryPage, Outgoing
 from hub.envelope import ID_END
 from hub.history import Retention, TenantBounds, parse_id
+from hub.outage import Outage
 from hub.rooms import RoomKey
 
 log = logging.getLogger("hub.broker")
@@ -61,6 +62,8 @@ class RedisBroker(Broker):
 
     def __init__(self, url: str, bounds: TenantBounds, read_connections: int = 32) -> None:
         self._bounds = bounds
+        self.outage = Outage(url)
+        """Where this node's parts report what they find of Redis."""
         options = {
             "socket_connect_timeout": CONNECT_TIMEOUT,
             "socket_timeout": COMMAND_TIMEOUT,
@@ -170,7 +173,7 @@ class RedisBroker(Broker):
                 # Whatever went wrong, these publishes fail and the next ones are sent: a
                 # writer that died would leave every publish of the node waiting forever.
                 if isinstance(error, RedisError | OSError):
-                    log.warning("redis publish failed: %s", error)
+                    self.outage.failed("publish", error)
                 else:
                     log.exception("redis publish failed")
                 results = [error] * len(batch)
@@ -230,7 +233,7 @@ class RedisBroker(Broker):
                 await conn.connect()  # type: ignore[no-untyped-call]
                 await self._serve(conn, backoff)
             except (RedisError, OSError) as error:
-                log.warning("redis subscriber connection lost: %s", error)
+                self.outage.failed("subscriber", error)
             except Exception:
                 log.exception("redis subscriber failed; reconnecting")
             finally:
@@ -247,6 +250,7 @@ class RedisBroker(Broker):
         self._available = True
         self._heard = True
         backoff.reset()
+        self.outage.answered()
         log.info("redis subscriber connected, %d rooms resubscribed", len(self._wanted))
         tasks = [
             asyncio.create_task(self._read(conn)),

@@ -29,6 +29,7 @@ from hub.config import Settings
 from hub.disconnect import Gone
 from hub.history import RetentionRules
 from hub.metrics import Metrics
+from hub.outage import Outage
 from hub.presence.base import Member, Presence, Present
 from hub.presence.queue import Op, WriteQueue, release
 from hub.presence.registry import Registry
@@ -58,8 +59,10 @@ class RedisPresence(Presence):
         retention: RetentionRules,
         tally: Tally,
         metrics: Metrics,
+        outage: Outage,
     ) -> None:
         super().__init__(settings, retention, tally)
+        self._outage = outage
         self._redis = redis
         self._reader = reader
         self._scripts = scripts
@@ -178,12 +181,14 @@ class RedisPresence(Presence):
             try:
                 if self.registry.stale:
                     await self._resync()
+                    self._outage.answered()
                 elif len(self._queue):
                     await self._flush()
+                    self._outage.answered()
                 backoff.reset()
             except Exception as error:
                 if isinstance(error, RedisError | OSError):
-                    log.warning("presence write failed (%s): rebuilding when Redis answers", error)
+                    self._outage.failed("presence", error)
                 else:
                     log.exception("presence write failed: rebuilding")
                 self.registry.stale = True
@@ -241,4 +246,4 @@ class RedisPresence(Presence):
                     self._wake.set()
                 await self.registry.reap()
             except (RedisError, OSError) as error:
-                log.warning("presence watch failed: %s", error)
+                self._outage.failed("presence watch", error)
