@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from fnmatch import translate
 from typing import Any
@@ -14,6 +14,7 @@ import jwt
 
 from hub.config import Settings
 from hub.errors import ErrorCode, HubError
+from hub.keys import Key, Keyring, NoKey
 from hub.protocol import is_room, is_tenant
 
 STATUS_ROOM = "status"
@@ -129,49 +130,78 @@ class Principal:
 
 
 class Authenticator:
-    """Verifies tokens with PyJWT and turns their claims into a `Principal`."""
+    """Verifies tokens with PyJWT and turns their claims into a `Principal`; `keys.Keyring`
+    says which keys a token may verify with."""
 
     def __init__(self, settings: Settings) -> None:
-        if settings.public_key_pem is not None:
-            self._key: str = settings.public_key_pem
-            self._algorithms = ["RS256", "ES256"]
-        else:
-            assert settings.jwt_secret is not None
-            self._key = settings.jwt_secret
-            self._algorithms = ["HS256"]
+        self._keys = Keyring(settings)
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
+        self._leeway = settings.jwt_leeway
         self._max_ttl = settings.max_token_ttl
 
-    def verify(self, token: str | None) -> Principal:
+    async def start(self) -> None:
+        """Fetch the keys that come from the network (a JWKS document), and keep them fresh."""
+        await self._keys.start()
+
+    async def stop(self) -> None:
+        await self._keys.stop()
+
+    async def verify(self, token: str | None, *, socket: bool = False) -> Principal:
+        """The principal of `token`; `socket` says where it came from, for the message
+        when there is none (only sockets take `?token=`)."""
         if not token:
-            raise AuthError(401, "a token is required (Authorization: Bearer or ?token=)")
-        required = ["exp"]
-        if self._issuer is not None:
-            required.append("iss")
-        if self._audience is not None:
-            required.append("aud")
-        try:
-            claims = jwt.decode(
-                token,
-                self._key,
-                algorithms=self._algorithms,
-                issuer=self._issuer,
-                audience=self._audience,
-                options={"require": required, "verify_aud": self._audience is not None},
+            where = (
+                "Authorization: Bearer <jwt> or ?token=<jwt>"
+                if socket
+                else "Authorization: Bearer <jwt>"
             )
-        except jwt.ExpiredSignatureError:
-            raise AuthError(401, "token expired") from None
+            raise AuthError(401, f"a token is required: {where}")
+        try:
+            keys = await self._keys.candidates(jwt.get_unverified_header(token))
         except jwt.PyJWTError as error:
-            # Every verification failure, a key of the wrong kind for the token's
-            # algorithm included, is the caller's token being refused.
             raise AuthError(401, f"invalid token: {error}") from None
+        except NoKey as error:
+            raise AuthError(401, str(error)) from None
+        claims = self._decode(token, keys)
         exp = claims["exp"]
         if isinstance(exp, bool) or not isinstance(exp, int | float):
             raise AuthError(401, "invalid token: exp must be a number (NumericDate)")
         if self._max_ttl and exp - time.time() > self._max_ttl:
             raise AuthError(401, f"token lives longer than {self._max_ttl:g} s (HUB_MAX_TOKEN_TTL)")
-        return principal_from_claims(claims)
+        principal = principal_from_claims(claims)
+        # A socket lives as long as its token would still verify here: exp plus the leeway.
+        return replace(principal, exp=principal.exp + self._leeway) if self._leeway else principal
+
+    def _decode(self, token: str, keys: list[Key]) -> dict[str, Any]:
+        """The claims of the first key whose signature matches; the signature is checked
+        before any claim, so only a bad signature moves on to the next key."""
+        required = ["exp"]
+        if self._issuer is not None:
+            required.append("iss")
+        if self._audience is not None:
+            required.append("aud")
+        for key in keys:
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    key.material,
+                    algorithms=[key.algorithm],
+                    issuer=self._issuer,
+                    audience=self._audience,
+                    leeway=self._leeway,
+                    options={"require": required, "verify_aud": self._audience is not None},
+                )
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.ExpiredSignatureError:
+                raise AuthError(401, "token expired") from None
+            except jwt.PyJWTError as error:
+                # Every verification failure, a key of the wrong kind for the token's
+                # algorithm included, is the caller's token being refused.
+                raise AuthError(401, f"invalid token: {error}") from None
+            return claims
+        raise AuthError(401, "invalid token: Signature verification failed")
 
 
 def _str_list(claims: Mapping[str, Any], name: str) -> tuple[str, ...]:

@@ -149,17 +149,17 @@ class Rest:
         self._broadcasts = limit("broadcasts", rate, rate, parts.writes)
         self._reads = limit("reads", reads, reads, parts.reads)
 
-    def _principal(self, request: Request) -> Principal:
-        return self._auth.verify(bearer(request))
+    async def _principal(self, request: Request) -> Principal:
+        return await self._auth.verify(bearer(request))
 
     async def _reader(self, request: Request) -> Principal:
         """The principal of a read, within its token's read rate."""
-        principal = self._principal(request)
+        principal = await self._principal(request)
         await _take(self._reads, principal)
         return principal
 
     async def broadcast(self, request: Request) -> Response:
-        principal = self._principal(request)
+        principal = await self._principal(request)
         principal.check_broadcast()
         await _take(self._broadcasts, principal)
         broadcast = parse_broadcast(load_object(await read_body(request), "body"))

@@ -15,7 +15,6 @@ from hub.auth import Authenticator
 from hub.broker import MemoryBroker
 from hub.config import Settings
 from hub.disconnect import Disconnect
-from hub.history import RetentionRules
 from hub.metrics import Metrics
 from hub.node import Node
 from hub.presence import MemoryPresence
@@ -146,7 +145,7 @@ class Harness:
 
     async def connect(self, token: str) -> Socket:
         writer = RecordingWriter()
-        socket = Socket(Session(self.node, self._auth.verify(token), writer), writer)
+        socket = Socket(Session(self.node, await self._auth.verify(token), writer), writer)
         self.sockets.append(socket)
         welcome = await socket.next()
         assert welcome["type"] == "welcome", welcome
@@ -163,7 +162,7 @@ async def running(broker: MemoryBroker | None = None, **values: Any) -> AsyncIte
     socket closed."""
     chosen = settings(**values)
     broker = broker or MemoryBroker()
-    retention = RetentionRules.parse(chosen.history_size, chosen.history_ttl, None)
+    retention = chosen.retention
     tally = Tally()
     presence = MemoryPresence(broker, chosen, retention, tally)
     node = Node(chosen, "core.run", broker, presence, retention, Metrics(), tally)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -47,6 +48,7 @@ def test_a_minting_example_makes_a_token_the_hub_takes(language: str, tmp_path: 
     made = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=True
     )
-    principal = Authenticator(Settings(jwt_secret=SECRET)).verify(made.stdout.strip())
+    authenticator = Authenticator(Settings(jwt_secret=SECRET))
+    principal = asyncio.run(authenticator.verify(made.stdout.strip()))
     assert (principal.sub, principal.role, principal.tenant) == ("player-1", Role.DEVICE, "acme")
     assert principal.auto_rooms == ("device:player-1", "devices", "location:lobby")
