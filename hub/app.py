@@ -21,10 +21,12 @@ from starlette.websockets import WebSocket
 from hub.assembly import assemble
 from hub.auth import Authenticator, AuthError
 from hub.broker import BrokerUnavailable
+from hub.cli import WS_PROTOCOL
 from hub.config import Settings
 from hub.disconnect import DRAINING, FULL, INTERNAL_ERROR
 from hub.errors import ErrorCode, error_body
 from hub.http import HubHttpProtocol
+from hub.logs import about_socket
 from hub.logs import configure as configure_logs
 from hub.metrics import Metrics
 from hub.openapi import DOCUMENT
@@ -62,6 +64,7 @@ class Hub:
     @asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         configure_logs()
+        await self.auth.start()
         await self.node.start()
         drain_on_sigterm(self.drain)
         sharing = asyncio.create_task(self._share_figures(), name="figures")
@@ -69,7 +72,7 @@ class Hub:
         port = self.settings.metrics_port
         exporter = Exporter(port, self.metrics.registry) if port is not None else None
         tune_collector(self.settings.gc_threshold)
-        log.info("node %s started (broker: %s)", self.node.id, type(self.node.broker).__name__)
+        log.info("node %s started: %s", self.node.id, self.settings.summary)
         try:
             yield
         finally:
@@ -79,6 +82,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await sharing
             await self.node.stop()
+            await self.auth.stop()
 
     async def drain(self) -> None:
         """Stop taking sockets and close the open ones, spread over `HUB_DRAIN_SECONDS`."""
@@ -140,7 +144,7 @@ class Hub:
             )
             return
         try:
-            principal = self.auth.verify(bearer(websocket, query=True))
+            principal = await self.auth.verify(bearer(websocket, query=True), socket=True)
         except AuthError as error:
             code = "unauthorized" if error.status == 401 else "forbidden"
             await websocket.send_denial_response(
@@ -156,7 +160,8 @@ class Hub:
             return
         writer = websocket.scope["extensions"].get(WRITER_EXTENSION)
         if writer is None:
-            log.error("no fast writer: run with `hub serve` (uvicorn --ws %s)", WRITER_EXTENSION)
+            log.error("no fast writer: run with `hub serve` (uvicorn --ws %s)", WS_PROTOCOL)
+            await websocket.accept()  # closed before it, the socket would be a plain 403
             await websocket.close(INTERNAL_ERROR.code)
             return
         await websocket.accept()
@@ -166,6 +171,7 @@ class Hub:
             writer.close(CLOSE_FOR[refusal])
             return
         session = Session(self.node, principal, writer)
+        about_socket(session.id, principal.sub, principal.role, principal.tenant)
         self.sockets.add(session)
         try:
             await session.run(receive)

@@ -12,7 +12,6 @@ from hub.auth import STATUS_ROOM
 from hub.broker import Broker, MemoryBroker
 from hub.config import Settings
 from hub.figures import Board, MemoryBoard
-from hub.history import RetentionRules
 from hub.metrics import Metrics
 from hub.node import Node
 from hub.presence import MemoryPresence, Presence
@@ -31,9 +30,7 @@ class Parts:
 
 
 def assemble(settings: Settings, metrics: Metrics) -> Parts:
-    retention = RetentionRules.parse(
-        settings.history_size, settings.history_ttl, settings.history_rooms
-    )
+    retention = settings.retention
     tally = Tally()
     # Connection ids stay unique when a node restarts under the same id.
     run = f"{settings.node_id}.{secrets.token_hex(3)}"

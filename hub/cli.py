@@ -1,21 +1,64 @@
-"""`hub serve`, `hub token`: the command line."""
+"""`hub serve`, `hub token`, and `hub listen` (hub/listen.py): the command line.
+
+What the command line refuses, it refuses in one line on stderr and exit status 2, before
+anything starts: bad settings, a key that does not load, an address it cannot listen on,
+a token the hub would refuse.
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import logging
+import logging.config
+import math
 import os
 import resource
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
+import jwt
 from pydantic import ValidationError
 
-from hub.auth import Role, issue_token
-from hub.config import Settings
+from hub import __version__
+from hub.auth import AuthError, Role, issue_token, principal_from_claims
+from hub.config import Settings, check_secret, problems, unknown_variables
+from hub.listen import add_listen
+from hub.logs import uvicorn_log_config
 
 WS_PROTOCOL = "hub.transport:HubWebSocketProtocol"
 HTTP_PROTOCOL = "hub.http:HubHttpProtocol"
+FILES_BESIDES_CONNECTIONS = 64
+"""Open files a node holds besides its connections: its listeners, the Redis writers (8)
+and subscriber, the event loop's own, logs and the standard streams, with room to spare."""
+
+
+def _fail(message: str) -> NoReturn:
+    """Say what is wrong in one line and exit 2, the status of a usage error."""
+    print(f"hub: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+Warn = Callable[[str], None]
+
+
+def _warn(message: str) -> None:
+    print(f"hub: warning: {message}", file=sys.stderr)
+
+
+def _warn_of_unknown_variables(warn: Warn = _warn) -> None:
+    for line in unknown_variables(os.environ):
+        warn(line)
+
+
+def _warner(settings: Settings) -> Warn:
+    """Where `hub serve` warns once its settings are known: as every later line is written,
+    so that with `HUB_LOG_FORMAT=json` the node writes nothing but JSON lines."""
+    if settings.log_format == "text":
+        return _warn
+    logging.config.dictConfig(uvicorn_log_config(settings))
+    return logging.getLogger("hub").warning
 
 
 def _settings_table() -> str:
@@ -27,53 +70,101 @@ def _settings_table() -> str:
     return "\n".join(lines)
 
 
-def _load_settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as error:
-        problems = "; ".join(
-            (f"HUB_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "") + e["msg"]
-            for e in error.errors()
-        )
-        sys.exit(f"hub: bad settings: {problems}")
+def _refuse(error: ValidationError) -> NoReturn:
+    *others, last = problems(error)
+    for line in others:
+        print(f"hub: {line}", file=sys.stderr)
+    _fail(last)
 
 
-FILES_BESIDES_SOCKETS = 100
-"""Open files a node needs beyond its sockets: listeners, Redis, logs, the interpreter."""
+def _check_public_keys(settings: Settings) -> None:
+    """Load the PEM keys as the node will (hub/keys.py), so a key that does not load is
+    one line now, not a traceback from every worker."""
+    if settings.public_key_pem is not None:
+        from hub.keys import pem_keys
+
+        try:
+            pem_keys(settings.public_key_pem)
+        except ValueError as error:
+            _fail(str(error))
 
 
-def _raise_file_limit(max_connections: int) -> None:
-    """Every socket is an open file: take all the process may have (the hard limit), and
-    say so when that cannot hold `HUB_MAX_CONNECTIONS` sockets."""
+def files_needed(settings: Settings) -> int:
+    """Open files a node may hold at once, at its limits. Each connection is one: the
+    `HUB_MAX_CONNECTIONS` sockets, up to `HUB_MAX_PENDING_REQUESTS` connections still
+    sending their request (REST clients, and handshakes past the cap, which are accepted
+    before they can be refused with 1013), the `HUB_REDIS_READ_CONNECTIONS` with Redis;
+    then `FILES_BESIDES_CONNECTIONS`. The default `HUB_MAX_CONNECTIONS` (18000) is what
+    leaves room for the rest under a hard limit of 20000, which some hosts set: the
+    defaults need 19096 with Redis."""
+    redis = settings.redis_read_connections if settings.redis_url is not None else 0
+    return (
+        settings.max_connections + settings.max_pending_requests + redis + FILES_BESIDES_CONNECTIONS
+    )
+
+
+def _raise_file_limit(settings: Settings, warn: Warn) -> None:
+    """Every connection is an open file: take all the process may have (the hard limit),
+    and say so when that is less than `files_needed`."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if hard != resource.RLIM_INFINITY and hard < max_connections + FILES_BESIDES_SOCKETS:
-        print(
-            f"hub: warning: the open-file limit ({hard}) is too low for "
-            f"HUB_MAX_CONNECTIONS={max_connections}: raise it (ulimit -Hn, the container's "
-            "nofile) or lower HUB_MAX_CONNECTIONS, else sockets fail before 1013",
-            file=sys.stderr,
+    needed = files_needed(settings)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        warn(
+            f"the open-file limit ({hard}) is below the {needed} files these settings may "
+            f"need ({settings.max_connections} HUB_MAX_CONNECTIONS, "
+            f"{settings.max_pending_requests} HUB_MAX_PENDING_REQUESTS, the Redis "
+            f"connections and {FILES_BESIDES_CONNECTIONS} more): raise it (ulimit -Hn, the "
+            "container's nofile) or lower HUB_MAX_CONNECTIONS, else connections fail before 1013"
         )
 
 
-def serve(args: argparse.Namespace) -> None:
-    import uvicorn
+def _check_listen(host: str, port: int) -> None:
+    """Bind every address `host` names once, as uvicorn will, and let go: uvicorn binds
+    only after the node has started, and would log that it started before it dies."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        _fail(f"cannot listen on {shown}: {reason[:1].lower()}{reason[1:]}")
 
-    settings = _load_settings()
-    _raise_file_limit(settings.max_connections)
+
+def serve(args: argparse.Namespace) -> None:
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        _warn_of_unknown_variables()
+        _refuse(error)
+    warn = _warner(settings)
+    _warn_of_unknown_variables(warn)
+    _check_public_keys(settings)
+    host = settings.host if args.host is None else args.host
+    port = settings.port if args.port is None else args.port
     if args.workers > 1:
         if settings.redis_url is None:
-            sys.exit("hub: --workers > 1 needs HUB_REDIS_URL: workers share rooms through Redis")
+            _fail("--workers > 1 needs HUB_REDIS_URL: workers share rooms through Redis")
         if "HUB_NODE_ID" in os.environ:
-            sys.exit("hub: HUB_NODE_ID names one node; leave it unset with --workers > 1")
+            _fail("HUB_NODE_ID names one node; leave it unset with --workers > 1")
         if settings.metrics_port is not None:
-            sys.exit("hub: HUB_METRICS_PORT is one port; leave it unset with --workers > 1")
+            _fail("HUB_METRICS_PORT is one port; leave it unset with --workers > 1")
+    _raise_file_limit(settings, warn)
+    _check_listen(host, port)
+    import uvicorn
+
     uvicorn.run(
         "hub.app:create_app",
         factory=True,
-        host=args.host,
-        port=args.port,
+        host=host,
+        port=port,
         workers=args.workers,
         loop="uvloop",
         http=HTTP_PROTOCOL,
@@ -85,57 +176,62 @@ def serve(args: argparse.Namespace) -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level=settings.log_level,
+        log_config=uvicorn_log_config(settings),
         lifespan="on",
     )
 
 
 def token(args: argparse.Namespace) -> None:
+    """Print a token, unless the hub would refuse it: then the hub's own reason."""
+    _warn_of_unknown_variables()
     secret = os.environ.get("HUB_JWT_SECRET")
     if not secret:
-        sys.exit("hub: set HUB_JWT_SECRET to sign tokens")
+        _fail("set HUB_JWT_SECRET to sign tokens")
+    try:
+        check_secret(secret)
+    except ValueError as error:
+        _fail(str(error))
     extra: dict[str, object] = {}
-    if args.loc:
+    if args.loc is not None:
         extra["loc"] = args.loc
     for claim in ("groups", "rooms", "publish"):
         if getattr(args, claim):
             extra[claim] = getattr(args, claim)
-    print(
-        issue_token(
-            secret,
-            sub=args.sub,
-            role=Role(args.role),
-            tenant=args.tenant,
-            ttl=args.ttl,
-            extra=extra,
-        )
+    minted = issue_token(
+        secret, sub=args.sub, role=Role(args.role), tenant=args.tenant, ttl=args.ttl, extra=extra
     )
+    try:
+        principal_from_claims(jwt.decode(minted, secret, algorithms=["HS256"]))
+    except AuthError as error:
+        _fail(f"the hub would refuse this token: {error.message}")
+    print(minted)
 
 
-def listen(args: argparse.Namespace) -> None:
-    import asyncio
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
+    return int(text)
 
-    import orjson
 
-    from hub.client import Event, HubClient
+def _workers(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers (1 or more)")
+    return int(text)
 
-    bearer = args.token or os.environ.get("HUB_TOKEN")
-    if not bearer:
-        sys.exit("hub: give --token or set HUB_TOKEN")
 
-    def show(event: Event) -> None:
-        sys.stdout.write(orjson.dumps(event).decode() + "\n")
-        sys.stdout.flush()
-
-    def lost(room: str) -> None:
-        sys.stderr.write(f"hub: events of {room} may be missing (recovered: false)\n")
-
-    client = HubClient(args.url, bearer, rooms=args.room, on_event=show, on_lost=lost)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(client.run())
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds
 
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="hub", description="A real-time WebSocket hub.")
+    root.add_argument("--version", action="version", version=f"hub {__version__}")
     commands = root.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser(
@@ -144,9 +240,9 @@ def parser() -> argparse.ArgumentParser:
         epilog=_settings_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--host", default="127.0.0.1", help="address to bind [127.0.0.1]")
-    run.add_argument("--port", type=int, default=8000, help="port to bind [8000]")
-    run.add_argument("--workers", type=int, default=1, help="worker processes [1]")
+    run.add_argument("--host", help="address to bind [HUB_HOST, else 127.0.0.1]")
+    run.add_argument("--port", type=_port, help="port to bind [HUB_PORT or PORT, else 8000]")
+    run.add_argument("--workers", type=_workers, default=1, help="worker processes [1]")
     run.set_defaults(func=serve)
 
     tok = commands.add_parser("token", help="print a token signed with HUB_JWT_SECRET")
@@ -157,26 +253,13 @@ def parser() -> argparse.ArgumentParser:
     tok.add_argument("--group", dest="groups", action="append", help="a device group (repeat)")
     tok.add_argument("--room", dest="rooms", action="append", help="room pattern (repeat)")
     tok.add_argument("--publish", action="append", help="publishable room pattern (repeat)")
-    tok.add_argument("--ttl", type=float, default=3600, help="seconds until expiry [3600]")
+    tok.add_argument("--ttl", type=_seconds, default=3600, help="seconds until expiry [3600]")
     tok.set_defaults(func=token)
 
-    watch = commands.add_parser(
-        "listen", help="print a room's events as JSON lines, resuming across reconnects"
-    )
-    watch.add_argument("--room", action="append", default=[], help="a room (repeat)")
-    watch.add_argument(
-        "--url",
-        action="append",
-        default=None,
-        help="socket URL (repeat for several nodes) [ws://127.0.0.1:8000/v1/ws]",
-    )
-    watch.add_argument("--token", help="bearer token [HUB_TOKEN]")
-    watch.set_defaults(func=listen)
+    add_listen(commands)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    if getattr(args, "url", ()) is None:
-        args.url = ["ws://127.0.0.1:8000/v1/ws"]
     args.func(args)

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import socket
+import stat
+from collections.abc import Mapping
 from functools import cached_property
-from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+import orjson
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Json,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hub.history import TenantBounds
+from hub.history import Retention, RetentionRules, TenantBounds
+from hub.redact import safe_url
 
 NODE_LOST_GRACE = 15.0
 """The contract: a dead node's devices are offline within `heartbeat_timeout` + this."""
@@ -19,6 +33,66 @@ MIN_SECRET_BYTES = 32
 """An HS256 key shorter than the hash itself is refused (RFC 7518 section 3.2)."""
 REAP_ALLOWANCE = 2.0
 """What a survivor may take to reap a dead node and deliver its events."""
+DEFAULT_NODE_TTL = 15.0
+"""`HUB_NODE_TTL` when it is unset, unless the heartbeat timeout is too short for it."""
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+MAX_KEY_FILE_BYTES = 65536
+"""Largest file `HUB_JWT_PUBLIC_KEY` may name: room for its 16 PEM keys, and no more read."""
+NOT_SETTINGS = frozenset({"HUB_TOKEN"})
+"""`HUB_*` variables other commands read: `hub listen`'s token. Not typos of a setting."""
+
+
+def check_secret(secret: str) -> None:
+    """Refuse an HS256 secret anyone could guess: the hub at start, and `hub token`."""
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"HUB_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 section "
+            "3.2): anyone who guesses it mints admin tokens"
+        )
+
+
+def _read_key_file(path: str) -> str:
+    """The text of the file `HUB_JWT_PUBLIC_KEY` names: a regular file (opened without
+    waiting, since a FIFO would block the start), at most `MAX_KEY_FILE_BYTES`, UTF-8."""
+    where = "HUB_JWT_PUBLIC_KEY is neither PEM text (-----BEGIN PUBLIC KEY-----) nor"
+    try:
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise ValueError(f"{where} a regular file")
+            data = file.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as error:
+        raise ValueError(f"{where} a readable file ({error.strerror or error})") from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise ValueError(f"HUB_JWT_PUBLIC_KEY names a file over {MAX_KEY_FILE_BYTES} bytes")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise ValueError("HUB_JWT_PUBLIC_KEY names a file that is not PEM text") from None
+
+
+def _longest_node_ttl(heartbeat_timeout: float) -> float:
+    """The longest `HUB_NODE_TTL` whose node-death bound (4/3 of it, plus `REAP_ALLOWANCE`)
+    stays within `heartbeat_timeout + NODE_LOST_GRACE`: in tenths of a second, rounded down
+    and one tenth less, so that float rounding cannot take the bound over."""
+    longest = (heartbeat_timeout + NODE_LOST_GRACE - REAP_ALLOWANCE) * 3 / 4
+    return (math.floor(longest * 10) - 1) / 10
+
+
+class RoomRetention(BaseModel):
+    """One rule of `HUB_HISTORY_ROOMS`: what the rooms under a prefix keep; a field left out
+    is `HUB_HISTORY_SIZE` / `HUB_HISTORY_TTL`. Strict, so that `"100"` or `true` is refused
+    instead of read as a number, and a misspelt field is refused instead of ignored."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    size: int | None = Field(None, ge=0)
+    ttl: float | None = Field(None, gt=0)
+
+    def within(self, default: Retention) -> Retention:
+        return Retention(
+            default.size if self.size is None else self.size,
+            default.ttl if self.ttl is None else self.ttl,
+        )
 
 
 def _default_node_id() -> str:
@@ -28,7 +102,9 @@ def _default_node_id() -> str:
 class Settings(BaseSettings):
     """The hub's configuration; the field descriptions are what `hub serve --help` prints."""
 
-    model_config = SettingsConfigDict(env_prefix="HUB_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="HUB_", frozen=True, extra="ignore", allow_inf_nan=False
+    )
 
     redis_url: str | None = Field(
         None, description="Redis for a cluster (redis://host:port/db); unset = single node"
@@ -39,14 +115,47 @@ class Settings(BaseSettings):
     )
     jwt_issuer: str | None = Field(None, description="required `iss` claim, when set")
     jwt_audience: str | None = Field(None, description="required `aud` claim, when set")
+    jwt_jwks_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        description="JWKS document (https://...) whose keys, chosen by the token's kid, "
+        "verify RS256/ES256 tokens",
+    )
+    jwt_jwks_refetch: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="fewest seconds between two fetches of the JWKS document, however many "
+        "tokens with an unknown kid arrive",
+    )
+    jwt_previous_secrets: Json[
+        Annotated[list[Annotated[bytes, Field(min_length=MIN_SECRET_BYTES)]], Field(max_length=8)]
+    ] = Field(
+        [],
+        validate_default=False,
+        description='HS256 secrets still accepted during a rotation, a JSON list: ["old-secret"]',
+    )
+    jwt_leeway: float = Field(
+        0, ge=0, le=300, description="seconds of clock skew allowed on exp, nbf and iat"
+    )
     node_id: str = Field(default_factory=_default_node_id, description="this node's id")
+    host: str = Field("127.0.0.1", min_length=1, description="address to bind (--host wins)")
+    port: int = Field(
+        8000,
+        ge=0,
+        le=65535,
+        validation_alias=AliasChoices("HUB_PORT", "PORT"),
+        description="port to bind; PORT too, as platforms set it (--port wins)",
+    )
     heartbeat_interval: float = Field(15.0, gt=0, description="device heartbeat interval, s")
     heartbeat_timeout: float = Field(45.0, gt=0, description="device heartbeat timeout, s")
     node_ttl: float = Field(
-        15.0,
+        DEFAULT_NODE_TTL,
         gt=0,
         description="seconds a node stays registered in Redis without refreshing; a node "
-        "silent for longer is declared dead and its devices reported offline",
+        "silent for longer is declared dead and its devices reported offline, within "
+        "HUB_HEARTBEAT_TIMEOUT + 15 s: unset, it is shorter when that needs it (a timeout "
+        "under 7.2 s)",
     )
     drain_seconds: float = Field(
         10.0, ge=0, description="how long a SIGTERM drain spreads its 1012 closes over, s"
@@ -58,7 +167,7 @@ class Settings(BaseSettings):
         "node before it is reported offline, s",
     )
     max_connections: int = Field(
-        20000, ge=1, description="sockets on this node before new ones are refused with 1013"
+        18000, ge=1, description="sockets on this node before new ones are refused with 1013"
     )
     header_timeout: float = Field(
         10.0, gt=0, description="seconds a request's headers may take to arrive (408 after)"
@@ -128,7 +237,7 @@ class Settings(BaseSettings):
     )
     history_size: int = Field(1000, ge=0, description="events kept per room (0 = no history)")
     history_ttl: float = Field(86400.0, gt=0, description="seconds an event is kept")
-    history_rooms: str | None = Field(
+    history_rooms: Json[dict[str, RoomRetention]] | None = Field(
         None,
         description='per room-prefix retention, JSON: {"status": {"size": 100, "ttl": 600}}',
     )
@@ -168,21 +277,67 @@ class Settings(BaseSettings):
     gc_threshold: int = Field(
         50000, ge=700, description="allocations between young-generation collections"
     )
-    log_level: str = Field("info", description="uvicorn log level")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
+        "info", description="log level: critical, error, warning, info, debug or trace"
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="log lines as text, or one JSON object a line"
     )
 
     @model_validator(mode="after")
     def _needs_a_key(self) -> Settings:
-        if not self.jwt_secret and not self.jwt_public_key:
-            raise ValueError("set HUB_JWT_SECRET (HS256) or HUB_JWT_PUBLIC_KEY (RS256/ES256)")
-        if self.jwt_secret and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+        if not self.jwt_secret and not self.jwt_public_key and not self.jwt_jwks_url:
             raise ValueError(
-                f"HUB_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 section "
-                "3.2): anyone who guesses it mints admin tokens"
+                "set HUB_JWT_SECRET (HS256), or HUB_JWT_PUBLIC_KEY or HUB_JWT_JWKS_URL "
+                "(RS256/ES256)"
             )
+        if self.jwt_secret:
+            check_secret(self.jwt_secret)
         return self
+
+    @model_validator(mode="after")
+    def _public_key_reads(self) -> Settings:
+        """A key file that cannot be read is refused now, not at the first token."""
+        _ = self.public_key_pem
+        return self
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not url.startswith(REDIS_SCHEMES):
+            raise ValueError("must start with redis://, rediss:// or unix:// (redis://host:6379/0)")
+        from redis.connection import parse_url
+
+        try:
+            parse_url(url)  # type: ignore[no-untyped-call]
+        except ValueError as error:
+            raise ValueError(f"is not a Redis URL: {error}") from None
+        return url
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case(cls, level: Any) -> Any:
+        return level.lower() if isinstance(level, str) else level
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fit_node_ttl(cls, values: Any) -> Any:
+        """An unset `HUB_NODE_TTL` is `DEFAULT_NODE_TTL`, or shorter when the heartbeat
+        timeout is too short for it to keep the node-death bound (`_timeouts_fit`): a short
+        timeout alone never makes the node refuse to start. An invalid timeout is left to
+        its own field's validation."""
+        if not isinstance(values, dict) or values.get("node_ttl") is not None:
+            return values
+        default = cls.model_fields["heartbeat_timeout"].default
+        try:
+            timeout = float(values.get("heartbeat_timeout", default))
+        except (TypeError, ValueError):
+            return values
+        if not 0 < timeout < math.inf:
+            return values
+        return {**values, "node_ttl": min(DEFAULT_NODE_TTL, _longest_node_ttl(timeout))}
 
     @model_validator(mode="after")
     def _timeouts_fit(self) -> Settings:
@@ -218,4 +373,99 @@ class Settings(BaseSettings):
         key = self.jwt_public_key
         if key is None or key.lstrip().startswith("-----BEGIN"):
             return key
-        return Path(key).read_text()
+        return _read_key_file(key)
+
+    @property
+    def summary(self) -> str:
+        """What the node runs with, for its start-up line; never a secret: a URL shows its
+        password as ***."""
+        if self.redis_url is None:
+            broker = "in-process broker (this node alone)"
+        else:
+            broker = f"Redis broker {safe_url(self.redis_url)} (node TTL {self.node_ttl:g} s)"
+        history = f"history {self.history_size} events for {self.history_ttl:g} s"
+        if self.history_rooms:
+            history += f" (other rules for {len(self.history_rooms)} room prefixes)"
+        return (
+            f"{broker}; auth {self._auth_mode}; {history}; at most {self.max_connections} "
+            f"sockets, frames of {self.max_frame_bytes} B, events of {self.max_event_bytes} B, "
+            f"{self.send_queue_bytes} B queued per socket; heartbeat every "
+            f"{self.heartbeat_interval:g} s, timeout {self.heartbeat_timeout:g} s"
+        )
+
+    @property
+    def _auth_mode(self) -> str:
+        keys = []
+        if self.jwt_public_key is not None:
+            inline = self.jwt_public_key.lstrip().startswith("-----BEGIN")
+            keys.append("PEM public keys" + ("" if inline else f" from {self.jwt_public_key}"))
+        if self.jwt_jwks_url is not None:
+            keys.append(f"JWKS {safe_url(self.jwt_jwks_url)}")
+        if keys:
+            return "RS256/ES256 with " + " and ".join(keys)
+        previous = len(self.jwt_previous_secrets)
+        return "HS256 secret" + (f" and {previous} previous ones" if previous else "")
+
+    @cached_property
+    def retention(self) -> RetentionRules:
+        """Retention per room: `HUB_HISTORY_SIZE` / `HUB_HISTORY_TTL`, and the rules of
+        `HUB_HISTORY_ROOMS` by room-name prefix."""
+        default = Retention(self.history_size, self.history_ttl)
+        rules = self.history_rooms or {}
+        return RetentionRules(
+            default, {prefix: rule.within(default) for prefix, rule in rules.items()}
+        )
+
+
+_PLAINER = {
+    "dict_type": "Input should be a JSON object",
+    "model_type": "Input should be a JSON object",
+}
+"""pydantic's messages that name Python types where a variable's reader needs JSON's."""
+
+
+def problems(error: ValidationError) -> list[str]:
+    """What is wrong with the settings, one line per problem, each naming the variable to
+    fix and saying what it must be, without pydantic's framing; never the value given,
+    since some are secrets."""
+    lines = []
+    for problem in error.errors():
+        cause = problem.get("ctx", {}).get("error")
+        message = str(cause) if isinstance(cause, Exception) else problem["msg"]
+        message = _PLAINER.get(problem["type"], message)
+        loc = problem["loc"]
+        if loc:
+            where = _variable(str(loc[0])) + "".join(
+                f"[{orjson.dumps(part).decode()}]" for part in loc[1:]
+            )
+            if not message.startswith(where):
+                message = f"{where}: {message}"
+        lines.append(" ".join(message.split()))
+    return lines
+
+
+def _variable(name: str) -> str:
+    """The environment variable behind a field, or behind one of its aliases (the one set)."""
+    for field_name, field in Settings.model_fields.items():
+        aliases = field.validation_alias
+        if isinstance(aliases, AliasChoices):
+            choices = [str(choice) for choice in aliases.choices]
+            if name in (field_name, *choices):
+                present = {variable.upper() for variable in os.environ}
+                return next((c for c in choices if c.upper() in present), choices[0])
+    return f"HUB_{name.upper()}"
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A line for each `HUB_*` variable that is no setting, with the closest real name:
+    settings ignore unknown variables, so a misspelt one would otherwise change nothing,
+    silently."""
+    known = [f"HUB_{name.upper()}" for name in Settings.model_fields]
+    lines = []
+    for variable in sorted(environ):
+        name = variable.upper()
+        if name.startswith("HUB_") and name not in known and name not in NOT_SETTINGS:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            lines.append(f"{variable} is not a setting{hint}")
+    return lines

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import orjson
-
 from hub.errors import ErrorCode, HubError
 
 ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
@@ -55,15 +53,6 @@ class RetentionRules:
     def __init__(self, default: Retention, overrides: dict[str, Retention]) -> None:
         self.default = default
         self._overrides = sorted(overrides.items(), key=lambda item: -len(item[0]))
-
-    @classmethod
-    def parse(cls, size: int, ttl: float, overrides: str | None) -> RetentionRules:
-        """`overrides` is JSON: `{"status": {"size": 100, "ttl": 600}, "device:": {...}}`."""
-        default = Retention(size, ttl)
-        rules: dict[str, Retention] = {}
-        for prefix, rule in (orjson.loads(overrides) if overrides else {}).items():
-            rules[prefix] = Retention(int(rule.get("size", size)), float(rule.get("ttl", ttl)))
-        return cls(default, rules)
 
     def for_room(self, room: str) -> Retention:
         for prefix, rule in self._overrides:

@@ -55,12 +55,12 @@ async def test_stats_count_this_node_and_sum_the_cluster(pair: tuple[HubNode, Hu
     }
     assert node["rooms"] == 5  # device:p0, device:p1, device:p2, devices, location:lobby
     assert node["messages"]["out"] == 12
-    assert node["capacity"] == {"max_connections": 20000, "utilization": 3 / 20000}
+    assert node["capacity"] == {"max_connections": 18000, "utilization": 3 / 18000}
     assert node["draining"] is False
     assert cluster["connections"]["total"] == 4
     assert cluster["connections"]["dashboard"] == 1
     assert cluster["messages"]["in"] == 4
-    assert cluster["capacity"]["max_connections"] == 40000
+    assert cluster["capacity"]["max_connections"] == 36000
     assert [n["node"] for n in cluster["nodes"]] == ["a", "b"]
     assert cluster["draining"] is False
     for client in [*devices, dashboard]:
@@ -127,7 +127,7 @@ async def test_metrics_show_connections_messages_latency_and_state(
     open_port = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
     for scrape in (text, open_port):
         assert 'hub_connections{role="device"} 1.0' in scrape
-        assert "hub_capacity_connections 20000.0" in scrape
+        assert "hub_capacity_connections 18000.0" in scrape
         assert "hub_messages_in_total 1.0" in scrape
         assert "hub_messages_out_total 1.0" in scrape
         assert "hub_delivery_latency_seconds_count 1.0" in scrape
