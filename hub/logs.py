@@ -1,31 +1,24 @@
 """Logging set-up that never writes a token: every query string in a log line is parsed,
-and the values of its token parameters (and anything shaped like a JWT) are redacted."""
+and the values of its token parameters (and anything shaped like a JWT) are redacted
+(hub/redact.py).
+
+With `HUB_LOG_FORMAT=json` every line is one JSON object (python-json-logger), naming the
+node, and the socket when the line is about one, so that a log pipeline can ship and
+search lines without parsing text.
+"""
 
 from __future__ import annotations
 
+import copy
 import logging
-import re
-from urllib.parse import parse_qsl, quote
+from contextvars import ContextVar
+from typing import Any
 
-REDACTED = "[redacted]"
-SECRET_PARAMS = frozenset({"token", "access_token", "jwt", "key"})
-_JWT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-_QUERY = re.compile(r"\?\S*")
+from pythonjsonlogger.core import RESERVED_ATTRS
+from uvicorn.config import LOGGING_CONFIG
 
-
-def redact_query(query: str) -> str:
-    """`query` (without its `?`) with secret values replaced; names and order kept."""
-    pairs = []
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        secret = name.lower() in SECRET_PARAMS or _JWT.fullmatch(value) is not None
-        pairs.append(f"{quote(name, safe='')}={REDACTED if secret else quote(value, safe='')}")
-    return "&".join(pairs)
-
-
-def redact_path(path: str) -> str:
-    """A request path with its query string redacted."""
-    base, mark, query = path.partition("?")
-    return f"{base}?{redact_query(query)}" if mark else path
+from hub.config import Settings
+from hub.redact import redact_path, redact_text
 
 
 class RedactQuery(logging.Filter):
@@ -42,7 +35,7 @@ class RedactQuery(logging.Filter):
                 for arg in record.args
             )
         elif isinstance(record.msg, str) and "?" in record.msg and not record.args:
-            record.msg = _QUERY.sub(lambda found: "?" + redact_query(found[0][1:]), record.msg)
+            record.msg = redact_text(record.msg)
         return True
 
 
@@ -56,3 +49,85 @@ def configure() -> None:
         hub.addHandler(handler)
     for name in ("uvicorn.error", "uvicorn.access", "hub"):
         logging.getLogger(name).addFilter(RedactQuery())
+
+
+SOCKET_FIELDS = ("conn", "sub", "role", "tenant")
+_socket: ContextVar[tuple[str, str, str, str | None] | None] = ContextVar(
+    "hub_log_socket", default=None
+)
+
+
+def about_socket(conn: str, sub: str, role: str, tenant: str | None) -> None:
+    """Mark every line logged from now on in this context as about this socket.
+
+    Each socket runs in a task of its own, and each task has its own copy of the context:
+    the mark follows that socket's lines (and the callbacks and tasks it starts), no other.
+    """
+    _socket.set((conn, sub, str(role), tenant))
+
+
+class Context(logging.Filter):
+    """Gives every record the node's id, and the fields of its socket to a record logged
+    about one (see `about_socket`), for the JSON formatter to write.
+
+    `node` None is the id this process takes by default: with `--workers N` each worker
+    builds its own filter from the same config, and is a node of its own.
+    """
+
+    def __init__(self, node: str | None = None) -> None:
+        super().__init__()
+        default = Settings.model_fields["node_id"].get_default(call_default_factory=True)
+        self.node: str = node if node is not None else default
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.node = self.node
+        socket = _socket.get()
+        if socket is not None:
+            for name, value in zip(SOCKET_FIELDS, socket, strict=True):
+                setattr(record, name, value)
+        return True
+
+
+_JSON_FORMATTER = {
+    "()": "pythonjsonlogger.orjson.OrjsonFormatter",
+    "fmt": "%(levelname)s %(name)s %(message)s",
+    "rename_fields": {
+        "levelname": "level",
+        "name": "logger",
+        "exc_info": "traceback",
+        "stack_info": "stack",
+    },
+    "timestamp": "time",
+    # uvicorn's coloured copy of some messages is for terminals, not for a pipeline.
+    "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
+}
+
+
+def uvicorn_log_config(settings: Settings) -> dict[str, Any]:
+    """uvicorn's `log_config` for `HUB_LOG_FORMAT`: uvicorn's own for text; for json the
+    same loggers and streams, each line one JSON object, and the root logger too (asyncio,
+    websockets, redis), so that no line of another shape gets in.
+
+    Text needs uvicorn's config passed as it is: `log_config=None` would configure nothing.
+    """
+    if settings.log_format == "text":
+        return copy.deepcopy(LOGGING_CONFIG)
+    node = settings.node_id if "node_id" in settings.model_fields_set else None
+
+    def handler(stream: str) -> dict[str, Any]:
+        return {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["context"],
+            "stream": f"ext://sys.{stream}",
+        }
+
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": "hub.logs.Context", "node": node}},
+        "formatters": {"json": copy.deepcopy(_JSON_FORMATTER)},
+        "handlers": {"default": handler("stderr"), "access": handler("stdout")},
+        "loggers": copy.deepcopy(LOGGING_CONFIG["loggers"]),
+        "root": {"handlers": ["default"], "level": "WARNING"},
+    }

@@ -11,25 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
+
+from hub.redact import safe_url
 
 log = logging.getLogger("hub.redis")
 
 FIRST_REMINDER = 10.0
 """Seconds into an outage of the first "still unreachable" line; each next one doubles."""
 LONGEST_SILENCE = 300.0
-
-
-def safe_url(url: str) -> str:
-    """`url` with its password, if any, shown as `***`."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class Outage:

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from hub.outage import FIRST_REMINDER, Outage, safe_url
+from hub.outage import FIRST_REMINDER, Outage
+from hub.redact import safe_url
 from tests.support import HubNode, RedisServer, eventually, free_port, token
 
 
@@ -15,6 +16,7 @@ def test_a_password_never_shows_in_a_url() -> None:
     assert safe_url("redis://:s3cret@db:6380/0") == "redis://:***@db:6380/0"
     assert safe_url("rediss://app:s3cret@db/1") == "rediss://app:***@db/1"
     assert safe_url("redis://db:6379/0") == "redis://db:6379/0"
+    assert safe_url("redis://db:6379/0?password=s3cret") == "redis://db:6379/0?password=[redacted]"
 
 
 def test_an_outage_is_told_once_then_at_doubling_intervals(
