@@ -1,9 +1,17 @@
-"""An asyncio client for players and dashboards that loses nothing across a reconnect.
+"""An asyncio client for players and dashboards that loses nothing across a reconnect, and
+says so loudly when the hub refuses it for good.
 
-It reconnects on any drop with full-jitter exponential backoff, resubscribes every room
-with the last id it saw and that room's epoch, hands each event to the handler exactly once
-and in id order, tells the handler when a room could not be recovered, and sends device
-heartbeats on the interval the welcome frame gives.
+It reconnects on any transient drop (a refused or reset connection, a node draining with
+1012 or full with 1013, a handshake answered 408, 429 or 5xx) with full-jitter exponential
+backoff, logging each at warning with the time of the next try; it resubscribes every room
+with the last id it saw and that room's epoch, resuming each room on its own, hands each
+event to the handler exactly once and in id order, tells the handler when a room could not
+be recovered, and sends device heartbeats on the interval the welcome frame gives.
+
+A permanent refusal is never retried: a handshake answered with another 4xx (401 and 403
+above all) ends `run` with `HubRefused`. A room the hub will never serve (`forbidden`,
+`bad_request`, `too_large`) is dropped, the other rooms stay live, and the `RoomRefused` is
+handed to `on_error`; without `on_error`, `run` raises it.
 
     client = HubClient(["ws://127.0.0.1:8000/v1/ws"], token, rooms=["status"], on_event=show)
     await client.run()
@@ -16,16 +24,19 @@ import contextlib
 import inspect
 import itertools
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.uri import parse_uri
 
 from hub.backoff import Backoff
 from hub.history import parse_id
+from hub.redact import redact_path
 
 log = logging.getLogger("hub.client")
 
@@ -34,9 +45,57 @@ Handler = Callable[[Event], Awaitable[None] | None]
 LostHandler = Callable[[str], Awaitable[None] | None]
 Token = str | Callable[[], str]
 
+WELCOME_TIMEOUT = 10.0
+"""Seconds an accepted socket may take to send its welcome."""
+REQUEST_TIMEOUT = 30.0
+"""Seconds a subscribe, unsubscribe or publish may wait for its answer."""
+RETRY_AFTER_CAP = 300.0
+"""The longest `Retry-After` honoured: a hostile or broken answer cannot park the client."""
+MAX_HELD = 100_000
+"""Events of one room held while its subscribe waits for the ack (the replay, and live
+events behind it); past it the connection is dropped and resumed."""
+MIN_HEARTBEAT_INTERVAL = 0.1
+"""The shortest heartbeat interval a welcome may set: a broken one cannot make a flood."""
+MAX_TEXT = 300
+"""The longest message from the hub kept in an exception or a log line."""
+TRANSIENT_STATUSES = frozenset({408, 429})
+"""Handshake answers in 4xx that are worth retrying; every other 4xx is a refusal."""
+TRANSIENT_CODES = frozenset({"rate_limited", "unavailable"})
+"""`error` codes of a subscribe that a later connection may not get; any other is final."""
+_CONNECTION_ERRORS = (OSError, WebSocketException, TimeoutError)
+
 
 class Refused(Exception):
-    """The hub answered a request with an `error` frame."""
+    """The hub refused something for good: retrying the same thing cannot succeed."""
+
+
+class HubRefused(Refused):
+    """The handshake was refused for good (401 bad token, 403 unusable token, 404 wrong path,
+    ...): `status` is the HTTP status, `code` and `message` what the hub's body says."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(f"{status} {message}")
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+class RoomRefused(Refused):
+    """A room's subscribe was refused for good (`forbidden`, `bad_request`, ...)."""
+
+    def __init__(self, room: str, code: str, message: str) -> None:
+        super().__init__(f"subscribe {room}: {code}: {message}")
+        self.room = room
+        self.code = code
+        self.message = message
+
+
+ErrorHandler = Callable[[RoomRefused], Awaitable[None] | None]
+
+
+class _Broken(Exception):
+    """This connection cannot go on (a malformed frame, a room the hub cannot serve right
+    now): drop it and resume on the next one."""
 
 
 @dataclass
@@ -59,49 +118,44 @@ class HubClient:
         rooms: Iterable[str] = (),
         on_event: Handler | None = None,
         on_lost: LostHandler | None = None,
+        on_error: ErrorHandler | None = None,
         heartbeat: Callable[[], dict[str, Any]] | None = None,
         backoff: Backoff | None = None,
     ) -> None:
-        self._urls = list(urls)
+        self._urls = _checked_urls(urls)
         self._token = token
         self._rooms: dict[str, _Room] = {room: _Room() for room in rooms}
         self._on_event = on_event
         self._on_lost = on_lost
+        self._on_error = on_error
         self._heartbeat = heartbeat
         self._backoff = backoff or Backoff(base=0.5, cap=30.0)
         self._refs = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Event]] = {}
         self._ws: ClientConnection | None = None
-        self._stopped = False
+        self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
         self.welcome: Event | None = None
 
     async def run(self) -> None:
-        """Stay connected until `stop`; every connection resumes where the last one ended."""
+        """Stay connected until `stop`; every connection resumes where the last one ended.
+
+        Raises `HubRefused` when a handshake is refused for good, and `RoomRefused` when a
+        room is and no `on_error` was given.
+        """
         for attempt in itertools.count():
-            if self._stopped:
+            if self._stopping.is_set():
                 return
-            url = self._urls[attempt % len(self._urls)]
-            token = self._token() if callable(self._token) else self._token
-            try:
-                async with connect(
-                    url, additional_headers={"Authorization": f"Bearer {token}"}, compression=None
-                ) as ws:
-                    self._ws = ws
-                    await self._session(ws)
-            except (OSError, WebSocketException, TimeoutError) as error:
-                log.info("connection to %s ended: %s", url, error)
-            except Refused as error:
-                log.warning("session on %s refused: %s", url, error)
-            finally:
-                self._ws = None
-                self.connected.clear()
-                self._fail_waiters()
-            if not self._stopped:
-                await asyncio.sleep(self._backoff.next())
+            ended, least_wait = await self._attempt(self._urls[attempt % len(self._urls)])
+            if self._stopping.is_set():
+                return
+            delay = max(self._backoff.next(), least_wait)
+            log.warning("%s; retrying in %.1f s", ended, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def stop(self) -> None:
-        self._stopped = True
+        self._stopping.set()
         if self._ws is not None:
             await self._ws.close()
 
@@ -111,8 +165,14 @@ class HubClient:
             self._ws.transport.abort()
 
     async def subscribe(self, room: str) -> Event:
+        """Join `room` and keep it across reconnects. Raises `RoomRefused` (the room is
+        dropped) or `ConnectionError` (it is resumed on the next connection)."""
         self._rooms.setdefault(room, _Room())
-        return await self._resume(room)
+        try:
+            return await self._resume(room)
+        except _Broken as error:
+            await self.drop()
+            raise ConnectionError(str(error)) from None
 
     async def unsubscribe(self, room: str) -> Event:
         self._rooms.pop(room, None)
@@ -121,23 +181,70 @@ class HubClient:
     async def publish(self, room: str, event: str, data: Any) -> Event:
         return await self._request({"op": "publish", "room": room, "event": event, "data": data})
 
+    async def _attempt(self, url: str) -> tuple[str, float]:
+        """One connection, from handshake to end: how it ended, and the least wait before
+        the next (the hub's `Retry-After`). Permanent refusals are raised."""
+        shown = redact_path(url)
+        token = self._token() if callable(self._token) else self._token
+        try:
+            ws = await connect(
+                url, additional_headers={"Authorization": f"Bearer {token}"}, compression=None
+            )
+        except InvalidStatus as error:
+            status, message, code = _handshake_answer(error)
+            if 400 <= status < 500 and status not in TRANSIENT_STATUSES:
+                raise HubRefused(status, message, code) from None
+            return f"{shown} answered {status} {message}", _retry_after(error)
+        except _CONNECTION_ERRORS as error:
+            return f"cannot connect to {shown}: {_describe(error)}", 0.0
+        self._ws = ws
+        try:
+            if not self._stopping.is_set():  # `stop` came during the handshake
+                await self._session(ws)
+        except (*_CONNECTION_ERRORS, _Broken) as error:
+            return f"connection to {shown} ended: {_describe(error)}", 0.0
+        finally:
+            self._ws = None
+            self.connected.clear()
+            self._fail_waiters()
+            await ws.close()
+        return f"connection to {shown} ended: {_closed(ws.close_code, ws.close_reason)}", 0.0
+
     async def _session(self, ws: ClientConnection) -> None:
-        welcome = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        welcome = _welcome(await asyncio.wait_for(ws.recv(), WELCOME_TIMEOUT))
         self.welcome = welcome
-        for room in welcome.get("rooms", []):
+        log.info("connected to node %s as %s", _text(welcome.get("node")), _text(welcome["role"]))
+        for room in welcome["rooms"]:
             self._rooms.setdefault(room, _Room())
         reader = asyncio.create_task(self._read(ws))
         beats = asyncio.create_task(self._beat(ws, welcome))
         try:
-            await asyncio.gather(*(self._resume(room) for room in list(self._rooms)))
+            await asyncio.gather(*(self._keep(room) for room in list(self._rooms)))
             self._backoff.reset()
             self.connected.set()
             await reader
+        except ConnectionError:
+            # Requests fail when the reader ends: its own failure says why.
+            cause = reader.exception() if reader.done() and not reader.cancelled() else None
+            if cause is not None:
+                raise cause from None
+            raise
         finally:
             beats.cancel()
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, _Broken):
                 await reader
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
+
+    async def _keep(self, room: str) -> None:
+        """Resume one room; a refusal for good drops it alone and is reported."""
+        try:
+            await self._resume(room)
+        except RoomRefused as refusal:
+            if self._on_error is None:
+                raise
+            await _call(self._on_error, refusal)
 
     async def _resume(self, room: str) -> Event:
         """(Re)subscribe from the last id seen; hold the room's events until the ack."""
@@ -153,17 +260,20 @@ class HubClient:
         except BaseException:
             state.pending = None
             raise
-        if ack.get("type") != "ack":
-            state.pending = None
-            raise Refused(f"subscribe {room}: {ack.get('code')}: {ack.get('message')}")
         held, state.pending = state.pending or [], None
-        if "since" in frame and not ack["recovered"] and self._on_lost is not None:
+        try:
+            epoch, last = _subscribed(room, ack)
+        except RoomRefused:
+            if self._rooms.get(room) is state:
+                del self._rooms[room]
+            raise
+        if "since" in frame and ack.get("recovered") is not True and self._on_lost is not None:
             await _call(self._on_lost, room)
-        state.epoch = ack["epoch"]
+        state.epoch = epoch
         if state.last is None:
             # From here on every event counts; an empty room resumes from its beginning.
-            state.last = parse_id(ack["last"]) if ack.get("last") else (0, 0)
-        for event in sorted(held, key=lambda e: parse_id(e.get("id", "")) or (0, 0)):
+            state.last = parse_id(last) if last else (0, 0)
+        for event in sorted(held, key=_order):
             await self._deliver(state, event)
         return ack
 
@@ -174,9 +284,9 @@ class HubClient:
         ref = next(self._refs)
         waiter = asyncio.get_running_loop().create_future()
         self._waiting[ref] = waiter
-        await ws.send(orjson.dumps({**frame, "ref": ref}).decode())
         try:
-            return await asyncio.wait_for(waiter, 30)
+            await ws.send(orjson.dumps({**frame, "ref": ref}).decode())
+            return await asyncio.wait_for(waiter, REQUEST_TIMEOUT)
         finally:
             self._waiting.pop(ref, None)
 
@@ -190,27 +300,38 @@ class HubClient:
         try:
             await self._dispatch(ws)
         finally:
+            # Nothing will be answered any more: no request may wait from here on.
+            if self._ws is ws:
+                self._ws = None
             self._fail_waiters()
 
     async def _dispatch(self, ws: ClientConnection) -> None:
         async for message in ws:
-            frame = orjson.loads(message)
-            if frame.get("type") == "event":
-                state = self._rooms.get(frame["room"])
+            frame = _frame(message)
+            kind = frame.get("type")
+            if kind == "event":
+                room = frame.get("room")
+                state = self._rooms.get(room) if isinstance(room, str) else None
                 if state is None:
                     continue
-                if state.pending is not None:
+                if state.pending is None:
+                    await self._deliver(state, frame)
+                elif len(state.pending) < MAX_HELD:
                     state.pending.append(frame)
                 else:
-                    await self._deliver(state, frame)
+                    raise _Broken(f"more than {MAX_HELD} events of {room} before its ack")
                 continue
-            waiter = self._waiting.get(frame.get("ref"))
+            ref = frame.get("ref")
+            waiter = self._waiting.get(ref) if isinstance(ref, int) else None
             if waiter is not None and not waiter.done():
                 waiter.set_result(frame)
+            elif kind == "error" and ref is None:
+                code, message = _text(frame.get("code")), _text(frame.get("message"))
+                log.warning("the hub refused a frame (a heartbeat?): %s: %s", code, message)
 
     async def _deliver(self, state: _Room, event: Event) -> None:
         """Hand an event on once: anything at or below the last id seen is a repeat."""
-        event_id = parse_id(event["id"]) if "id" in event else None
+        event_id = _id(event)
         if event_id is not None:
             if state.last is not None and event_id <= state.last:
                 return
@@ -219,13 +340,147 @@ class HubClient:
             await _call(self._on_event, event)
 
     async def _beat(self, ws: ClientConnection, welcome: Event) -> None:
-        if welcome.get("role") != "device":
+        """A device's heartbeats, on the welcome's interval, until the connection ends."""
+        if welcome["role"] != "device":
             return
-        interval = float(welcome["heartbeat"]["interval"])
+        interval = max(MIN_HEARTBEAT_INTERVAL, welcome["heartbeat"]["interval"])
         while True:
-            data = self._heartbeat() if self._heartbeat is not None else {"status": "ok"}
-            await ws.send(orjson.dumps({"op": "heartbeat", "data": data}).decode())
+            try:
+                data = self._heartbeat() if self._heartbeat is not None else {"status": "ok"}
+                text = orjson.dumps({"op": "heartbeat", "data": data}).decode()
+            except Exception:
+                log.exception("heartbeat callback failed: no heartbeat sent this time")
+            else:
+                try:
+                    await ws.send(text)
+                except ConnectionClosed:
+                    return
             await asyncio.sleep(interval)
+
+
+def _checked_urls(urls: Sequence[str]) -> list[str]:
+    """The node URLs, each a ws:// or wss:// URL; a wrong one is refused at once."""
+    if isinstance(urls, str):
+        raise ValueError("urls must be a list of URLs, not one string")
+    checked = list(urls)
+    if not checked:
+        raise ValueError("give at least one URL (ws://host:port/v1/ws)")
+    for url in checked:
+        try:
+            parse_uri(url)
+        except (InvalidURI, ValueError) as error:
+            raise ValueError(f"not a WebSocket URL: {redact_path(url)!r} ({error})") from None
+    return checked
+
+
+def _frame(message: str | bytes) -> Event:
+    """One frame from the hub: a JSON object, else the connection is broken."""
+    try:
+        frame = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        raise _Broken("the hub sent a frame that is not JSON") from None
+    if not isinstance(frame, dict):
+        raise _Broken("the hub sent a frame that is not a JSON object")
+    return frame
+
+
+def _welcome(message: str | bytes) -> Event:
+    """The welcome frame, checked for what the client relies on: its rooms, its role and,
+    for a device, a heartbeat interval that is a positive number."""
+    welcome = _frame(message)
+    if welcome.get("type") != "welcome":
+        raise _Broken(f"expected a welcome, got {_text(welcome.get('type'))}")
+    rooms = welcome.get("rooms", [])
+    if not isinstance(rooms, list) or not all(isinstance(room, str) for room in rooms):
+        raise _Broken("malformed welcome: rooms must be a list of names")
+    welcome["rooms"] = rooms
+    if not isinstance(welcome.get("role"), str):
+        raise _Broken("malformed welcome: no role")
+    if welcome["role"] == "device":
+        beat = welcome.get("heartbeat")
+        interval = beat.get("interval") if isinstance(beat, dict) else None
+        if not _positive(interval):
+            raise _Broken("malformed welcome: heartbeat.interval must be a positive number")
+    return welcome
+
+
+def _subscribed(room: str, answer: Event) -> tuple[str, str | None]:
+    """The epoch and last id of a subscribe's ack; a refusal is raised, `RoomRefused` when
+    it is for good."""
+    if answer.get("type") == "error":
+        code, message = _text(answer.get("code")), _text(answer.get("message"))
+        if code in TRANSIENT_CODES:
+            raise _Broken(f"subscribe {room}: {code}: {message}")
+        raise RoomRefused(room, code, message)
+    epoch, last = answer.get("epoch"), answer.get("last")
+    if answer.get("type") != "ack" or not isinstance(epoch, str):
+        raise _Broken(f"subscribe {room}: not an ack")
+    if not (last is None or isinstance(last, str)):
+        raise _Broken(f"subscribe {room}: malformed ack")
+    return epoch, last
+
+
+def _positive(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _id(event: Event) -> tuple[int, int] | None:
+    value = event.get("id")
+    return parse_id(value) if isinstance(value, str) else None
+
+
+def _order(event: Event) -> tuple[int, int]:
+    return _id(event) or (0, 0)
+
+
+def _text(value: Any) -> str:
+    """Something the hub said, made safe for one log line: a string, short, no controls."""
+    text = value if isinstance(value, str) else str(value)
+    text = "".join(char if char.isprintable() else " " for char in text)
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
+
+
+def _handshake_answer(error: InvalidStatus) -> tuple[int, str, str | None]:
+    """A refused handshake's status, message and code: the hub's JSON body when it has
+    one, else the HTTP reason phrase."""
+    response = error.response
+    message, code = response.reason_phrase, None
+    with contextlib.suppress(orjson.JSONDecodeError):
+        body = orjson.loads(response.body or b"")
+        said = body.get("error") if isinstance(body, dict) else None
+        if isinstance(said, dict) and isinstance(said.get("message"), str):
+            message = said["message"]
+            code = _text(said["code"]) if isinstance(said.get("code"), str) else None
+    return response.status_code, _text(message), code
+
+
+def _retry_after(error: InvalidStatus) -> float:
+    """The seconds a refused handshake's `Retry-After` asks for (delta-seconds only), at
+    most `RETRY_AFTER_CAP`; 0 when there is none."""
+    value = error.response.headers.get("Retry-After", "").strip()
+    if not value.isascii() or not value.isdigit():
+        return 0.0
+    return min(float(value[:6]), RETRY_AFTER_CAP)
+
+
+def _closed(code: int | None, reason: str | None) -> str:
+    return f"closed {code} {_text(reason or '')}".rstrip()
+
+
+def _describe(error: BaseException) -> str:
+    """Why a connection failed, in a few words."""
+    if isinstance(error, ConnectionClosed):
+        if error.rcvd is None:
+            return "connection lost"
+        return _closed(error.rcvd.code, error.rcvd.reason)
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return _text(str(error) or type(error).__name__)
 
 
 async def _call(handler: Callable[[Any], Awaitable[None] | None], argument: Any) -> None:
@@ -235,4 +490,4 @@ async def _call(handler: Callable[[Any], Awaitable[None] | None], argument: Any)
         if inspect.isawaitable(result):
             await result
     except Exception:
-        log.exception("event handler failed")
+        log.exception("handler %s failed", getattr(handler, "__qualname__", handler))

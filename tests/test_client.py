@@ -1,24 +1,33 @@
-"""The client library and `hub listen`: nothing lost or repeated across drops and node death."""
+"""The client library: nothing lost or repeated across drops and node death, transient
+trouble retried with a warning, permanent refusals raised or reported, never retried."""
 
 from __future__ import annotations
 
 import asyncio
-import os
+import logging
 import random
+import re
 import signal
-import subprocess
-import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import orjson
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
+import hub.client
+from hub.backoff import Backoff
+from hub.client import Event, HubClient, HubRefused, RoomRefused
 from tests.conftest import NodeFactory
 from tests.support import (
-    SECRET,
+    Client,
     Crowd,
     HubNode,
     Recorder,
     RedisServer,
+    eventually,
+    free_port,
     history_ids,
     publish_numbered,
     token,
@@ -27,6 +36,7 @@ from tests.support import (
 OPERATOR = token("operator", "o1")
 CLIENTS = 50
 PER_PUBLISHER = 150
+QUICK = Backoff(base=0.05, cap=0.2)
 
 
 @pytest.mark.parametrize("trouble", ["sockets cut at random", "a node killed and restarted"])
@@ -78,28 +88,391 @@ async def test_fifty_resuming_clients_end_with_the_exact_history(
     await crowd.stop()
 
 
-async def test_hub_listen_prints_events_as_json_lines(single: HubNode) -> None:
-    env = {**os.environ, "HUB_TOKEN": token("dashboard", "d1"), "HUB_JWT_SECRET": SECRET}
-    listener = subprocess.Popen(
-        [sys.executable, "-m", "hub", "listen", "--room", "alerts", "--url", single.ws_url],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
+@pytest.mark.parametrize(
+    ("bearer", "status", "code", "said"),
+    [
+        (token("dashboard", "d1", secret="another-secret-just-as-long-as-the-real"), 401,
+         "unauthorized", "invalid token: Signature verification failed"),
+        (token("dashboard", "d1", tenant=None), 403, "forbidden", "claim 'tenant' is required"),
+    ],
+)  # fmt: skip
+async def test_a_refused_handshake_ends_run_with_hub_refused_and_the_hubs_message(
+    single: HubNode, bearer: str, status: int, code: str, said: str
+) -> None:
+    client = HubClient([single.ws_url], bearer, rooms=["feed"], backoff=QUICK)
+    with pytest.raises(HubRefused) as refused:
+        await asyncio.wait_for(client.run(), 10)
+    assert (refused.value.status, refused.value.code, refused.value.message) == (
+        status,
+        code,
+        said,
     )
-    try:
-        assert listener.stdout is not None
-        heard = asyncio.ensure_future(asyncio.to_thread(listener.stdout.readline))
-        # The listener subscribes after it starts: publish until it has heard one.
-        async with asyncio.timeout(20):
-            while not heard.done():
-                single.broadcast(OPERATOR, room="alerts", event="alert", data=_alert())
-                await asyncio.wait([heard], timeout=0.5)
-        event = orjson.loads(heard.result())
-        assert (event["room"], event["event"]) == ("alerts", "alert")
-    finally:
-        listener.terminate()
-        listener.wait(timeout=10)
+    assert str(refused.value) == f"{status} {said}"
 
 
-def _alert() -> dict[str, str]:
-    return {"level": "info", "message": "hello"}
+async def test_a_wrong_path_is_refused_for_good(single: HubNode) -> None:
+    client = HubClient([single.url.replace("http", "ws") + "/v1/nope"], token("dashboard", "d"))
+    with pytest.raises(HubRefused) as refused:
+        await asyncio.wait_for(client.run(), 10)
+    assert refused.value.status == 403
+
+
+async def test_a_forbidden_room_is_reported_to_on_error_and_the_other_rooms_stay_live(
+    single: HubNode,
+) -> None:
+    refusals: list[RoomRefused] = []
+    seen: list[Event] = []
+    device = token("device", "p1", loc="lobby", rooms=["feed"])
+    client = HubClient(
+        [single.ws_url],
+        device,
+        rooms=["feed", "location:elsewhere"],
+        on_event=seen.append,
+        on_error=refusals.append,
+        backoff=QUICK,
+    )
+    running = asyncio.create_task(client.run())
+    await asyncio.wait_for(client.connected.wait(), 10)
+    assert [(r.room, r.code, r.message) for r in refusals] == [
+        ("location:elsewhere", "forbidden", "not allowed to subscribe to location:elsewhere")
+    ]
+    rooms = ["feed", "device:p1", "location:lobby"]  # asked for, and the device's own
+    await _heard(single, rooms, seen, n=1)
+
+    await client.drop()  # the next connection does not ask for the refused room again
+    await eventually(client.connected.is_set, 10, "the client to reconnect")
+    await _heard(single, rooms, seen, n=2)
+    assert len(refusals) == 1
+    await client.stop()
+    await asyncio.wait_for(running, 10)
+
+
+async def _heard(node: HubNode, rooms: list[str], seen: list[Event], n: int) -> None:
+    """Broadcast `x.n` with data n to each room until the client was handed all of them."""
+
+    def heard() -> bool:
+        return {e["room"] for e in seen if e["data"] == {"n": n}} == set(rooms)
+
+    async def publish_until_heard() -> bool:
+        if not heard():
+            for room in rooms:
+                await asyncio.to_thread(
+                    node.broadcast, OPERATOR, room=room, event="x.n", data={"n": n}
+                )
+        await asyncio.sleep(0.3)
+        return heard()
+
+    await eventually(publish_until_heard, 15, f"events {n} in {rooms}")
+
+
+@pytest.mark.parametrize(
+    ("room", "code", "message"),
+    [
+        ("secret", "forbidden", "not allowed to subscribe to secret"),
+        ("not a room", "bad_request", "room must match"),
+    ],
+)
+async def test_a_refused_room_without_on_error_ends_run_with_room_refused(
+    single: HubNode, room: str, code: str, message: str
+) -> None:
+    dashboard = token("dashboard", "d1", rooms=["feed*"])
+    client = HubClient([single.ws_url], dashboard, rooms=["feed", room], backoff=QUICK)
+    with pytest.raises(RoomRefused) as refused:
+        await asyncio.wait_for(client.run(), 10)
+    assert (refused.value.room, refused.value.code) == (room, code)
+    assert message in refused.value.message
+    assert str(refused.value).startswith(f"subscribe {room}: {code}: ")
+
+
+async def test_subscribe_raises_room_refused_and_forgets_the_room(single: HubNode) -> None:
+    refusals: list[RoomRefused] = []
+    dashboard = token("dashboard", "d1", rooms=["feed*"])
+    client = HubClient([single.ws_url], dashboard, on_error=refusals.append, backoff=QUICK)
+    running = asyncio.create_task(client.run())
+    await asyncio.wait_for(client.connected.wait(), 10)
+    with pytest.raises(RoomRefused):
+        await client.subscribe("secret")
+    await client.drop()
+    await eventually(client.connected.is_set, 10, "the client to reconnect")
+    assert refusals == []  # the refused room was not asked for again
+    await client.stop()
+    await asyncio.wait_for(running, 10)
+
+
+def _retries(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "hub.client" and "retrying in" in record.getMessage()
+    ]
+
+
+def _no_errors(caplog: pytest.LogCaptureFixture) -> None:
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_an_unreachable_url_is_retried_with_a_warning_naming_the_next_try(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="hub.client")
+    url = f"ws://127.0.0.1:{free_port()}/v1/ws"
+    client = HubClient([url], token("dashboard", "d1"), rooms=["feed"], backoff=QUICK)
+    running = asyncio.create_task(client.run())
+
+    async def retried_twice() -> bool:
+        return len(_retries(caplog)) >= 2
+
+    await eventually(retried_twice, 10, "two retries")
+    line = _retries(caplog)[0]
+    assert re.fullmatch(rf"cannot connect to {url}: .+; retrying in \d+\.\d s", line), line
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "retrying" in r.message)
+    _no_errors(caplog)
+    await client.stop()
+    await asyncio.wait_for(running, 10)
+
+
+class _Patient(Backoff):
+    def next(self) -> float:
+        return 600.0
+
+
+async def test_stop_ends_run_during_its_backoff() -> None:
+    url = f"ws://127.0.0.1:{free_port()}/v1/ws"
+    client = HubClient([url], token("dashboard", "d1"), backoff=_Patient())
+    running = asyncio.create_task(client.run())
+    await asyncio.sleep(0.3)  # one failed attempt, then the 600 s wait
+    await client.stop()
+    await asyncio.wait_for(running, 10)
+
+
+async def test_a_draining_node_sends_the_client_to_the_other_url_with_a_warning(
+    hub_node: NodeFactory, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hub.client")
+    a, b = (hub_node(name, redis_server.url, drain_seconds=1) for name in ("a", "b"))
+    seen: list[Event] = []
+    client = HubClient(
+        [a.ws_url, b.ws_url],
+        token("dashboard", "d1"),
+        rooms=["feed"],
+        on_event=seen.append,
+        backoff=QUICK,
+    )
+    running = asyncio.create_task(client.run())
+    await asyncio.wait_for(client.connected.wait(), 10)
+    assert (client.welcome or {}).get("node") == "a"
+    a.signal(signal.SIGTERM)
+
+    async def on_b() -> bool:
+        return client.connected.is_set() and (client.welcome or {}).get("node") == "b"
+
+    await eventually(on_b, 15, "the client to move to b")
+    await _heard(b, ["feed"], seen, n=1)
+    assert any("closed 1012 node draining; retrying in" in line for line in _retries(caplog))
+    _no_errors(caplog)
+    await client.stop()
+    await asyncio.wait_for(running, 10)
+
+
+async def test_a_full_node_is_retried_with_a_warning_until_it_has_room(
+    hub_node: NodeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hub.client")
+    node = hub_node("small", max_connections=1)
+    holder = await Client.connect(node, token("dashboard", "holder"))
+    client = HubClient([node.ws_url], token("dashboard", "d1"), rooms=["feed"], backoff=QUICK)
+    running = asyncio.create_task(client.run())
+
+    async def told_full() -> bool:
+        return any("closed 1013 node full; retrying in" in line for line in _retries(caplog))
+
+    await eventually(told_full, 10, "a 1013 warning")
+    await holder.close()
+    await asyncio.wait_for(client.connected.wait(), 10)
+    _no_errors(caplog)
+    await client.stop()
+    await asyncio.wait_for(running, 10)
+
+
+async def test_a_429_is_retried_no_sooner_than_its_retry_after(
+    hub_node: NodeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hub.client")
+    node = hub_node("strict", connect_rate=1)
+    first = await Client.connect(node, token("dashboard", "first"))  # takes the one handshake
+    client = HubClient([node.ws_url], token("dashboard", "d1"), backoff=QUICK)
+    running = asyncio.create_task(client.run())
+    await asyncio.wait_for(client.connected.wait(), 15)
+    refused = [line for line in _retries(caplog) if "answered 429" in line]
+    assert refused, _retries(caplog)
+    waits = [float(line.rsplit(" ", 2)[1]) for line in refused]
+    assert min(waits) >= 1.0  # Retry-After: 1, though this backoff never exceeds 0.2 s
+    await first.close()
+    await client.stop()
+    await asyncio.wait_for(running, 10)
+
+
+async def test_a_heartbeat_the_hub_refuses_is_logged(
+    single: HubNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hub.client")
+    client = HubClient(
+        [single.ws_url], token("device", "p1"), heartbeat=lambda: {"status": 5}, backoff=QUICK
+    )
+    running = asyncio.create_task(client.run())
+
+    async def warned() -> bool:
+        return any("refused a frame" in r.getMessage() for r in caplog.records)
+
+    await eventually(warned, 10, "a warning about the refused heartbeat")
+    await client.stop()
+    await asyncio.wait_for(running, 10)
+
+
+async def test_a_failing_heartbeat_callback_is_logged_and_the_connection_goes_on(
+    single: HubNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hub.client")
+
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("sensor unplugged")
+
+    client = HubClient([single.ws_url], token("device", "p1"), heartbeat=broken)
+    running = asyncio.create_task(client.run())
+    await asyncio.wait_for(client.connected.wait(), 10)
+
+    async def logged() -> bool:
+        return any("heartbeat callback failed" in r.getMessage() for r in caplog.records)
+
+    await eventually(logged, 10, "the callback's failure logged")
+    assert client.connected.is_set()
+    await client.stop()
+    await asyncio.wait_for(running, 10)
+
+
+@pytest.mark.parametrize(
+    "urls", [[], ["http://127.0.0.1:8000/v1/ws"], ["ws://"], "ws://127.0.0.1:8000/v1/ws"]
+)
+def test_urls_that_are_not_websocket_urls_are_refused_at_once(urls: Any) -> None:
+    with pytest.raises(ValueError, match="URL"):
+        HubClient(urls, "token")
+
+
+# A hub that answers wrongly: each of these must be a warning and a retry, never a crash.
+
+Script = Callable[[ServerConnection], Awaitable[None]]
+
+
+@asynccontextmanager
+async def _fake_hub(script: Script) -> AsyncIterator[tuple[str, list[list[Any]]]]:
+    """A WebSocket server on loopback that runs `script` on every connection, and keeps
+    the frames each connection sent."""
+    sent: list[list[Any]] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        frames: list[Any] = []
+        sent.append(frames)
+        reading = asyncio.create_task(_collect(ws, frames))
+        try:
+            await script(ws)
+            await ws.wait_closed()
+        finally:
+            reading.cancel()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/v1/ws", sent
+
+
+async def _collect(ws: ServerConnection, frames: list[Any]) -> None:
+    async for message in ws:
+        frames.append(orjson.loads(message))
+
+
+def _welcome(role: str = "dashboard", **fields: Any) -> str:
+    frame = {"type": "welcome", "node": "fake", "role": role, "rooms": [], **fields}
+    return orjson.dumps(frame).decode()
+
+
+async def _garbage(ws: ServerConnection) -> None:
+    await ws.send("this is not json")
+
+
+async def _a_list(ws: ServerConnection) -> None:
+    await ws.send(_welcome())
+    await ws.send("[1, 2]")
+
+
+async def _no_interval(ws: ServerConnection) -> None:
+    await ws.send(_welcome("device", heartbeat={"interval": 0, "timeout": 1}))
+
+
+async def _floods_before_the_ack(ws: ServerConnection) -> None:
+    await ws.send(_welcome())
+    await ws.recv()  # the subscribe, never answered
+    for n in range(5):
+        event = {"type": "event", "room": "feed", "event": "x.n", "data": {}, "id": f"1-{n}"}
+        await ws.send(orjson.dumps(event).decode())
+
+
+async def _unavailable(ws: ServerConnection) -> None:
+    await ws.send(_welcome())
+    request = orjson.loads(await ws.recv())
+    answer = {"type": "error", "ref": request["ref"], "code": "unavailable", "message": "x"}
+    await ws.send(orjson.dumps(answer).decode())
+
+
+@pytest.mark.parametrize(
+    ("script", "said"),
+    [
+        (_garbage, "not JSON"),
+        (_a_list, "not a JSON object"),
+        (_no_interval, "heartbeat.interval must be a positive number"),
+        (_floods_before_the_ack, "more than 3 events of feed before its ack"),
+        (_unavailable, "subscribe feed: unavailable: x"),
+    ],
+)
+async def test_a_hub_that_answers_wrongly_is_retried_with_a_warning(
+    script: Script, said: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="hub.client")
+    monkeypatch.setattr(hub.client, "MAX_HELD", 3)
+    async with _fake_hub(script) as (url, sent):
+        client = HubClient([url], token("device", "p1"), rooms=["feed"], backoff=QUICK)
+        running = asyncio.create_task(client.run())
+        await eventually(lambda: len(sent) >= 2, 10, "a second connection")
+        await client.stop()
+        await asyncio.wait_for(running, 10)
+    assert any(said in line for line in _retries(caplog)), _retries(caplog)
+    _no_errors(caplog)
+    assert [f for frames in sent for f in frames if f.get("op") == "heartbeat"] == []
+
+
+async def test_a_503_with_retry_after_is_retried_no_sooner(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from websockets.http11 import Request, Response
+
+    caplog.set_level(logging.INFO, logger="hub.client")
+    answers = iter([503, 101])
+
+    def process_request(ws: ServerConnection, request: Request) -> Response | None:
+        if next(answers, 101) == 101:
+            return None
+        response = ws.respond(503, '{"error": {"code": "unavailable", "message": "busy"}}\n')
+        response.headers["Retry-After"] = "2"
+        return response
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(_welcome())
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, process_request=process_request) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        client = HubClient([f"ws://127.0.0.1:{port}/v1/ws"], "t", backoff=QUICK)
+        running = asyncio.create_task(client.run())
+        await asyncio.wait_for(client.connected.wait(), 15)
+        await client.stop()
+        await asyncio.wait_for(running, 10)
+    [line] = _retries(caplog)
+    assert line.endswith("answered 503 busy; retrying in 2.0 s"), line

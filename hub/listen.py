@@ -1,0 +1,110 @@
+"""`hub listen`: print rooms' events as JSON lines, resuming across reconnects, and end
+with one line naming the cause when the hub refuses for good.
+
+Rooms come from `--room`; a device's own rooms come with the welcome, so a device token
+needs no `--room`, any other token does (a usage error, exit 2, before connecting).
+Transient trouble (an unreachable node, a drain, a full node) is one warning line on
+stderr per attempt, then a retry with backoff; a permanent refusal (a bad token, a
+forbidden room) is `hub: refused: ...` and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import sys
+
+import jwt
+import orjson
+
+from hub.client import Event, HubClient, Refused
+
+DEFAULT_URL = "ws://127.0.0.1:8000/v1/ws"
+
+
+def add_listen(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `hub listen` with the command line's subcommands."""
+    watch = commands.add_parser(
+        "listen",
+        help="print rooms' events as JSON lines, resuming across reconnects",
+        description="Print rooms' events as JSON lines on stdout, resuming across "
+        "reconnects. A device token needs no --room: its own rooms come with the welcome. "
+        "A refusal for good (bad token, forbidden room) exits 1 with one line.",
+    )
+    watch.add_argument("--room", action="append", default=[], help="a room (repeat)")
+    watch.add_argument(
+        "--url",
+        action="append",
+        default=None,
+        help=f"socket URL (repeat for several nodes) [{DEFAULT_URL}]",
+    )
+    watch.add_argument("--token", help="bearer token [HUB_TOKEN]")
+    watch.set_defaults(func=functools.partial(listen, usage=watch))
+
+
+def listen(args: argparse.Namespace, usage: argparse.ArgumentParser) -> None:
+    bearer = args.token or os.environ.get("HUB_TOKEN")
+    if not bearer:
+        usage.error("give --token or set HUB_TOKEN")
+    if not args.room and _role(bearer) not in ("device", None):
+        usage.error("give --room: only a device's token brings rooms of its own")
+    _log_to_stderr()
+    done = False
+
+    async def show(event: Event) -> None:
+        nonlocal done
+        try:
+            sys.stdout.write(orjson.dumps(event).decode() + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader went away (`hub listen | head -1`)
+            done = True
+            await client.stop()
+
+    def lost(room: str) -> None:
+        sys.stderr.write(f"hub: events of {room} may be missing (recovered: false)\n")
+
+    try:
+        client = HubClient(
+            args.url or [DEFAULT_URL], bearer, rooms=args.room, on_event=show, on_lost=lost
+        )
+    except ValueError as error:
+        usage.error(str(error))
+    try:
+        asyncio.run(client.run())
+    except Refused as refusal:
+        sys.exit(f"hub: refused: {refusal}")
+    except KeyboardInterrupt:
+        pass
+    if done:
+        # Nobody reads stdout any more: let the interpreter's last flush go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _role(bearer: str) -> str | None:
+    """The `role` claim as the token states it, unverified (the hub verifies it); None
+    when the token cannot be read, so that the hub's own answer names the problem."""
+    with contextlib.suppress(jwt.PyJWTError):
+        claims = jwt.decode(bearer, options={"verify_signature": False})
+        role = claims.get("role")
+        return role if isinstance(role, str) else ""
+    return None
+
+
+class _Line(logging.Formatter):
+    """`hub: warning: ...`, one line, no traceback: what a person at a terminal reads."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"hub: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _log_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Line())
+    client_log = logging.getLogger("hub.client")
+    client_log.addHandler(handler)
+    client_log.setLevel(logging.WARNING)
+    client_log.propagate = False
