@@ -3,23 +3,28 @@ heartbeats; figures as JSON and a chart of latency against delivered rate.
 
 Run the load on one core and pin the server to the other:
 
-    taskset -c 1 python -m loadtest.bench --server-cpu 0
+    taskset -c 1 python -m loadtest.bench --server-cpu 0           # the full run, minutes
+    taskset -c 1 python -m loadtest.bench --quick --server-cpu 0   # every scenario, small
 
 Scenarios (`--only` picks some): `idle` (memory per socket and accepted sockets/s at 10,000
 and 19,000 sockets), `fanout` (2,000 subscribers in one room, one node), `cluster` (the same
 across two nodes and Redis), `latency` (the cross-node hop at light load: 200 subscribers
 over two nodes, every frame timed, so neither side's per-socket work hides it), `rooms`
-(2,000 subscribers in 200 rooms), `heartbeats` (loadtest.heartbeats). Every node and the
-Redis are the benchmark's own.
+(2,000 subscribers in 200 rooms), `heartbeats` (loadtest.heartbeats). `--quick` runs each
+with fewer sockets and steps (`QUICK`), to try the tools rather than to measure; any size
+given on the command line wins over either profile. Every node and the Redis are the
+benchmark's own.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import multiprocessing as mp
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -41,6 +46,38 @@ from loadtest.processes import (
 from loadtest.wire import RawSocket, open_many
 
 SCENARIOS = ("idle", "fanout", "cluster", "latency", "rooms", "heartbeats")
+ROOMS = 200
+"""Rooms of the `rooms` scenario: the subscribers spread evenly over them."""
+LATENCY_SUBSCRIBERS = 200
+"""Subscribers of the `latency` scenario, over two nodes, every frame timed."""
+FULL: dict[str, Any] = {
+    "seconds": 5.0,
+    "subscribers": 2000,
+    "idle": "10000,19000",
+    "fanout_rates": "25,50,75,100,125,150",
+    "cluster_rates": "5,25,50,75,90,100",
+    "latency_rates": "5,25,100",
+    "rooms_rates": "500,1000,2000,4000",
+    "heartbeat_devices": 2000,
+    "heartbeat_rates": "interval,5000,10000,15000,20000,25000",
+    "heartbeat_seconds": 10.0,
+}
+"""The sizes of the full run: the figures of BENCHMARKS.md."""
+QUICK: dict[str, Any] = {
+    "seconds": 1.0,
+    "subscribers": 400,
+    "idle": "1000",
+    "fanout_rates": "25,100",
+    "cluster_rates": "25,100",
+    "latency_rates": "25",
+    "rooms_rates": "500,2000",
+    "heartbeat_devices": 300,
+    "heartbeat_rates": "interval,2000",
+    "heartbeat_seconds": 1.0,
+}
+"""The sizes of `--quick`: every scenario, small."""
+QUICK_SECONDS = 45
+"""What `--quick` took, measured, on a 2-core machine (load on one core, nodes on the other)."""
 PER_PROCESS = 5000
 """Sockets one idle-load process opens (each process has at most 20,000 open files)."""
 IDLE_SETTLE = 3.0
@@ -69,7 +106,13 @@ def idle(counts: list[int], cpu: str | None) -> list[dict[str, Any]]:
     for sockets in counts:
         port = free_port()
         node = start_node(
-            "idle", port, None, cpu, heartbeat_interval="3000", heartbeat_timeout="6000"
+            "idle",
+            port,
+            None,
+            cpu,
+            heartbeat_interval="3000",
+            heartbeat_timeout="6000",
+            max_connections=str(sockets),
         )
         try:
             time.sleep(IDLE_SETTLE)
@@ -116,16 +159,46 @@ def fan_out(name: str, setup: Setup, rates: list[float], seconds: float) -> list
     return rows
 
 
-def heartbeats(cpu: str | None, redis_url: str) -> list[dict[str, Any]]:
-    out = Path("results/bench-heartbeats.json")
+def heartbeats(
+    cpu: str | None, redis_url: str, devices: int, rates: str, seconds: float, out: Path
+) -> list[dict[str, Any]]:
     command = [sys.executable, "-m", "loadtest.heartbeats", "--redis-url", redis_url]
-    command += ["--devices", "2000", "--rate", "interval,5000,10000,15000,20000,25000"]
+    command += ["--devices", str(devices), "--rate", rates, "--seconds", str(seconds)]
     command += ["--out", str(out)]
     if cpu is not None:
         command += ["--server-cpu", cpu]
     subprocess.run(command, check=True)
     steps: list[dict[str, Any]] = orjson.loads(out.read_text())["steps"]
     return steps
+
+
+def title(args: dict[str, Any]) -> str:
+    """What was run, for the chart and the JSON: the profile, the scenarios and their sizes."""
+    chosen = args["only"].split(",")
+    profile = "quick run (--quick)" if args["quick"] else "full run"
+    sizes = []
+    if "idle" in chosen:
+        sizes.append(f"idle: {_counts(args['idle'])} sockets")
+    subscribers = f"{args['subscribers']:,} subscribers"
+    one_room = [name for name in ("fanout", "cluster") if name in chosen]
+    if one_room:
+        sizes.append(f"{', '.join(one_room)}: {subscribers} in one room")
+    if "rooms" in chosen:
+        sizes.append(f"rooms: {subscribers} in {ROOMS} rooms")
+    if "latency" in chosen:
+        sizes.append(f"latency: {LATENCY_SUBSCRIBERS} subscribers")
+    if {"fanout", "cluster", "rooms", "latency"} & set(chosen):
+        sizes.append(f"200-byte events, {args['seconds']:g} s steps")
+    if "heartbeats" in chosen:
+        devices, seconds = args["heartbeat_devices"], args["heartbeat_seconds"]
+        sizes.append(f"heartbeats: {devices:,} devices, {seconds:g} s steps")
+    return "\n".join(
+        [f"hub benchmark, {profile}: {', '.join(chosen)}", *textwrap.wrap("; ".join(sizes), 100)]
+    )
+
+
+def _counts(text: str) -> str:
+    return " and ".join(f"{int(n):,}" for n in text.split(","))
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
@@ -139,7 +212,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     for name, label in (
         ("fanout", "one room, one node"),
         ("cluster", "one room, two nodes + Redis"),
-        ("rooms", "200 rooms, one node"),
+        ("rooms", f"{ROOMS} rooms, one node"),
     ):
         rows = sorted(results.get(name, []), key=lambda row: row["delivered_per_s"])
         if not rows:
@@ -160,11 +233,10 @@ def chart(results: dict[str, Any], path: Path) -> None:
     axes.set_yscale("log")
     axes.set_xlabel("delivered events per second (thousands), server on one core")
     axes.set_ylabel("publish-to-delivery latency (ms, log scale)")
-    axes.set_title(
-        "hub fan-out: latency against delivered rate (2,000 subscribers, 200-byte events)"
-    )
+    axes.set_title(results["title"], fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
@@ -177,29 +249,94 @@ def _rates(text: str) -> list[float]:
     return [float(rate) for rate in text.split(",")]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _positive(kind: Callable[[str], float], name: str) -> Callable[[str], float]:
+    """An argparse type: one finite number above zero; `name` is what its error calls it."""
+
+    def parse(text: str) -> float:
+        value = kind(text)
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def _list_of(
+    item: Callable[[str], float], name: str, words: tuple[str, ...] = ()
+) -> Callable[[str], str]:
+    """An argparse type: comma-separated `item`s (or `words`), kept as the text given."""
+
+    def parse(text: str) -> str:
+        for part in text.split(","):
+            if part not in words:
+                item(part)
+        return text
+
+    parse.__name__ = name
+    return parse
+
+
+_number = _positive(float, "positive number")
+_count = _positive(int, "positive integer")
+_counts_of = _list_of(_count, "comma-separated positive integers")
+_rates_of = _list_of(_number, "comma-separated positive numbers")
+_heartbeat_rates = _list_of(
+    _number, "comma-separated positive numbers or `interval`", words=("interval",)
+)
+
+
+def options(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with every size not given taken from the full or quick profile."""
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.bench", description=" ".join(__doc__.split("\n\n")[0].split())
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"every scenario, small: about {QUICK_SECONDS} s on a 2-core machine, to try the "
+        "benchmark (the full run takes several minutes); sizes below: [full; quick]",
+    )
     parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios, comma-separated")
     parser.add_argument("--server-cpu", help="pin the nodes to these CPUs (taskset)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each step")
-    parser.add_argument(
-        "--subscribers", type=int, default=2000, help="for fanout, cluster and rooms"
+    sizes = (
+        ("--seconds", _number, "length of each fan-out step, s"),
+        ("--subscribers", _count, "for fanout, cluster and rooms"),
+        ("--idle", _counts_of, "socket counts for `idle`"),
+        ("--fanout-rates", _rates_of, "events/s per step"),
+        ("--cluster-rates", _rates_of, "events/s per step"),
+        ("--latency-rates", _rates_of, "events/s per step"),
+        ("--rooms-rates", _rates_of, "events/s per step"),
+        ("--heartbeat-devices", _count, "device sockets for `heartbeats`"),
+        ("--heartbeat-rates", _heartbeat_rates, "heartbeats/s per step"),
+        ("--heartbeat-seconds", _number, "length of each heartbeat step, s"),
     )
-    parser.add_argument("--idle", default="10000,19000", help="socket counts for `idle`")
-    parser.add_argument("--fanout-rates", default="25,50,75,100,125,150")
-    parser.add_argument("--cluster-rates", default="5,25,50,75,90,100")
-    parser.add_argument("--latency-rates", default="5,25,100")
-    parser.add_argument("--rooms-rates", default="500,1000,2000,4000")
+    for flag, kind, meaning in sizes:
+        key = flag[2:].replace("-", "_")
+        parser.add_argument(flag, type=kind, help=f"{meaning} [{FULL[key]}; {QUICK[key]}]")
     parser.add_argument("--out", default="results/bench.json")
     parser.add_argument("--chart", default="results/bench.png")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     chosen = args.only.split(",")
     unknown = set(chosen) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if "rooms" in chosen and args.subscribers % ROOMS:
+        parser.error(f"--subscribers must be a multiple of {ROOMS} for `rooms`")
+    return args
+
+
+def main() -> None:
+    args = options()
+    chosen = args.only.split(",")
     raise_file_limit()
     redis_server, redis_url = start_redis()
     cpu, subscribers = args.server_cpu, args.subscribers
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     runs: dict[str, Callable[[], list[dict[str, Any]]]] = {
         "idle": lambda: idle([int(n) for n in args.idle.split(",")], cpu),
         "fanout": lambda: fan_out(
@@ -216,30 +353,43 @@ def main() -> None:
         ),
         "latency": lambda: fan_out(
             "latency",
-            Setup(subscribers=200, nodes=2, redis_url=redis_url, server_cpu=cpu, sample=1),
+            Setup(
+                subscribers=LATENCY_SUBSCRIBERS,
+                nodes=2,
+                redis_url=redis_url,
+                server_cpu=cpu,
+                sample=1,
+            ),
             _rates(args.latency_rates),
             args.seconds,
         ),
         "rooms": lambda: fan_out(
             "rooms",
-            Setup(subscribers=subscribers, rooms=200, server_cpu=cpu),
+            Setup(subscribers=subscribers, rooms=ROOMS, server_cpu=cpu),
             _rates(args.rooms_rates),
             args.seconds,
         ),
-        "heartbeats": lambda: heartbeats(cpu, redis_url),
+        "heartbeats": lambda: heartbeats(
+            cpu,
+            redis_url,
+            args.heartbeat_devices,
+            args.heartbeat_rates,
+            args.heartbeat_seconds,
+            out.with_name(f"{out.stem}-heartbeats.json"),
+        ),
     }
-    results: dict[str, Any] = {"args": vars(args)}
+    results: dict[str, Any] = {"args": vars(args), "title": title(vars(args))}
+    started = time.monotonic()
     try:
         for name in chosen:
             results[name] = runs[name]()
     finally:
         redis_server.kill()
         redis_server.wait()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    results["seconds_taken"] = round(time.monotonic() - started)
     out.write_text(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     chart(results, Path(args.chart))
-    print(f"wrote {out} and {args.chart}")
+    print(f"wrote {out} and {args.chart} in {results['seconds_taken']} s")
 
 
 if __name__ == "__main__":

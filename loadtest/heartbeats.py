@@ -44,6 +44,9 @@ from loadtest.wire import TEXT, RawSocket, frame, open_many, open_socket
 
 INTERVAL = 15.0
 """Seconds between two heartbeats of one device at the fleet's own pace (rate `interval`)."""
+DEVICE_RATE = 1000
+"""Heartbeats per second one device may send (HUB_HEARTBEAT_RATE, 1 by default): a step puts
+a whole fleet's rate on a few thousand sockets, many beats per device per second."""
 SLICE = 0.01
 """Each device process writes the heartbeats due every this many seconds."""
 QUIET = 2.0
@@ -345,6 +348,7 @@ def main() -> None:
             args.server_cpu,
             heartbeat_interval="300",
             heartbeat_timeout="600",
+            heartbeat_rate=str(DEVICE_RATE),
             node_ttl="15",
         )
         for fleet in fleets:

@@ -27,10 +27,10 @@ from urllib.parse import urlsplit
 
 import gevent  # type: ignore[import-untyped]
 import orjson
+import psutil  # type: ignore[import-untyped]
 import websocket
 from locust import FastHttpUser, User, between, events, task
 from locust.env import Environment
-from locust.runners import WorkerRunner
 
 from hub.auth import Role, issue_token
 
@@ -116,19 +116,27 @@ def _worker_index(environment: Environment) -> int:
     return max(0, int(getattr(environment.runner, "worker_index", 0)))
 
 
-def _check_target(environment: Environment, **_: Any) -> None:
-    """Without a target every user would fail on every tick: stop the run at once instead.
-    Workers get the host from the master, so only the master (or a single process) checks."""
-    runner = environment.runner
-    if runner is None or isinstance(runner, WorkerRunner):
+def _target_or_exit(environment: Environment, **_: Any) -> None:
+    """Without a target every user would fail on every tick. A run that starts by itself
+    (`--headless`, `--autostart`) therefore ends before its first user, with the reason;
+    in the web UI the host is typed in when the run starts. Workers get the host from the
+    master, so only the master (or a single process) checks."""
+    options = environment.parsed_options
+    if options is None or options.worker or not (options.headless or options.autostart):
         return
-    if not environment.host and not os.environ.get("HUB_HOSTS", "").strip():
-        logging.error("no target: pass --host http://HOST:PORT or set HUB_HOSTS")
-        environment.process_exit_code = 1
-        runner.quit()
+    try:
+        _bases(environment.host)
+    except ValueError as error:
+        logging.error("%s", error)
+        if options.processes:
+            # The workers are forked already, and would wait a minute for a master that is
+            # gone: end them first (locust's exit reaps them).
+            for worker in psutil.Process().children():
+                worker.terminate()
+        raise SystemExit(1) from None
 
 
-events.test_start.add_listener(_check_target)  # type: ignore[no-untyped-call]
+events.init.add_listener(_target_or_exit)  # type: ignore[no-untyped-call]
 
 
 @dataclass(slots=True)

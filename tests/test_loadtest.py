@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
+from loadtest import bench
 from tests.conftest import NodeFactory
 from tests.support import SECRET, unmeasured_env
 
@@ -27,9 +29,12 @@ FIXED = orjson.dumps(
 
 def test_the_benchmark_runs_its_scenarios_and_draws_its_chart(tmp_path: Path) -> None:
     out, chart = tmp_path / "bench.json", tmp_path / "bench.png"
-    command = [sys.executable, "-m", "loadtest.bench", "--only", "idle,fanout,latency"]
+    command = [sys.executable, "-m", "loadtest.bench", "--quick"]
+    command += ["--only", "idle,fanout,latency,heartbeats"]
     command += ["--idle", "300", "--subscribers", "60", "--fanout-rates", "5"]
     command += ["--latency-rates", "5", "--seconds", "1", "--out", str(out)]
+    # Ten heartbeats per device in a second: past what the hub allows a device by default.
+    command += ["--heartbeat-devices", "30", "--heartbeat-rates", "300"]
     command += ["--chart", str(chart)]
     subprocess.run(command, cwd=ROOT, check=True, timeout=240, capture_output=True)
     results = orjson.loads(out.read_text())
@@ -40,7 +45,75 @@ def test_the_benchmark_runs_its_scenarios_and_draws_its_chart(tmp_path: Path) ->
     assert fanout["expected"] == fanout["delivered"] == 5 * 60
     assert fanout["loss"] == 0
     assert results["latency"][0]["loss"] == 0
+    [beats] = results["heartbeats"]
+    assert beats["sent"] == beats["delivered"] == 300
+    assert (tmp_path / "bench-heartbeats.json").exists()
+    assert results["title"] == bench.title(results["args"])
+    assert results["title"].startswith("hub benchmark, quick run (--quick): idle, fanout, ")
     assert chart.read_bytes().startswith(b"\x89PNG")
+
+
+def test_quick_takes_every_size_from_its_profile_unless_given() -> None:
+    assert {key: getattr(bench.options(["--quick"]), key) for key in bench.QUICK} == bench.QUICK
+    assert {key: getattr(bench.options([]), key) for key in bench.FULL} == bench.FULL
+    given = bench.options(["--quick", "--subscribers", "800", "--seconds", "2"])
+    assert (given.subscribers, given.seconds, given.idle) == (800, 2.0, bench.QUICK["idle"])
+    assert bench.QUICK["subscribers"] < bench.FULL["subscribers"]
+
+
+def test_the_help_states_how_long_quick_takes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        bench.options(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"--quick every scenario, small: about {bench.QUICK_SECONDS} s" in text
+
+
+def test_the_chart_title_says_what_was_run() -> None:
+    quick = " ".join(bench.title(vars(bench.options(["--quick"]))).splitlines())
+    assert quick.startswith(f"hub benchmark, quick run (--quick): {', '.join(bench.SCENARIOS)}")
+    assert "idle: 1,000 sockets" in quick
+    assert "rooms: 400 subscribers in 200 rooms" in quick
+    assert "heartbeats: 300 devices, 1 s steps" in quick
+    full = bench.title(vars(bench.options(["--only", "fanout,cluster"])))
+    assert full.splitlines() == [
+        "hub benchmark, full run: fanout, cluster",
+        "fanout, cluster: 2,000 subscribers in one room; 200-byte events, 5 s steps",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--idle", "0"], "argument --idle: invalid comma-separated positive integers value"),
+        (["--fanout-rates", "5,x"], "invalid comma-separated positive numbers value: '5,x'"),
+        (["--seconds", "nan"], "argument --seconds: invalid positive number value"),
+        (["--heartbeat-rates", "interval,inf"], "positive numbers or `interval` value"),
+        (["--subscribers", "300"], "--subscribers must be a multiple of 200 for `rooms`"),
+        (["--only", "fanout,warp"], "unknown scenarios: warp"),
+    ],
+)
+def test_the_benchmark_refuses_bad_sizes_with_the_reason(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        bench.options(argv)
+    assert exit_.value.code == 2
+    assert error in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("processes", [[], ["--processes", "2"]], ids=["alone", "processes"])
+def test_locust_without_a_target_stops_before_any_user_with_the_reason(
+    processes: list[str],
+) -> None:
+    # No --run-time: a run that started would go on until the timeout below.
+    command = [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless"]
+    command += ["-u", "2", "-r", "2", *processes]
+    env = unmeasured_env(HUB_JWT_SECRET=SECRET)
+    env.pop("HUB_HOSTS", None)
+    result = subprocess.run(command, cwd=ROOT, env=env, timeout=60, capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr
+    assert "no target: pass --host http://HOST:PORT or set HUB_HOSTS" in result.stderr
+    assert "Ramping" not in result.stderr
 
 
 def test_a_locust_swarm_reports_sockets_events_and_broadcasts(
