@@ -123,6 +123,12 @@ def test_broadcasts_over_the_rate_are_429_with_retry_after(hub_node: NodeFactory
     _error(limited[0], 429, "rate_limited")
 
 
+def test_a_rest_call_without_a_token_is_told_of_the_header_only(single: HubNode) -> None:
+    answer = httpx.get(f"{single.url}/v1/stats")
+    _error(answer, 401, "unauthorized")
+    assert answer.json()["error"]["message"] == "a token is required: Authorization: Bearer <jwt>"
+
+
 def test_unknown_paths_are_json_404(single: HubNode) -> None:
     _error(httpx.get(single.url + "/nope"), 404, "not_found")
 

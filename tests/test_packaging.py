@@ -1,0 +1,97 @@
+"""`pip install .` into an empty virtualenv, with the runtime's locked dependencies, gives a
+working `hub`: the distribution `signage-hub`, the command and nothing of the tests' tools."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from hub import __version__
+from tests.support import SECRET, free_port, unmeasured_env, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+ABSENT = (
+    "import importlib.util as u;"
+    "print([n for n in ('pytest', 'locust', 'mypy', 'matplotlib') if u.find_spec(n)])"
+)
+"""Prints which of the tests' tools an interpreter has: none, for a node's own install."""
+NOT_COPIED = (".git", ".venv", "results", ".coverage-data", "*.egg-info", "__pycache__", ".*_cache")
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _run(*command: str | Path) -> str:
+    done = subprocess.run(
+        [str(part) for part in command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=unmeasured_env(),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_pip_install_gives_a_working_hub_and_no_development_tools(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    _run(sys.executable, "-m", "venv", venv)
+    python, hub = venv / "bin" / "python", venv / "bin" / "hub"
+    _run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--require-hashes",
+        "-r",
+        ROOT / "requirements" / "run.lock",
+    )
+    _run(python, "-m", "pip", "install", "-q", "--no-deps", ROOT)
+    assert _run(hub, "--version").strip() == f"hub {__version__}"
+    named = "import importlib.metadata as m; print(m.version('signage-hub'))"
+    assert _run(python, "-c", named).strip() == __version__
+    assert _run(python, "-c", ABSENT).strip() == "[]"
+    port = free_port()
+    env = {**unmeasured_env(), "HUB_JWT_SECRET": SECRET}
+    node = subprocess.Popen(
+        [hub, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: _healthy(port), 30, "the installed hub to answer /healthz")
+    finally:
+        node.terminate()
+        node.wait(timeout=30)
+
+
+def test_scripts_serve_on_a_fresh_clone_installs_only_the_runtime(tmp_path: Path) -> None:
+    """The README's first command, on a copy of this tree without .venv."""
+    clone = tmp_path / "clone"
+    shutil.copytree(ROOT, clone, ignore=shutil.ignore_patterns(*NOT_COPIED))
+    port = free_port()
+    env = {**unmeasured_env(), "HUB_JWT_SECRET": SECRET}
+    node = subprocess.Popen(
+        [clone / "scripts" / "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: _healthy(port), 240, "scripts/serve's node to answer /healthz")
+    finally:
+        node.terminate()
+        node.wait(timeout=30)
+    python = clone / ".venv" / "bin" / "python"
+    assert _run(python, "-c", ABSENT).strip() == "[]"
