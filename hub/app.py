@@ -26,7 +26,6 @@ from hub.config import Settings
 from hub.disconnect import DRAINING, FULL, INTERNAL_ERROR
 from hub.errors import ErrorCode, error_body
 from hub.http import HubHttpProtocol
-from hub.logs import about_socket
 from hub.logs import configure as configure_logs
 from hub.metrics import Metrics
 from hub.openapi import DOCUMENT
@@ -171,14 +170,17 @@ class Hub:
             writer.close(CLOSE_FOR[refusal])
             return
         session = Session(self.node, principal, writer)
-        about_socket(session.id, principal.sub, principal.role, principal.tenant)
         self.sockets.add(session)
         try:
             await session.run(receive)
         except BrokerUnavailable:
-            log.warning("closed %s: broker unavailable while joining its rooms", session.id)
+            log.warning(
+                "closed %s: broker unavailable while joining its rooms",
+                session.id,
+                extra=session.log_fields,
+            )
         except Exception:
-            log.exception("closed %s after an internal error", session.id)
+            log.exception("closed %s after an internal error", session.id, extra=session.log_fields)
         finally:
             self.sockets.remove(session)
 

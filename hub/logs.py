@@ -3,15 +3,14 @@ and the values of its token parameters (and anything shaped like a JWT) are reda
 (hub/redact.py).
 
 With `HUB_LOG_FORMAT=json` every line is one JSON object (python-json-logger), naming the
-node, and the socket when the line is about one, so that a log pipeline can ship and
-search lines without parsing text.
+node, and the socket (conn, sub, role, tenant) when the line is about one, so that a log
+pipeline can ship and search lines without parsing text.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from contextvars import ContextVar
 from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -51,24 +50,10 @@ def configure() -> None:
         logging.getLogger(name).addFilter(RedactQuery())
 
 
-SOCKET_FIELDS = ("conn", "sub", "role", "tenant")
-_socket: ContextVar[tuple[str, str, str, str | None] | None] = ContextVar(
-    "hub_log_socket", default=None
-)
-
-
-def about_socket(conn: str, sub: str, role: str, tenant: str | None) -> None:
-    """Mark every line logged from now on in this context as about this socket.
-
-    Each socket runs in a task of its own, and each task has its own copy of the context:
-    the mark follows that socket's lines (and the callbacks and tasks it starts), no other.
-    """
-    _socket.set((conn, sub, str(role), tenant))
-
-
 class Context(logging.Filter):
-    """Gives every record the node's id, and the fields of its socket to a record logged
-    about one (see `about_socket`), for the JSON formatter to write.
+    """Gives every record the node's id, for the JSON formatter to write. A line about a
+    socket carries the socket's fields itself (`extra=session.log_fields`): looked up at
+    the log call, they cost an idle socket nothing.
 
     `node` None is the id this process takes by default: with `--workers N` each worker
     builds its own filter from the same config, and is a node of its own.
@@ -81,10 +66,6 @@ class Context(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.node = self.node
-        socket = _socket.get()
-        if socket is not None:
-            for name, value in zip(SOCKET_FIELDS, socket, strict=True):
-                setattr(record, name, value)
         return True
 
 

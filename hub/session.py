@@ -102,6 +102,17 @@ class Session:
     def close(self, cause: Disconnect) -> None:
         self.sender.close(cause)
 
+    @property
+    def log_fields(self) -> dict[str, str | None]:
+        """What a log line about this socket carries (`extra=`), for JSON logs."""
+        principal = self.principal
+        return {
+            "conn": self.id,
+            "sub": principal.sub,
+            "role": principal.role.value,
+            "tenant": principal.tenant,
+        }
+
     def buffered(self) -> int:
         return self.sender.buffered()
 
@@ -273,7 +284,7 @@ class Session:
         self._publishing -= 1
         error = None if published.cancelled() else published.exception()
         if published.cancelled() or (error is not None and not isinstance(error, HubError)):
-            log.error("publish on %s failed", self.id, exc_info=error)
+            log.error("publish on %s failed", self.id, exc_info=error, extra=self.log_fields)
             self._refuse(FAILED, request.ref)
             self.close(INTERNAL_ERROR)
         elif isinstance(error, HubError):

@@ -62,16 +62,16 @@ def test_a_node_id_set_is_every_workers_and_an_unset_one_each_processs_own() -> 
 PROBE = """
 import asyncio, logging, logging.config
 from hub.config import Settings
-from hub.logs import about_socket, configure, uvicorn_log_config
+from hub.logs import configure, uvicorn_log_config
 logging.config.dictConfig(uvicorn_log_config(Settings()))
 configure()
 log = logging.getLogger("hub")
+SOCKET = {"conn": "7.1", "sub": "player-1", "role": "device", "tenant": "acme"}
 async def socket_task():
-    about_socket("7.1", "player-1", "device", "acme")
     try:
         1 / 0
     except ZeroDivisionError:
-        log.exception("closed %s after an internal error", "7.1")
+        log.exception("closed %s after an internal error", "7.1", extra=SOCKET)
 async def main():
     await asyncio.create_task(socket_task())
     log.info("outside any socket")
