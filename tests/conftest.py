@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from tests.support import HubNode, RedisServer
-
-
-def _need_redis() -> None:
-    if shutil.which("redis-server") is None:
-        message = "redis-server is not on PATH (apt-get install redis-server, or run scripts/test)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+from tests.support import HubNode, RedisServer, required
 
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A redis-server of this test's own, which the test may stop and restart."""
-    _need_redis()
+    required("redis-server")
     server = RedisServer()
     server.start()
     try:

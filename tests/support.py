@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -37,6 +38,23 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def required(binary: str, package: str | None = None) -> str:
+    """The path of a program the tests run; missing, the test fails under CI (where it
+    must be there) and is skipped elsewhere. Debian puts some in /usr/sbin, not on every
+    user's PATH."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+    found = shutil.which(binary, path=search)
+    if found is None:
+        message = (
+            f"{binary} is not installed (apt-get install {package or binary}, "
+            "or run scripts/install)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
 
 
 def unmeasured_env(**extra: str) -> dict[str, str]:
@@ -117,10 +135,7 @@ class RedisServer(_Daemon):
     """A redis-server of the test's own on a free loopback port; can be stopped and restarted."""
 
     def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not on PATH: apt-get install redis-server")
-        self.binary = binary
+        self.binary = required("redis-server")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
@@ -342,10 +357,7 @@ class HAProxy(_Daemon):
     health checks on /readyz, as deploy/haproxy.cfg sets it up."""
 
     def __init__(self, nodes: list[HubNode]) -> None:
-        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-        if not Path(binary).exists():
-            raise RuntimeError("haproxy is not installed: apt-get install haproxy")
-        self.binary = binary
+        self.binary = required("haproxy")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/v1/ws"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from hub.config import Settings
-from tests.support import metric_names, unmeasured_env
+from tests.support import metric_names, required, unmeasured_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -89,18 +88,6 @@ def _compose() -> dict[str, Any]:
 def _hub_services() -> dict[str, dict[str, Any]]:
     services: dict[str, dict[str, Any]] = _compose()["services"]
     return {name: service for name, service in services.items() if "build" in service}
-
-
-def _haproxy() -> str:
-    # Debian installs it in /usr/sbin, which is not on every user's PATH.
-    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
-    found = shutil.which("haproxy", path=search)
-    if found is None:
-        message = "haproxy is not installed (apt-get install haproxy, or run scripts/install)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 # yamllint
@@ -280,7 +267,7 @@ def _seconds(duration: str) -> float:
 
 
 def test_haproxy_accepts_its_configuration() -> None:
-    result = _run(_haproxy(), "-c", "-f", str(DEPLOY / "haproxy.cfg"))
+    result = _run(required("haproxy"), "-c", "-f", str(DEPLOY / "haproxy.cfg"))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Configuration file is valid" in output

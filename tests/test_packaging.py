@@ -29,6 +29,22 @@ def _healthy(port: int) -> bool:
         return False
 
 
+def _answers(*command: str | Path, within: float) -> None:
+    """Start a node with `command` (and `--port`), see it answer /healthz, stop it."""
+    port = free_port()
+    node = subprocess.Popen(
+        [*command, "--port", str(port)],
+        env={**unmeasured_env(), "HUB_JWT_SECRET": SECRET},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: _healthy(port), within, f"{command[0]} to answer /healthz")
+    finally:
+        node.terminate()
+        node.wait(timeout=30)
+
+
 def _run(*command: str | Path) -> str:
     done = subprocess.run(
         [str(part) for part in command],
@@ -61,37 +77,13 @@ def test_pip_install_gives_a_working_hub_and_no_development_tools(tmp_path: Path
     named = "import importlib.metadata as m; print(m.version('signage-hub'))"
     assert _run(python, "-c", named).strip() == __version__
     assert _run(python, "-c", ABSENT).strip() == "[]"
-    port = free_port()
-    env = {**unmeasured_env(), "HUB_JWT_SECRET": SECRET}
-    node = subprocess.Popen(
-        [hub, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(lambda: _healthy(port), 30, "the installed hub to answer /healthz")
-    finally:
-        node.terminate()
-        node.wait(timeout=30)
+    _answers(hub, "serve", within=30)
 
 
 def test_scripts_serve_on_a_fresh_clone_installs_only_the_runtime(tmp_path: Path) -> None:
     """The README's first command, on a copy of this tree without .venv."""
     clone = tmp_path / "clone"
     shutil.copytree(ROOT, clone, ignore=shutil.ignore_patterns(*NOT_COPIED))
-    port = free_port()
-    env = {**unmeasured_env(), "HUB_JWT_SECRET": SECRET}
-    node = subprocess.Popen(
-        [clone / "scripts" / "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(lambda: _healthy(port), 240, "scripts/serve's node to answer /healthz")
-    finally:
-        node.terminate()
-        node.wait(timeout=30)
+    _answers(clone / "scripts" / "serve", within=240)  # the first run installs
     python = clone / ".venv" / "bin" / "python"
     assert _run(python, "-c", ABSENT).strip() == "[]"

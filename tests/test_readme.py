@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import NodeFactory
-from tests.support import eventually, token
+from tests.support import eventually, required, token
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -64,8 +63,7 @@ def test_the_one_terminal_demo_works_as_written() -> None:
 
 
 def test_the_two_node_demo_works_as_written() -> None:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not on PATH (scripts/install installs it)")
+    required("redis-server")
     _free(8001, 8002, 6390)
     output = _run(_block("Two nodes through Redis", "sh"))
     assert '"event":"command"' in output, output

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
-import os
 import re
-import shutil
 import signal
 import socket
 import ssl
@@ -38,6 +36,7 @@ from tests.support import (
     RedisServer,
     eventually,
     free_port,
+    required,
     token,
     unmeasured_env,
     wait_until,
@@ -47,18 +46,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "deploy" / "haproxy-tls.cfg"
 OPERATIONS = ROOT / "docs" / "operations.md"
 SERVER = re.compile(r"\s*server\s+\S+\s+\S+\s*$")
-
-
-def _haproxy() -> str:
-    # Debian installs it in /usr/sbin, which is not on every user's PATH.
-    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
-    found = shutil.which("haproxy", path=search)
-    if found is None:
-        message = "haproxy is not installed (apt-get install haproxy, or run scripts/install)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 def _certificate(directory: Path) -> tuple[Path, Path]:
@@ -122,7 +109,7 @@ class TLSProxy:
     """HAProxy started with deploy/haproxy-tls.cfg in front of `nodes`."""
 
     def __init__(self, nodes: list[HubNode], directory: Path) -> None:
-        self.binary = _haproxy()
+        self.binary = required("haproxy")
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.ws_url = f"wss://127.0.0.1:{self.port}/v1/ws"
@@ -197,7 +184,7 @@ def test_haproxy_accepts_the_tls_configuration_without_a_warning(tmp_path: Path)
     config = tmp_path / "haproxy-tls.cfg"
     config.write_text(_configured(CONFIG.read_text(), free_port(), served, nodes))
     result = subprocess.run(
-        [_haproxy(), "-c", "-f", str(config)],
+        [required("haproxy"), "-c", "-f", str(config)],
         env=unmeasured_env(),
         capture_output=True,
         text=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from hub.auth import Authenticator, Role
 from hub.config import Settings
-from tests.support import SECRET
+from tests.support import SECRET, required
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "tokens.md"
 RUNNERS = {
@@ -33,11 +32,7 @@ def _block(language: str) -> str:
 @pytest.mark.parametrize("language", list(RUNNERS))
 def test_a_minting_example_makes_a_token_the_hub_takes(language: str, tmp_path: Path) -> None:
     name, command = RUNNERS[language]
-    if shutil.which(command[0]) is None:
-        message = f"{command[0]} is not on PATH (scripts/install installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    required(command[0], {"node": "nodejs", "go": "golang-go"}.get(command[0]))
     (tmp_path / name).write_text(_block(language))
     env = {
         **os.environ,
