@@ -199,6 +199,12 @@ class Settings(BaseSettings):
         description="longest a token may still be valid when presented, s: tokens whose exp "
         "is further away are refused (0 = no limit)",
     )
+    refresh_notice: float = Field(
+        60.0,
+        ge=0,
+        description="seconds before a socket's token expires that the hub sends `expiring` "
+        "once, for the client to `refresh` it",
+    )
     connect_rate: float = Field(
         50.0, ge=0, description="WebSocket handshakes per second per client IP (0 = off)"
     )
@@ -270,6 +276,12 @@ class Settings(BaseSettings):
     )
     broadcast_rate: float = Field(
         100.0, ge=0, description="REST broadcasts per second per operator token (0 = off)"
+    )
+    idempotency_ttl: float = Field(
+        86400.0,
+        gt=0,
+        le=604800,
+        description="seconds a broadcast's Idempotency-Key is remembered, with its answer",
     )
     stats_key: str | None = Field(
         None, description="bearer key that may read /v1/stats and /metrics"
