@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -55,6 +56,8 @@ class Hub:
         self.node = parts.node
         self.board = parts.board
         self.auth = Authenticator(settings)
+        self._verify = functools.partial(self.auth.verify, socket=True)
+        """One callable for every session's token refresh (none made per socket)."""
         self.sockets = Sockets(settings)
         self.rates = Rates(self.node.tally)
         self.metrics.watch(self.figures)
@@ -169,7 +172,7 @@ class Hub:
             self.metrics.handshakes_refused.labels(refusal.value).inc()
             writer.close(CLOSE_FOR[refusal])
             return
-        session = Session(self.node, principal, writer)
+        session = Session(self.node, principal, writer, self._verify)
         self.sockets.add(session)
         try:
             await session.run(receive)

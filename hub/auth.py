@@ -85,6 +85,17 @@ class Principal:
             return self._rooms_re is not None and self._rooms_re.match(room) is not None
         return self._rooms_re is None or self._rooms_re.match(room) is not None
 
+    def same_identity(self, other: Principal) -> bool:
+        """Whether `other` is the same principal, as a refreshed token must be: its rights
+        (`rooms`, `publish`) and its expiry may differ, not who or where it is."""
+        return (self.sub, self.role, self.tenant, self.loc, self.groups) == (
+            other.sub,
+            other.role,
+            other.tenant,
+            other.loc,
+            other.groups,
+        )
+
     def may_publish(self, room: str) -> bool:
         return self._publish_re is not None and self._publish_re.match(room) is not None
 

@@ -43,7 +43,9 @@ log = logging.getLogger("hub.client")
 Event = dict[str, Any]
 Handler = Callable[[Event], Awaitable[None] | None]
 LostHandler = Callable[[str], Awaitable[None] | None]
-Token = str | Callable[[], str]
+Token = str | Callable[[], str | Awaitable[str]]
+"""A token, or a provider of fresh ones (sync or async): called before each connection
+and when the hub says the socket's token is `expiring`."""
 
 WELCOME_TIMEOUT = 10.0
 """Seconds an accepted socket may take to send its welcome."""
@@ -133,6 +135,7 @@ class HubClient:
         self._refs = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Event]] = {}
         self._ws: ClientConnection | None = None
+        self._refreshing: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
         self.welcome: Event | None = None
@@ -185,7 +188,7 @@ class HubClient:
         """One connection, from handshake to end: how it ended, and the least wait before
         the next (the hub's `Retry-After`). Permanent refusals are raised."""
         shown = redact_path(url)
-        token = self._token() if callable(self._token) else self._token
+        token = await self._current_token()
         try:
             ws = await connect(
                 url, additional_headers={"Authorization": f"Bearer {token}"}, compression=None
@@ -325,9 +328,33 @@ class HubClient:
             waiter = self._waiting.get(ref) if isinstance(ref, int) else None
             if waiter is not None and not waiter.done():
                 waiter.set_result(frame)
+            elif kind == "expiring":
+                if self._refreshing is None or self._refreshing.done():
+                    self._refreshing = asyncio.create_task(self._refresh(frame.get("exp")))
             elif kind == "error" and ref is None:
                 code, message = _text(frame.get("code")), _text(frame.get("message"))
                 log.warning("the hub refused a frame (a heartbeat?): %s: %s", code, message)
+
+    async def _current_token(self) -> str:
+        if not callable(self._token):
+            return self._token
+        token = self._token()
+        return await token if inspect.isawaitable(token) else token
+
+    async def _refresh(self, exp: Any) -> None:
+        """Hand the hub a fresh token before the socket's expires; without a provider, or
+        when the hub refuses it, the socket closes at `exp` and the next connection asks
+        the provider again."""
+        if not callable(self._token):
+            log.warning("the token expires at %s and no token provider was given", _text(exp))
+            return
+        try:
+            answer = await self._request({"op": "refresh", "token": await self._current_token()})
+        except _CONNECTION_ERRORS:
+            return  # the next connection takes a fresh token anyway (ConnectionError is an OSError)
+        if answer.get("type") != "ack":
+            code, message = _text(answer.get("code")), _text(answer.get("message"))
+            log.warning("token refresh refused: %s: %s", code, message)
 
     async def _deliver(self, state: _Room, event: Event) -> None:
         """Hand an event on once: anything at or below the last id seen is a repeat."""

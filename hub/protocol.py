@@ -52,6 +52,7 @@ class Op(StrEnum):
     PUBLISH = "publish"
     HEARTBEAT = "heartbeat"
     PING = "ping"
+    REFRESH = "refresh"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,15 @@ class Publish:
     tenant: str | None
 
 
-Request = Ping | Heartbeat | Subscribe | Unsubscribe | Publish
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """A new token for this socket, of the same principal."""
+
+    ref: Ref
+    token: str
+
+
+Request = Ping | Heartbeat | Subscribe | Unsubscribe | Publish | Refresh
 """One well-formed client frame."""
 
 
@@ -207,6 +216,8 @@ def _request(frame: dict[str, Any], ref: Ref) -> Request:
         check_tenant(tenant)
     if op is Op.PING:
         return Ping(ref)
+    if op is Op.REFRESH:
+        return Refresh(ref, _nonempty_str(frame, "token"))
     if op is Op.HEARTBEAT:
         data = frame.get("data")
         if not isinstance(data, dict):
@@ -220,6 +231,13 @@ def _request(frame: dict[str, Any], ref: Ref) -> Request:
         return Unsubscribe(ref, room, tenant)
     since = check_since(_optional_str(frame, "since"))
     return Subscribe(ref, room, since, _optional_str(frame, "epoch"), tenant)
+
+
+def _nonempty_str(frame: dict[str, Any], field: str) -> str:
+    value = frame.get(field)
+    if not isinstance(value, str) or not value:
+        raise HubError(ErrorCode.BAD_REQUEST, f"{field} must be a non-empty string")
+    return value
 
 
 def ref_of(text: str) -> Ref:
@@ -287,6 +305,20 @@ def published_frame(ref: Ref, event_id: str | None, ts: int) -> bytes:
 
 def pong_frame(ref: Ref) -> bytes:
     return encode({"type": "pong", "ref": ref})
+
+
+def refreshed_frame(ref: Ref, exp: float) -> bytes:
+    return encode({"type": "ack", "ref": ref, "exp": _seconds(exp)})
+
+
+def expiring_frame(exp: float) -> bytes:
+    """Sent once, `HUB_REFRESH_NOTICE` before the socket's token expires."""
+    return encode({"type": "expiring", "exp": _seconds(exp)})
+
+
+def _seconds(exp: float) -> int | float:
+    """`exp` as a token gives it: a whole number of seconds stays an integer."""
+    return int(exp) if float(exp).is_integer() else exp
 
 
 _TEXT_FIN = 0x81

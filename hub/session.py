@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, assert_never
 
-from hub.auth import Principal, Role
+from hub.auth import AuthError, Principal, Role
 from hub.broker import BrokerUnavailable
 from hub.disconnect import (
     BINARY_FRAME,
@@ -32,13 +32,16 @@ from hub.protocol import (
     Heartbeat,
     Ping,
     Publish,
+    Refresh,
     Request,
     Subscribe,
     Unsubscribe,
+    expiring_frame,
     parse_request,
     pong_frame,
     published_frame,
     ref_of,
+    refreshed_frame,
     subscribed_frame,
     unsubscribed_frame,
     websocket_text_frame,
@@ -53,6 +56,8 @@ from hub.transport import FrameWriter
 log = logging.getLogger("hub")
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Verify = Callable[[str], Awaitable[Principal]]
+"""Verifies a token as a handshake does: what a `refresh` is checked with."""
 
 MAX_PUBLISHING = 64
 """Publishes one socket may have in flight."""
@@ -69,17 +74,25 @@ class Session:
 
     __slots__ = (
         "_beats",
+        "_expiry",
         "_limit",
         "_node",
         "_present",
         "_publishing",
         "_rooms",
+        "_verify",
         "id",
         "principal",
         "sender",
     )
 
-    def __init__(self, node: Node, principal: Principal, writer: FrameWriter) -> None:
+    def __init__(
+        self,
+        node: Node,
+        principal: Principal,
+        writer: FrameWriter,
+        verify: Verify | None = None,
+    ) -> None:
         settings = node.settings
         self._node = node
         self.sender = Sender(
@@ -95,6 +108,9 @@ class Session:
         """A device's heartbeat rate, made at its first heartbeat."""
         self._present: Present | None = None
         self._publishing = 0
+        self._verify = verify
+        self._expiry: asyncio.TimerHandle | None = None
+        """The socket's one timer: the `expiring` notice, then the close at the token's exp."""
         self.id = node.next_conn_id()
         self.principal = principal
         writer.listener = self  # no bound method kept per socket
@@ -119,10 +135,7 @@ class Session:
     async def run(self, receive: Receive) -> None:
         """Welcome, auto-join, then answer frames until the socket goes."""
         node, principal, sender = self._node, self.principal, self.sender
-        loop = asyncio.get_running_loop()
-        expiry = loop.call_at(
-            loop.time() + max(0.0, principal.exp - time.time()), sender.close, TOKEN_EXPIRED
-        )
+        self._watch_expiry()
         device = principal.role is Role.DEVICE
         if device:
             node.heartbeats.beat(sender)
@@ -144,7 +157,7 @@ class Session:
             self.close(INTERNAL_ERROR)
             raise
         finally:
-            expiry.cancel()
+            self._forget_expiry()
             if device:
                 node.heartbeats.forget(sender)
             sender.stop()
@@ -225,6 +238,8 @@ class Session:
                 await self._publish(request)
             case Heartbeat():
                 self._heartbeat(request)
+            case Refresh():
+                await self._refresh(request)
             case _:
                 assert_never(request)
 
@@ -292,6 +307,47 @@ class Session:
         else:
             done = published.result()
             self.sender.reply(published_frame(request.ref, done.ids[request.room], done.ts))
+
+    def _forget_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+
+    def _watch_expiry(self) -> None:
+        """Time the token's end: the `expiring` notice `HUB_REFRESH_NOTICE` before it (at
+        once when less is left), then the close at `exp` unless a refresh came."""
+        self._forget_expiry()
+        loop = asyncio.get_running_loop()
+        left = max(0.0, self.principal.exp - time.time())
+        notice = self._node.settings.refresh_notice
+        if notice > 0:
+            self._expiry = loop.call_at(loop.time() + max(0.0, left - notice), self._expiring)
+        else:
+            self._expiry = loop.call_at(loop.time() + left, self.sender.close, TOKEN_EXPIRED)
+
+    def _expiring(self) -> None:
+        exp = self.principal.exp
+        self.sender.reply(expiring_frame(exp))
+        loop = asyncio.get_running_loop()
+        left = max(0.0, exp - time.time())
+        self._expiry = loop.call_at(loop.time() + left, self.sender.close, TOKEN_EXPIRED)
+
+    async def _refresh(self, request: Refresh) -> None:
+        """Take a new token of the same principal: its rights apply from now on, and the
+        socket lives until its `exp`."""
+        if self._verify is None:
+            raise HubError(ErrorCode.FORBIDDEN, "this socket cannot refresh its token")
+        try:
+            fresh = await self._verify(request.token)
+        except AuthError as error:
+            raise HubError(ErrorCode.FORBIDDEN, f"token refused: {error.message}") from None
+        if not self.principal.same_identity(fresh):
+            raise HubError(
+                ErrorCode.FORBIDDEN,
+                "a refreshed token must name the same sub, role, tenant, loc and groups",
+            )
+        self.principal = fresh
+        self._watch_expiry()
+        self.sender.reply(refreshed_frame(request.ref, fresh.exp))
 
     def _heartbeat(self, request: Heartbeat) -> None:
         """A device is alive whenever it beats; only its beats within the heartbeat rate

@@ -145,7 +145,8 @@ class Harness:
 
     async def connect(self, token: str) -> Socket:
         writer = RecordingWriter()
-        socket = Socket(Session(self.node, await self._auth.verify(token), writer), writer)
+        principal = await self._auth.verify(token)
+        socket = Socket(Session(self.node, principal, writer, self._auth.verify), writer)
         self.sockets.append(socket)
         welcome = await socket.next()
         assert welcome["type"] == "welcome", welcome

@@ -21,7 +21,17 @@ ANSWER_TIMEOUT = 10.0
 MEMORY_BOUND = 8 * 2**20
 """What the node may keep after the fuzzer has gone: the few small events kept in
 history (a run keeps well under 1 MiB); far less than the frames sent (up to 64 KiB each)."""
-OPS = ["subscribe", "unsubscribe", "publish", "heartbeat", "ping", "receipt", "dance", ""]
+OPS = [
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "heartbeat",
+    "ping",
+    "refresh",
+    "receipt",
+    "dance",
+    "",
+]
 names = st.one_of(
     st.sampled_from(["status", "devices", "location:lobby", "device:p1", "x:y@z", "r"]),
     st.text(max_size=140),
@@ -48,6 +58,7 @@ fields = st.fixed_dictionaries(
         "epoch": st.one_of(st.text(max_size=20), st.integers()),
         "tenant": st.one_of(st.sampled_from(["acme", "globex", "a:b"]), names),
         "ref": st.one_of(st.integers(), st.text(max_size=10), st.booleans(), st.none()),
+        "token": st.one_of(st.text(max_size=40), st.integers(), st.just("a.b.c")),
     },
 )
 frames = st.one_of(
