@@ -11,6 +11,7 @@ from typing import Any
 
 from hub import envelope
 from hub.broker import Broker, HistoryPage, Outgoing
+from hub.broker.base import Claim, IdempotencyConflict, Replay, Sent
 from hub.config import Settings
 from hub.errors import ErrorCode, HubError
 from hub.history import Retention, RetentionRules, TenantLimited
@@ -28,6 +29,17 @@ class Published:
 
     ids: dict[str, str | None]
     ts: int
+    replayed: bool = False
+    """Nothing was published now: this is the answer of the publish that claimed the
+    same idempotency key first."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A request's `Idempotency-Key`, with the sha256 (hex) of the body it came with."""
+
+    key: str
+    digest: str
 
 
 class Node:
@@ -146,14 +158,28 @@ class Node:
     async def history(self, key: RoomKey, since: str | None, limit: int) -> HistoryPage:
         return await self.broker.history(key, since, limit, self.retention_of(key))
 
-    async def publish(self, tenant: str, rooms: Sequence[str], event: str, data: Any) -> Published:
-        return await self.publish_soon(tenant, rooms, event, data)
+    async def publish(
+        self,
+        tenant: str,
+        rooms: Sequence[str],
+        event: str,
+        data: Any,
+        idempotency: IdempotencyKey | None = None,
+    ) -> Published:
+        return await self.publish_soon(tenant, rooms, event, data, idempotency)
 
     def publish_soon(
-        self, tenant: str, rooms: Sequence[str], event: str, data: Any
+        self,
+        tenant: str,
+        rooms: Sequence[str],
+        event: str,
+        data: Any,
+        idempotency: IdempotencyKey | None = None,
     ) -> asyncio.Future[Published]:
         """Encode the event once per room and hand it to the broker now, for every room or
-        for none; the future resolves once it is published."""
+        for none; the future resolves once it is published. With an `idempotency` key,
+        the tenant's first publish with it publishes, and later ones are answered as it
+        was (see `Claim`), for `HUB_IDEMPOTENCY_TTL`."""
         ts = int(time.time() * 1000)
         limit = self.settings.max_event_bytes
         messages = []
@@ -163,10 +189,14 @@ class Node:
                 raise HubError(ErrorCode.TOO_LARGE, f"event is {len(payload)} bytes, limit {limit}")
             key = RoomKey(tenant, room)
             messages.append(Outgoing.of(key, payload, self.retention_of(key)))
-        sent = self.broker.publish_soon(messages)
+        claim = None
+        if idempotency is not None:
+            ttl_ms = max(1, int(self.settings.idempotency_ttl * 1000))
+            claim = Claim(idempotency.key, idempotency.digest, ts, ttl_ms)
+        sent = self.broker.publish_soon(messages, claim)
         published: asyncio.Future[Published] = asyncio.get_running_loop().create_future()
 
-        def done(sent: asyncio.Future[list[str | None]]) -> None:
+        def done(sent: asyncio.Future[Sent]) -> None:
             if published.cancelled():
                 return
             error = sent.exception()
@@ -175,9 +205,17 @@ class Node:
                     self.metrics.tenant_limited.labels(error.bound).inc()
                 published.set_exception(error)
                 return
+            ids = sent.result()
+            if isinstance(ids, Replay):
+                if len(ids.ids) != len(rooms):  # a stored answer of another shape: not ours
+                    published.set_exception(IdempotencyConflict())
+                    return
+                replayed = dict(zip(rooms, ids.ids, strict=True))
+                published.set_result(Published(replayed, ids.ts, replayed=True))
+                return
             self.tally.messages_in += len(messages)
             self.tally.tenants_in[tenant] += len(messages)
-            published.set_result(Published(dict(zip(rooms, sent.result(), strict=True)), ts))
+            published.set_result(Published(dict(zip(rooms, ids, strict=True)), ts))
 
         sent.add_done_callback(done)
         return published

@@ -17,6 +17,7 @@ from hub.events import FREE_FORM_PREFIX, PUBLIC
 from hub.protocol import EVENT_MAX_LEN, EVENT_RE, ROOM_RE, TENANT_RE
 from hub.rest import (
     DEFAULT_HISTORY_LIMIT,
+    IDEMPOTENCY_KEY_RE,
     MAX_BODY_BYTES,
     MAX_BROADCAST_ROOMS,
     MAX_HISTORY_LIMIT,
@@ -254,10 +255,32 @@ def _paths() -> dict[str, Any]:
                 "operationId": "broadcast",
                 "summary": "Publish one event to one or more rooms of a tenant",
                 "description": f"All or nothing. A body over {MAX_BODY_BYTES} bytes is 413.",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "description": "For HUB_IDEMPOTENCY_TTL seconds, the tenant's next "
+                        "requests with this key and the same body publish nothing and get "
+                        "the first answer again (with `Idempotent-Replayed`); with another "
+                        "body, 409. A refused request claims no key.",
+                        "schema": {
+                            "type": "string",
+                            "pattern": _whole(IDEMPOTENCY_KEY_RE.pattern),
+                            "maxLength": 128,
+                        },
+                    }
+                ],
                 "requestBody": {"required": True, "content": {JSON: {"schema": _ref("Broadcast")}}},
                 "responses": {
                     "202": {
                         **_json(_ref("Published"), "published to every room"),
+                        "headers": {
+                            "Idempotent-Replayed": {
+                                "description": "The first answer for this Idempotency-Key "
+                                "again: nothing was published now",
+                                "schema": {"const": "true"},
+                            }
+                        },
                         "links": {
                             "history": _room_link("roomHistory"),
                             "presence": _room_link("roomPresence"),
@@ -267,6 +290,7 @@ def _paths() -> dict[str, Any]:
                         ErrorCode.BAD_REQUEST,
                         ErrorCode.FORBIDDEN,
                         ErrorCode.NOT_FOUND,
+                        ErrorCode.CONFLICT,
                         ErrorCode.TOO_LARGE,
                         ErrorCode.RATE_LIMITED,
                     ),

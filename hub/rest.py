@@ -4,6 +4,7 @@ rights and the node for the rest."""
 from __future__ import annotations
 
 import bisect
+import hashlib
 import hmac
 import re
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from hub.errors import CODE_OF_STATUS, ErrorCode, HubError, error_body, rest_ref
 from hub.events import check_event
 from hub.limits import Limit, limit
 from hub.metrics import Metrics
+from hub.node import IdempotencyKey
 from hub.protocol import (
     check_depth,
     check_event_name,
@@ -41,6 +43,9 @@ DEFAULT_HISTORY_LIMIT = 100
 MAX_HISTORY_LIMIT = 1000
 MAX_PRESENCE_LIMIT = 1000
 LIMIT_RE = re.compile(r"[0-9]{1,4}")
+IDEMPOTENCY_KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+IDEMPOTENCY_KEY = "idempotency-key"
+REPLAYED = {"Idempotent-Replayed": "true"}
 
 
 def bearer(connection: HTTPConnection, *, query: bool = False) -> str | None:
@@ -80,6 +85,20 @@ def parse_broadcast(body: dict[str, Any]) -> Broadcast:
     data = check_depth(body.get("data"))
     check_event(event, data)
     return Broadcast(tenant, rooms, event, data)
+
+
+def parse_idempotency_key(request: Request) -> str | None:
+    """The request's `Idempotency-Key`, if it has one; one that does not match whole, or
+    several, are refused before anything else is looked at."""
+    given = request.headers.getlist(IDEMPOTENCY_KEY)
+    if not given:
+        return None
+    if len(given) > 1 or IDEMPOTENCY_KEY_RE.fullmatch(given[0]) is None:
+        raise HubError(
+            ErrorCode.BAD_REQUEST,
+            "Idempotency-Key must be one header of 1 to 128 characters of A-Za-z0-9_.:-",
+        )
+    return given[0]
 
 
 def parse_limit(
@@ -159,15 +178,27 @@ class Rest:
         return principal
 
     async def broadcast(self, request: Request) -> Response:
+        """Every check comes before the publish, which alone claims an idempotency key: a
+        refused request leaves the key free. A replay is rebuilt from the same body's
+        rooms and the first publish's ids and ts, so its bytes are the first answer's."""
+        key = parse_idempotency_key(request)
         principal = await self._principal(request)
         principal.check_broadcast()
         await _take(self._broadcasts, principal)
-        broadcast = parse_broadcast(load_object(await read_body(request), "body"))
+        body = await read_body(request)
+        broadcast = parse_broadcast(load_object(body, "body"))
         tenant = principal.tenant_for(broadcast.tenant)
+        idempotency = None
+        if key is not None:
+            idempotency = IdempotencyKey(key, hashlib.sha256(body).hexdigest())
         published = await self._node.publish(
-            tenant, broadcast.rooms, broadcast.event, broadcast.data
+            tenant, broadcast.rooms, broadcast.event, broadcast.data, idempotency
         )
-        return JSONResponse({"ids": published.ids, "ts": published.ts}, status_code=202)
+        return JSONResponse(
+            {"ids": published.ids, "ts": published.ts},
+            status_code=202,
+            headers=REPLAYED if published.replayed else None,
+        )
 
     async def _readable_room(self, request: Request) -> RoomKey:
         """The room named in the path, when the caller may read it."""

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from hub.broker import BrokerUnavailable, HistoryPage, MemoryBroker, Outgoing
+from hub.broker.base import Claim, Sent
 from hub.disconnect import BINARY_FRAME, RATE_LIMITED, SLOW_CONSUMER, TOKEN_EXPIRED, Gone
 from hub.errors import ErrorCode
 from hub.history import Retention
@@ -190,8 +191,10 @@ async def test_a_peer_that_stops_taking_frames_is_shed_and_the_rest_is_counted_d
 
 
 class _BrokenPublish(MemoryBroker):
-    def publish_soon(self, messages: Sequence[Outgoing]) -> asyncio.Future[list[str | None]]:
-        failed: asyncio.Future[list[str | None]] = asyncio.get_running_loop().create_future()
+    def publish_soon(
+        self, messages: Sequence[Outgoing], claim: Claim | None = None
+    ) -> asyncio.Future[Sent]:
+        failed: asyncio.Future[Sent] = asyncio.get_running_loop().create_future()
         failed.set_exception(RuntimeError("a bug"))
         return failed
 

@@ -47,6 +47,44 @@ class Outgoing:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """An `Idempotency-Key` a publish claims for its tenant.
+
+    The first publish with a key stores, in the same atomic step as it publishes, what
+    rebuilds its answer (the digest of its request, its ids and its `ts`) for `ttl_ms`.
+    Later publishes with the key publish nothing: the same digest is answered with a
+    `Replay`, another one is refused with `IdempotencyConflict`. Refused publishes store
+    nothing.
+    """
+
+    key: str
+    digest: str
+    """sha256 of the request's body, in hex."""
+    ts: int
+    """The `ts` the events were encoded with: the answer's, replayed with it."""
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """The answer of the publish that claimed a key first: nothing was published now."""
+
+    ids: list[str | None]
+    ts: int
+
+
+Sent = list[str | None] | Replay
+"""What a publish resolves to: its ids, or, for a claim already made, the first answer."""
+
+
+class IdempotencyConflict(HubError):
+    """A claim of a key the tenant already used for a request with another body."""
+
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.CONFLICT, "Idempotency-Key already used with another body")
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryPage:
     """What a room's history holds after some id."""
 
@@ -88,9 +126,12 @@ class Broker(ABC):
         """Stop delivering `key`; this node has no member left in it."""
 
     @abstractmethod
-    def publish_soon(self, messages: Sequence[Outgoing]) -> asyncio.Future[list[str | None]]:
+    def publish_soon(
+        self, messages: Sequence[Outgoing], claim: Claim | None = None
+    ) -> asyncio.Future[Sent]:
         """Take the events now, in call order, and publish every one or none: the future
         gives their ids (None where the room keeps no history) or `BrokerUnavailable`.
+        With a `claim`, checking the key and publishing are one atomic step (see `Claim`).
 
         Taking them now, without awaiting, is what lets one socket have several publishes
         in flight and still have them published in the order it sent them.

@@ -9,12 +9,22 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hub.broker.base import Broker, Deliver, HistoryPage, Outgoing
+from hub.broker.base import (
+    Broker,
+    Claim,
+    Deliver,
+    HistoryPage,
+    IdempotencyConflict,
+    Outgoing,
+    Replay,
+    Sent,
+)
 from hub.envelope import ID_END
+from hub.errors import HubError
 from hub.history import Retention, TenantBounds, format_id, parse_id
 from hub.ratelimit import KeyedBuckets
 from hub.rooms import RoomKey
@@ -22,6 +32,12 @@ from hub.rooms import RoomKey
 _NONE = (0, 0)
 SWEEP_INTERVAL = 60.0
 """Seconds between sweeps of rooms whose history has aged out."""
+MAX_CLAIMED_KEYS = 20_000
+MAX_CLAIMED_IDS = 100_000
+"""The idempotency keys this process remembers, all tenants' together, and the ids they
+may hold (a key holds one per room of its broadcast): past either, the oldest keys are
+forgotten before they expire, so a retry of those would publish again. About 20 MB at
+most."""
 
 
 @dataclass(slots=True)
@@ -35,6 +51,51 @@ class _Room:
     """When the room's newest event ages out: from then on the room is forgotten."""
     events: deque[tuple[tuple[int, int], bytes, float]] = field(default_factory=deque)
     last: tuple[int, int] = _NONE
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    digest: str
+    answer: Replay
+    until: float
+
+
+class _Claims:
+    """The idempotency keys claimed in this process, oldest first, within
+    `MAX_CLAIMED_KEYS` and `MAX_CLAIMED_IDS`. Every claim of a process has the same ttl,
+    so the oldest is also the first to expire."""
+
+    def __init__(self, keys: int = MAX_CLAIMED_KEYS, ids: int = MAX_CLAIMED_IDS) -> None:
+        self._most_keys, self._most_ids = keys, ids
+        self._claimed: OrderedDict[tuple[str, str], _Claimed] = OrderedDict()
+        self._ids = 0
+
+    def seen(self, tenant: str, claim: Claim) -> Replay | None:
+        """The first answer for the tenant's key; None when the key is not claimed."""
+        self._forget(time.monotonic())
+        claimed = self._claimed.get((tenant, claim.key))
+        if claimed is None:
+            return None
+        if claimed.digest != claim.digest:
+            raise IdempotencyConflict()
+        return claimed.answer
+
+    def store(self, tenant: str, claim: Claim, ids: list[str | None]) -> None:
+        until = time.monotonic() + claim.ttl_ms / 1000
+        self._claimed[tenant, claim.key] = _Claimed(claim.digest, Replay(ids, claim.ts), until)
+        self._ids += len(ids)
+        self._forget(time.monotonic())
+
+    def _forget(self, now: float) -> None:
+        """Drop the expired keys, and the oldest beyond the bound."""
+        claimed = self._claimed
+        while claimed:
+            oldest = next(iter(claimed.values()))
+            within = len(claimed) <= self._most_keys and self._ids <= self._most_ids
+            if oldest.until > now and within:
+                return
+            claimed.popitem(last=False)
+            self._ids -= len(oldest.answer.ids)
 
 
 class MemoryBroker(Broker):
@@ -55,6 +116,7 @@ class MemoryBroker(Broker):
         """Every room's epoch: this process's history is lost with it."""
         self._rooms: dict[RoomKey, _Room] = {}
         self._sweep_at = time.time() + SWEEP_INTERVAL
+        self._claims = _Claims()
 
     async def connect(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -69,14 +131,31 @@ class MemoryBroker(Broker):
     async def unsubscribe(self, key: RoomKey) -> None:
         self._keys.discard(key)
 
-    def publish_soon(self, messages: Sequence[Outgoing]) -> asyncio.Future[list[str | None]]:
-        published = asyncio.get_running_loop().create_future()
+    def publish_soon(
+        self, messages: Sequence[Outgoing], claim: Claim | None = None
+    ) -> asyncio.Future[Sent]:
+        published: asyncio.Future[Sent] = asyncio.get_running_loop().create_future()
+        try:
+            published.set_result(self._publish(messages, claim))
+        except HubError as refusal:
+            published.set_exception(refusal)
+        return published
+
+    def _publish(self, messages: Sequence[Outgoing], claim: Claim | None) -> Sent:
+        """Check the key, the bounds, then publish and store the key, without yielding to
+        the loop: a concurrent request with the same key finds it stored."""
+        tenant = messages[0].key.tenant
+        if claim is not None:
+            replay = self._claims.seen(tenant, claim)
+            if replay is not None:
+                return replay
         verdict = self._bounded(messages)
         if verdict is not None:
-            published.set_exception(self._bounds.refusal(verdict))
-        else:
-            published.set_result(self.publish_now(messages))
-        return published
+            raise self._bounds.refusal(verdict)
+        ids = self.publish_now(messages)
+        if claim is not None:
+            self._claims.store(tenant, claim, ids)
+        return ids
 
     def _bounded(self, messages: Sequence[Outgoing]) -> str | None:
         """What the tenant's bounds say of these events (all of one tenant), as the Redis

@@ -25,7 +25,17 @@ from redis.retry import Retry
 
 from hub.backoff import Backoff
 from hub.broker import scripts
-from hub.broker.base import Broker, BrokerUnavailable, Deliver, HistoryPage, Outgoing
+from hub.broker.base import (
+    Broker,
+    BrokerUnavailable,
+    Claim,
+    Deliver,
+    HistoryPage,
+    IdempotencyConflict,
+    Outgoing,
+    Replay,
+    Sent,
+)
 from hub.envelope import ID_END
 from hub.history import Retention, TenantBounds, parse_id
 from hub.outage import Outage
@@ -50,6 +60,19 @@ _Args = list[bytes | str | int | float]
 
 def channel_of(key: RoomKey) -> bytes:
     return CHANNEL_PREFIX + key.name.encode()
+
+
+def claim_arg(claim: Claim | None) -> str:
+    """The publish script's claim argument: '' for none."""
+    if claim is None:
+        return ""
+    return f"{claim.ttl_ms} {claim.ts} {claim.digest} {claim.key}"
+
+
+def replay_of(verdict: str) -> Replay:
+    """The script's `replay <ts> <ids>`: the answer the key's first publish stored."""
+    _, ts, ids = verdict.split(" ")
+    return Replay([event_id or None for event_id in ids.split(",")], int(ts))
 
 
 def new_epoch() -> str:
@@ -90,7 +113,7 @@ class RedisBroker(Broker):
         """Channels this node wants, to the room each carries."""
         self._waiters: defaultdict[bytes, deque[asyncio.Future[None]]] = defaultdict(deque)
         self._commands: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
-        self._outbox: list[tuple[_Args, asyncio.Future[list[str | None]]]] = []
+        self._outbox: list[tuple[_Args, asyncio.Future[Sent]]] = []
         self._outbox_ready = asyncio.Event()
         self._available = False
         self._heard = True
@@ -135,7 +158,9 @@ class RedisBroker(Broker):
         if self._available:
             self._commands.put_nowait((_UNSUBSCRIBE, channel))
 
-    def publish_soon(self, messages: Sequence[Outgoing]) -> asyncio.Future[list[str | None]]:
+    def publish_soon(
+        self, messages: Sequence[Outgoing], claim: Claim | None = None
+    ) -> asyncio.Future[Sent]:
         if not self._available:
             raise BrokerUnavailable("redis is unreachable")
         bounds = self._bounds
@@ -145,6 +170,7 @@ class RedisBroker(Broker):
             bounds.publish_bytes,
             bounds.publish_burst,
             bounds.history_rooms,
+            claim_arg(claim),
         ]
         for message in messages:
             retention = message.retention
@@ -155,7 +181,7 @@ class RedisBroker(Broker):
                 retention.size,
                 retention.ttl_ms,
             ]
-        published: asyncio.Future[list[str | None]] = asyncio.get_running_loop().create_future()
+        published: asyncio.Future[Sent] = asyncio.get_running_loop().create_future()
         self._outbox.append((args, published))
         self._outbox_ready.set()
         return published
@@ -183,11 +209,20 @@ class RedisBroker(Broker):
                 if isinstance(result, Exception):
                     published.set_exception(BrokerUnavailable(f"redis publish failed: {result}"))
                 elif isinstance(result, bytes):
-                    published.set_exception(self._bounds.refusal(result.decode()))
+                    self._answer(published, result.decode())
                 else:
                     published.set_result(
                         [event_id.decode() if event_id else None for event_id in result]
                     )
+
+    def _answer(self, published: asyncio.Future[Sent], verdict: str) -> None:
+        """Resolve a publish the script answered with a word instead of ids."""
+        if verdict.startswith(scripts.REPLAY):
+            published.set_result(replay_of(verdict))
+        elif verdict == scripts.CONFLICT:
+            published.set_exception(IdempotencyConflict())
+        else:
+            published.set_exception(self._bounds.refusal(verdict))
 
     async def _run_publishes(self, calls: list[_Args]) -> list[Any]:
         """One pipeline of publish script calls; sent once more, after loading the script

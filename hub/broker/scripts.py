@@ -25,6 +25,12 @@ TENANT_BYTES_PREFIX = "hub:tb:"
 """A tenant's published-bytes bucket."""
 TENANT_ROOMS_PREFIX = "hub:tr:"
 """A tenant's rooms with history, scored by when their history expires."""
+IDEMPOTENCY_PREFIX = "hub:idem:"
+"""`hub:idem:<tenant>:<key>`: a hash of what answered the publish that claimed the key,
+`d` its body's digest, `t` its ts, `i` its ids joined by `,` (empty for a room without
+history). A tenant never has a `:`."""
+REPLAY = "replay"
+CONFLICT = "conflict"
 
 _BASE = f"""
 local CHANNEL, STREAM, META = '{CHANNEL_PREFIX}', '{STREAM_PREFIX}', '{META_PREFIX}'
@@ -103,15 +109,28 @@ end
 PUBLISH = (
     LIBRARY
     + f"""
--- ARGV: epoch, tenant, bytes/s, burst, rooms with history (0 = no bound), then per event:
--- room key, prefix, suffix, history size, history ttl (ms). Returns the ids, or, publishing
--- nothing, 'bytes:<ms to wait>' or 'rooms' when a tenant bound refuses.
+-- ARGV: epoch, tenant, bytes/s, burst, rooms with history (0 = no bound), the claim ('' for
+-- none, else '<ttl ms> <ts> <digest> <key>'), then per event: room key, prefix, suffix,
+-- history size, history ttl (ms). Returns the ids, or, publishing nothing,
+-- 'bytes:<ms to wait>' or 'rooms' when a tenant bound refuses, '{CONFLICT}' when the key
+-- was claimed with another digest, '{REPLAY} <ts> <ids>' when with this one.
 local now = now_ms()
 local tenant, rate, burst, most = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local events = (#ARGV - 5) / 5
+local claim, digest, ts, claim_ttl = false, false, false, false
+if ARGV[6] ~= '' then
+  local key
+  claim_ttl, ts, digest, key = string.match(ARGV[6], '^(%d+) (%d+) (%x+) (.+)$')
+  claim = '{IDEMPOTENCY_PREFIX}' .. tenant .. ':' .. key
+  local seen = redis.call('HMGET', claim, 'd', 't', 'i')
+  if seen[1] then
+    if seen[1] ~= digest then return '{CONFLICT}' end
+    return '{REPLAY} ' .. seen[2] .. ' ' .. seen[3]
+  end
+end
+local events = (#ARGV - 6) / 5
 if rate > 0 then
   local cost = 0
-  for i = 0, events - 1 do cost = cost + #ARGV[7 + i * 5] + #ARGV[8 + i * 5] end
+  for i = 0, events - 1 do cost = cost + #ARGV[8 + i * 5] + #ARGV[9 + i * 5] end
   local bucket = '{TENANT_BYTES_PREFIX}' .. tenant
   local state = redis.call('HMGET', bucket, 't', 's')
   local tokens, stamp = tonumber(state[1]) or burst, tonumber(state[2]) or now
@@ -125,7 +144,7 @@ if most > 0 then
   redis.call('ZREMRANGEBYSCORE', rooms, '-inf', ms(now))
   local new = 0
   for i = 0, events - 1 do
-    local at = 6 + i * 5
+    local at = 7 + i * 5
     if tonumber(ARGV[at + 3]) > 0 and not redis.call('ZSCORE', rooms, ARGV[at]) then
       new = new + 1
     end
@@ -134,13 +153,19 @@ if most > 0 then
 end
 local ids = {{}}
 for i = 0, events - 1 do
-  local at = 6 + i * 5
+  local at = 7 + i * 5
   local size, ttl = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
   ids[i + 1] = append_and_publish(ARGV[at], ARGV[at + 1], ARGV[at + 2], size, ttl, ARGV[1], now)
   if most > 0 and size > 0 then
     redis.call('ZADD', rooms, ms(now + ttl), ARGV[at])
     if redis.call('PTTL', rooms) < ttl then redis.call('PEXPIRE', rooms, ttl) end
   end
+end
+if claim then
+  local answer = {{}}
+  for i = 1, events do answer[i] = ids[i] or '' end
+  redis.call('HSET', claim, 'd', digest, 't', ts, 'i', table.concat(answer, ','))
+  redis.call('PEXPIRE', claim, claim_ttl)
 end
 return ids
 """
