@@ -91,7 +91,7 @@ class Session:
         node: Node,
         principal: Principal,
         writer: FrameWriter,
-        verify: Verify | None = None,
+        verify: Verify,
     ) -> None:
         settings = node.settings
         self._node = node
@@ -322,20 +322,20 @@ class Session:
         if notice > 0:
             self._expiry = loop.call_at(loop.time() + max(0.0, left - notice), self._expiring)
         else:
-            self._expiry = loop.call_at(loop.time() + left, self.sender.close, TOKEN_EXPIRED)
+            self._close_at_exp()
 
     def _expiring(self) -> None:
-        exp = self.principal.exp
-        self.sender.reply(expiring_frame(exp))
+        self.sender.reply(expiring_frame(self.principal.exp))
+        self._close_at_exp()
+
+    def _close_at_exp(self) -> None:
         loop = asyncio.get_running_loop()
-        left = max(0.0, exp - time.time())
+        left = max(0.0, self.principal.exp - time.time())
         self._expiry = loop.call_at(loop.time() + left, self.sender.close, TOKEN_EXPIRED)
 
     async def _refresh(self, request: Refresh) -> None:
         """Take a new token of the same principal: its rights apply from now on, and the
         socket lives until its `exp`."""
-        if self._verify is None:
-            raise HubError(ErrorCode.FORBIDDEN, "this socket cannot refresh its token")
         try:
             fresh = await self._verify(request.token)
         except AuthError as error:

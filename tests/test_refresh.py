@@ -4,9 +4,11 @@ token provider."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from hub.client import HubClient
 from hub.protocol import Close
@@ -126,3 +128,14 @@ async def test_hub_client_refreshes_with_its_async_provider(node: HubNode) -> No
     assert client.welcome is welcome
     await client.stop()
     await asyncio.wait_for(running, 10)
+
+
+async def test_no_notice_is_sent_when_the_notice_is_off(hub_node: NodeFactory) -> None:
+    node = hub_node("unnoticed", refresh_notice=0)
+    client = await Client.connect(node, token("dashboard", "d1", ttl=1))
+    frames: list[dict[str, object]] = []
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            frames.append(await client.recv(10))
+    assert frames == []
+    assert client.ws.close_code == Close.POLICY
