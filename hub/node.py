@@ -158,16 +158,6 @@ class Node:
     async def history(self, key: RoomKey, since: str | None, limit: int) -> HistoryPage:
         return await self.broker.history(key, since, limit, self.retention_of(key))
 
-    async def publish(
-        self,
-        tenant: str,
-        rooms: Sequence[str],
-        event: str,
-        data: Any,
-        idempotency: IdempotencyKey | None = None,
-    ) -> Published:
-        return await self.publish_soon(tenant, rooms, event, data, idempotency)
-
     def publish_soon(
         self,
         tenant: str,

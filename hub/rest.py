@@ -191,7 +191,7 @@ class Rest:
         idempotency = None
         if key is not None:
             idempotency = IdempotencyKey(key, hashlib.sha256(body).hexdigest())
-        published = await self._node.publish(
+        published = await self._node.publish_soon(
             tenant, broadcast.rooms, broadcast.event, broadcast.data, idempotency
         )
         return JSONResponse(

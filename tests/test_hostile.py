@@ -175,7 +175,7 @@ async def test_a_socket_may_be_in_a_bounded_number_of_rooms() -> None:
 async def test_a_replay_longer_than_the_send_queue_reaches_a_client_that_reads() -> None:
     async with running(send_queue_bytes=16384) as hub:
         for n in range(100):
-            await hub.node.publish("acme", ["location:a"], "x.n", {"n": n, "pad": "p" * 1000})
+            await hub.node.publish_soon("acme", ["location:a"], "x.n", {"n": n, "pad": "p" * 1000})
         socket = await hub.connect(token("dashboard", "d"))
         socket.writer.piling = True
         socket.send({"op": "subscribe", "room": "location:a", "since": "0-0", "ref": 1})

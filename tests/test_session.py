@@ -65,7 +65,7 @@ async def test_publish_is_acknowledged_and_reaches_the_room_once() -> None:
 async def test_subscribe_with_since_replays_what_was_missed_before_the_ack() -> None:
     async with running() as hub:
         ids = [
-            (await hub.node.publish("acme", ["location:hall"], "x.n", {"n": n})).ids[
+            (await hub.node.publish_soon("acme", ["location:hall"], "x.n", {"n": n})).ids[
                 "location:hall"
             ]
             for n in range(5)
