@@ -123,6 +123,11 @@ class Principal:
         if not self.may_subscribe(room):
             raise HubError(ErrorCode.FORBIDDEN, f"not allowed to read {room}")
 
+    def check_fleet(self) -> None:
+        """The fleet (`GET /v1/devices`) is for people: dashboards, operators, admins."""
+        if self.role is Role.DEVICE:
+            raise HubError(ErrorCode.FORBIDDEN, "devices do not list the fleet")
+
     def check_publish(self, room: str) -> None:
         if not self.may_publish(room):
             raise HubError(ErrorCode.FORBIDDEN, f"not allowed to publish to {room}")

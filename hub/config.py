@@ -24,8 +24,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hub.events import HUB_ONLY
 from hub.history import Retention, RetentionRules, TenantBounds
+from hub.protocol import is_event_name
 from hub.redact import safe_url
+from hub.state import StateEvents
 
 NODE_LOST_GRACE = 15.0
 """The contract: a dead node's devices are offline within `heartbeat_timeout` + this."""
@@ -68,6 +71,10 @@ def _read_key_file(path: str) -> str:
         return data.decode()
     except UnicodeDecodeError:
         raise ValueError("HUB_JWT_PUBLIC_KEY names a file that is not PEM text") from None
+
+
+def _listed(names: str) -> list[str]:
+    return [name.strip() for name in names.split(",") if name.strip()]
 
 
 def _longest_node_ttl(heartbeat_timeout: float) -> float:
@@ -283,6 +290,29 @@ class Settings(BaseSettings):
         le=604800,
         description="seconds a broadcast's Idempotency-Key is remembered, with its answer",
     )
+    state_events: str = Field(
+        "content.update,playlist.update",
+        description="events that are a room's current state, comma-separated: the newest of "
+        "each name is kept and handed to every subscriber (`x.signage.*` names all x.signage "
+        "events; empty = none)",
+    )
+    state_ttl: float = Field(
+        2592000.0, gt=0, description="seconds a room's state event is kept when none replaces it"
+    )
+    fleet_ttl: float = Field(
+        2592000.0,
+        gt=0,
+        description="seconds an offline device stays in GET /v1/devices after it was last seen",
+    )
+    receipt_rate: float = Field(
+        10.0,
+        gt=0,
+        description="delivery receipts per second one socket may send, with a burst of 20; "
+        "past it receipts are refused (rate_limited)",
+    )
+    max_receipt_bytes: int = Field(
+        2048, ge=256, description="largest encoded delivery.receipt event (too_large)"
+    )
     stats_key: str | None = Field(
         None, description="bearer key that may read /v1/stats and /metrics"
     )
@@ -295,6 +325,18 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="log lines as text, or one JSON object a line"
     )
+
+    @field_validator("state_events")
+    @classmethod
+    def _state_names(cls, names: str) -> str:
+        for name in _listed(names):
+            event = name.removesuffix(".*")
+            if not is_event_name(event) or event in HUB_ONLY:
+                raise ValueError(
+                    f"{name!r} is not an event a client publishes: give event names like "
+                    "content.update or x.screen, or a prefix like x.screen.*"
+                )
+        return names
 
     @model_validator(mode="after")
     def _needs_a_key(self) -> Settings:
@@ -417,6 +459,11 @@ class Settings(BaseSettings):
             return "RS256/ES256 with " + " and ".join(keys)
         previous = len(self.jwt_previous_secrets)
         return "HS256 secret" + (f" and {previous} previous ones" if previous else "")
+
+    @cached_property
+    def state(self) -> StateEvents:
+        """Which events are a room's state (`HUB_STATE_EVENTS`), kept `HUB_STATE_TTL`."""
+        return StateEvents(_listed(self.state_events), self.state_ttl)
 
     @cached_property
     def retention(self) -> RetentionRules:

@@ -12,8 +12,10 @@ from typing import Any
 import orjson
 
 from hub import __version__
+from hub.auth import SUB_RE
 from hub.errors import HTTP_STATUS, ErrorCode
 from hub.events import FREE_FORM_PREFIX, PUBLIC
+from hub.fleet import MAX_FLEET_LIMIT
 from hub.protocol import EVENT_MAX_LEN, EVENT_RE, ROOM_RE, TENANT_RE
 from hub.rest import (
     DEFAULT_HISTORY_LIMIT,
@@ -183,6 +185,46 @@ def _schemas(events: list[dict[str, Any]]) -> dict[str, Any]:
                 },
             },
         },
+        "Device": {
+            "type": "object",
+            "required": [
+                "sub",
+                "online",
+                "loc",
+                "groups",
+                "node",
+                "since",
+                "last_seen",
+                "heartbeat",
+                "offline_reason",
+            ],
+            "properties": {
+                "sub": {"type": "string"},
+                "online": {"type": "boolean"},
+                "loc": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "groups": {"type": "array", "items": {"type": "string"}},
+                "node": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "since": {"type": "integer"},
+                "last_seen": {"type": "integer"},
+                "heartbeat": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+                "offline_reason": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            },
+        },
+        "Fleet": {
+            "type": "object",
+            "required": ["devices", "next"],
+            "properties": {
+                "devices": {
+                    "type": "array",
+                    "items": _ref("Device"),
+                    "maxItems": MAX_FLEET_LIMIT,
+                },
+                "next": {
+                    "anyOf": [{"type": "string"}, {"type": "null"}],
+                    "description": "The `after` of the next page; null on the last",
+                },
+            },
+        },
         "Stats": {
             "type": "object",
             "required": ["node", "cluster"],
@@ -231,6 +273,15 @@ def _room_parameters(*extra: dict[str, Any]) -> list[dict[str, Any]]:
         },
         *extra,
     ]
+
+
+def _name_parameter(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "description": description,
+        "schema": {"type": "string", "pattern": _whole(SUB_RE.pattern), "maxLength": 256},
+    }
 
 
 def _limit(default: int, most: int) -> dict[str, Any]:
@@ -328,6 +379,32 @@ def _paths() -> dict[str, Any]:
                 ),
                 "responses": {
                     "200": _json(_ref("Presence"), "the page"),
+                    **_errors(*reads),
+                    **unavailable,
+                },
+            }
+        },
+        "/v1/devices": {
+            "get": {
+                "operationId": "fleet",
+                "summary": "A page of the tenant's devices, online or not, in sub order",
+                "description": "A page may hold fewer than `limit` devices and still have a "
+                "`next` when filters skip many: follow `next` until it is null.",
+                "parameters": [
+                    {
+                        "name": "tenant",
+                        "in": "query",
+                        "description": "Admins: the tenant whose fleet it is",
+                        "schema": _ref("Tenant"),
+                    },
+                    _name_parameter("loc", "Only devices of this location"),
+                    _name_parameter("group", "Only devices in this group"),
+                    {"name": "online", "in": "query", "schema": {"enum": ["true", "false"]}},
+                    _name_parameter("after", "The `next` of the previous page"),
+                    _limit(MAX_FLEET_LIMIT, MAX_FLEET_LIMIT),
+                ],
+                "responses": {
+                    "200": _json(_ref("Fleet"), "the page"),
                     **_errors(*reads),
                     **unavailable,
                 },

@@ -138,8 +138,16 @@ def check_tenant(tenant: Any) -> str:
     return str(tenant)
 
 
+def is_event_name(event: Any) -> TypeGuard[str]:
+    return (
+        isinstance(event, str)
+        and len(event) <= EVENT_MAX_LEN
+        and EVENT_RE.fullmatch(event) is not None
+    )
+
+
 def check_event_name(event: Any) -> str:
-    if not isinstance(event, str) or len(event) > EVENT_MAX_LEN or not EVENT_RE.fullmatch(event):
+    if not is_event_name(event):
         raise HubError(
             ErrorCode.BAD_REQUEST,
             "event must match ^[a-z][a-z0-9_]*(\\.[a-z0-9_]+)*$ and be at most 64 characters",

@@ -22,6 +22,7 @@ from hub.broker import BrokerUnavailable
 from hub.config import Settings
 from hub.errors import CODE_OF_STATUS, ErrorCode, HubError, error_body, rest_refusal
 from hub.events import check_event
+from hub.fleet import MAX_FLEET_LIMIT, parse_query
 from hub.limits import Limit, limit
 from hub.metrics import Metrics
 from hub.node import IdempotencyKey
@@ -227,6 +228,18 @@ class Rest:
         page, rest = members[:limit], members[limit:]
         cursor = f"{page[-1]['sub']} {page[-1]['conn']}" if rest else None
         return JSONResponse({"room": key.room, "members": page, "next": cursor})
+
+    async def devices(self, request: Request) -> Response:
+        """A page of the tenant's fleet, in `sub` order (see `hub.fleet`)."""
+        principal = await self._reader(request)
+        principal.check_fleet()
+        named = request.query_params.get("tenant")
+        tenant = principal.tenant_for(check_tenant(named) if named is not None else None)
+        params = request.query_params
+        limit = parse_limit(params.get("limit"), MAX_FLEET_LIMIT, MAX_FLEET_LIMIT)
+        query = parse_query(params, limit)
+        page = await self._node.presence.devices(tenant, query)
+        return JSONResponse({"devices": page.devices, "next": page.next})
 
     async def history(self, request: Request) -> Response:
         key = await self._readable_room(request)

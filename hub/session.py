@@ -187,7 +187,9 @@ class Session:
                     self._rooms.discard(key)
                     raise
                 joined.append(room)
-        self._present = Present(self.id, principal.sub, principal.role, tenant, principal.loc)
+        self._present = Present(
+            self.id, principal.sub, principal.role, tenant, principal.loc, principal.groups
+        )
         await node.presence.connect(self._present, self._rooms)
         settings = node.settings
         heartbeat = {"interval": settings.heartbeat_interval, "timeout": settings.heartbeat_timeout}

@@ -24,6 +24,7 @@ from hub.broker import Outgoing
 from hub.config import Settings
 from hub.disconnect import Gone
 from hub.errors import ErrorCode, HubError
+from hub.fleet import FleetPage, FleetQuery
 from hub.history import RetentionRules
 from hub.rooms import RoomKey
 from hub.stats import Tally
@@ -45,6 +46,7 @@ class Present:
     role: Role
     tenant: str | None
     loc: str | None = None
+    groups: tuple[str, ...] = ()
     rooms: dict[RoomKey, int] = field(default_factory=dict)
     """Room to the time (ms) the socket joined it."""
 
@@ -145,6 +147,11 @@ class Presence(ABC):
     @abstractmethod
     async def members(self, key: RoomKey) -> list[Member]:
         """Everyone in room `key` on every node, devices with their last heartbeat."""
+
+    @abstractmethod
+    async def devices(self, tenant: str, query: FleetQuery) -> FleetPage:
+        """A page of the tenant's fleet (`hub.fleet`): every device seen within
+        `HUB_FLEET_TTL`, online exactly between its online and offline events."""
 
     @abstractmethod
     async def _connected(self, present: Present) -> None: ...
