@@ -221,6 +221,8 @@ def _http(hub: Hub) -> Starlette:
             Route("/v1/broadcast", rest.broadcast, methods=["POST"]),
             Route("/v1/rooms/{room}/history", rest.history),
             Route("/v1/rooms/{room}/presence", rest.presence),
+            Route("/v1/rooms/{room}/state", rest.state),
+            Route("/v1/rooms/{room}/events/{id}/receipts", rest.receipts),
             Route("/v1/devices", rest.devices),
             Route("/v1/stats", rest.stats),
             Route("/healthz", rest.healthz),

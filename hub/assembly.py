@@ -38,7 +38,7 @@ def assemble(settings: Settings, metrics: Metrics) -> Parts:
     presence: Presence
     board: Board
     if settings.redis_url is None:
-        memory = MemoryBroker(settings.tenant_bounds)
+        memory = MemoryBroker(settings.tenant_bounds, settings.state.ttl)
         broker, board = memory, MemoryBoard()
         presence = MemoryPresence(memory, settings, retention, tally)
     else:
@@ -49,7 +49,10 @@ def assemble(settings: Settings, metrics: Metrics) -> Parts:
         from hub.presence.scripts import Scripts
 
         redis = RedisBroker(
-            settings.redis_url, settings.tenant_bounds, settings.redis_read_connections
+            settings.redis_url,
+            settings.tenant_bounds,
+            settings.state.ttl_ms,
+            settings.redis_read_connections,
         )
         scripts = Scripts(redis.client)
         registry = Registry(scripts, run, settings, retention.for_room(STATUS_ROOM), metrics)

@@ -8,6 +8,12 @@ with the last id it saw and that room's epoch, resuming each room on its own, ha
 event to the handler exactly once and in id order, tells the handler when a room could not
 be recovered, and sends device heartbeats on the interval the welcome frame gives.
 
+A room's current state (the hub's state events) is handed over before its other events on
+each subscribe, to `on_state`, or else to `on_event` flagged `"state": true`; after a
+room that could not be recovered it is what the application starts again from. With
+`acknowledge_commands`, a device sends a `received` receipt for each `command` event
+before its handler runs, and `done` or `failed` (the handler raised) after.
+
 A permanent refusal is never retried: a handshake answered with another 4xx (401 and 403
 above all) ends `run` with `HubRefused`. A room the hub will never serve (`forbidden`,
 `bad_request`, `too_large`) is dropped, the other rooms stay live, and the `RoomRefused` is
@@ -42,6 +48,8 @@ log = logging.getLogger("hub.client")
 
 Event = dict[str, Any]
 Handler = Callable[[Event], Awaitable[None] | None]
+StateHandler = Callable[[str, list[Event]], Awaitable[None] | None]
+"""Called with a room and its current state (a list of events) on every (re)subscribe."""
 LostHandler = Callable[[str], Awaitable[None] | None]
 Token = str | Callable[[], str | Awaitable[str]]
 """A token, or a provider of fresh ones (sync or async): called before each connection
@@ -123,6 +131,8 @@ class HubClient:
         on_error: ErrorHandler | None = None,
         heartbeat: Callable[[], dict[str, Any]] | None = None,
         backoff: Backoff | None = None,
+        on_state: StateHandler | None = None,
+        acknowledge_commands: bool = False,
     ) -> None:
         self._urls = _checked_urls(urls)
         self._token = token
@@ -131,6 +141,8 @@ class HubClient:
         self._on_lost = on_lost
         self._on_error = on_error
         self._heartbeat = heartbeat
+        self._on_state = on_state
+        self._acknowledge = acknowledge_commands
         self._backoff = backoff or Backoff(base=0.5, cap=30.0)
         self._refs = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Event]] = {}
@@ -183,6 +195,25 @@ class HubClient:
 
     async def publish(self, room: str, event: str, data: Any) -> Event:
         return await self._request({"op": "publish", "room": room, "event": event, "data": data})
+
+    async def receipt(self, event: Event, status: str, data: dict[str, Any] | None = None) -> None:
+        """Tell the hub what became of `event` here: `received`, `done` or `failed`.
+
+        Sent without waiting for the answer, so a handler may call it; a refusal is
+        logged. Raises `ConnectionError` when not connected.
+        """
+        ws = self._ws
+        if ws is None:
+            raise ConnectionError("not connected")
+        frame: dict[str, Any] = {
+            "op": "receipt",
+            "room": event.get("room"),
+            "id": event.get("id"),
+            "status": status,
+        }
+        if data is not None:
+            frame["data"] = data
+        await ws.send(orjson.dumps(frame).decode())
 
     async def _attempt(self, url: str) -> tuple[str, float]:
         """One connection, from handshake to end: how it ended, and the least wait before
@@ -270,15 +301,34 @@ class HubClient:
             if self._rooms.get(room) is state:
                 del self._rooms[room]
             raise
-        if "since" in frame and ack.get("recovered") is not True and self._on_lost is not None:
+        recovered = "since" in frame and ack.get("recovered") is True
+        if "since" in frame and not recovered and self._on_lost is not None:
             await _call(self._on_lost, room)
         state.epoch = epoch
         if state.last is None:
             # From here on every event counts; an empty room resumes from its beginning.
             state.last = parse_id(last) if last else (0, 0)
+        current = await self._hand_state(room, ack, recovered)
         for event in sorted(held, key=_order):
-            await self._deliver(state, event)
+            if _id(event) not in current:
+                await self._deliver(state, event)
         return ack
+
+    async def _hand_state(self, room: str, ack: Event, recovered: bool) -> set[tuple[int, int]]:
+        """Hand the room's state over before its other events: to `on_state` on every
+        subscribe; without it, to `on_event` (each flagged `"state": true`) unless the
+        room was recovered, whose state the application has seen. Returns the ids handed
+        over, which are not handed over again as live events."""
+        listed = ack.get("state")
+        events = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
+        if self._on_state is not None:
+            await _call(self._on_state, room, events)
+        elif self._on_event is not None and not recovered:
+            for event in events:
+                await _call(self._on_event, {**event, "state": True})
+        else:
+            return set()
+        return {event_id for event in events if (event_id := _id(event)) is not None}
 
     async def _request(self, frame: dict[str, Any]) -> Event:
         ws = self._ws
@@ -333,7 +383,7 @@ class HubClient:
                     self._refreshing = asyncio.create_task(self._refresh(frame.get("exp")))
             elif kind == "error" and ref is None:
                 code, message = _text(frame.get("code")), _text(frame.get("message"))
-                log.warning("the hub refused a frame (a heartbeat?): %s: %s", code, message)
+                log.warning("the hub refused a heartbeat or a receipt: %s: %s", code, message)
 
     async def _current_token(self) -> str:
         if not callable(self._token):
@@ -363,8 +413,14 @@ class HubClient:
             if state.last is not None and event_id <= state.last:
                 return
             state.last = event_id
-        if self._on_event is not None:
+        if self._on_event is None:
+            return
+        if not self._acknowledge or event.get("event") != "command" or event_id is None:
             await _call(self._on_event, event)
+            return
+        await self.receipt(event, "received")
+        ran = await _call(self._on_event, event)
+        await self.receipt(event, "done" if ran else "failed")
 
     async def _beat(self, ws: ClientConnection, welcome: Event) -> None:
         """A device's heartbeats, on the welcome's interval, until the connection ends."""
@@ -510,11 +566,14 @@ def _describe(error: BaseException) -> str:
     return _text(str(error) or type(error).__name__)
 
 
-async def _call(handler: Callable[[Any], Awaitable[None] | None], argument: Any) -> None:
-    """Run a user handler; its failure is logged, never the end of the connection."""
+async def _call(handler: Callable[..., Awaitable[None] | None], *arguments: Any) -> bool:
+    """Run a user handler; its failure is logged (and returned as False), never the end of
+    the connection."""
     try:
-        result = handler(argument)
+        result = handler(*arguments)
         if inspect.isawaitable(result):
             await result
     except Exception:
         log.exception("handler %s failed", getattr(handler, "__qualname__", handler))
+        return False
+    return True

@@ -6,7 +6,7 @@ are kept (producers may add fields ahead of consumers), wrong or missing ones ar
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
@@ -78,10 +78,26 @@ class Alert(_Data):
     message: str
 
 
+ReceiptStatus = Literal["received", "done", "failed"]
+RECEIPT_STATUSES = frozenset(get_args(ReceiptStatus))
+
+
+class DeliveryReceipt(_Data):
+    """`delivery.receipt`: a principal got (or ran) an event of a room."""
+
+    sub: str
+    role: str
+    room: str
+    id: str
+    status: ReceiptStatus
+    data: dict[str, JsonValue] | None = None
+
+
 HUB_ONLY: dict[str, type[_Data]] = {
     "device.online": DeviceOnline,
     "device.offline": DeviceOffline,
     "device.heartbeat": DeviceHeartbeat,
+    "delivery.receipt": DeliveryReceipt,
 }
 PUBLIC: dict[str, type[_Data]] = {
     "content.update": ContentUpdate,

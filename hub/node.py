@@ -6,12 +6,15 @@ import asyncio
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
+
 from hub import envelope
+from hub.auth import STATUS_ROOM
 from hub.broker import Broker, HistoryPage, Outgoing
-from hub.broker.base import Claim, IdempotencyConflict, Replay, Sent
+from hub.broker.base import Claim, IdempotencyConflict, Receipt, Replay, Sent
 from hub.config import Settings
 from hub.errors import ErrorCode, HubError
 from hub.history import Retention, RetentionRules, TenantLimited
@@ -20,6 +23,7 @@ from hub.metrics import Metrics
 from hub.presence import Presence
 from hub.resume import Resumes, Subscribed
 from hub.rooms import Member, RoomKey, Rooms
+from hub.state import snapshot
 from hub.stats import Tally
 
 
@@ -66,7 +70,7 @@ class Node:
         self.rooms = Rooms()
         self.heartbeats = HeartbeatWatch(settings.heartbeat_timeout)
         self._run = run
-        self._resumes = Resumes(self.rooms, self._occupy, self.broker.history)
+        self._resumes = Resumes(self.rooms, self._occupy, self._read_with_state)
         self._subscribing: dict[RoomKey, asyncio.Future[None]] = {}
         self._conn_ids = itertools.count(1)
         self._arrived: list[tuple[RoomKey, bytes]] = []
@@ -158,6 +162,63 @@ class Node:
     async def history(self, key: RoomKey, since: str | None, limit: int) -> HistoryPage:
         return await self.broker.history(key, since, limit, self.retention_of(key))
 
+    async def _read_with_state(
+        self, key: RoomKey, since: str | None, limit: int, retention: Retention
+    ) -> HistoryPage:
+        page = await self.broker.history(key, since, limit, retention, state=True)
+        return replace(page, state=self._current(page.state))
+
+    async def states(self, keys: Sequence[RoomKey]) -> list[list[bytes]]:
+        """Each room's current state, in one read."""
+        return [self._current(kept) for kept in await self.broker.states(keys)]
+
+    def _current(self, kept: list[bytes]) -> list[bytes]:
+        """State events within `HUB_STATE_TTL`, ordered by id (`hub.state`)."""
+        if not kept:
+            return kept
+        state = self.settings.state
+        return snapshot(kept, int(time.time() * 1000), state.ttl_ms)
+
+    def receipt_soon(
+        self,
+        sub: str,
+        role: str,
+        key: RoomKey,
+        event_id: str,
+        status: str,
+        data: dict[str, Any] | None,
+    ) -> asyncio.Future[bool]:
+        """Store a principal's receipt of an event and announce it as `delivery.receipt` in
+        the tenant's `status` room; resolves to False, doing nothing, when the event is not
+        (or no longer) in the room's history."""
+        ts = int(time.time() * 1000)
+        said: dict[str, Any] = {"sub": sub, "role": role, "room": key.room, "id": event_id}
+        said["status"] = status
+        record: dict[str, Any] = {"sub": sub, "role": role, "status": status, "time": ts}
+        if data is not None:
+            said["data"] = record["data"] = data
+        payload = envelope.encode(STATUS_ROOM, "delivery.receipt", said, ts)
+        limit = self.settings.max_receipt_bytes
+        if len(payload) > limit:
+            raise HubError(ErrorCode.TOO_LARGE, f"receipt is {len(payload)} bytes, limit {limit}")
+        status_key = RoomKey(key.tenant, STATUS_ROOM)
+        announce = Outgoing.of(status_key, payload, self.retention_of(status_key))
+        receipt = Receipt(
+            key,
+            event_id,
+            f"{role} {sub}",
+            orjson.dumps(record),
+            self.retention_of(key).ttl_ms,
+            announce,
+        )
+        stored = self.broker.receipt_soon(receipt)
+        stored.add_done_callback(self._count_receipt)
+        return stored
+
+    def _count_receipt(self, stored: asyncio.Future[bool]) -> None:
+        if not stored.cancelled() and stored.exception() is None and stored.result():
+            self.tally.messages_in += 1
+
     def publish_soon(
         self,
         tenant: str,
@@ -172,13 +233,14 @@ class Node:
         was (see `Claim`), for `HUB_IDEMPOTENCY_TTL`."""
         ts = int(time.time() * 1000)
         limit = self.settings.max_event_bytes
+        state = event if self.settings.state.of(event) else None
         messages = []
         for room in rooms:
             payload = envelope.encode(room, event, data, ts)
             if len(payload) > limit:
                 raise HubError(ErrorCode.TOO_LARGE, f"event is {len(payload)} bytes, limit {limit}")
             key = RoomKey(tenant, room)
-            messages.append(Outgoing.of(key, payload, self.retention_of(key)))
+            messages.append(Outgoing.of(key, payload, self.retention_of(key), state))
         claim = None
         if idempotency is not None:
             ttl_ms = max(1, int(self.settings.idempotency_ttl * 1000))

@@ -14,7 +14,7 @@ import orjson
 from hub import __version__
 from hub.auth import SUB_RE
 from hub.errors import HTTP_STATUS, ErrorCode
-from hub.events import FREE_FORM_PREFIX, PUBLIC
+from hub.events import FREE_FORM_PREFIX, PUBLIC, RECEIPT_STATUSES
 from hub.fleet import MAX_FLEET_LIMIT
 from hub.protocol import EVENT_MAX_LEN, EVENT_RE, ROOM_RE, TENANT_RE
 from hub.rest import (
@@ -155,6 +155,39 @@ def _schemas(events: list[dict[str, Any]]) -> dict[str, Any]:
                 "epoch": {"type": "string"},
                 "events": {"type": "array", "items": _ref("Event")},
                 "last": {"anyOf": [_ref("EventId"), {"type": "null"}]},
+            },
+        },
+        "State": {
+            "type": "object",
+            "required": ["room", "events"],
+            "properties": {
+                "room": _ref("Room"),
+                "events": {
+                    "type": "array",
+                    "items": _ref("Event"),
+                    "description": "The newest event of each state name (HUB_STATE_EVENTS), "
+                    "ordered by id",
+                },
+            },
+        },
+        "Receipt": {
+            "type": "object",
+            "required": ["sub", "role", "status", "time"],
+            "properties": {
+                "sub": {"type": "string"},
+                "role": {"enum": ["device", "dashboard", "operator", "admin"]},
+                "status": {"enum": sorted(RECEIPT_STATUSES)},
+                "time": {"type": "integer", "description": "ms since the epoch"},
+                "data": {"type": "object"},
+            },
+        },
+        "Receipts": {
+            "type": "object",
+            "required": ["room", "id", "receipts"],
+            "properties": {
+                "room": _ref("Room"),
+                "id": _ref("EventId"),
+                "receipts": {"type": "array", "items": _ref("Receipt")},
             },
         },
         "Member": {
@@ -334,6 +367,7 @@ def _paths() -> dict[str, Any]:
                         },
                         "links": {
                             "history": _room_link("roomHistory"),
+                            "state": _room_link("roomState"),
                             "presence": _room_link("roomPresence"),
                         },
                     },
@@ -359,6 +393,32 @@ def _paths() -> dict[str, Any]:
                 ),
                 "responses": {
                     "200": _json(_ref("History"), "the page"),
+                    **_errors(*reads),
+                    **unavailable,
+                },
+            }
+        },
+        "/v1/rooms/{room}/state": {
+            "get": {
+                "operationId": "roomState",
+                "summary": "A room's current state: the newest event of each state name",
+                "parameters": _room_parameters(),
+                "responses": {
+                    "200": _json(_ref("State"), "the state"),
+                    **_errors(*reads),
+                    **unavailable,
+                },
+            }
+        },
+        "/v1/rooms/{room}/events/{id}/receipts": {
+            "get": {
+                "operationId": "eventReceipts",
+                "summary": "The latest receipt of each principal for one event, oldest first",
+                "parameters": _room_parameters(
+                    {"name": "id", "in": "path", "required": True, "schema": _ref("EventId")}
+                ),
+                "responses": {
+                    "200": _json(_ref("Receipts"), "the receipts"),
                     **_errors(*reads),
                     **unavailable,
                 },

@@ -16,6 +16,7 @@ from typing import Any, TypeGuard
 import orjson
 
 from hub.errors import ErrorCode, HubError, Ref
+from hub.events import RECEIPT_STATUSES
 from hub.history import parse_id
 
 PROTOCOL_VERSION = 1
@@ -53,6 +54,7 @@ class Op(StrEnum):
     HEARTBEAT = "heartbeat"
     PING = "ping"
     REFRESH = "refresh"
+    RECEIPT = "receipt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,19 @@ class Refresh:
     token: str
 
 
-Request = Ping | Heartbeat | Subscribe | Unsubscribe | Publish | Refresh
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What became of event `id` of a room at this principal: received, done or failed."""
+
+    ref: Ref
+    room: str
+    id: str
+    status: str
+    data: dict[str, Any] | None
+    tenant: str | None
+
+
+Request = Ping | Heartbeat | Subscribe | Unsubscribe | Publish | Refresh | Receipt
 """One well-formed client frame."""
 
 
@@ -231,14 +245,34 @@ def _request(frame: dict[str, Any], ref: Ref) -> Request:
         if not isinstance(data, dict):
             raise HubError(ErrorCode.BAD_REQUEST, "data must be an object")
         return Heartbeat(ref, check_depth(data))
+    return _room_request(op, frame, ref, tenant)
+
+
+def _room_request(op: Op, frame: dict[str, Any], ref: Ref, tenant: str | None) -> Request:
+    """A request about one room."""
     room = check_room(frame.get("room"))
     if op is Op.PUBLISH:
         event = check_event_name(frame.get("event"))
         return Publish(ref, room, event, check_depth(frame.get("data")), tenant)
     if op is Op.UNSUBSCRIBE:
         return Unsubscribe(ref, room, tenant)
+    if op is Op.RECEIPT:
+        return _receipt(frame, ref, room, tenant)
     since = check_since(_optional_str(frame, "since"))
     return Subscribe(ref, room, since, _optional_str(frame, "epoch"), tenant)
+
+
+def _receipt(frame: dict[str, Any], ref: Ref, room: str, tenant: str | None) -> Receipt:
+    event_id = frame.get("id")
+    if not isinstance(event_id, str) or parse_id(event_id) is None:
+        raise HubError(ErrorCode.BAD_REQUEST, "id must be the event's id, like 1700000000000-0")
+    status = frame.get("status")
+    if not isinstance(status, str) or status not in RECEIPT_STATUSES:
+        raise HubError(ErrorCode.BAD_REQUEST, "status must be received, done or failed")
+    data = frame.get("data")
+    if data is not None and not isinstance(data, dict):
+        raise HubError(ErrorCode.BAD_REQUEST, "data must be an object")
+    return Receipt(ref, room, event_id, status, check_depth(data), tenant)
 
 
 def _nonempty_str(frame: dict[str, Any], field: str) -> str:
@@ -274,8 +308,10 @@ def welcome_frame(
     tenant: str | None,
     rooms: list[str],
     heartbeat: dict[str, float],
+    state: dict[str, list[bytes]],
 ) -> bytes:
-    return encode(
+    """`state` maps each auto-joined room that has state to its current state events."""
+    head = encode(
         {
             "type": "welcome",
             "v": PROTOCOL_VERSION,
@@ -288,10 +324,17 @@ def welcome_frame(
             "heartbeat": heartbeat,
         }
     )
+    rooms_state = b",".join(
+        orjson.dumps(room) + b":" + _events(events) for room, events in state.items() if events
+    )
+    return head[:-1] + b',"state":{' + rooms_state + b"}}"
 
 
-def subscribed_frame(ref: Ref, room: str, recovered: bool, epoch: str, last: str | None) -> bytes:
-    return encode(
+def subscribed_frame(
+    ref: Ref, room: str, recovered: bool, epoch: str, last: str | None, state: list[bytes]
+) -> bytes:
+    """The ack of a subscribe, with the room's state: its events' own bytes, as delivered."""
+    head = encode(
         {
             "type": "ack",
             "ref": ref,
@@ -301,10 +344,25 @@ def subscribed_frame(ref: Ref, room: str, recovered: bool, epoch: str, last: str
             "last": last,
         }
     )
+    return head[:-1] + b',"state":' + _events(state) + b"}"
+
+
+def state_body(room: str, events: list[bytes]) -> bytes:
+    """`GET /v1/rooms/{room}/state`: the room's current state events."""
+    return b'{"room":' + orjson.dumps(room) + b',"events":' + _events(events) + b"}"
+
+
+def _events(events: list[bytes]) -> bytes:
+    """A JSON list of encoded events, spliced without parsing them again."""
+    return b"[" + b",".join(events) + b"]"
 
 
 def unsubscribed_frame(ref: Ref, room: str) -> bytes:
     return encode({"type": "ack", "ref": ref, "room": room})
+
+
+def receipted_frame(ref: Ref, room: str, event_id: str) -> bytes:
+    return encode({"type": "ack", "ref": ref, "room": room, "id": event_id})
 
 
 def published_frame(ref: Ref, event_id: str | None, ts: int) -> bytes:

@@ -23,6 +23,7 @@ from hub.config import Settings
 from hub.errors import CODE_OF_STATUS, ErrorCode, HubError, error_body, rest_refusal
 from hub.events import check_event
 from hub.fleet import MAX_FLEET_LIMIT, parse_query
+from hub.history import parse_id
 from hub.limits import Limit, limit
 from hub.metrics import Metrics
 from hub.node import IdempotencyKey
@@ -33,6 +34,7 @@ from hub.protocol import (
     check_since,
     check_tenant,
     load_object,
+    state_body,
 )
 from hub.rooms import RoomKey
 from hub.sockets import Sockets
@@ -228,6 +230,22 @@ class Rest:
         page, rest = members[:limit], members[limit:]
         cursor = f"{page[-1]['sub']} {page[-1]['conn']}" if rest else None
         return JSONResponse({"room": key.room, "members": page, "next": cursor})
+
+    async def state(self, request: Request) -> Response:
+        """The room's current state: the newest event of each state name."""
+        key = await self._readable_room(request)
+        (events,) = await self._node.states([key])
+        return Response(state_body(key.room, events), media_type="application/json")
+
+    async def receipts(self, request: Request) -> Response:
+        """The latest receipt of each principal for one event of a room, oldest first."""
+        key = await self._readable_room(request)
+        event_id = request.path_params["id"]
+        if parse_id(event_id) is None:
+            raise HubError(ErrorCode.BAD_REQUEST, "id must be an event id like 1700000000000-0")
+        records = [orjson.loads(raw) for raw in await self._node.broker.receipts(key, event_id)]
+        records.sort(key=lambda record: (record["time"], record["sub"], record["role"]))
+        return JSONResponse({"room": key.room, "id": event_id, "receipts": records})
 
     async def devices(self, request: Request) -> Response:
         """A page of the tenant's fleet, in `sub` order (see `hub.fleet`)."""

@@ -2,7 +2,8 @@
 without a gap or a repeat, while the room's live events keep arriving.
 
 A stand-in (`Seam`) takes the member's place in the room first, so events published from
-then on are kept; the history read that follows holds every earlier one. Live events
+then on are kept; the history read that follows holds every earlier one, and the room's
+state as it was then, so no state event published after that snapshot is missed either. Live events
 published before the read can still be on their way from the broker when its answer
 arrives, so the seam then forwards only events newer than the last one replayed, and gives
 the member its place back as soon as one such event has passed.
@@ -23,6 +24,7 @@ from hub.rooms import Member, RoomKey, Rooms
 Occupy = Callable[[RoomKey, Member, bool], Awaitable[None]]
 """Wait until a room just entered (`True` when new on this node) gets its events."""
 ReadHistory = Callable[[RoomKey, str | None, int, Retention], Awaitable[HistoryPage]]
+"""Reads a room's history and its state in one atomic step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,8 @@ class Subscribed:
     last: str | None
     recovered: bool
     frames: list[bytes]
+    state: list[bytes]
+    """The room's current state, read with the history: what the ack carries."""
 
 
 class Seam:
@@ -97,7 +101,7 @@ class Resumes:
             rooms.stand_down(key, member, seam)
             raise
         if size <= 0:
-            return Subscribed(page.epoch, page.last, False, seam.release(None))
+            return Subscribed(page.epoch, page.last, False, seam.release(None), page.state)
         frames = [websocket_text_frame(event) for event in page.events]
         if page.events:
             after: tuple[int, int] | None = id_of(page.events[-1])
@@ -106,7 +110,7 @@ class Resumes:
         else:
             after = parse_id(page.last) if page.last else None
         frames += seam.release(after)
-        return Subscribed(page.epoch, page.last, recovered(page, since, epoch), frames)
+        return Subscribed(page.epoch, page.last, recovered(page, since, epoch), frames, page.state)
 
     def _settle(self, key: RoomKey, member: Member, seam: Seam) -> None:
         """Give a seam's place back to its member, outside any fan-out loop."""

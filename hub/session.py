@@ -32,6 +32,7 @@ from hub.protocol import (
     Heartbeat,
     Ping,
     Publish,
+    Receipt,
     Refresh,
     Request,
     Subscribe,
@@ -40,6 +41,7 @@ from hub.protocol import (
     parse_request,
     pong_frame,
     published_frame,
+    receipted_frame,
     ref_of,
     refreshed_frame,
     subscribed_frame,
@@ -63,6 +65,7 @@ MAX_PUBLISHING = 64
 """Publishes one socket may have in flight."""
 
 HEARTBEAT_BURST = 5
+RECEIPT_BURST = 20
 TOO_MANY_FRAMES = HubError(ErrorCode.RATE_LIMITED, "too many frames, slow down")
 FAILED = HubError(ErrorCode.UNAVAILABLE, "internal error: not carried out")
 """Refusals answered as they are, never raised: a raised one would keep its traceback, and
@@ -79,6 +82,7 @@ class Session:
         "_node",
         "_present",
         "_publishing",
+        "_receipts",
         "_rooms",
         "_verify",
         "id",
@@ -106,6 +110,8 @@ class Session:
         self._rooms: set[RoomKey] = set()
         self._beats: TokenBucket | None = None
         """A device's heartbeat rate, made at its first heartbeat."""
+        self._receipts: TokenBucket | None = None
+        """The socket's receipt rate, made at its first receipt."""
         self._present: Present | None = None
         self._publishing = 0
         self._verify = verify
@@ -190,12 +196,22 @@ class Session:
         self._present = Present(
             self.id, principal.sub, principal.role, tenant, principal.loc, principal.groups
         )
-        await node.presence.connect(self._present, self._rooms)
+        keys = list(self._rooms)
+        if keys:
+            # Read once every room is joined: a state event published after the read is
+            # held for the socket, and delivered after the welcome.
+            _, states = await asyncio.gather(
+                node.presence.connect(self._present, self._rooms), node.states(keys)
+            )
+            state = {key.room: events for key, events in zip(keys, states, strict=True)}
+        else:
+            await node.presence.connect(self._present, self._rooms)
+            state = {}
         settings = node.settings
         heartbeat = {"interval": settings.heartbeat_interval, "timeout": settings.heartbeat_timeout}
         self.sender.open(
             welcome_frame(
-                self.id, node.id, principal.role, principal.sub, tenant, joined, heartbeat
+                self.id, node.id, principal.role, principal.sub, tenant, joined, heartbeat, state
             )
         )
 
@@ -242,6 +258,8 @@ class Session:
                 self._heartbeat(request)
             case Refresh():
                 await self._refresh(request)
+            case Receipt():
+                await self._receipt(request)
             case _:
                 assert_never(request)
 
@@ -267,7 +285,9 @@ class Session:
             raise
         if self._present is not None:
             node.presence.join(self._present, key)
-        ack = subscribed_frame(request.ref, room, result.recovered, result.epoch, result.last)
+        ack = subscribed_frame(
+            request.ref, room, result.recovered, result.epoch, result.last, result.state
+        )
         try:
             await sender.write_paced([*result.frames, websocket_text_frame(ack)])
         finally:
@@ -350,6 +370,24 @@ class Session:
         self.principal = fresh
         self._watch_expiry()
         self.sender.reply(refreshed_frame(request.ref, fresh.exp))
+
+    async def _receipt(self, request: Receipt) -> None:
+        """Answered once stored: receipts come at a few a second, each one round trip
+        shared with every other publish and receipt of the node."""
+        principal, room = self.principal, request.room
+        key = RoomKey(principal.tenant_for(request.tenant), room)
+        principal.check_subscribe(room)
+        if self._receipts is None:
+            self._receipts = TokenBucket(self._node.settings.receipt_rate, RECEIPT_BURST)
+        if self._receipts.take() > 0:
+            self._node.tally.dropped[Dropped.RATE_LIMITED] += 1
+            raise HubError(ErrorCode.RATE_LIMITED, "too many receipts, slow down")
+        stored = await self._node.receipt_soon(
+            principal.sub, principal.role.value, key, request.id, request.status, request.data
+        )
+        if not stored:
+            raise HubError(ErrorCode.NOT_FOUND, f"no event {request.id} in the history of {room}")
+        self.sender.reply(receipted_frame(request.ref, room, request.id))
 
     def _heartbeat(self, request: Heartbeat) -> None:
         """A device is alive whenever it beats; only its beats within the heartbeat rate

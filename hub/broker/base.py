@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hub import envelope
 from hub.errors import ErrorCode, HubError
@@ -38,12 +38,16 @@ class Outgoing:
     prefix: bytes
     suffix: bytes
     retention: Retention
+    state: str | None = None
+    """The event's name when it is state: the room keeps it as the newest of that name."""
 
     @classmethod
-    def of(cls, key: RoomKey, payload: bytes, retention: Retention) -> Outgoing:
+    def of(
+        cls, key: RoomKey, payload: bytes, retention: Retention, state: str | None = None
+    ) -> Outgoing:
         """`payload` is an encoded event without its id, to be cut where the id goes."""
         prefix, suffix = envelope.parts(payload, keeps_history=retention.keeps_history)
-        return cls(key, prefix, suffix, retention)
+        return cls(key, prefix, suffix, retention, state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,23 @@ class IdempotencyConflict(HubError):
 
 
 @dataclass(frozen=True, slots=True)
+class Receipt:
+    """A principal's receipt of event `event_id` of room `key`: stored (the principal's
+    latest for that event replaces its earlier ones) and published to `status` as
+    `announce`, in one atomic step, only while the event is in the room's history."""
+
+    key: RoomKey
+    event_id: str
+    principal: str
+    """`<role> <sub>`: whose receipt it is."""
+    record: bytes
+    """What `GET .../receipts` lists for the principal."""
+    ttl_ms: int
+    """The room's history TTL: the receipts of an event are kept as long as it would be."""
+    announce: Outgoing
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryPage:
     """What a room's history holds after some id."""
 
@@ -98,6 +119,9 @@ class HistoryPage:
     first: tuple[int, int] | None = (0, 0)
     """The first id of the room's present history, None when it has none: an id below it
     names an event of a history that has since aged out whole."""
+    state: list[bytes] = field(default_factory=list)
+    """The room's state events as kept (some perhaps past `HUB_STATE_TTL`, see
+    `hub.state.snapshot`), when asked for."""
 
 
 class Broker(ABC):
@@ -139,9 +163,29 @@ class Broker(ABC):
 
     @abstractmethod
     async def history(
-        self, key: RoomKey, since: str | None, limit: int, retention: Retention
+        self,
+        key: RoomKey,
+        since: str | None,
+        limit: int,
+        retention: Retention,
+        *,
+        state: bool = False,
     ) -> HistoryPage:
-        """Up to `limit` retained events after `since` (from the oldest when None)."""
+        """Up to `limit` retained events after `since` (from the oldest when None), and
+        with `state` the room's state events, read in the same atomic step."""
+
+    @abstractmethod
+    async def states(self, keys: Sequence[RoomKey]) -> list[list[bytes]]:
+        """The state events each room keeps (as `HistoryPage.state`), in one read."""
+
+    @abstractmethod
+    def receipt_soon(self, receipt: Receipt) -> asyncio.Future[bool]:
+        """Take a receipt now; the future gives whether its event was still in the room's
+        history (and so it was stored and announced), or `BrokerUnavailable`."""
+
+    @abstractmethod
+    async def receipts(self, key: RoomKey, event_id: str) -> list[bytes]:
+        """The latest receipt record of each principal for one event."""
 
     @property
     @abstractmethod

@@ -7,6 +7,8 @@ out is forgotten, so reading free-named rooms holds nothing.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import math
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -20,6 +22,7 @@ from hub.broker.base import (
     HistoryPage,
     IdempotencyConflict,
     Outgoing,
+    Receipt,
     Replay,
     Sent,
 )
@@ -51,6 +54,14 @@ class _Room:
     """When the room's newest event ages out: from then on the room is forgotten."""
     events: deque[tuple[tuple[int, int], bytes, float]] = field(default_factory=deque)
     last: tuple[int, int] = _NONE
+
+
+@dataclass(slots=True)
+class _Receipts:
+    """One event's latest receipt of each principal, forgotten when the event would be."""
+
+    until: float
+    records: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +112,12 @@ class _Claims:
 class MemoryBroker(Broker):
     """Keeps history in this process and delivers each publish straight to its rooms."""
 
-    def __init__(self, bounds: TenantBounds | None = None) -> None:
+    def __init__(self, bounds: TenantBounds | None = None, state_ttl: float = math.inf) -> None:
         self._bounds = bounds or TenantBounds(0, 0, 0)
+        self._state_ttl = state_ttl
+        self._receipts: dict[tuple[RoomKey, tuple[int, int]], _Receipts] = {}
+        self._state: dict[RoomKey, dict[str, tuple[bytes, float]]] = {}
+        """Per room, each state event name to its newest event and when it is forgotten."""
         self._bytes = (
             KeyedBuckets(self._bounds.publish_bytes, self._bounds.publish_burst)
             if self._bounds.publish_bytes > 0
@@ -165,7 +180,7 @@ class MemoryBroker(Broker):
         rooms = self._history_rooms.setdefault(tenant, {})
         for key in [key for key, until in rooms.items() if until <= now]:
             del rooms[key]
-        kept = {m.key: now + m.retention.ttl for m in messages if m.retention.keeps_history}
+        kept = {m.key: now + self._kept_for(m) for m in messages if self._kept_for(m) > 0}
         new = len(kept.keys() - rooms.keys())
         if bounds.history_rooms and new and len(rooms) + new > bounds.history_rooms:
             return "rooms"
@@ -176,6 +191,11 @@ class MemoryBroker(Broker):
                 return f"bytes:{int(wait * 1000) + 1}"
         rooms.update(kept)
         return None
+
+    def _kept_for(self, message: Outgoing) -> float:
+        """How long a publish makes its room hold something: history, state or both."""
+        span = message.retention.ttl if message.retention.keeps_history else 0.0
+        return max(span, self._state_ttl) if message.state is not None else span
 
     def publish_now(self, messages: Sequence[Outgoing]) -> list[str | None]:
         """Publish without yielding to the loop: in-process events are ordered by call."""
@@ -189,6 +209,7 @@ class MemoryBroker(Broker):
             if not retention.keeps_history:
                 ids.append(None)
                 encoded.append((message.key, message.prefix + message.suffix))
+                self._keep_state(message, encoded[-1][1], now)
                 continue
             room = self._live(message.key, now)
             if room is None:
@@ -204,6 +225,7 @@ class MemoryBroker(Broker):
             room.events.append((event_id, message.prefix, now + retention.ttl))
             ids.append(text)
             encoded.append((message.key, message.prefix + text.encode() + message.suffix))
+            self._keep_state(message, encoded[-1][1], now)
         deliver = self._deliver
         if deliver is not None:
             for key, payload in encoded:
@@ -211,13 +233,59 @@ class MemoryBroker(Broker):
                     deliver(key, payload)
         return ids
 
+    def receipt_soon(self, receipt: Receipt) -> asyncio.Future[bool]:
+        stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        stored.set_result(self._receive(receipt))
+        return stored
+
+    def _receive(self, receipt: Receipt) -> bool:
+        now = time.time()
+        room = self._live(receipt.key, now)
+        event_id = parse_id(receipt.event_id)
+        if room is None or event_id is None or not _holds(room, event_id, now):
+            return False
+        place = (receipt.key, event_id)
+        kept = self._receipts.get(place)
+        if kept is None:
+            until = max(event_id[0] / 1000 + receipt.ttl_ms / 1000, now)
+            kept = self._receipts[place] = _Receipts(until)
+        kept.records[receipt.principal] = receipt.record
+        self.publish_now([receipt.announce])
+        return True
+
+    async def receipts(self, key: RoomKey, event_id: str) -> list[bytes]:
+        parsed = parse_id(event_id)
+        kept = self._receipts.get((key, parsed)) if parsed is not None else None
+        if kept is None or kept.until <= time.time():
+            return []
+        return list(kept.records.values())
+
+    def _keep_state(self, message: Outgoing, event: bytes, now: float) -> None:
+        if message.state is not None:
+            kept = self._state.setdefault(message.key, {})
+            kept[message.state] = (event, now + self._state_ttl)
+
+    def _state_of(self, key: RoomKey) -> list[bytes]:
+        kept = self._state.get(key)
+        return [event for event, _ in kept.values()] if kept else []
+
+    async def states(self, keys: Sequence[RoomKey]) -> list[list[bytes]]:
+        return [self._state_of(key) for key in keys]
+
     async def history(
-        self, key: RoomKey, since: str | None, limit: int, retention: Retention
+        self,
+        key: RoomKey,
+        since: str | None,
+        limit: int,
+        retention: Retention,
+        *,
+        state: bool = False,
     ) -> HistoryPage:
         now = time.time()
         room = self._live(key, now)
+        kept = self._state_of(key) if state else []
         if room is None:
-            return HistoryPage(self._epoch, [], None, _NONE, first=None)
+            return HistoryPage(self._epoch, [], None, _NONE, first=None, state=kept)
         self._trim(room, now, retention.size)
         after = parse_id(since) if since is not None else _NONE
         events: list[bytes] = []
@@ -228,7 +296,7 @@ class MemoryBroker(Broker):
                     if len(events) >= limit:
                         break
         last = format_id(room.last) if room.events else None
-        return HistoryPage(self._epoch, events, last, room.trimmed, room.first)
+        return HistoryPage(self._epoch, events, last, room.trimmed, room.first, kept)
 
     def _live(self, key: RoomKey, now: float) -> _Room | None:
         """The room's history, unless it has none or all of it has aged out."""
@@ -242,6 +310,13 @@ class MemoryBroker(Broker):
         self._sweep_at = now + SWEEP_INTERVAL
         for key in [key for key, room in self._rooms.items() if room.until <= now]:
             del self._rooms[key]
+        for place in [place for place, kept in self._receipts.items() if kept.until <= now]:
+            del self._receipts[place]
+        for key, kept in list(self._state.items()):
+            for name in [name for name, (_, until) in kept.items() if until <= now]:
+                del kept[name]
+            if not kept:
+                del self._state[key]
 
     @staticmethod
     def _trim(room: _Room, now: float, keep: int) -> None:
@@ -254,3 +329,10 @@ class MemoryBroker(Broker):
     @property
     def available(self) -> bool:
         return self._deliver is not None
+
+
+def _holds(room: _Room, event_id: tuple[int, int], now: float) -> bool:
+    """Whether the room's history still has the event (its events are in id order)."""
+    events = room.events
+    at = bisect.bisect_left(events, (event_id,))
+    return at < len(events) and events[at][0] == event_id and events[at][2] > now

@@ -14,12 +14,14 @@ import logging
 import math
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
@@ -33,6 +35,7 @@ from hub.broker.base import (
     HistoryPage,
     IdempotencyConflict,
     Outgoing,
+    Receipt,
     Replay,
     Sent,
 )
@@ -55,7 +58,17 @@ _PING = b"PING"
 
 
 _Args = list[bytes | str | int | float]
-"""One call of the publish script."""
+"""One call of a script."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One script call waiting in the outbox, and how its reply resolves its future."""
+
+    script: AsyncScript
+    args: _Args
+    future: asyncio.Future[Any]
+    settle: Callable[[asyncio.Future[Any], Any], None]
 
 
 def channel_of(key: RoomKey) -> bytes:
@@ -75,6 +88,10 @@ def replay_of(verdict: str) -> Replay:
     return Replay([event_id or None for event_id in ids.split(",")], int(ts))
 
 
+def _stored(future: asyncio.Future[bool], result: Any) -> None:
+    future.set_result(result == 1)
+
+
 def new_epoch() -> str:
     """A fresh history epoch, used by a script only where a room's history has none."""
     return uuid.uuid4().hex[:12]
@@ -83,8 +100,11 @@ def new_epoch() -> str:
 class RedisBroker(Broker):
     """Carries events between nodes through Redis pub/sub, and keeps history in streams."""
 
-    def __init__(self, url: str, bounds: TenantBounds, read_connections: int = 32) -> None:
+    def __init__(
+        self, url: str, bounds: TenantBounds, state_ttl_ms: int, read_connections: int = 32
+    ) -> None:
         self._bounds = bounds
+        self._state_ttl_ms = state_ttl_ms
         self.outage = Outage(url)
         """Where this node's parts report what they find of Redis."""
         options = {
@@ -107,13 +127,14 @@ class RedisBroker(Broker):
         """Reads for clients (history, presence, figures): at most `read_connections` at
         once; more wait for a connection, up to the command timeout, then are refused."""
         self._publish = self.client.register_script(scripts.PUBLISH)
+        self._receipt = self.client.register_script(scripts.RECEIPT)
         self._history = self.reader.register_script(scripts.HISTORY)
         self._deliver: Deliver | None = None
         self._wanted: dict[bytes, RoomKey] = {}
         """Channels this node wants, to the room each carries."""
         self._waiters: defaultdict[bytes, deque[asyncio.Future[None]]] = defaultdict(deque)
         self._commands: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
-        self._outbox: list[tuple[_Args, asyncio.Future[Sent]]] = []
+        self._outbox: list[_Call] = []
         self._outbox_ready = asyncio.Event()
         self._available = False
         self._heard = True
@@ -171,6 +192,7 @@ class RedisBroker(Broker):
             bounds.publish_burst,
             bounds.history_rooms,
             claim_arg(claim),
+            self._state_ttl_ms,
         ]
         for message in messages:
             retention = message.retention
@@ -180,43 +202,71 @@ class RedisBroker(Broker):
                 message.suffix,
                 retention.size,
                 retention.ttl_ms,
+                message.state or "",
             ]
-        published: asyncio.Future[Sent] = asyncio.get_running_loop().create_future()
-        self._outbox.append((args, published))
+        return self._send(self._publish, args, self._published)
+
+    def receipt_soon(self, receipt: Receipt) -> asyncio.Future[bool]:
+        if not self._available:
+            raise BrokerUnavailable("redis is unreachable")
+        status = receipt.announce
+        args: _Args = [
+            new_epoch(),
+            receipt.key.name,
+            receipt.event_id,
+            receipt.ttl_ms,
+            receipt.principal,
+            receipt.record,
+            status.key.name,
+            status.retention.size,
+            status.retention.ttl_ms,
+            status.prefix,
+            status.suffix,
+        ]
+        return self._send(self._receipt, args, _stored)
+
+    def _send(
+        self,
+        script: AsyncScript,
+        args: _Args,
+        settle: Callable[[asyncio.Future[Any], Any], None],
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._outbox.append(_Call(script, args, future, settle))
         self._outbox_ready.set()
-        return published
+        return future
 
     async def _send_outbox(self) -> None:
-        """Send the publishes queued meanwhile in one pipeline, in order: one round trip
-        for all of them, however many sockets and requests they came from."""
+        """Send the calls queued meanwhile (publishes, receipts) in one pipeline, in order:
+        one round trip for all of them, however many sockets and requests they came from."""
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             batch, self._outbox = self._outbox, []
             try:
-                results = await self._run_publishes([args for args, _ in batch])
+                results = await self._call(batch)
             except Exception as error:
-                # Whatever went wrong, these publishes fail and the next ones are sent: a
+                # Whatever went wrong, these calls fail and the next ones are sent: a
                 # writer that died would leave every publish of the node waiting forever.
                 if isinstance(error, RedisError | OSError):
                     self.outage.failed("publish", error)
                 else:
                     log.exception("redis publish failed")
                 results = [error] * len(batch)
-            for (_, published), result in zip(batch, results, strict=True):
-                if published.done():
+            for call, result in zip(batch, results, strict=True):
+                if call.future.done():
                     continue
                 if isinstance(result, Exception):
-                    published.set_exception(BrokerUnavailable(f"redis publish failed: {result}"))
-                elif isinstance(result, bytes):
-                    self._answer(published, result.decode())
+                    call.future.set_exception(BrokerUnavailable(f"redis publish failed: {result}"))
                 else:
-                    published.set_result(
-                        [event_id.decode() if event_id else None for event_id in result]
-                    )
+                    call.settle(call.future, result)
 
-    def _answer(self, published: asyncio.Future[Sent], verdict: str) -> None:
-        """Resolve a publish the script answered with a word instead of ids."""
+    def _published(self, published: asyncio.Future[Sent], result: Any) -> None:
+        """Resolve a publish: its ids, or the word the script answered instead."""
+        if not isinstance(result, bytes):
+            published.set_result([event_id.decode() if event_id else None for event_id in result])
+            return
+        verdict = result.decode()
         if verdict.startswith(scripts.REPLAY):
             published.set_result(replay_of(verdict))
         elif verdict == scripts.CONFLICT:
@@ -224,31 +274,52 @@ class RedisBroker(Broker):
         else:
             published.set_exception(self._bounds.refusal(verdict))
 
-    async def _run_publishes(self, calls: list[_Args]) -> list[Any]:
-        """One pipeline of publish script calls; sent once more, after loading the script
-        again, if Redis lost it (a restart)."""
-        results = await self._pipeline(calls)
-        if any(isinstance(result, NoScriptError) for result in results):
-            await self.client.script_load(self._publish.script)
-            results = await self._pipeline(calls)
+    async def _call(self, batch: list[_Call]) -> list[Any]:
+        """One pipeline of script calls; those Redis answers NOSCRIPT (it lost the scripts:
+        a restart) are sent once more after loading their scripts again."""
+        results = await self._pipeline(batch)
+        lost = [at for at, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if lost:
+            for script in {id(batch[at].script): batch[at].script for at in lost}.values():
+                await self.client.script_load(script.script)
+            again = await self._pipeline([batch[at] for at in lost])
+            for at, result in zip(lost, again, strict=True):
+                results[at] = result
         return results
 
-    async def _pipeline(self, calls: list[_Args]) -> list[Any]:
+    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
-        for args in calls:
-            pipe.evalsha(self._publish.sha, 0, *args)
+        for call in batch:
+            pipe.evalsha(call.script.sha, 0, *call.args)
         results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 
+    async def receipts(self, key: RoomKey, event_id: str) -> list[bytes]:
+        if not self._available:
+            raise BrokerUnavailable("redis is unreachable")
+        try:
+            records: list[bytes] = await self.reader.hvals(  # type: ignore[assignment]
+                f"{scripts.RECEIPTS_PREFIX}{key.name}:{event_id}"
+            )
+        except (RedisError, OSError) as error:
+            raise BrokerUnavailable(f"redis receipts read failed: {error}") from error
+        return records
+
     async def history(
-        self, key: RoomKey, since: str | None, limit: int, _retention: Retention
+        self,
+        key: RoomKey,
+        since: str | None,
+        limit: int,
+        _retention: Retention,
+        *,
+        state: bool = False,
     ) -> HistoryPage:
         """Retention is applied by publishes (trimming) and by the keys' expiry."""
         if not self._available:
             raise BrokerUnavailable("redis is unreachable")
         try:
-            epoch, trimmed, last, events, first = await self._history(
-                args=[key.name, new_epoch(), since or "", limit]
+            epoch, trimmed, last, events, first, kept = await self._history(
+                args=[key.name, new_epoch(), since or "", limit, "1" if state else ""]
             )
         except (RedisError, OSError) as error:
             raise BrokerUnavailable(f"redis history read failed: {error}") from error
@@ -258,7 +329,20 @@ class RedisBroker(Broker):
             last=last.decode() if last else None,
             trimmed=parse_id(trimmed.decode()) or (0, 0),
             first=parse_id(first.decode()) if first else None,
+            state=kept,
         )
+
+    async def states(self, keys: Sequence[RoomKey]) -> list[list[bytes]]:
+        if not self._available:
+            raise BrokerUnavailable("redis is unreachable")
+        pipe = self.reader.pipeline(transaction=False)
+        for key in keys:
+            pipe.hvals(scripts.STATE_PREFIX + key.name)
+        try:
+            kept: list[list[bytes]] = await pipe.execute()
+        except (RedisError, OSError) as error:
+            raise BrokerUnavailable(f"redis state read failed: {error}") from error
+        return kept
 
     async def _run(self) -> None:
         backoff = Backoff(base=0.1, cap=5.0)

@@ -21,10 +21,15 @@ CHANNEL_PREFIX = "hub:room:"
 STREAM_PREFIX = "hub:h:"
 META_PREFIX = "hub:m:"
 EPOCH_KEY = "hub:epoch"
+STATE_PREFIX = "hub:st:"
+"""`hub:st:<key>`: a hash of the room's state, event name to the newest such event's bytes."""
 TENANT_BYTES_PREFIX = "hub:tb:"
 """A tenant's published-bytes bucket."""
 TENANT_ROOMS_PREFIX = "hub:tr:"
 """A tenant's rooms with history, scored by when their history expires."""
+RECEIPTS_PREFIX = "hub:rc:"
+"""`hub:rc:<key>:<id>`: a hash of one event's latest receipt of each principal
+(`<role> <sub>`), kept as long as the event: until its id's time plus the room's TTL."""
 IDEMPOTENCY_PREFIX = "hub:idem:"
 """`hub:idem:<tenant>:<key>`: a hash of what answered the publish that claimed the key,
 `d` its body's digest, `t` its ts, `i` its ids joined by `,` (empty for a room without
@@ -34,6 +39,7 @@ CONFLICT = "conflict"
 
 _BASE = f"""
 local CHANNEL, STREAM, META = '{CHANNEL_PREFIX}', '{STREAM_PREFIX}', '{META_PREFIX}'
+local STATE, RECEIPTS = '{STATE_PREFIX}', '{RECEIPTS_PREFIX}'
 
 local function ms(number)
   return string.format('%.0f', number)
@@ -110,12 +116,14 @@ PUBLISH = (
     LIBRARY
     + f"""
 -- ARGV: epoch, tenant, bytes/s, burst, rooms with history (0 = no bound), the claim ('' for
--- none, else '<ttl ms> <ts> <digest> <key>'), then per event: room key, prefix, suffix,
--- history size, history ttl (ms). Returns the ids, or, publishing nothing,
--- 'bytes:<ms to wait>' or 'rooms' when a tenant bound refuses, '{CONFLICT}' when the key
--- was claimed with another digest, '{REPLAY} <ts> <ids>' when with this one.
+-- none, else '<ttl ms> <ts> <digest> <key>'), state ttl (ms), then per event: room key,
+-- prefix, suffix, history size, history ttl (ms), its name when it is state ('' if not).
+-- Returns the ids, or, publishing nothing, 'bytes:<ms to wait>' or 'rooms' when a tenant
+-- bound refuses, '{CONFLICT}' when the key was claimed with another digest,
+-- '{REPLAY} <ts> <ids>' when with this one. A room keeping state counts as one with history.
 local now = now_ms()
 local tenant, rate, burst, most = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local state_ttl = tonumber(ARGV[7])
 local claim, digest, ts, claim_ttl = false, false, false, false
 if ARGV[6] ~= '' then
   local key
@@ -127,10 +135,16 @@ if ARGV[6] ~= '' then
     return '{REPLAY} ' .. seen[2] .. ' ' .. seen[3]
   end
 end
-local events = (#ARGV - 6) / 5
+local events = (#ARGV - 7) / 6
+local function kept_for(at)
+  local span = 0
+  if tonumber(ARGV[at + 3]) > 0 then span = tonumber(ARGV[at + 4]) end
+  if ARGV[at + 5] ~= '' then span = math.max(span, state_ttl) end
+  return span
+end
 if rate > 0 then
   local cost = 0
-  for i = 0, events - 1 do cost = cost + #ARGV[8 + i * 5] + #ARGV[9 + i * 5] end
+  for i = 0, events - 1 do cost = cost + #ARGV[9 + i * 6] + #ARGV[10 + i * 6] end
   local bucket = '{TENANT_BYTES_PREFIX}' .. tenant
   local state = redis.call('HMGET', bucket, 't', 's')
   local tokens, stamp = tonumber(state[1]) or burst, tonumber(state[2]) or now
@@ -144,8 +158,8 @@ if most > 0 then
   redis.call('ZREMRANGEBYSCORE', rooms, '-inf', ms(now))
   local new = 0
   for i = 0, events - 1 do
-    local at = 7 + i * 5
-    if tonumber(ARGV[at + 3]) > 0 and not redis.call('ZSCORE', rooms, ARGV[at]) then
+    local at = 8 + i * 6
+    if kept_for(at) > 0 and not redis.call('ZSCORE', rooms, ARGV[at]) then
       new = new + 1
     end
   end
@@ -153,12 +167,19 @@ if most > 0 then
 end
 local ids = {{}}
 for i = 0, events - 1 do
-  local at = 7 + i * 5
+  local at = 8 + i * 6
+  local key, prefix, suffix = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local size, ttl = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
-  ids[i + 1] = append_and_publish(ARGV[at], ARGV[at + 1], ARGV[at + 2], size, ttl, ARGV[1], now)
-  if most > 0 and size > 0 then
-    redis.call('ZADD', rooms, ms(now + ttl), ARGV[at])
-    if redis.call('PTTL', rooms) < ttl then redis.call('PEXPIRE', rooms, ttl) end
+  local id = append_and_publish(key, prefix, suffix, size, ttl, ARGV[1], now)
+  ids[i + 1] = id
+  if ARGV[at + 5] ~= '' then
+    redis.call('HSET', STATE .. key, ARGV[at + 5], prefix .. (id or '') .. suffix)
+    redis.call('PEXPIRE', STATE .. key, state_ttl)
+  end
+  local span = kept_for(at)
+  if most > 0 and span > 0 then
+    redis.call('ZADD', rooms, ms(now + span), key)
+    if redis.call('PTTL', rooms) < span then redis.call('PEXPIRE', rooms, span) end
   end
 end
 if claim then
@@ -171,11 +192,32 @@ return ids
 """
 )
 
+RECEIPT = (
+    LIBRARY
+    + """
+-- ARGV: epoch, room key, event id, the room's history ttl (ms), principal, receipt record,
+-- the status room's key, size and ttl (ms), the `delivery.receipt` prefix and suffix.
+-- Stores the receipt and publishes it to `status` when the event is in the room's history:
+-- returns 1, else 0 and does nothing.
+local key, id = ARGV[2], ARGV[3]
+if #redis.call('XRANGE', STREAM .. key, id, id) == 0 then return 0 end
+local now = now_ms()
+local receipts = RECEIPTS .. key .. ':' .. id
+redis.call('HSET', receipts, ARGV[5], ARGV[6])
+local until = tonumber(string.match(id, '^(%d+)')) + tonumber(ARGV[4])
+redis.call('PEXPIREAT', receipts, ms(math.max(until, now + 1)))
+local size, ttl = tonumber(ARGV[8]), tonumber(ARGV[9])
+append_and_publish(ARGV[7], ARGV[10], ARGV[11], size, ttl, ARGV[1], now)
+return 1
+"""
+)
+
 HISTORY = (
     _BASE
     + """
--- ARGV: room key, a fresh epoch, since ('' for the oldest), limit. Writes nothing but the
--- epoch itself, when the data was lost. `first` is false for a room without history.
+-- ARGV: room key, a fresh epoch, since ('' for the oldest), limit, '1' for the room's state
+-- too. Writes nothing but the epoch itself, when the data was lost. `first` is false for a
+-- room without history.
 local stream, meta = STREAM .. ARGV[1], META .. ARGV[1]
 local state = redis.call('HMGET', meta, 'e', 't', 'f')
 local epoch, trimmed, first = state[1], state[2] or '0-0', state[3] or '0-0'
@@ -194,6 +236,8 @@ if limit > 0 then
     events[#events + 1] = entry[2][2] .. entry[1]
   end
 end
-return {epoch, trimmed, last, events, first}
+local kept = {}
+if ARGV[5] == '1' then kept = redis.call('HVALS', STATE .. ARGV[1]) end
+return {epoch, trimmed, last, events, first, kept}
 """
 )
