@@ -2,7 +2,9 @@
 with one line naming the cause when the hub refuses for good.
 
 Rooms come from `--room`; a device's own rooms come with the welcome, so a device token
-needs no `--room`, any other token does (a usage error, exit 2, before connecting).
+needs no `--room`, any other token does (a usage error, exit 2, before connecting). A
+room's current state comes first, each event flagged `"state": true`; `--ack-commands`
+makes a device acknowledge each `command` event it prints (`received`, then `done`).
 Transient trouble (an unreachable node, a drain, a full node) is one warning line on
 stderr per attempt, then a retry with backoff; a permanent refusal (a bad token, a
 forbidden room) is `hub: refused: ...` and exit 1.
@@ -43,6 +45,11 @@ def add_listen(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"socket URL (repeat for several nodes) [{DEFAULT_URL}]",
     )
     watch.add_argument("--token", help="bearer token [HUB_TOKEN]")
+    watch.add_argument(
+        "--ack-commands",
+        action="store_true",
+        help="as a device, send a received and a done receipt for each command event",
+    )
     watch.set_defaults(func=functools.partial(listen, usage=watch))
 
 
@@ -69,7 +76,12 @@ def listen(args: argparse.Namespace, usage: argparse.ArgumentParser) -> None:
 
     try:
         client = HubClient(
-            args.url or [DEFAULT_URL], bearer, rooms=args.room, on_event=show, on_lost=lost
+            args.url or [DEFAULT_URL],
+            bearer,
+            rooms=args.room,
+            on_event=show,
+            on_lost=lost,
+            acknowledge_commands=args.ack_commands,
         )
     except ValueError as error:
         usage.error(str(error))

@@ -197,3 +197,27 @@ def test_listen_help_says_a_device_needs_no_room() -> None:
     result = _listen(None, "--help")
     assert result.returncode == 0
     assert "A device token needs no --room" in " ".join(result.stdout.split())
+
+
+async def test_a_device_listener_prints_state_first_and_acknowledges_commands(
+    single: HubNode,
+) -> None:
+    content = {"content_id": "c1", "version": 1}
+    single.broadcast(OPERATOR, room="location:lobby", event="content.update", data=content)
+    device = token("device", "p1", loc="lobby")
+    with _listener(device, "--ack-commands", "--url", single.ws_url) as listener:
+        out = _Lines(listener.stdout)
+        await eventually(lambda: len(out) >= 1, 10, "the state line")
+        first = orjson.loads(out[0])
+        assert (first["event"], first["state"]) == ("content.update", True)
+        answer = await asyncio.to_thread(
+            single.broadcast, OPERATOR, room="device:p1", event="command", data={"name": "reboot"}
+        )
+        event_id = answer.json()["ids"]["device:p1"]
+        path = f"/v1/rooms/device:p1/events/{event_id}/receipts"
+
+        def done() -> bool:
+            listed = single.get(path, OPERATOR).json()["receipts"]
+            return [r["status"] for r in listed] == ["done"]
+
+        await eventually(done, 10, "the command's done receipt")
