@@ -322,7 +322,7 @@ async def test_a_heartbeat_the_hub_refuses_is_logged(
     running = asyncio.create_task(client.run())
 
     async def warned() -> bool:
-        return any("refused a frame" in r.getMessage() for r in caplog.records)
+        return any("refused a heartbeat or a receipt" in r.getMessage() for r in caplog.records)
 
     await eventually(warned, 10, "a warning about the refused heartbeat")
     await client.stop()

@@ -212,7 +212,13 @@ async def test_a_publish_that_fails_unexpectedly_is_answered_and_the_socket_clos
 
 class _HistoryDown(MemoryBroker):
     async def history(
-        self, key: RoomKey, since: str | None, limit: int, retention: Retention
+        self,
+        key: RoomKey,
+        since: str | None,
+        limit: int,
+        retention: Retention,
+        *,
+        state: bool = False,
     ) -> HistoryPage:
         raise BrokerUnavailable("history is down")
 

@@ -187,7 +187,9 @@ async def test_no_state_event_published_during_subscribes_is_missed(
                 event="content.update",
                 data={"content_id": "c", "version": version},
             )
+            assert answer["type"] == "ack", answer
             last.append(answer["id"])
+            await asyncio.sleep(0.025)  # within the socket's frame rate
 
     async def join() -> Client:
         client = await Client.connect(b, DASHBOARD)

@@ -204,8 +204,8 @@ if #redis.call('XRANGE', STREAM .. key, id, id) == 0 then return 0 end
 local now = now_ms()
 local receipts = RECEIPTS .. key .. ':' .. id
 redis.call('HSET', receipts, ARGV[5], ARGV[6])
-local until = tonumber(string.match(id, '^(%d+)')) + tonumber(ARGV[4])
-redis.call('PEXPIREAT', receipts, ms(math.max(until, now + 1)))
+local expires = tonumber(string.match(id, '^(%d+)')) + tonumber(ARGV[4])
+redis.call('PEXPIREAT', receipts, ms(math.max(expires, now + 1)))
 local size, ttl = tonumber(ARGV[8]), tonumber(ARGV[9])
 append_and_publish(ARGV[7], ARGV[10], ARGV[11], size, ttl, ARGV[1], now)
 return 1
