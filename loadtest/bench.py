@@ -1,5 +1,6 @@
 """The benchmark: idle sockets, fan-out in one room (one node, two through Redis), many rooms,
-heartbeats; figures as JSON and a chart of latency against delivered rate.
+heartbeats, welcomes with state, delivery receipts; figures as JSON and a chart of latency
+against delivered rate.
 
 Run the load on one core and pin the server to the other:
 
@@ -10,10 +11,13 @@ Scenarios (`--only` picks some): `idle` (memory per socket and accepted sockets/
 and 19,000 sockets), `fanout` (2,000 subscribers in one room, one node), `cluster` (the same
 across two nodes and Redis), `latency` (the cross-node hop at light load: 200 subscribers
 over two nodes, every frame timed, so neither side's per-socket work hides it), `rooms`
-(2,000 subscribers in 200 rooms), `heartbeats` (loadtest.heartbeats). `--quick` runs each
-with fewer sockets and steps (`QUICK`), to try the tools rather than to measure; any size
-given on the command line wins over either profile. Every node and the Redis are the
-benchmark's own.
+(2,000 subscribers in 200 rooms), `heartbeats` (loadtest.heartbeats), `state` (2,000
+devices connecting and reconnecting in waves, each welcome checked for the state of 2,000
+rooms: loadtest.state), `receipts` (2,000 devices answering every command with a receipt:
+loadtest.receipts); these two run on one node, then on two nodes through Redis. `--quick`
+runs each with fewer sockets and steps (`QUICK`), to try the tools rather than to measure;
+any size given on the command line wins over either profile. Every node and the Redis are
+the benchmark's own.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ from typing import Any
 import orjson
 
 from hub.auth import Role, issue_token
+from loadtest import receipts, state
 from loadtest.fanout import Setup, Swarm
 from loadtest.processes import (
     SECRET,
@@ -45,7 +50,7 @@ from loadtest.processes import (
 )
 from loadtest.wire import RawSocket, open_many
 
-SCENARIOS = ("idle", "fanout", "cluster", "latency", "rooms", "heartbeats")
+SCENARIOS = ("idle", "fanout", "cluster", "latency", "rooms", "heartbeats", "state", "receipts")
 ROOMS = 200
 """Rooms of the `rooms` scenario: the subscribers spread evenly over them."""
 LATENCY_SUBSCRIBERS = 200
@@ -61,6 +66,12 @@ FULL: dict[str, Any] = {
     "heartbeat_devices": 2000,
     "heartbeat_rates": "interval,5000,10000,15000,20000,25000",
     "heartbeat_seconds": 10.0,
+    "state_devices": 2000,
+    "state_rooms": 2000,
+    "state_waves": 3,
+    "receipt_devices": 2000,
+    "receipt_rates": "1,2,5,10,15",
+    "receipt_seconds": 5.0,
 }
 """The sizes of the full run: the figures of BENCHMARKS.md."""
 QUICK: dict[str, Any] = {
@@ -74,9 +85,15 @@ QUICK: dict[str, Any] = {
     "heartbeat_devices": 300,
     "heartbeat_rates": "interval,2000",
     "heartbeat_seconds": 1.0,
+    "state_devices": 300,
+    "state_rooms": 200,
+    "state_waves": 2,
+    "receipt_devices": 300,
+    "receipt_rates": "2,10",
+    "receipt_seconds": 1.0,
 }
 """The sizes of `--quick`: every scenario, small."""
-QUICK_SECONDS = 45
+QUICK_SECONDS = 65
 """What `--quick` took, measured, on a 2-core machine (load on one core, nodes on the other)."""
 PER_PROCESS = 5000
 """Sockets one idle-load process opens (each process has at most 20,000 open files)."""
@@ -159,6 +176,15 @@ def fan_out(name: str, setup: Setup, rates: list[float], seconds: float) -> list
     return rows
 
 
+def _shown(name: str, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every row of a scenario, each printed as it comes."""
+    kept = []
+    for row in rows:
+        _show(name, row)
+        kept.append(row)
+    return kept
+
+
 def heartbeats(
     cpu: str | None, redis_url: str, devices: int, rates: str, seconds: float, out: Path
 ) -> list[dict[str, Any]]:
@@ -192,6 +218,12 @@ def title(args: dict[str, Any]) -> str:
     if "heartbeats" in chosen:
         devices, seconds = args["heartbeat_devices"], args["heartbeat_seconds"]
         sizes.append(f"heartbeats: {devices:,} devices, {seconds:g} s steps")
+    if "state" in chosen:
+        devices, rooms, waves = args["state_devices"], args["state_rooms"], args["state_waves"]
+        sizes.append(f"state: {devices:,} devices, {rooms:,} rooms with state, {waves} waves")
+    if "receipts" in chosen:
+        devices, seconds = args["receipt_devices"], args["receipt_seconds"]
+        sizes.append(f"receipts: {devices:,} devices, {seconds:g} s steps")
     return "\n".join(
         [f"hub benchmark, {profile}: {', '.join(chosen)}", *textwrap.wrap("; ".join(sizes), 100)]
     )
@@ -202,43 +234,62 @@ def _counts(text: str) -> str:
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
-    """Latency (p50 and p99) against delivered events per second, one line per setup."""
+    """Latency (p50 and p99) against delivered events per second, one line per setup; when
+    receipts ran, a panel of their ack latency against receipts acknowledged per second
+    (beside it, or alone when no fan-out ran)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(9, 5.5))
-    for name, label in (
-        ("fanout", "one room, one node"),
-        ("cluster", "one room, two nodes + Redis"),
-        ("rooms", f"{ROOMS} rooms, one node"),
-    ):
-        rows = sorted(results.get(name, []), key=lambda row: row["delivered_per_s"])
-        if not rows:
-            continue
-        rates = [row["delivered_per_s"] / 1000 for row in rows]
-        (line,) = axes.plot(
-            rates, [row["p99_ms"] for row in rows], marker="o", label=f"{label}, p99"
-        )
-        axes.plot(
-            rates,
-            [row["p50_ms"] for row in rows],
-            marker=".",
-            linestyle="--",
-            color=line.get_color(),
-            label=f"{label}, p50",
-        )
+    fan_out = {
+        "one room, one node": results.get("fanout", []),
+        "one room, two nodes + Redis": results.get("cluster", []),
+        f"{ROOMS} rooms, one node": results.get("rooms", []),
+    }
+    acked = results.get("receipts", [])
+    drawn = any(fan_out.values()) or not acked
+    count = drawn + bool(acked)
+    figure, panels = plt.subplots(1, count, figsize=(8 * count + 1, 5.5), squeeze=False)
+    if drawn:
+        for label, rows in fan_out.items():
+            _lines(panels[0][0], rows, "delivered_per_s", label)
+        _finish(panels[0][0], "delivered events", "publish-to-delivery latency")
+    if acked:
+        for setup in dict.fromkeys(row["setup"] for row in acked):
+            rows = [row for row in acked if row["setup"] == setup]
+            _lines(panels[0][-1], rows, "acked_per_s", f"receipts, {setup}")
+        _finish(panels[0][-1], "receipts acknowledged", "receipt-to-ack latency")
+    figure.suptitle(results["title"], fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def _lines(axes: Any, rows: list[dict[str, Any]], rate: str, label: str) -> None:
+    """The p99 and p50 of `rows` against their `rate` (in thousands), in one colour."""
+    if not rows:
+        return
+    rows = sorted(rows, key=lambda row: row[rate])
+    rates = [row[rate] / 1000 for row in rows]
+    (line,) = axes.plot(rates, [row["p99_ms"] for row in rows], marker="o", label=f"{label}, p99")
+    axes.plot(
+        rates,
+        [row["p50_ms"] for row in rows],
+        marker=".",
+        linestyle="--",
+        color=line.get_color(),
+        label=f"{label}, p50",
+    )
+
+
+def _finish(axes: Any, counted: str, timed: str) -> None:
     axes.axhline(100, color="grey", linewidth=0.8, linestyle=":")
     axes.set_yscale("log")
-    axes.set_xlabel("delivered events per second (thousands), server on one core")
-    axes.set_ylabel("publish-to-delivery latency (ms, log scale)")
-    axes.set_title(results["title"], fontsize=10)
+    axes.set_xlabel(f"{counted} per second (thousands), server on one core")
+    axes.set_ylabel(f"{timed} (ms, log scale)")
     axes.grid(True, which="both", alpha=0.3)
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
 
 
 def _show(name: str, row: dict[str, Any]) -> None:
@@ -310,6 +361,12 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         ("--heartbeat-devices", _count, "device sockets for `heartbeats`"),
         ("--heartbeat-rates", _heartbeat_rates, "heartbeats/s per step"),
         ("--heartbeat-seconds", _number, "length of each heartbeat step, s"),
+        ("--state-devices", _count, "device sockets for `state`"),
+        ("--state-rooms", _count, "rooms with state for `state`, half locations, half groups"),
+        ("--state-waves", _count, "connects of every device for `state`, the first included"),
+        ("--receipt-devices", _count, "device sockets for `receipts`"),
+        ("--receipt-rates", _rates_of, "commands/s per step, each answered by every device"),
+        ("--receipt-seconds", _number, "length of each receipts step, s"),
     )
     for flag, kind, meaning in sizes:
         key = flag[2:].replace("-", "_")
@@ -326,6 +383,8 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if "rooms" in chosen and args.subscribers % ROOMS:
         parser.error(f"--subscribers must be a multiple of {ROOMS} for `rooms`")
+    if "state" in chosen and args.state_rooms < 2:
+        parser.error("--state-rooms must be at least 2 for `state`: locations and groups")
     return args
 
 
@@ -376,6 +435,20 @@ def main() -> None:
             args.heartbeat_rates,
             args.heartbeat_seconds,
             out.with_name(f"{out.stem}-heartbeats.json"),
+        ),
+        "state": lambda: _shown(
+            "state",
+            state.run(args.state_devices, args.state_rooms, args.state_waves, redis_url, cpu),
+        ),
+        "receipts": lambda: _shown(
+            "receipts",
+            receipts.run(
+                args.receipt_devices,
+                _rates(args.receipt_rates),
+                args.receipt_seconds,
+                redis_url,
+                cpu,
+            ),
         ),
     }
     results: dict[str, Any] = {"args": vars(args), "title": title(vars(args))}

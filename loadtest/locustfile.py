@@ -1,11 +1,13 @@
 """Locust users for hub: the players, dashboards and operators' scripts of a real fleet.
 
 Players (`DeviceUser`) hold one socket for the whole run, beat on the interval their
-welcome gives and acknowledge every command; dashboards (`DashboardUser`) watch the
-tenant's `status` room and the locations, devices and groups; operators (`OperatorUser`)
-broadcast over REST. Each socket's connect, every answer awaited (subscribe, publish,
-ping) and every event received become locust requests of type `WS`, so the statistics
-show connect time, delivery latency and errors next to the REST broadcasts.
+welcome gives and answer every command with delivery receipts; dashboards (`DashboardUser`)
+watch the tenant's `status` room and the locations, devices and groups; operators
+(`OperatorUser`) broadcast over REST, mostly state events (`content.update`,
+`playlist.update`) that every welcome then carries. Each socket's connect, every answer
+awaited (subscribe, receipt, ping) and every event received become locust requests of type
+`WS`, so the statistics show connect time, delivery latency and errors next to the REST
+broadcasts.
 
     HUB_JWT_SECRET=... .venv/bin/locust -f loadtest/locustfile.py --headless \
         -u 200 -r 50 -t 1m --host http://127.0.0.1:8000 --csv results/locust
@@ -335,8 +337,9 @@ class HubSocketUser(User):
 
 
 class DeviceUser(HubSocketUser):
-    """A player: one socket all run long, a heartbeat on the welcome's interval, and an
-    `x.ack` to the `acks` room for every command, timed from the command's `ts`."""
+    """A player: one socket all run long, a heartbeat on the welcome's interval, and for
+    every command a `received` then a `done` receipt, the `done` one's ack timed from the
+    command's `ts`."""
 
     weight = 100
     role = Role.DEVICE
@@ -349,7 +352,7 @@ class DeviceUser(HubSocketUser):
         self.interval = 15.0
 
     def claims(self) -> dict[str, Any]:
-        return {"loc": self.loc, "groups": [self.screen_group], "publish": ["acks"]}
+        return {"loc": self.loc, "groups": [self.screen_group]}
 
     def on_welcome(self, welcome: dict[str, Any]) -> None:
         self.interval = float(welcome.get("heartbeat", {}).get("interval", self.interval))
@@ -381,15 +384,17 @@ class DeviceUser(HubSocketUser):
         if isinstance(ts, int | float):
             self.fire(f"device event {_kind(event.get('room', ''))}", _now_ms() - ts, size)
         if event.get("event") == "command":
-            ack = {"id": event.get("id"), "device": self.sub}
-            frame = {"op": "publish", "room": "acks", "event": "x.ack", "data": ack}
+            receipt = {"op": "receipt", "room": event.get("room"), "id": event.get("id")}
+            # Its ack answers no request: only an error frame for it is counted.
+            self.send({**receipt, "status": "received", "ref": next(self.refs)})
             started = float(ts) if isinstance(ts, int | float) else _now_ms()
-            self.request("command ack", frame, started)
+            self.request("command done", {**receipt, "status": "done"}, started)
 
 
 class DashboardUser(HubSocketUser):
     """An operator's dashboard: subscribes to the fleet's live rooms and times the delivery
-    of every event (its `ts`, taken by the accepting node, to now) per kind of room."""
+    of every event (its `ts`, taken by the accepting node, to now) per kind of room, and of
+    the devices' delivery receipts apart from the rest of `status`."""
 
     weight = 2
     role = Role.DASHBOARD
@@ -419,7 +424,9 @@ class DashboardUser(HubSocketUser):
     def on_event(self, event: dict[str, Any], size: int) -> None:
         ts = event.get("ts")
         if isinstance(ts, int | float):
-            self.fire(f"event {_kind(event.get('room', ''))}", _now_ms() - ts, size)
+            receipt = event.get("event") == "delivery.receipt"
+            kind = "receipt" if receipt else _kind(event.get("room", ""))
+            self.fire(f"event {kind}", _now_ms() - ts, size)
 
 
 class OperatorUser(FastHttpUser):
@@ -454,11 +461,17 @@ class OperatorUser(FastHttpUser):
                 text = (response.text or "")[:200]
                 response.failure(f"HTTP {response.status_code} {text}".rstrip())
 
-    @task(8)
+    @task(6)
     def content_update(self) -> None:
         self.version += 1
         data = {"content_id": f"c-{uuid.uuid4().hex[:8]}", "version": self.version}
         self.broadcast(f"location:{random.choice(LOCATIONS)}", "content.update", data)
+
+    @task(2)
+    def playlist_update(self) -> None:
+        items = [f"c-{n}" for n in random.sample(range(50), 3)]
+        data = {"playlist_id": f"p-{uuid.uuid4().hex[:8]}", "items": items}
+        self.broadcast(f"group:{random.choice(GROUPS)}", "playlist.update", data)
 
     @task(1)
     def command(self) -> None:

@@ -10,11 +10,13 @@ import csv
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from loadtest import bench
+from hub.protocol import welcome_frame
+from loadtest import bench, state
 from tests.conftest import NodeFactory
 from tests.support import SECRET, unmeasured_env
 
@@ -53,6 +55,46 @@ def test_the_benchmark_runs_its_scenarios_and_draws_its_chart(tmp_path: Path) ->
     assert chart.read_bytes().startswith(b"\x89PNG")
 
 
+def test_the_state_and_receipts_scenarios_check_every_welcome_and_receipt(
+    tmp_path: Path,
+) -> None:
+    out, chart = tmp_path / "bench.json", tmp_path / "bench.png"
+    command = [sys.executable, "-m", "loadtest.bench", "--quick", "--only", "state,receipts"]
+    command += ["--state-devices", "30", "--state-rooms", "20", "--state-waves", "2"]
+    command += ["--receipt-devices", "30", "--receipt-rates", "5", "--receipt-seconds", "1"]
+    command += ["--out", str(out), "--chart", str(chart)]
+    subprocess.run(command, cwd=ROOT, check=True, timeout=240, capture_output=True)
+    results = orjson.loads(out.read_text())
+    setups = ["one node", "two nodes + Redis"]
+    waves = [(row["setup"], row["wave"]) for row in results["state"]]
+    assert waves == [(setup, wave) for setup in setups for wave in (1, 2)]
+    for row in results["state"]:
+        assert (row["welcomes"], row["mismatches"], row["failed"]) == (30, 0, 0)
+        assert row["welcomes_per_s"] > 0
+        assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+    assert [row["setup"] for row in results["receipts"]] == setups
+    for row in results["receipts"]:
+        assert row["expected"] == row["sent"] == row["acked"] == 5 * 30
+        assert (row["errors"], row["missing"], row["closed"]) == (0, 0, 0)
+        assert row["p50_ms"] <= row["p99_ms"]
+    assert results["title"] == bench.title(results["args"])
+    assert chart.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_welcome_with_other_state_than_published_is_a_mismatch() -> None:
+    content = b'{"type":"event","room":"location:s0","event":"content.update","data":{},'
+    published = {"location:s0": [("content.update", "1700000000000-0")]}
+
+    def welcome(event_id: str) -> bytes:
+        event = content + b'"ts":1700000000000,"id":"' + event_id.encode() + b'"}'
+        rooms = {"devices": [], "location:s0": [event]}
+        return welcome_frame("c", "n", "device", "d", "bench", list(rooms), {}, rooms)
+
+    assert state.state_of(welcome("1700000000000-0")) == published
+    assert state.state_of(welcome("1700000000000-1")) != published
+    assert state.state_of(b'{"type":"welcome"}') != published
+
+
 def test_quick_takes_every_size_from_its_profile_unless_given() -> None:
     assert {key: getattr(bench.options(["--quick"]), key) for key in bench.QUICK} == bench.QUICK
     assert {key: getattr(bench.options([]), key) for key in bench.FULL} == bench.FULL
@@ -74,6 +116,8 @@ def test_the_chart_title_says_what_was_run() -> None:
     assert "idle: 1,000 sockets" in quick
     assert "rooms: 400 subscribers in 200 rooms" in quick
     assert "heartbeats: 300 devices, 1 s steps" in quick
+    assert "state: 300 devices, 200 rooms with state, 2 waves" in quick
+    assert "receipts: 300 devices, 1 s steps" in quick
     full = bench.title(vars(bench.options(["--only", "fanout,cluster"])))
     assert full.splitlines() == [
         "hub benchmark, full run: fanout, cluster",
@@ -89,6 +133,8 @@ def test_the_chart_title_says_what_was_run() -> None:
         (["--seconds", "nan"], "argument --seconds: invalid positive number value"),
         (["--heartbeat-rates", "interval,inf"], "positive numbers or `interval` value"),
         (["--subscribers", "300"], "--subscribers must be a multiple of 200 for `rooms`"),
+        (["--state-rooms", "1"], "--state-rooms must be at least 2 for `state`"),
+        (["--receipt-rates", "0"], "argument --receipt-rates: invalid comma-separated positive"),
         (["--only", "fanout,warp"], "unknown scenarios: warp"),
     ],
 )
@@ -116,21 +162,41 @@ def test_locust_without_a_target_stops_before_any_user_with_the_reason(
     assert "Ramping" not in result.stderr
 
 
+def _swarm(url: str, prefix: Path, users: int, seconds: int, config: str) -> dict[str, Any]:
+    """Run locust headless against `url`; its statistics, one row per request name."""
+    env = unmeasured_env(HUB_JWT_SECRET=SECRET)  # the swarm is load, not code under test
+    command = [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless"]
+    command += ["-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", url]
+    command += ["--csv", str(prefix), "--only-summary", "--config-users", config]
+    subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=120, capture_output=True)
+    with open(f"{prefix}_stats.csv", newline="") as stats:
+        return {row["Name"]: row for row in csv.DictReader(stats)}
+
+
 def test_a_locust_swarm_reports_sockets_events_and_broadcasts(
     hub_node: NodeFactory, tmp_path: Path
 ) -> None:
     # Heartbeats every second: the dashboards see status events whenever they subscribe.
     single = hub_node("solo", heartbeat_interval=1, heartbeat_timeout=5)
-    prefix = tmp_path / "locust"
-    env = unmeasured_env(HUB_JWT_SECRET=SECRET)  # the swarm is load, not code under test
-    command = [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless"]
-    command += ["-u", "12", "-r", "12", "-t", "8s", "--host", single.url]
-    command += ["--csv", str(prefix), "--only-summary", "--config-users", FIXED]
-    subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=120, capture_output=True)
-    with open(f"{prefix}_stats.csv", newline="") as stats:
-        rows = {row["Name"]: row for row in csv.DictReader(stats)}
+    rows = _swarm(single.url, tmp_path / "locust", 12, 8, FIXED)
     assert int(rows["connect device"]["Request Count"]) > 0
     assert int(rows["connect dashboard"]["Request Count"]) > 0
     assert int(rows["event status"]["Request Count"]) > 0
     assert any(name.startswith("broadcast") for name in rows)
+    assert int(rows["Aggregated"]["Failure Count"]) == 0
+
+
+def test_locust_devices_answer_commands_with_receipts_that_dashboards_see(
+    hub_node: NodeFactory, tmp_path: Path
+) -> None:
+    single = hub_node("solo")
+    commands_only = [
+        {"user_class_name": "DashboardUser", "fixed_count": 1},
+        {"user_class_name": "OperatorUser", "fixed_count": 1, "tasks": ["command"]},
+    ]
+    rows = _swarm(single.url, tmp_path / "locust", 5, 5, orjson.dumps(commands_only).decode())
+    assert int(rows["broadcast devices"]["Request Count"]) > 0
+    assert int(rows["command done"]["Request Count"]) > 0
+    assert int(rows["event receipt"]["Request Count"]) > 0
+    assert "command ack" not in rows
     assert int(rows["Aggregated"]["Failure Count"]) == 0
