@@ -18,6 +18,9 @@ MAX_FLEET_LIMIT = 1000
 SCAN_BUDGET = 10_000
 """Devices one page looks at, at most: with filters that skip most of a large fleet, a
 page may then hold fewer than `limit` devices and still have a `next`."""
+FORGET_BATCH = 4
+"""Devices last seen longer than the TTL ago that one connect looks at: few enough to keep
+every connect short, and still more than the one device a connect can add."""
 
 Device = dict[str, Any]
 """`sub`, `online`, `loc`, `groups`, `node` (None offline), `since` (ms of the last online

@@ -72,6 +72,17 @@ def test_the_two_node_demo_works_as_written() -> None:
     assert "Traceback" not in output, output
 
 
+def test_the_state_fleet_and_receipts_demo_works_as_written() -> None:
+    _free(8000)
+    output = _run(_block("What a screen needs: current state, the fleet, receipts", "sh"))
+    assert '"event":"playlist.update"' in output, output
+    assert '"state":true' in output, output
+    assert '"status":"done"' in output, output  # the command's receipt
+    assert '"sub":"player-1","online":false' in output, output
+    assert '"offline_reason":"closed"' in output, output
+    assert "Traceback" not in output, output
+
+
 async def test_the_python_example_runs_as_pasted(hub_node: NodeFactory) -> None:
     """Only the URL is the test node's; the token is a dashboard's, in `TOKEN`."""
     node = hub_node("solo")

@@ -8,6 +8,10 @@ own sockets are the truth; what an implementation keeps elsewhere (Redis) is a c
 it rebuilds whenever it may have drifted. A device is online while it has at least one
 socket anywhere in the cluster, so a device that reconnects to another node before its old
 socket is reaped never goes offline.
+
+Presence also keeps the fleet (`hub.fleet`): every device seen within `HUB_FLEET_TTL`,
+online or not, written in the same steps that decide `device.online` and `device.offline`,
+so that a listing never disagrees with the events.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class Presence(ABC):
         self.node = settings.node_id
         self._status = retention.for_room(STATUS_ROOM)
         self._max_heartbeat_bytes = settings.max_heartbeat_bytes
+        self._fleet_ttl_ms = int(settings.fleet_ttl * 1000)
         self._tally = tally
 
     async def connect(self, present: Present, keys: Iterable[RoomKey]) -> None:
@@ -150,8 +155,9 @@ class Presence(ABC):
 
     @abstractmethod
     async def devices(self, tenant: str, query: FleetQuery) -> FleetPage:
-        """A page of the tenant's fleet (`hub.fleet`): every device seen within
-        `HUB_FLEET_TTL`, online exactly between its online and offline events."""
+        """A page of the tenant's fleet (`hub.fleet`): every device online, or offline and
+        last seen within `HUB_FLEET_TTL`; online exactly between its online and offline
+        events."""
 
     @abstractmethod
     async def _connected(self, present: Present) -> None: ...

@@ -22,18 +22,20 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from hub import envelope
 from hub.backoff import Backoff
 from hub.broker import BrokerUnavailable, Outgoing
 from hub.broker.redis import new_epoch
 from hub.config import Settings
 from hub.disconnect import Gone
+from hub.fleet import SCAN_BUDGET, Device, FleetPage, FleetQuery
 from hub.history import RetentionRules
 from hub.metrics import Metrics
 from hub.outage import Outage
 from hub.presence.base import Member, Presence, Present
 from hub.presence.queue import Op, WriteQueue, release
 from hub.presence.registry import Registry
-from hub.presence.scripts import HEARTBEAT_PREFIX, ROOM_PREFIX, Scripts
+from hub.presence.scripts import FLEET_PAGE, HEARTBEAT_PREFIX, ROOM_PREFIX, Scripts
 from hub.protocol import encode
 from hub.rooms import RoomKey
 from hub.stats import Dropped, Tally
@@ -44,6 +46,30 @@ FLUSH_SECONDS = 0.05
 """How long reports gather before they are written in one round trip."""
 RESYNC_BATCH = 500
 """Sockets written per round trip when the copy in Redis is rebuilt."""
+
+
+def fleet_keep(settings: Settings) -> float:
+    """Seconds a tenant's fleet keys outlive their last write: the fleet TTL, plus more
+    than the longest a device still online goes without one (silent until its heartbeat
+    timeout, then reported offline after a drain's handover window or its node's death),
+    so that the keys never expire under an online device, whatever the TTL."""
+    silence = settings.heartbeat_timeout + settings.handover_seconds + settings.node_death_bound
+    return settings.fleet_ttl + silence
+
+
+def _fleet_head(present: Present) -> str:
+    """The device's fleet record cut after `loc` and `groups`: the script that reports it
+    offline, wherever it runs, adds the rest."""
+    return orjson.dumps({"loc": present.loc, "groups": list(present.groups)})[:-1].decode()
+
+
+def _device(sub: bytes, record: bytes, heartbeat: bytes | None, seen: bytes) -> Device:
+    return {
+        "sub": sub.decode(),
+        **orjson.loads(record),
+        "last_seen": int(float(seen)),
+        "heartbeat": None if heartbeat is None else orjson.loads(heartbeat),
+    }
 
 
 class RedisPresence(Presence):
@@ -69,6 +95,8 @@ class RedisPresence(Presence):
         self.registry = registry
         self._refresh = settings.node_refresh
         self._handover_ms = int(settings.handover_seconds * 1000)
+        self._fleet_keep_ms = int(fleet_keep(settings) * 1000)
+        self._fleet_page = reader.register_script(FLEET_PAGE)
         self._metrics = metrics
         self._local: dict[str, Present] = {}
         self._queue = WriteQueue(self._scripts.heartbeats)
@@ -112,6 +140,17 @@ class RedisPresence(Presence):
             entry["heartbeat"] = orjson.loads(beat) if beat else None
         return entries
 
+    async def devices(self, tenant: str, query: FleetQuery) -> FleetPage:
+        online = "" if query.online is None else str(query.online).lower()
+        args: list[str | int] = [tenant, query.after or "", query.limit, SCAN_BUDGET]
+        args += [self._fleet_ttl_ms, query.loc or "", query.group or "", online]
+        try:
+            after, *found = await self._fleet_page(args=args)
+        except (RedisError, OSError) as error:
+            raise BrokerUnavailable(f"redis fleet read failed: {error}") from error
+        devices = [_device(*found[at : at + 4]) for at in range(0, len(found), 4)]
+        return FleetPage(devices, None if after is None else after.decode())
+
     # What sessions report: recorded locally at once, written to Redis in order.
 
     async def _connected(self, present: Present) -> None:
@@ -151,15 +190,30 @@ class RedisPresence(Presence):
     def _connect_op(self, present: Present) -> Op:
         device = present.device
         record: dict[str, Any] = {"t": present.tenant or "", "s": present.sub}
-        online: tuple[bytes, bytes] = (b"", b"")
+        online: tuple[bytes, bytes, bytes] = (b"", b"", b"")
         if device is not None:
             record["o"] = self.offline_head(present).decode()
+            record["f"] = _fleet_head(present)
+            record["k"] = self._fleet_keep_ms
             event = self.online_event(present)
-            online = (event.prefix, event.suffix)
+            online = (event.prefix, event.suffix, self._online_record(present, event))
         args: list[Any] = [present.conn, encode(record), present.tenant or "", present.sub, *online]
         for key in present.rooms:
             args += [key.name, encode(present.member(self.node, key))]
         return self._scripts.connect, args
+
+    def _online_record(self, present: Present, event: Outgoing) -> bytes:
+        """The device's fleet record as it goes online with `event`: since the event's ts."""
+        return orjson.dumps(
+            {
+                "loc": present.loc,
+                "groups": list(present.groups),
+                "online": True,
+                "node": self.node,
+                "since": envelope.ts_of(event.prefix),
+                "offline_reason": None,
+            }
+        )
 
     def _put(self, op: Op) -> None:
         if self.registry.stale:
@@ -207,7 +261,14 @@ class RedisPresence(Presence):
         that lost them (restarted) answers NOSCRIPT, which fails the write and so leads to
         a rebuild."""
         status, registry = self._status, self.registry
-        common = (new_epoch(), registry.instance, status.size, status.ttl_ms)
+        common = (
+            new_epoch(),
+            registry.instance,
+            status.size,
+            status.ttl_ms,
+            self._fleet_ttl_ms,
+            self._fleet_keep_ms,
+        )
         pipe = self._queue.pipeline(self._redis, ops, common, registry.pkey)
         results = await pipe.execute()
         self._metrics.presence_writes.inc(len(ops))
