@@ -195,6 +195,9 @@ class HubNode:
             HUB_LOG_LEVEL="info",
             HUB_CONNECT_RATE="0",
             HUB_READ_RATE="0",
+            # A node stopped at the end of a test closes its sockets at once, not spread
+            # over the default 10 s; drain tests set their own.
+            HUB_DRAIN_SECONDS="0",
         )
         if redis_url is not None:
             env["HUB_REDIS_URL"] = redis_url
