@@ -196,17 +196,12 @@ class Session:
         self._present = Present(
             self.id, principal.sub, principal.role, tenant, principal.loc, principal.groups
         )
+        await node.presence.connect(self._present, self._rooms)
+        # Read once every room is joined: a state event published after the read is held
+        # for the socket, and delivered after the welcome.
         keys = list(self._rooms)
-        if keys:
-            # Read once every room is joined: a state event published after the read is
-            # held for the socket, and delivered after the welcome.
-            _, states = await asyncio.gather(
-                node.presence.connect(self._present, self._rooms), node.states(keys)
-            )
-            state = {key.room: events for key, events in zip(keys, states, strict=True)}
-        else:
-            await node.presence.connect(self._present, self._rooms)
-            state = {}
+        states = await node.states(keys) if keys else []
+        state = {key.room: events for key, events in zip(keys, states, strict=True)}
         settings = node.settings
         heartbeat = {"interval": settings.heartbeat_interval, "timeout": settings.heartbeat_timeout}
         self.sender.open(

@@ -9,6 +9,9 @@ import pytest
 
 from tests.support import HubNode, RedisServer, required
 
+pytest_plugins = ["tests.browser"]
+"""The real browser's fixtures (`browser`, `browser_context`, `page`)."""
+
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
@@ -51,3 +54,21 @@ def single(hub_node: NodeFactory) -> HubNode:
 def pair(hub_node: NodeFactory, redis_server: RedisServer) -> tuple[HubNode, HubNode]:
     """Two nodes meeting through a redis-server of their own."""
     return hub_node("a", redis_server.url), hub_node("b", redis_server.url)
+
+
+Start = Callable[..., HubNode]
+"""Starts one node with settings: `start(history_size=1)`."""
+
+
+@pytest.fixture(params=["memory", "redis"])
+def start(request: pytest.FixtureRequest, hub_node: NodeFactory) -> Start:
+    """Run the test twice: on a node alone (in-process broker), and on a node with a Redis
+    of its own. Broadcasts are not rate-limited."""
+
+    def started(**settings: object) -> HubNode:
+        if request.param == "memory":
+            return hub_node("solo", broadcast_rate=0, **settings)
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        return hub_node("r", redis.url, broadcast_rate=0, **settings)
+
+    return started

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import httpx
 import orjson
@@ -13,27 +12,12 @@ import pytest
 
 from hub.broker.base import Claim, IdempotencyConflict
 from hub.broker.memory import _Claims
-from tests.conftest import NodeFactory
+from tests.conftest import NodeFactory, Start
 from tests.support import Client, HubNode, RedisServer, eventually, history_ids, token
 
 OPERATOR = token("operator", "o1")
 REPLAYED = "idempotent-replayed"
 REBOOT = orjson.dumps({"room": "device:p1", "event": "command", "data": {"name": "reboot"}})
-
-Start = Callable[..., HubNode]
-
-
-@pytest.fixture(params=["memory", "redis"])
-def start(request: pytest.FixtureRequest, hub_node: NodeFactory) -> Start:
-    """Start a node alone (in-process broker) or on a Redis of its own, with settings."""
-
-    def started(**settings: object) -> HubNode:
-        if request.param == "memory":
-            return hub_node("solo", broadcast_rate=0, **settings)
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        return hub_node("r", redis.url, broadcast_rate=0, **settings)
-
-    return started
 
 
 def post(

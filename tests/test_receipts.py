@@ -12,25 +12,12 @@ import pytest
 
 from hub.backoff import Backoff
 from hub.client import HubClient
-from tests.conftest import NodeFactory
-from tests.support import Client, HubNode, RedisServer, eventually, token
+from tests.conftest import Start
+from tests.support import Client, HubNode, eventually, token
 
 OPERATOR = token("operator", "o1")
 DASHBOARD = token("dashboard", "d1")
 LOBBY = "location:lobby"
-
-Start = Callable[..., HubNode]
-
-
-@pytest.fixture(params=["memory", "redis"])
-def start(request: pytest.FixtureRequest, hub_node: NodeFactory) -> Start:
-    def started(**settings: object) -> HubNode:
-        if request.param == "memory":
-            return hub_node("solo", broadcast_rate=0, **settings)
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        return hub_node("r", redis.url, broadcast_rate=0, **settings)
-
-    return started
 
 
 def command(node: HubNode, room: str = LOBBY, name: str = "reboot") -> str:

@@ -5,33 +5,17 @@ on one node and across nodes through Redis."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from hub.client import HubClient
-from tests.conftest import NodeFactory
+from tests.conftest import NodeFactory, Start
 from tests.support import Client, HubNode, RedisServer, eventually, token
 
 OPERATOR = token("operator", "o1")
 DASHBOARD = token("dashboard", "d1")
 ROOM = "location:lobby"
-
-Start = Callable[..., HubNode]
-
-
-@pytest.fixture(params=["memory", "redis"])
-def start(request: pytest.FixtureRequest, hub_node: NodeFactory) -> Start:
-    """Start a node alone (in-process broker) or on a Redis of its own, with settings."""
-
-    def started(**settings: object) -> HubNode:
-        if request.param == "memory":
-            return hub_node("solo", broadcast_rate=0, **settings)
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        return hub_node("r", redis.url, broadcast_rate=0, **settings)
-
-    return started
 
 
 def content(node: HubNode, version: int, room: str = ROOM) -> str:

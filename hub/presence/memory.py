@@ -3,30 +3,60 @@
 from __future__ import annotations
 
 import bisect
-from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from hub import envelope
 from hub.broker import MemoryBroker, Outgoing
 from hub.config import Settings
 from hub.disconnect import Gone
-from hub.fleet import FORGET_BATCH, SCAN_BUDGET, Device, FleetPage, FleetQuery
+from hub.fleet import SCAN_BUDGET, Device, FleetPage, FleetQuery
 from hub.history import RetentionRules
 from hub.presence.base import Member, Presence, Present, now_ms
 from hub.rooms import RoomKey
 from hub.stats import Tally
 
+SWEEP_MS = 60_000
+"""Longest time between two sweeps of the fleet for devices past its TTL."""
+
+
+@dataclass(slots=True)
+class _Record:
+    """One device in the fleet: what `Device` lists, without its sub."""
+
+    online: bool
+    loc: str | None
+    groups: tuple[str, ...]
+    node: str | None
+    since: int
+    last_seen: int
+    heartbeat: dict[str, Any] | None = None
+    offline_reason: str | None = None
+
+    def listed(self, sub: str) -> Device:
+        return {
+            "sub": sub,
+            "online": self.online,
+            "loc": self.loc,
+            "groups": list(self.groups),
+            "node": self.node,
+            "since": self.since,
+            "last_seen": self.last_seen,
+            "heartbeat": self.heartbeat,
+            "offline_reason": self.offline_reason,
+        }
+
 
 class MemoryFleet:
-    """Every device of every tenant seen within the TTL: each tenant's records by sub with
-    its subs sorted for paging, and every device in the order it was last seen, so that
-    those past the TTL are found at the front whichever tenant they belong to."""
+    """Every device of every tenant seen within the TTL: each tenant's records by sub, and
+    its subs sorted for paging. Devices past the TTL are skipped by reads at once and
+    forgotten by a sweep at most every `SWEEP_MS` (sooner with a shorter TTL)."""
 
     def __init__(self, ttl_ms: int) -> None:
         self._ttl_ms = ttl_ms
-        self._records: dict[str, dict[str, Device]] = {}
+        self._records: dict[str, dict[str, _Record]] = {}
         self._subs: dict[str, list[str]] = {}
-        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._sweep_at = 0
 
     def online(self, present: Present, node: str, since: int) -> None:
         tenant, sub = _device_of(present)
@@ -34,39 +64,28 @@ class MemoryFleet:
         known = records.get(sub)
         if known is None:
             bisect.insort(self._subs.setdefault(tenant, []), sub)
-        records[sub] = {
-            "sub": sub,
-            "online": True,
-            "loc": present.loc,
-            "groups": list(present.groups),
-            "node": node,
-            "since": since,
-            "last_seen": since,
-            "heartbeat": None if known is None else known["heartbeat"],
-            "offline_reason": None,
-        }
-        self.seen(present, since)
+        heartbeat = None if known is None else known.heartbeat
+        records[sub] = _Record(True, present.loc, present.groups, node, since, since, heartbeat)
+        self._swept(since)
 
     def offline(self, present: Present, reason: Gone, since: int) -> None:
-        tenant, sub = _device_of(present)
-        record = self._records[tenant][sub]
-        record.update(online=False, node=None, since=since, offline_reason=reason.value)
-        self.seen(present, since)
+        record = self._record(present)
+        record.online, record.node, record.since = False, None, since
+        record.offline_reason, record.last_seen = reason.value, since
+        self._swept(since)
 
     def beat(self, present: Present, heartbeat: dict[str, Any]) -> None:
-        tenant, sub = _device_of(present)
-        self._records[tenant][sub]["heartbeat"] = heartbeat
-        self.seen(present, heartbeat["time"])
+        record = self._record(present)
+        record.heartbeat, record.last_seen = heartbeat, heartbeat["time"]
 
     def seen(self, present: Present, now: int) -> None:
-        """The device showed a sign of life (or went offline) at `now`."""
-        device = _device_of(present)
-        self._touch(device, now)
-        self._forget(now)
+        """The device showed a sign of life at `now`."""
+        self._record(present).last_seen = now
+        self._swept(now)
 
     def heartbeat(self, tenant: str, sub: str) -> dict[str, Any] | None:
         record = self._records.get(tenant, {}).get(sub)
-        return None if record is None else record["heartbeat"]
+        return None if record is None else record.heartbeat
 
     def page(self, tenant: str, query: FleetQuery, now: int) -> FleetPage:
         records, subs = self._records.get(tenant, {}), self._subs.get(tenant, [])
@@ -75,37 +94,37 @@ class MemoryFleet:
         found: list[Device] = []
         at, end = start, min(len(subs), start + SCAN_BUDGET)
         while at < end and len(found) < query.limit:
-            record = records[subs[at]]
+            sub = subs[at]
+            record = records[sub]
             at += 1
-            if (record["online"] or record["last_seen"] >= cutoff) and query.matches(record):
-                found.append(dict(record))
+            if record.online or record.last_seen >= cutoff:
+                listed = record.listed(sub)
+                if query.matches(listed):
+                    found.append(listed)
         return FleetPage(found, subs[at - 1] if at < len(subs) else None)
 
-    def _touch(self, device: tuple[str, str], now: int) -> None:
-        self._records[device[0]][device[1]]["last_seen"] = now
-        self._seen[device] = None
-        self._seen.move_to_end(device)
+    def _record(self, present: Present) -> _Record:
+        tenant, sub = _device_of(present)
+        return self._records[tenant][sub]
 
-    def _forget(self, now: int) -> None:
-        """Forget a few offline devices last seen longer than the TTL ago; an online one
-        found among them is seen now (it is still connected)."""
+    def _swept(self, now: int) -> None:
+        """Forget the offline devices last seen longer than the TTL ago; an online one is
+        seen now (it is still connected). One pass over the fleet, now and then."""
+        if now < self._sweep_at:
+            return
+        self._sweep_at = now + min(SWEEP_MS, self._ttl_ms)
         cutoff = now - self._ttl_ms
-        for _ in range(FORGET_BATCH):
-            device = next(iter(self._seen), None)
-            if device is None:
-                return
-            tenant, sub = device
-            record = self._records[tenant][sub]
-            if record["last_seen"] >= cutoff:
-                return
-            if record["online"]:
-                self._touch(device, now)
-                continue
-            del self._seen[device]
-            del self._records[tenant][sub]
-            subs = self._subs[tenant]
-            del subs[bisect.bisect_left(subs, sub)]
-            if not subs:
+        for tenant, records in list(self._records.items()):
+            for sub, record in list(records.items()):
+                if record.last_seen >= cutoff:
+                    continue
+                if record.online:
+                    record.last_seen = now
+                    continue
+                del records[sub]
+                subs = self._subs[tenant]
+                del subs[bisect.bisect_left(subs, sub)]
+            if not records:
                 del self._records[tenant], self._subs[tenant]
 
 
