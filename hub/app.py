@@ -13,14 +13,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from hub import web
 from hub.assembly import assemble
-from hub.auth import Authenticator, AuthError
+from hub.auth import Authenticator, AuthError, Principal
 from hub.broker import BrokerUnavailable
 from hub.cli import WS_PROTOCOL
 from hub.config import Settings
@@ -129,37 +132,53 @@ class Hub:
             self.rates.sample()
             await self.board.post(self.figures().as_json())
 
-    async def socket(self, websocket: WebSocket, receive: Receive) -> None:
-        """One socket's life. Once accepted, frames are read from the ASGI `receive` itself:
-        one suspended frame less per socket than through `websocket.receive`."""
-        client = websocket.client.host if websocket.client else None
+    async def _admit(self, connection: HTTPConnection) -> Principal | Response:
+        """The handshake's checks, in order: the client address's rate, the token, the
+        quotas. The principal, or the answer that refuses it."""
+        client = connection.client.host if connection.client else None
         wait = self.sockets.handshake_wait(client)
         if wait > 0:
             self.metrics.handshakes_refused.labels(Refusal.RATE_LIMITED.value).inc()
-            retry = str(max(1, math.ceil(wait)))
-            await websocket.send_denial_response(
-                JSONResponse(
-                    error_body(ErrorCode.RATE_LIMITED, "too many handshakes"),
-                    status_code=429,
-                    headers={"Retry-After": retry},
-                )
+            return JSONResponse(
+                error_body(ErrorCode.RATE_LIMITED, "too many handshakes"),
+                status_code=429,
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
-            return
         try:
-            principal = await self.auth.verify(bearer(websocket, query=True), socket=True)
+            principal = await self.auth.verify(bearer(connection, query=True), socket=True)
         except AuthError as error:
             code = "unauthorized" if error.status == 401 else "forbidden"
-            await websocket.send_denial_response(
-                JSONResponse(error_body(code, error.message), status_code=error.status)
-            )
-            return
+            return JSONResponse(error_body(code, error.message), status_code=error.status)
         quota = self.sockets.over_quota(principal)
         if quota is not None:
             self.metrics.handshakes_refused.labels(Refusal.QUOTA.value).inc()
-            await websocket.send_denial_response(
-                JSONResponse(error_body(ErrorCode.RATE_LIMITED, quota), status_code=429)
+            return JSONResponse(error_body(ErrorCode.RATE_LIMITED, quota), status_code=429)
+        return principal
+
+    async def probe(self, request: Request) -> Response:
+        """`GET /v1/ws` without an upgrade answers what the handshake would: a browser
+        cannot read a refused handshake's status, and needs it to tell a token refused for
+        good (401, 403) from a node that is busy (429, 503). Any page may read it."""
+        admitted = await self._admit(request)
+        if isinstance(admitted, Response):
+            answer = admitted
+        elif (refusal := self.sockets.refusal()) is not None:
+            answer = JSONResponse(
+                error_body(ErrorCode.UNAVAILABLE, f"the node is {refusal.value}"), status_code=503
             )
+        else:
+            answer = JSONResponse({"accepted": True, "node": self.node.id})
+        answer.headers["Access-Control-Allow-Origin"] = "*"
+        return answer
+
+    async def socket(self, websocket: WebSocket, receive: Receive) -> None:
+        """One socket's life. Once accepted, frames are read from the ASGI `receive` itself:
+        one suspended frame less per socket than through `websocket.receive`."""
+        admitted = await self._admit(websocket)
+        if isinstance(admitted, Response):
+            await websocket.send_denial_response(admitted)
             return
+        principal = admitted
         writer = websocket.scope["extensions"].get(WRITER_EXTENSION)
         if writer is None:
             log.error("no fast writer: run with `hub serve` (uvicorn --ws %s)", WS_PROTOCOL)
@@ -216,8 +235,24 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
 def _http(hub: Hub) -> Starlette:
     rest = hub.rest
+    middleware = []
+    if hub.settings.cors:
+        # Browsers on these origins may call the REST API with an operator's token; the
+        # socket needs no CORS (browsers send its Origin, and its token decides).
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=hub.settings.cors,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                expose_headers=["Idempotent-Replayed", "Retry-After"],
+                max_age=600,
+            )
+        )
     return Starlette(
+        middleware=middleware,
         routes=[
+            *web.routes(),
             Route("/v1/broadcast", rest.broadcast, methods=["POST"]),
             Route("/v1/rooms/{room}/history", rest.history),
             Route("/v1/rooms/{room}/presence", rest.presence),
@@ -225,6 +260,7 @@ def _http(hub: Hub) -> Starlette:
             Route("/v1/rooms/{room}/events/{id}/receipts", rest.receipts),
             Route("/v1/devices", rest.devices),
             Route("/v1/stats", rest.stats),
+            Route(SOCKET_PATH, hub.probe),
             Route("/healthz", rest.healthz),
             Route("/readyz", rest.readyz),
             Route("/metrics", rest.prometheus),

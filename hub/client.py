@@ -148,6 +148,8 @@ class HubClient:
         self._waiting: dict[int, asyncio.Future[Event]] = {}
         self._ws: ClientConnection | None = None
         self._refreshing: asyncio.Task[None] | None = None
+        self._in_use: str | None = None
+        """The token the current connection holds (its handshake's, or its last refresh's)."""
         self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
         self.welcome: Event | None = None
@@ -219,7 +221,7 @@ class HubClient:
         """One connection, from handshake to end: how it ended, and the least wait before
         the next (the hub's `Retry-After`). Permanent refusals are raised."""
         shown = redact_path(url)
-        token = await self._current_token()
+        token = self._in_use = await self._current_token()
         try:
             ws = await connect(
                 url, additional_headers={"Authorization": f"Bearer {token}"}, compression=None
@@ -398,13 +400,22 @@ class HubClient:
         if not callable(self._token):
             log.warning("the token expires at %s and no token provider was given", _text(exp))
             return
+        fresh = await self._current_token()
+        if fresh == self._in_use:
+            # The hub would notice the same token again at once: wait for a fresh one.
+            log.warning(
+                "the token provider gave the token in use again, which expires at %s", _text(exp)
+            )
+            return
         try:
-            answer = await self._request({"op": "refresh", "token": await self._current_token()})
+            answer = await self._request({"op": "refresh", "token": fresh})
         except _CONNECTION_ERRORS:
             return  # the next connection takes a fresh token anyway (ConnectionError is an OSError)
         if answer.get("type") != "ack":
             code, message = _text(answer.get("code")), _text(answer.get("message"))
             log.warning("token refresh refused: %s: %s", code, message)
+            return
+        self._in_use = fresh
 
     async def _deliver(self, state: _Room, event: Event) -> None:
         """Hand an event on once: anything at or below the last id seen is a repeat."""

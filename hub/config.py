@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import socket
 import stat
 from collections.abc import Mapping
@@ -41,6 +42,8 @@ DEFAULT_NODE_TTL = 15.0
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 MAX_KEY_FILE_BYTES = 65536
 """Largest file `HUB_JWT_PUBLIC_KEY` may name: room for its 16 PEM keys, and no more read."""
+ORIGIN_RE = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+"""A browser origin: a scheme, a host and perhaps a port, nothing after."""
 NOT_SETTINGS = frozenset({"HUB_TOKEN"})
 """`HUB_*` variables other commands read: `hub listen`'s token. Not typos of a setting."""
 
@@ -313,6 +316,11 @@ class Settings(BaseSettings):
     max_receipt_bytes: int = Field(
         2048, ge=256, description="largest encoded delivery.receipt event (too_large)"
     )
+    cors_origins: str = Field(
+        "",
+        description="origins whose pages may call the REST API from a browser, "
+        "comma-separated (https://ops.example.com), or * for any; empty = none",
+    )
     stats_key: str | None = Field(
         None, description="bearer key that may read /v1/stats and /metrics"
     )
@@ -325,6 +333,22 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="log lines as text, or one JSON object a line"
     )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: str) -> str:
+        for origin in _listed(origins):
+            if origin != "*" and ORIGIN_RE.fullmatch(origin) is None:
+                raise ValueError(
+                    f"{origin!r} is not an origin: give scheme://host[:port] with no path "
+                    "(https://ops.example.com), or *"
+                )
+        return origins
+
+    @property
+    def cors(self) -> list[str]:
+        """The origins of `HUB_CORS_ORIGINS`."""
+        return _listed(self.cors_origins)
 
     @field_validator("state_events")
     @classmethod

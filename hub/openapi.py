@@ -317,6 +317,22 @@ def _name_parameter(name: str, description: str) -> dict[str, Any]:
     }
 
 
+def _file(summary: str, media_type: str) -> dict[str, Any]:
+    """A file of the browser side: public, the same bytes for everyone."""
+    return {
+        "get": {
+            "summary": summary,
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "the file",
+                    "content": {media_type: {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    }
+
+
 def _limit(default: int, most: int) -> dict[str, Any]:
     return {
         "name": "limit",
@@ -481,6 +497,28 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/ws": {
+            "get": {
+                "summary": "Without an upgrade: what a WebSocket handshake with this token "
+                "would answer (for browsers, which cannot read a refused handshake)",
+                "security": [{"bearer": []}, {"queryToken": []}],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["accepted", "node"],
+                            "properties": {
+                                "accepted": {"const": True},
+                                "node": {"type": "string"},
+                            },
+                        },
+                        "a handshake with this token would be accepted now",
+                    ),
+                    **_errors(ErrorCode.FORBIDDEN, ErrorCode.RATE_LIMITED),
+                    **unavailable,
+                },
+            }
+        },
         "/healthz": {
             "get": {
                 "summary": "Whether the process lives",
@@ -511,6 +549,15 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/client.js": _file(
+            "The browser client, an ES module (docs/protocol.md)", "text/javascript"
+        ),
+        "/client.d.ts": _file(
+            "The browser client's TypeScript declarations", "application/typescript"
+        ),
+        "/console": _file(
+            "The operators' console (its token goes in the URL fragment)", "text/html"
+        ),
         "/v1/openapi.json": {
             "get": {
                 "summary": "This document",
@@ -536,6 +583,7 @@ def document() -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "statsKey": {"type": "http", "scheme": "bearer"},
+                "queryToken": {"type": "apiKey", "in": "query", "name": "token"},
             },
         },
         "security": [{"bearer": []}],

@@ -49,6 +49,9 @@ LIMIT_RE = re.compile(r"[0-9]{1,4}")
 IDEMPOTENCY_KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 IDEMPOTENCY_KEY = "idempotency-key"
 REPLAYED = {"Idempotent-Replayed": "true"}
+PUBLIC = {"Access-Control-Allow-Origin": "*"}
+"""Health answers any page may read: a browser client tells a node that is down from one
+that refuses its token by them."""
 
 
 def bearer(connection: HTTPConnection, *, query: bool = False) -> str | None:
@@ -280,7 +283,7 @@ class Rest:
         return Response(body, media_type="application/json")
 
     async def healthz(self, _request: Request) -> Response:
-        return JSONResponse({"status": "ok", "node": self._node.id})
+        return JSONResponse({"status": "ok", "node": self._node.id}, headers=PUBLIC)
 
     async def readyz(self, _request: Request) -> Response:
         reason = None
@@ -292,9 +295,11 @@ class Rest:
             reason = "full"
         if reason is not None:
             return JSONResponse(
-                {"ready": False, "reason": reason, "node": self._node.id}, status_code=503
+                {"ready": False, "reason": reason, "node": self._node.id},
+                status_code=503,
+                headers=PUBLIC,
             )
-        return JSONResponse({"ready": True, "node": self._node.id})
+        return JSONResponse({"ready": True, "node": self._node.id}, headers=PUBLIC)
 
     def _holds_stats_key(self, request: Request) -> bool:
         key, token = self._settings.stats_key, bearer(request)

@@ -6,8 +6,6 @@ one is broken, whatever it shows.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 
 import pytest
@@ -30,23 +28,20 @@ CHROMIUM_FLAGS = [
 keeps dialling out, and is refused many times over."""
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def browser() -> AsyncIterator[Browser]:
-    """A Chromium of the test's own, with a profile of its own."""
+    """One Chromium for a test module (starting one takes about a second); each test still
+    gets a context and page of its own, and Playwright gives the browser a fresh profile."""
     executable = required("chromium")
-    profile = tempfile.mkdtemp(prefix="hub-chromium-")
     async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=executable, args=[*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
-        )
+        launched = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         try:
             yield launched
         finally:
             await launched.close()
-            shutil.rmtree(profile, ignore_errors=True)
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def browser_context(browser: Browser) -> AsyncIterator[BrowserContext]:
     context = await browser.new_context()
     try:
@@ -55,7 +50,7 @@ async def browser_context(browser: Browser) -> AsyncIterator[BrowserContext]:
         await context.close()
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def page(browser_context: BrowserContext) -> AsyncIterator[Page]:
     """A fresh page; the test fails if it logged an error or threw."""
     opened = await browser_context.new_page()

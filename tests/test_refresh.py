@@ -139,3 +139,27 @@ async def test_no_notice_is_sent_when_the_notice_is_off(hub_node: NodeFactory) -
             frames.append(await client.recv(10))
     assert frames == []
     assert client.ws.close_code == Close.POLICY
+
+
+async def test_a_provider_that_gives_the_same_token_again_is_not_asked_in_a_loop(
+    node: HubNode,
+) -> None:
+    """The hub notices a token with less than HUB_REFRESH_NOTICE left at once: handing it
+    the same token again would be noticed again, and again."""
+    same = token("device", "p9", ttl=3)
+    asked = 0
+
+    def provider() -> str:
+        nonlocal asked
+        asked += 1
+        return same
+
+    client = HubClient([node.ws_url], provider)
+    running = asyncio.create_task(client.run())
+    try:
+        await asyncio.wait_for(client.connected.wait(), 5)
+        await asyncio.sleep(1.5)
+        assert asked <= 3  # the handshake, the one notice, and perhaps a reconnect
+    finally:
+        await client.stop()
+        await running

@@ -1,0 +1,226 @@
+"""The browser client, /client.js, in a real Chromium against real nodes: nothing lost or
+repeated across a node's death, heartbeats that make a device online, state before
+events, command receipts, and refusals reported instead of retried for ever."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+from playwright.async_api import Browser, ConsoleMessage, Page
+
+from tests.conftest import NodeFactory
+from tests.support import (
+    HubNode,
+    RedisServer,
+    eventually,
+    free_port,
+    publish_numbered,
+    token,
+)
+
+OPERATOR = token("operator", "back-office")
+EVENTS = 120
+
+OPEN = """async ({urls, token, options}) => {
+  const { HubClient } = await import("/client.js");
+  const record = { ids: [], events: [], states: [], lost: [], errors: [], nodes: [],
+                   warnings: [], retries: 0, refused: null, tokens: 0, beats: 0 };
+  const tokens = [token, ...(options.later ?? [])];
+  const provider = async () => tokens[Math.min(record.tokens++, tokens.length - 1)];
+  const client = new HubClient(urls, options.provider ? provider : token, {
+    ...options,
+    backoff: { base: 0.05, cap: 0.5 },
+    log: {
+      info: () => {},
+      warn: (...said) => { record.warnings.push(said.join(" ")); console.warn(...said); },
+      error: (...said) => console.error(...said),
+    },
+    onEvent: (event) => {
+      record.ids.push(event.id);
+      record.events.push({ event: event.event, id: event.id, state: event.state === true });
+    },
+    onState: options.withState
+      ? (room, events) => { record.states.push({ room, ids: events.map((e) => e.id) }); }
+      : undefined,
+    onLost: (room) => { record.lost.push(room); },
+    onError: (error) => {
+      record.errors.push({ name: error.name, room: error.room, code: error.code });
+    },
+    heartbeat: options.beats ? () => ({ status: "playing", uptime: ++record.beats }) : undefined,
+  });
+  client.addEventListener("welcome", (event) => record.nodes.push(event.detail.node));
+  client.addEventListener("disconnected", () => { record.retries += 1; });
+  client.run().catch((error) => {
+    record.refused = { name: error.name, status: error.status, code: error.code,
+                       message: error.message };
+  });
+  (window.clients ??= []).push({ client, record });
+  if (options.wait !== false) await client.whenConnected();
+  return window.clients.length - 1;
+}"""
+"""Load the client from the node the page came from, start one, and keep what it hands
+over in `window.clients[n].record`."""
+
+
+async def start_client(
+    page: Page, node: HubNode, urls: list[str], bearer: str, **options: Any
+) -> int:
+    """A HubClient in `page`, loaded from `node`; its index in `window.clients`."""
+    if not page.url.startswith(node.url):
+        # Any page of the node's origin will do; Chromium asks it for an icon it lacks.
+        await page.route("**/favicon.ico", lambda route: route.fulfill(status=204))
+        await page.goto(node.url + "/healthz")
+    index: int = await page.evaluate(OPEN, {"urls": urls, "token": bearer, "options": options})
+    return index
+
+
+async def record(page: Page, index: int = 0) -> dict[str, Any]:
+    value: dict[str, Any] = await page.evaluate("n => window.clients[n].record", index)
+    return value
+
+
+def devices(node: HubNode) -> dict[str, dict[str, Any]]:
+    answer = node.get("/v1/devices", OPERATOR)
+    assert answer.status_code == 200, answer.text
+    return {device["sub"]: device for device in answer.json()["devices"]}
+
+
+async def test_a_page_keeps_every_event_once_in_order_while_its_node_is_killed(
+    hub_node: NodeFactory, redis_server: RedisServer, page: Page
+) -> None:
+    a = hub_node("a", redis_server.url, broadcast_rate=0)
+    b = hub_node("b", redis_server.url, broadcast_rate=0)
+    await start_client(page, a, [a.ws_url, b.ws_url], token("dashboard", "wall"), rooms=["feed"])
+
+    published: list[str] = []
+    publishing = asyncio.create_task(publish_numbered(b.url, "feed", EVENTS, published))
+    await eventually(lambda: len(published) >= EVENTS // 3, 20, "a third of the events")
+    await asyncio.to_thread(a.stop, signal.SIGKILL)
+    await publishing
+
+    await page.wait_for_function("n => window.clients[0].record.ids.length >= n", arg=EVENTS)
+    seen = await record(page)
+    assert seen["ids"] == published
+    assert seen["lost"] == []
+    assert seen["nodes"] == ["a", "b"]
+
+
+async def test_a_device_page_heartbeats_online_and_goes_offline_when_closed(
+    hub_node: NodeFactory, page: Page
+) -> None:
+    # The token expires within the refresh notice: `expiring` comes right after the welcome.
+    node = hub_node("solo", heartbeat_interval=1, heartbeat_timeout=5, refresh_notice=3600)
+    device = token("device", "screen-1", loc="lobby", ttl=600)
+    fresh = token("device", "screen-1", loc="lobby", ttl=7200)
+    await start_client(page, node, [node.ws_url], device, beats=True, provider=True, later=[fresh])
+
+    def beating() -> bool:
+        listed = devices(node).get("screen-1", {})
+        heartbeat = listed.get("heartbeat") or {}
+        return listed.get("online") is True and heartbeat.get("uptime", 0) >= 2
+
+    await eventually(beating, 10, "screen-1 online with its second heartbeat")
+    assert devices(node)["screen-1"]["heartbeat"]["status"] == "playing"
+    seen = await record(page)
+    assert seen["tokens"] == 2  # the connection's, then the refresh's over the same socket
+    assert seen["retries"] == 0
+    assert seen["warnings"] == []
+    assert devices(node)["screen-1"]["loc"] == "lobby"
+
+    await page.close()
+    await eventually(lambda: not devices(node)["screen-1"]["online"], 10, "screen-1 offline")
+    assert devices(node)["screen-1"]["offline_reason"] == "closed"
+
+
+async def test_state_comes_first_and_commands_are_acknowledged(
+    hub_node: NodeFactory, page: Page
+) -> None:
+    node = hub_node("solo")
+    playlist = node.broadcast(
+        OPERATOR, room="location:lobby", event="playlist.update", data={"playlist_id": "morning"}
+    )
+    assert playlist.status_code == 202, playlist.text
+    state_id = playlist.json()["ids"]["location:lobby"]
+
+    # A player: the lobby's state as its first event; the `status` room is not a device's.
+    device = token("device", "screen-2", loc="lobby")
+    await start_client(
+        page, node, [node.ws_url], device, rooms=["status"], acknowledgeCommands=True
+    )
+    # A dashboard with `onState`: the state apart, before any event of the room.
+    await start_client(
+        page,
+        node,
+        [node.ws_url],
+        token("dashboard", "wall"),
+        rooms=["location:lobby"],
+        withState=True,
+    )
+    player = await record(page, 0)
+    assert player["events"] == [{"event": "playlist.update", "id": state_id, "state": True}]
+    assert player["errors"] == [{"name": "RoomRefused", "room": "status", "code": "forbidden"}]
+    assert (await record(page, 1))["states"] == [{"room": "location:lobby", "ids": [state_id]}]
+
+    command = node.broadcast(
+        OPERATOR, room="device:screen-2", event="command", data={"name": "reboot"}
+    )
+    assert command.status_code == 202, command.text
+    command_id = command.json()["ids"]["device:screen-2"]
+
+    def done() -> bool:
+        answer = node.get(f"/v1/rooms/device:screen-2/events/{command_id}/receipts", OPERATOR)
+        receipts = answer.json()["receipts"]
+        return [(r["sub"], r["status"]) for r in receipts] == [("screen-2", "done")]
+
+    await eventually(done, 10, "the command's done receipt")
+    update = node.broadcast(
+        OPERATOR, room="location:lobby", event="content.update", data={"content_id": "c1"}
+    )
+    update_id = update.json()["ids"]["location:lobby"]
+    await page.wait_for_function("() => window.clients[1].record.ids.length >= 1")
+    assert (await record(page, 1))["ids"] == [update_id]
+    await page.wait_for_function("() => window.clients[0].record.ids.length >= 3")
+    assert (await record(page, 0))["ids"] == [state_id, command_id, update_id]
+
+
+async def test_a_refused_token_is_reported_and_an_unreachable_node_is_retried(
+    hub_node: NodeFactory, browser: Browser
+) -> None:
+    """A browser cannot read a refused handshake's status: the client asks the node
+    (`GET /v1/ws` without an upgrade) and stops at its 401, with the hub's code. A node
+    that is not there is retried however long it takes."""
+    node = hub_node("solo")
+    context = await browser.new_context()
+    page = await context.new_page()
+    errors: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        # Chromium itself logs each failed handshake and each refused connection.
+        expected = ("WebSocket connection to", "Failed to load resource")
+        if message.type == "error" and not message.text.startswith(expected):
+            errors.append(message.text)
+
+    page.on("console", console)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        forged = token("device", "screen-3", secret="another-secret-that-is-long-enough")
+        await start_client(page, node, [node.ws_url], forged, wait=False)
+        await page.wait_for_function("() => window.clients[0].record.refused !== null")
+        refused = (await record(page, 0))["refused"]
+        assert (refused["name"], refused["status"], refused["code"]) == (
+            "HubRefused",
+            401,
+            "unauthorized",
+        )
+        assert "Signature verification failed" in refused["message"]
+
+        gone = f"ws://127.0.0.1:{free_port()}/v1/ws"
+        await start_client(page, node, [gone], token("device", "screen-4"), wait=False)
+        await page.wait_for_function("() => window.clients[1].record.retries >= 5")
+        assert (await record(page, 1))["refused"] is None
+        await page.evaluate("() => window.clients[1].client.stop()")
+    finally:
+        await context.close()
+    assert errors == []
