@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -26,7 +25,15 @@ import orjson
 from hub.auth import Role, issue_token
 from loadtest.fanout import publisher
 from loadtest.processes import SECRET, raise_file_limit
-from loadtest.rig import SILENT, Clients, Nodes, connect_timeout, latency, per_cpu_second
+from loadtest.rig import (
+    SILENT,
+    Clients,
+    Nodes,
+    connect_timeout,
+    latency,
+    per_cpu_second,
+    write_rows,
+)
 from loadtest.wire import TEXT, RawSocket, frame, open_many
 
 RECEIPT_RATE = "1000"
@@ -202,13 +209,9 @@ def main() -> None:
     args = parser.parse_args()
     raise_file_limit()
     rates = [float(rate) for rate in args.rate.split(",")]
-    rows = []
-    for row in run(args.devices, rates, args.seconds, args.redis_url, args.server_cpu):
-        print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-        rows.append(row)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(orjson.dumps({"args": vars(args), "steps": rows}).decode())
+    write_rows(
+        run(args.devices, rates, args.seconds, args.redis_url, args.server_cpu), args, args.out
+    )
 
 
 if __name__ == "__main__":

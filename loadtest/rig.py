@@ -3,15 +3,19 @@ processes that load them (driven over pipes), and the figures both report."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import multiprocessing as mp
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from loadtest.processes import cpu_seconds, free_port, start_node
 
@@ -150,3 +154,14 @@ def latency(values_ms: list[float]) -> dict[str, float | None]:
 def per_cpu_second(count: int, cpu: float) -> int | None:
     """`count` per CPU-second of the nodes: a figure a slow load side does not distort."""
     return round(count / cpu) if cpu > 0 else None
+
+
+def write_rows(rows: Iterable[dict[str, Any]], args: argparse.Namespace, out: str) -> None:
+    """Print each row as it comes, then write them all with the arguments to `out`."""
+    kept = []
+    for row in rows:
+        print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        kept.append(row)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(orjson.dumps({"args": vars(args), "steps": kept}).decode())

@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,7 +26,15 @@ from hub.auth import Role, issue_token
 from hub.history import parse_id
 from loadtest.fanout import publisher
 from loadtest.processes import SECRET, raise_file_limit
-from loadtest.rig import SILENT, Clients, Nodes, connect_timeout, latency, per_cpu_second
+from loadtest.rig import (
+    SILENT,
+    Clients,
+    Nodes,
+    connect_timeout,
+    latency,
+    per_cpu_second,
+    write_rows,
+)
 from loadtest.wire import TEXT, RawSocket, open_socket
 
 State = dict[str, list[tuple[str, str]]]
@@ -230,13 +237,8 @@ def main() -> None:
     if args.rooms < 2:
         parser.error("--rooms must be at least 2: locations and groups")
     raise_file_limit()
-    rows = []
-    for row in run(args.devices, args.rooms, args.waves, args.redis_url, args.server_cpu):
-        print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-        rows.append(row)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(orjson.dumps({"args": vars(args), "steps": rows}).decode())
+    rows = run(args.devices, args.rooms, args.waves, args.redis_url, args.server_cpu)
+    write_rows(rows, args, args.out)
 
 
 if __name__ == "__main__":
