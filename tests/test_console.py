@@ -28,6 +28,15 @@ FLEET = int(os.environ.get("CONSOLE_FLEET", "5000"))
 """Devices of the large-fleet test (one node takes up to `HUB_MAX_CONNECTIONS`, 18,000)."""
 
 
+PLAYER = """async ({url, token, beat}) => {
+  const { HubClient } = await import("/client.js");
+  const client = new HubClient([url], token, { heartbeat: () => beat });
+  client.start();
+  await client.whenConnected();
+}"""
+"""A player page: the browser client with a device token, heartbeating `beat`."""
+
+
 async def open_console(page: Page, node: HubNode, bearer: str) -> None:
     """Open the console with the token in the fragment; wait until it is listed and live."""
     await page.goto(f"{node.url}/console#token={bearer}")
@@ -40,8 +49,8 @@ def row(page: Page, sub: str) -> Any:
     return page.locator(f'#fleet-rows .row[data-sub="{sub}"]')
 
 
-async def test_a_device_shows_up_online_and_goes_offline_when_closed(
-    single: HubNode, page: Page
+async def test_a_device_page_shows_up_online_and_goes_offline_when_closed(
+    single: HubNode, page: Page, browser_context: BrowserContext
 ) -> None:
     await open_console(page, single, token("dashboard", "wall"))
     # A dashboard watches; the views it may not use say so, and ask the hub nothing.
@@ -49,11 +58,15 @@ async def test_a_device_shows_up_online_and_goes_offline_when_closed(
     await expect(page.locator("#bc-send")).to_be_disabled()
     await expect(page.locator("#stats-message")).to_contain_text("operators and admins")
 
-    device = await Client.connect(
-        single, token("device", "player-1", loc="lobby", groups=["north"])
-    )
+    # The device is a player page of its own, on the browser client.
+    device = await browser_context.new_page()
+    errors: list[str] = []
+    device.on("pageerror", lambda error: errors.append(str(error)))
+    await device.route("**/favicon.ico", lambda route: route.fulfill(status=204))
+    await device.goto(single.url + "/healthz")
     beat = {"status": "playing", "content": "c1", "cpu": 12.5, "temp": 41}
-    await device.send({"op": "heartbeat", "data": beat})
+    bearer = token("device", "player-1", loc="lobby", groups=["north"])
+    await device.evaluate(PLAYER, {"url": single.ws_url, "token": bearer, "beat": beat})
     player = row(page, "player-1")
     await expect(player).to_have_attribute("data-online", "true")
     await expect(player.locator(".loc")).to_have_text("lobby")
@@ -62,7 +75,8 @@ async def test_a_device_shows_up_online_and_goes_offline_when_closed(
     await expect(player.locator(".groups")).to_have_text("north")  # looked up: events carry none
     await expect(page.locator("#count-online")).to_have_text("1")
 
-    await device.close()
+    await device.close()  # the player's tab is closed
+    assert errors == []
     await expect(player).to_have_attribute("data-online", "false")
     await expect(player.locator(".since")).to_contain_text("closed")
     await expect(page.locator("#count-offline")).to_have_text("1")
