@@ -289,7 +289,7 @@ class Rest:
         reason = None
         if self._sockets.draining:
             reason = "draining"
-        elif not self._node.broker.available:
+        elif not self._node.broker.available or not self._node.presence.ready:
             reason = "broker unreachable"
         elif self._sockets.full:
             reason = "full"

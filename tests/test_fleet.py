@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from hub.assembly import assemble
 from hub.auth import Role
 from hub.config import Settings
 from hub.disconnect import Gone
 from hub.fleet import FleetQuery
+from hub.metrics import Metrics
 from hub.presence import Present
 from hub.presence.memory import MemoryFleet
 from hub.presence.redis import fleet_keep
@@ -456,3 +458,19 @@ async def test_redis_fleet_page_stops_after_its_scan_budget_and_skips_the_forgot
         assert listed[1::4] == [b"d1"]
     finally:
         await redis.aclose()
+
+
+async def test_a_node_is_not_ready_before_its_presence_is_registered(
+    redis_server: RedisServer,
+) -> None:
+    """Until the first registration heartbeats are not written: /readyz waits for it
+    (`Presence.ready`), so a load balancer sends no socket before."""
+    settings = Settings(jwt_secret=SECRET, redis_url=redis_server.url, node_id="early")
+    node = assemble(settings, Metrics()).node
+    assert node.presence.ready is False
+    await node.start()
+    try:
+        await eventually(lambda: node.presence.ready, 5, "the first registration")
+        assert node.broker.available
+    finally:
+        await node.stop()

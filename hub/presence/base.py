@@ -141,6 +141,11 @@ class Presence(ABC):
         data = {"device": present.sub, "node": self.node, "reason": ""}
         return envelope.head(STATUS_ROOM, "device.offline", data)
 
+    @property
+    def ready(self) -> bool:
+        """Whether every node can see this node's sockets: what `/readyz` waits for."""
+        return True
+
     @abstractmethod
     async def start(self) -> None:
         """Begin keeping presence (register this node where the cluster can see it)."""

@@ -98,10 +98,17 @@ class RedisPresence(Presence):
         self._fleet_keep_ms = int(fleet_keep(settings) * 1000)
         self._fleet_page = reader.register_script(FLEET_PAGE)
         self._metrics = metrics
+        self._registered = False
         self._local: dict[str, Present] = {}
         self._queue = WriteQueue(self._scripts.heartbeats)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def ready(self) -> bool:
+        """Registered once: until then heartbeats are not written (the first registration
+        writes the sockets the node holds, not what they reported meanwhile)."""
+        return self._registered
 
     async def start(self) -> None:
         self._wake.set()
@@ -295,6 +302,7 @@ class RedisPresence(Presence):
             raise
         finally:
             release(waiting)
+        self._registered = True
         log.info("presence registered as %s with %d sockets", registry.instance, len(ops))
 
     async def _watch(self) -> None:
