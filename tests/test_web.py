@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 import httpx
 import pytest
 from pydantic import ValidationError
@@ -13,6 +17,7 @@ from tests.conftest import NodeFactory
 from tests.support import SECRET, HubNode, token
 
 OPERATOR = token("operator", "o1")
+ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "https://ops.example.com"
 
 
@@ -112,3 +117,19 @@ def test_the_socket_url_without_an_upgrade_says_what_the_handshake_would(
     assert refused.headers["access-control-allow-origin"] == "*"
     assert httpx.get(url).status_code == 401
     assert httpx.get(f"{single.url}/healthz").headers["access-control-allow-origin"] == "*"
+
+
+def test_the_client_types_describe_what_a_page_writes() -> None:
+    """A player page written in TypeScript against client.d.ts compiles under --strict,
+    and the module's own JSDoc types check: editors complete what the client really takes."""
+    tsc = ROOT / "tests" / "web" / "node_modules" / ".bin" / "tsc"
+    if not tsc.exists():
+        message = "TypeScript is not installed in tests/web (run scripts/install)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    web = ROOT / "tests" / "web"
+    subprocess.run([str(tsc), "-p", str(web / "tsconfig.json")], check=True, timeout=120)
+    checked = [str(tsc), "--allowJs", "--checkJs", "--noEmit", "--target", "ES2022"]
+    checked += ["--module", "ES2022", "--lib", "ES2022,DOM", str(WEB / "client.js")]
+    subprocess.run(checked, check=True, timeout=120)
