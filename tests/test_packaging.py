@@ -19,7 +19,16 @@ ABSENT = (
     "print([n for n in ('pytest', 'locust', 'mypy', 'matplotlib') if u.find_spec(n)])"
 )
 """Prints which of the tests' tools an interpreter has: none, for a node's own install."""
-NOT_COPIED = (".git", ".venv", "results", ".coverage-data", "*.egg-info", "__pycache__", ".*_cache")
+NOT_COPIED = (
+    ".git",
+    ".venv",
+    "results",
+    ".coverage-data",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    "node_modules",
+)
 
 
 def _healthy(port: int) -> bool:
