@@ -192,8 +192,13 @@ class Node:
         the tenant's `status` room; resolves to False, doing nothing, when the event is not
         (or no longer) in the room's history."""
         ts = int(time.time() * 1000)
-        said: dict[str, Any] = {"sub": sub, "role": role, "room": key.room, "id": event_id}
-        said["status"] = status
+        said: dict[str, Any] = {
+            "sub": sub,
+            "role": role,
+            "room": key.room,
+            "id": event_id,
+            "status": status,
+        }
         record: dict[str, Any] = {"sub": sub, "role": role, "status": status, "time": ts}
         if data is not None:
             said["data"] = record["data"] = data

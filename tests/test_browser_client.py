@@ -8,7 +8,7 @@ import asyncio
 import signal
 from typing import Any
 
-from playwright.async_api import Browser, ConsoleMessage, Page
+from playwright.async_api import BrowserContext, ConsoleMessage, Page
 
 from tests.conftest import NodeFactory
 from tests.support import (
@@ -69,8 +69,7 @@ async def start_client(
 ) -> int:
     """A HubClient in `page`, loaded from `node`; its index in `window.clients`."""
     if not page.url.startswith(node.url):
-        # Any page of the node's origin will do; Chromium asks it for an icon it lacks.
-        await page.route("**/favicon.ico", lambda route: route.fulfill(status=204))
+        # Any page of the node's origin will do.
         await page.goto(node.url + "/healthz")
     index: int = await page.evaluate(OPEN, {"urls": urls, "token": bearer, "options": options})
     return index
@@ -186,14 +185,13 @@ async def test_state_comes_first_and_commands_are_acknowledged(
 
 
 async def test_a_refused_token_is_reported_and_an_unreachable_node_is_retried(
-    hub_node: NodeFactory, browser: Browser
+    hub_node: NodeFactory, browser_context: BrowserContext
 ) -> None:
     """A browser cannot read a refused handshake's status: the client asks the node
     (`GET /v1/ws` without an upgrade) and stops at its 401, with the hub's code. A node
     that is not there is retried however long it takes."""
     node = hub_node("solo")
-    context = await browser.new_context()
-    page = await context.new_page()
+    page = await browser_context.new_page()
     errors: list[str] = []
 
     def console(message: ConsoleMessage) -> None:
@@ -222,5 +220,5 @@ async def test_a_refused_token_is_reported_and_an_unreachable_node_is_retried(
         assert (await record(page, 1))["refused"] is None
         await page.evaluate("() => window.clients[1].client.stop()")
     finally:
-        await context.close()
+        await page.close()
     assert errors == []

@@ -62,7 +62,6 @@ async def test_a_device_page_shows_up_online_and_goes_offline_when_closed(
     device = await browser_context.new_page()
     errors: list[str] = []
     device.on("pageerror", lambda error: errors.append(str(error)))
-    await device.route("**/favicon.ico", lambda route: route.fulfill(status=204))
     await device.goto(single.url + "/healthz")
     beat = {"status": "playing", "content": "c1", "cpu": 12.5, "temp": 41}
     bearer = token("device", "player-1", loc="lobby", groups=["north"])

@@ -180,7 +180,8 @@ class MemoryBroker(Broker):
         rooms = self._history_rooms.setdefault(tenant, {})
         for key in [key for key, until in rooms.items() if until <= now]:
             del rooms[key]
-        kept = {m.key: now + self._kept_for(m) for m in messages if self._kept_for(m) > 0}
+        spans = [(m.key, self._kept_for(m)) for m in messages]
+        kept = {key: now + span for key, span in spans if span > 0}
         new = len(kept.keys() - rooms.keys())
         if bounds.history_rooms and new and len(rooms) + new > bounds.history_rooms:
             return "rooms"
