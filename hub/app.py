@@ -4,12 +4,12 @@ routes and the node's lifespan."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -39,6 +39,7 @@ from hub.session import Session
 from hub.shutdown import drain_on_sigterm
 from hub.sockets import Refusal, Sockets
 from hub.stats import ROLES, Figures, Rates, tenant_share
+from hub.tasks import cancel
 from hub.transport import WRITER_EXTENSION
 
 log = logging.getLogger("hub")
@@ -47,6 +48,15 @@ SOCKET_PATH = "/v1/ws"
 STATS_SECONDS = 2.0
 """How often a node samples its message rates and shares its figures with the cluster."""
 CLOSE_FOR = {Refusal.FULL: FULL, Refusal.DRAINING: DRAINING}
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A handshake refused before the upgrade: why (`hub_handshakes_refused_total`'s
+    reasons, or the token's `unauthorized` / `forbidden`), and the answer."""
+
+    reason: str
+    answer: Response
 
 
 class Hub:
@@ -83,9 +93,7 @@ class Hub:
         finally:
             if exporter is not None:
                 exporter.stop()
-            sharing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sharing
+            await cancel([sharing])
             await self.node.stop()
             await self.auth.stop()
 
@@ -132,27 +140,32 @@ class Hub:
             self.rates.sample()
             await self.board.post(self.figures().as_json())
 
-    async def _admit(self, connection: HTTPConnection) -> Principal | Response:
+    async def _admit(self, connection: HTTPConnection) -> Principal | Refused:
         """The handshake's checks, in order: the client address's rate, the token, the
-        quotas. The principal, or the answer that refuses it."""
+        quotas. The principal, or why it is refused and the answer that says so."""
         client = connection.client.host if connection.client else None
         wait = self.sockets.handshake_wait(client)
         if wait > 0:
             self.metrics.handshakes_refused.labels(Refusal.RATE_LIMITED.value).inc()
-            return JSONResponse(
-                error_body(ErrorCode.RATE_LIMITED, "too many handshakes"),
-                status_code=429,
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            return Refused(
+                Refusal.RATE_LIMITED.value,
+                JSONResponse(
+                    error_body(ErrorCode.RATE_LIMITED, "too many handshakes"),
+                    status_code=429,
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                ),
             )
         try:
             principal = await self.auth.verify(bearer(connection, query=True), socket=True)
         except AuthError as error:
             code = "unauthorized" if error.status == 401 else "forbidden"
-            return JSONResponse(error_body(code, error.message), status_code=error.status)
+            answer = JSONResponse(error_body(code, error.message), status_code=error.status)
+            return Refused(code, answer)
         quota = self.sockets.over_quota(principal)
         if quota is not None:
             self.metrics.handshakes_refused.labels(Refusal.QUOTA.value).inc()
-            return JSONResponse(error_body(ErrorCode.RATE_LIMITED, quota), status_code=429)
+            answer = JSONResponse(error_body(ErrorCode.RATE_LIMITED, quota), status_code=429)
+            return Refused(Refusal.QUOTA.value, answer)
         return principal
 
     async def probe(self, request: Request) -> Response:
@@ -160,8 +173,8 @@ class Hub:
         cannot read a refused handshake's status, and needs it to tell a token refused for
         good (401, 403) from a node that is busy (429, 503). Any page may read it."""
         admitted = await self._admit(request)
-        if isinstance(admitted, Response):
-            answer = admitted
+        if isinstance(admitted, Refused):
+            answer = admitted.answer
         elif (refusal := self.sockets.refusal()) is not None:
             answer = JSONResponse(
                 error_body(ErrorCode.UNAVAILABLE, f"the node is {refusal.value}"), status_code=503
@@ -175,8 +188,11 @@ class Hub:
         """One socket's life. Once accepted, frames are read from the ASGI `receive` itself:
         one suspended frame less per socket than through `websocket.receive`."""
         admitted = await self._admit(websocket)
-        if isinstance(admitted, Response):
-            await websocket.send_denial_response(admitted)
+        tracer = self.node.tracer
+        client = websocket.client.host if websocket.client else None
+        if isinstance(admitted, Refused):
+            tracer.refused(admitted.reason, admitted.answer.status_code, client)
+            await websocket.send_denial_response(admitted.answer)
             return
         principal = admitted
         writer = websocket.scope["extensions"].get(WRITER_EXTENSION)
@@ -189,6 +205,7 @@ class Hub:
         refusal = self.sockets.refusal()
         if refusal is not None:
             self.metrics.handshakes_refused.labels(refusal.value).inc()
+            tracer.refused(refusal.value, int(CLOSE_FOR[refusal].code), client)
             writer.close(CLOSE_FOR[refusal])
             return
         session = Session(self.node, principal, writer, self._verify)
@@ -244,7 +261,7 @@ def _http(hub: Hub) -> Starlette:
                 CORSMiddleware,
                 allow_origins=hub.settings.cors,
                 allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "traceparent"],
                 expose_headers=["Idempotent-Replayed", "Retry-After"],
                 max_age=600,
             )

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING
 
 from hub.auth import STATUS_ROOM
 from hub.broker import Broker, MemoryBroker
@@ -16,6 +15,10 @@ from hub.metrics import Metrics
 from hub.node import Node
 from hub.presence import MemoryPresence, Presence
 from hub.stats import Tally
+from hub.tracing import tracer_for
+
+if TYPE_CHECKING:  # a node alone never loads the Redis client
+    from hub.broker.clients import RedisClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +28,8 @@ class Parts:
 
     node: Node
     board: Board
-    writes: Redis | None = None
-    reads: Redis | None = None
+    writes: RedisClient | None = None
+    reads: RedisClient | None = None
 
 
 def assemble(settings: Settings, metrics: Metrics) -> Parts:
@@ -37,37 +40,43 @@ def assemble(settings: Settings, metrics: Metrics) -> Parts:
     broker: Broker
     presence: Presence
     board: Board
-    if settings.redis_url is None:
+    tracer = tracer_for(settings)
+    deployment = settings.redis
+    if deployment is None:
         memory = MemoryBroker(settings.tenant_bounds, settings.state.ttl)
         broker, board = memory, MemoryBoard()
         presence = MemoryPresence(memory, settings, retention, tally)
-    else:
-        from hub.broker.redis import RedisBroker
-        from hub.figures.redis import RedisBoard
-        from hub.presence.redis import RedisPresence
-        from hub.presence.registry import Registry
-        from hub.presence.scripts import Scripts
+        return Parts(
+            Node(settings, run, broker, presence, retention, metrics, tally, tracer), board
+        )
+    from hub.broker.clients import clients
+    from hub.broker.redis import RedisBroker
+    from hub.figures.redis import RedisBoard
+    from hub.outage import Outage
+    from hub.presence.redis import RedisPresence
+    from hub.presence.registry import Registry
+    from hub.presence.scripts import Scripts
 
-        redis = RedisBroker(
-            settings.redis_url,
-            settings.tenant_bounds,
-            settings.state.ttl_ms,
-            settings.redis_read_connections,
-        )
-        scripts = Scripts(redis.client)
-        registry = Registry(scripts, run, settings, retention.for_room(STATUS_ROOM), metrics)
-        broker, board = redis, RedisBoard(redis.client, Scripts(redis.reader), registry)
-        presence = RedisPresence(
-            redis.client,
-            redis.reader,
-            scripts,
-            registry,
-            settings,
-            retention,
-            tally,
-            metrics,
-            redis.outage,
-        )
-        node = Node(settings, run, broker, presence, retention, metrics, tally)
-        return Parts(node, board, redis.client, redis.reader)
-    return Parts(Node(settings, run, broker, presence, retention, metrics, tally), board)
+    connections = clients(deployment, settings.redis_read_connections)
+    outage = Outage(settings.redis_sentinels or deployment.url)
+    redis = RedisBroker(
+        connections, settings.tenant_bounds, settings.state.ttl_ms, outage, run, metrics
+    )
+    sharded = connections.sharded
+    scripts = Scripts(redis.client, sharded)
+    status = retention.for_room(STATUS_ROOM)
+    registry = Registry(redis.client, scripts, run, settings, status, metrics)
+    board = RedisBoard(redis.client, Scripts(redis.reader, sharded), registry)
+    presence = RedisPresence(
+        redis.client,
+        redis.reader,
+        scripts,
+        registry,
+        settings,
+        retention,
+        tally,
+        metrics,
+        outage,
+    )
+    node = Node(settings, run, redis, presence, retention, metrics, tally, tracer)
+    return Parts(node, board, redis.client, redis.reader)

@@ -97,7 +97,7 @@ def files_needed(settings: Settings) -> int:
     then `FILES_BESIDES_CONNECTIONS`. The default `HUB_MAX_CONNECTIONS` (18000) is what
     leaves room for the rest under a hard limit of 20000, which some hosts set: the
     defaults need 19096 with Redis."""
-    redis = settings.redis_read_connections if settings.redis_url is not None else 0
+    redis = settings.redis_read_connections if settings.redis is not None else 0
     return (
         settings.max_connections + settings.max_pending_requests + redis + FILES_BESIDES_CONNECTIONS
     )
@@ -138,6 +138,16 @@ def _check_listen(host: str, port: int) -> None:
         _fail(f"cannot listen on {shown}: {reason[:1].lower()}{reason[1:]}")
 
 
+def _check_tracing(settings: Settings) -> None:
+    """Tracing asked for without OpenTelemetry installed is one line now."""
+    from hub.tracing import TracingUnavailable, check_tracing
+
+    try:
+        check_tracing(settings)
+    except TracingUnavailable as error:
+        _fail(str(error))
+
+
 def serve(args: argparse.Namespace) -> None:
     try:
         settings = Settings()
@@ -147,10 +157,11 @@ def serve(args: argparse.Namespace) -> None:
     warn = _warner(settings)
     _warn_of_unknown_variables(warn)
     _check_public_keys(settings)
+    _check_tracing(settings)
     host = settings.host if args.host is None else args.host
     port = settings.port if args.port is None else args.port
     if args.workers > 1:
-        if settings.redis_url is None:
+        if settings.redis is None:
             _fail("--workers > 1 needs HUB_REDIS_URL: workers share rooms through Redis")
         if "HUB_NODE_ID" in os.environ:
             _fail("HUB_NODE_ID names one node; leave it unset with --workers > 1")

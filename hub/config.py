@@ -8,7 +8,8 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -109,6 +110,17 @@ def _default_node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """Where Redis is: the URL (one server, or a cluster's seeds, comma-separated), and
+    whether it is a cluster or a master that Sentinels name."""
+
+    url: str
+    cluster: bool = False
+    sentinels: Sequence[tuple[str, int]] = ()
+    master: str = "mymaster"
+
+
 class Settings(BaseSettings):
     """The hub's configuration; the field descriptions are what `hub serve --help` prints."""
 
@@ -118,6 +130,19 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(
         None, description="Redis for a cluster (redis://host:port/db); unset = single node"
+    )
+    redis_cluster: bool = Field(
+        False,
+        description="HUB_REDIS_URL names seed nodes of a Redis Cluster (one URL or several, "
+        "comma-separated)",
+    )
+    redis_sentinels: str | None = Field(
+        None,
+        description="Sentinels (host:port, comma-separated) that name the Redis master; "
+        "HUB_REDIS_URL then only gives the database and credentials",
+    )
+    redis_sentinel_master: str = Field(
+        "mymaster", min_length=1, description="the master's name the Sentinels know it by"
     )
     jwt_secret: str | None = Field(None, description="HS256 secret that verifies tokens")
     jwt_public_key: str | None = Field(
@@ -333,6 +358,18 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="log lines as text, or one JSON object a line"
     )
+    otel_endpoint: str | None = Field(
+        None,
+        description="OpenTelemetry collector (OTLP/HTTP, http://collector:4318) the node "
+        "sends traces to; unset (and no OTEL_EXPORTER_OTLP_ENDPOINT) = no tracing",
+    )
+    otel_sample_ratio: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="share of traces started here that are kept (a caller's traceparent "
+        "decides for its request); unset = OTEL_TRACES_SAMPLER, else every trace",
+    )
 
     @field_validator("cors_origins")
     @classmethod
@@ -349,6 +386,13 @@ class Settings(BaseSettings):
     def cors(self) -> list[str]:
         """The origins of `HUB_CORS_ORIGINS`."""
         return _listed(self.cors_origins)
+
+    @field_validator("otel_endpoint")
+    @classmethod
+    def _collector(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (http://collector:4318)")
+        return url
 
     @field_validator("state_events")
     @classmethod
@@ -384,15 +428,49 @@ class Settings(BaseSettings):
     def _redis_url(cls, url: str | None) -> str | None:
         if url is None:
             return None
-        if not url.startswith(REDIS_SCHEMES):
-            raise ValueError("must start with redis://, rediss:// or unix:// (redis://host:6379/0)")
         from redis.connection import parse_url
 
-        try:
-            parse_url(url)  # type: ignore[no-untyped-call]
-        except ValueError as error:
-            raise ValueError(f"is not a Redis URL: {error}") from None
+        for part in url.split(","):
+            if not part.startswith(REDIS_SCHEMES):
+                raise ValueError(
+                    "must start with redis://, rediss:// or unix:// (redis://host:6379/0)"
+                )
+            try:
+                parse_url(part)  # type: ignore[no-untyped-call]
+            except ValueError as error:
+                raise ValueError(f"is not a Redis URL: {error}") from None
         return url
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, sentinels: str | None) -> str | None:
+        if sentinels is not None:
+            _addresses(sentinels)
+        return sentinels
+
+    @model_validator(mode="after")
+    def _one_redis_kind(self) -> Settings:
+        url = self.redis_url
+        if self.redis_cluster and url is None:
+            raise ValueError("HUB_REDIS_CLUSTER needs HUB_REDIS_URL: the cluster's seed nodes")
+        if self.redis_cluster and self.redis_sentinels:
+            raise ValueError("HUB_REDIS_CLUSTER and HUB_REDIS_SENTINELS exclude each other")
+        if url is not None and "," in url and not self.redis_cluster:
+            raise ValueError("HUB_REDIS_URL names several servers only with HUB_REDIS_CLUSTER")
+        return self
+
+    @property
+    def redis(self) -> Deployment | None:
+        """Where Redis is; None for a node alone."""
+        if self.redis_sentinels is not None:
+            return Deployment(
+                self.redis_url or "redis://localhost/0",
+                sentinels=_addresses(self.redis_sentinels),
+                master=self.redis_sentinel_master,
+            )
+        if self.redis_url is None:
+            return None
+        return Deployment(self.redis_url, cluster=self.redis_cluster)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -421,7 +499,7 @@ class Settings(BaseSettings):
     def _timeouts_fit(self) -> Settings:
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise ValueError("HUB_HEARTBEAT_TIMEOUT must be longer than HUB_HEARTBEAT_INTERVAL")
-        if self.redis_url and self.node_death_bound > self.heartbeat_timeout + NODE_LOST_GRACE:
+        if self.redis and self.node_death_bound > self.heartbeat_timeout + NODE_LOST_GRACE:
             raise ValueError(
                 "HUB_NODE_TTL is too long: a dead node's devices must be reported offline "
                 f"within HUB_HEARTBEAT_TIMEOUT + {NODE_LOST_GRACE:g} s, and that takes up to "
@@ -457,10 +535,16 @@ class Settings(BaseSettings):
     def summary(self) -> str:
         """What the node runs with, for its start-up line; never a secret: a URL shows its
         password as ***."""
-        if self.redis_url is None:
+        redis = self.redis
+        if redis is None:
             broker = "in-process broker (this node alone)"
         else:
-            broker = f"Redis broker {safe_url(self.redis_url)} (node TTL {self.node_ttl:g} s)"
+            if redis.sentinels:
+                where = f"master {redis.master!r} of Sentinels {self.redis_sentinels}"
+            else:
+                kind = "Redis Cluster " if redis.cluster else ""
+                where = kind + ",".join(safe_url(part) for part in redis.url.split(","))
+            broker = f"Redis broker {where} (node TTL {self.node_ttl:g} s)"
         history = f"history {self.history_size} events for {self.history_ttl:g} s"
         if self.history_rooms:
             history += f" (other rules for {len(self.history_rooms)} room prefixes)"
@@ -552,3 +636,14 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
             hint = f"; did you mean {close[0]}?" if close else ""
             lines.append(f"{variable} is not a setting{hint}")
     return lines
+
+
+def _addresses(text: str) -> list[tuple[str, int]]:
+    """`host:port,host:port` as pairs."""
+    pairs = []
+    for part in text.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{part.strip()!r} is not host:port (10.0.0.1:26379)")
+        pairs.append((host, int(port)))
+    return pairs

@@ -21,6 +21,7 @@ class Gone(StrEnum):
     PING_TIMEOUT = "ping_timeout"
     NODE_LOST = "node_lost"
     NODE_RESTART = "node_restart"
+    BROKER_LOST = "broker_lost"
     SLOW_CONSUMER = "slow_consumer"
     RATE_LIMITED = "rate_limited"
     TOKEN_EXPIRED = "token_expired"
@@ -47,6 +48,8 @@ DRAINING = Disconnect(Close.RESTART, "node draining", Gone.NODE_RESTART)
 SHUTDOWN = Disconnect(Close.RESTART, "server shutdown", Gone.NODE_RESTART)
 FULL = Disconnect(Close.TRY_AGAIN, "node full", Gone.CLOSED)
 BROKER_UNAVAILABLE = Disconnect(Close.TRY_AGAIN, "broker unavailable", Gone.ERROR)
+BROKER_LOST = Disconnect(Close.RESTART, "broker subscription lost", Gone.BROKER_LOST)
+"""The node stopped receiving a room's events: its members reconnect and resume."""
 INTERNAL_ERROR = Disconnect(Close.INTERNAL, "internal error", Gone.ERROR)
 PING_TIMEOUT = Disconnect(Close.INTERNAL, "ping timeout", Gone.PING_TIMEOUT)
 PEER_CLOSED = Disconnect(Close.NORMAL, "", Gone.CLOSED)

@@ -6,6 +6,10 @@ without parsing the JSON (a `"` inside `data` is always escaped, so the last `,"
 `,"id":"` in the bytes are the event's own). The id is only known once the broker appends
 the event to its room's history, so the node cuts the encoded event where the id goes
 (`parts`) and the broker splices it in: the Lua below is built from the same constants.
+
+While tracing is on, pub/sub may carry an event with its publisher's trace context in
+front (`traced`): an event starts with `{`, a `traceparent` never holds one, so a
+subscriber tells the two apart by the first byte and hands on the event alone.
 """
 
 from __future__ import annotations
@@ -23,6 +27,22 @@ END = b"}"
 def encode(room: str, event: str, data: Any, ts: int) -> bytes:
     """The event without its id."""
     return orjson.dumps({"type": "event", "room": room, "event": event, "data": data, "ts": ts})
+
+
+OPEN = ord("{")
+"""The first byte of every event: a pub/sub message starting otherwise is `traced`."""
+
+
+def traced(carrier: bytes, event: bytes) -> bytes:
+    """A pub/sub message: the event with the trace context `carrier` in front."""
+    return carrier + event
+
+
+def untraced(message: bytes) -> tuple[bytes, bytes]:
+    """A traced pub/sub message's trace context and its event; no event (`b""`) in a
+    message that holds none."""
+    start = message.find(b"{")
+    return (message[:start], message[start:]) if start >= 0 else (message, b"")
 
 
 def parts(encoded: bytes, *, keeps_history: bool) -> tuple[bytes, bytes]:

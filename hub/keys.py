@@ -4,7 +4,6 @@ document that is fetched at start, refreshed, and fetched again for an unknown `
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http.client
 import logging
 import re
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt import PyJWK, PyJWKSet
 
 from hub.config import Settings
+from hub.tasks import cancel
 
 log = logging.getLogger("hub.keys")
 
@@ -151,11 +151,7 @@ class Jwks:
         self._refresher = asyncio.create_task(self._keep_fresh(), name="jwks")
 
     async def stop(self) -> None:
-        for task in (self._refresher, self._fetching):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel([self._refresher, self._fetching])
 
     async def key(self, kid: str) -> Key | None:
         """The key with this kid, fetching the document again when none has it."""

@@ -9,12 +9,12 @@ then also a priority queue: the expired devices are a prefix of it. A heartbeat 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
 from hub.disconnect import HEARTBEAT_TIMEOUT, Disconnect
+from hub.tasks import cancel
 
 T = TypeVar("T", bound=Hashable)
 MAX_TICK = 1.0
@@ -75,10 +75,7 @@ class HeartbeatWatch:
         self._task = loop.create_task(self._sweep(), name="heartbeat-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel([self._task])
 
     def beat(self, device: Silent) -> None:
         """Start watching `device`, or push its deadline back: it just spoke."""

@@ -4,7 +4,8 @@ and the values of its token parameters (and anything shaped like a JWT) are reda
 
 With `HUB_LOG_FORMAT=json` every line is one JSON object (python-json-logger), naming the
 node, and the socket (conn, sub, role, tenant) when the line is about one, so that a log
-pipeline can ship and search lines without parsing text.
+pipeline can ship and search lines without parsing text. The node's lifecycle decisions
+(`decision`) carry an `event` and their figures as fields, in both formats.
 """
 
 from __future__ import annotations
@@ -18,6 +19,17 @@ from uvicorn.config import LOGGING_CONFIG
 
 from hub.config import Settings
 from hub.redact import redact_path, redact_text
+
+
+def decision(
+    logger: logging.Logger, event: str, text: str, level: int = logging.INFO, **fields: Any
+) -> None:
+    """One line for a lifecycle decision of the node (`event`, e.g. `nodes_reaped`): the
+    sentence, then its fields as `key=value`, which a JSON line also carries as keys."""
+    shown = " ".join(f"{key}={value}" for key, value in fields.items())
+    logger.log(
+        level, "%s [%s]", text, f"event={event} {shown}".strip(), extra={"event": event, **fields}
+    )
 
 
 class RedactQuery(logging.Filter):

@@ -18,9 +18,9 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
     disable_created_metrics,
-    generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from hub.stats import Figures
@@ -80,6 +80,38 @@ class Metrics:
             "Round trips to Redis that carried presence writes (one per batch)",
             registry=registry,
         )
+        self.receipts = Counter(
+            "hub_receipts",
+            "Delivery receipts stored and announced, by status",
+            ["status"],
+            registry=registry,
+        )
+        self.state_publishes = Counter(
+            "hub_state_publishes",
+            "Events published that are part of a room's state (HUB_STATE_EVENTS)",
+            registry=registry,
+        )
+        self.idempotent_replays = Counter(
+            "hub_idempotent_replays",
+            "Broadcasts answered from an earlier one with the same Idempotency-Key",
+            registry=registry,
+        )
+        self.token_refreshes = Counter(
+            "hub_token_refreshes",
+            "Tokens refreshed on open sockets",
+            registry=registry,
+        )
+        self.canary_round_trip = Gauge(
+            "hub_canary_round_trip_seconds",
+            "From this node publishing its canary through Redis to hearing it back, by shard",
+            ["shard"],
+            registry=registry,
+        )
+        self.deaf_subscribers = Counter(
+            "hub_deaf_subscribers",
+            "Redis subscriber connections rebuilt because their canary went unheard",
+            registry=registry,
+        )
         self.devices_reaped = Counter(
             "hub_devices_reaped",
             "Devices of dead nodes this node reported offline (reason node_lost)",
@@ -95,8 +127,11 @@ class Metrics:
         thread serves it: asyncio copes with its task set changing meanwhile."""
         self._tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The metrics and their content type: OpenMetrics, with the traces' exemplars of
+        the delivery latency, when the scraper asks for it (Prometheus does)."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
 
 
 class _Live(Collector):

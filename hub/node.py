@@ -16,6 +16,7 @@ from hub.auth import STATUS_ROOM
 from hub.broker import Broker, HistoryPage, Outgoing
 from hub.broker.base import Claim, IdempotencyConflict, Receipt, Replay, Sent
 from hub.config import Settings
+from hub.disconnect import BROKER_LOST
 from hub.errors import ErrorCode, HubError
 from hub.history import Retention, RetentionRules, TenantLimited
 from hub.liveness import HeartbeatWatch
@@ -25,6 +26,7 @@ from hub.resume import Resumes, Subscribed
 from hub.rooms import Member, RoomKey, Rooms
 from hub.state import snapshot
 from hub.stats import Tally
+from hub.tracing import UNTRACED, FanOutTrace, PublishTrace, Tracer
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,7 @@ class Node:
         retention: RetentionRules,
         metrics: Metrics,
         tally: Tally,
+        tracer: Tracer,
     ) -> None:
         self.settings = settings
         self.id = settings.node_id
@@ -74,9 +77,12 @@ class Node:
         self._subscribing: dict[RoomKey, asyncio.Future[None]] = {}
         self._conn_ids = itertools.count(1)
         self._arrived: list[tuple[RoomKey, bytes]] = []
+        self.tracer = tracer
+        self._traced: dict[RoomKey, list[tuple[bytes, bytes]]] = {}
+        """This turn's events that came with a trace (while tracing): their trace context."""
 
     async def start(self) -> None:
-        await self.broker.connect(self._deliver)
+        await self.broker.connect(self._deliver, self._lost)
         await self.presence.start()
         self.heartbeats.start()
 
@@ -84,6 +90,7 @@ class Node:
         await self.heartbeats.stop()
         await self.presence.stop()
         await self.broker.disconnect()
+        await self.tracer.stop()
 
     def next_conn_id(self) -> str:
         return f"{self._run}.{next(self._conn_ids)}"
@@ -93,9 +100,23 @@ class Node:
 
     def _deliver(self, key: RoomKey, payload: bytes) -> None:
         """Take an event from the broker; fan it out with the others of this loop turn."""
+        if not payload or payload[0] != envelope.OPEN:
+            carrier, payload = envelope.untraced(payload)
+            if not payload:
+                return  # not an event: nothing the hub published
+            if self.tracer.on:
+                self._traced.setdefault(key, []).append((carrier, payload))
         if not self._arrived:
             asyncio.get_running_loop().call_soon(self._fan_out)
         self._arrived.append((key, payload))
+
+    def _lost(self, keys: list[RoomKey]) -> None:
+        """The broker stopped carrying these rooms: close their members, which resume
+        (with `since`, exactly) wherever they reconnect. They leave the rooms now, so a
+        member joining meanwhile subscribes the room again."""
+        for key in keys:
+            for member in self.rooms.empty(key):
+                member.close(BROKER_LOST)
 
     def _fan_out(self) -> None:
         """Hand this turn's events to the local members, room by room in arrival order.
@@ -104,19 +125,40 @@ class Node:
         in the same turn) then reach each socket in one write instead of one each.
         """
         arrived, self._arrived = self._arrived, []
+        traced = self._traced
+        if traced:
+            self._traced = {}
         by_room: dict[RoomKey, list[bytes]] = {}
         for key, payload in arrived:
             by_room.setdefault(key, []).append(payload)
         observe = self.metrics.delivery_latency.observe
         ts_of = envelope.ts_of
         for key, payloads in by_room.items():
+            spans = self._spans(key, traced[key]) if traced and key in traced else None
             delivered = self.rooms.fan_out(key, payloads)
+            if spans is not None:
+                for span in spans.values():
+                    span.done(delivered // len(payloads))
             if delivered:
                 self.tally.messages_out += delivered
                 self.tally.tenants_out[key.tenant] += delivered
                 written = time.time()
+                if spans is None:
+                    for payload in payloads:
+                        observe(written - ts_of(payload) / 1000)
+                    continue
                 for payload in payloads:
-                    observe(written - ts_of(payload) / 1000)
+                    mark = spans.get(id(payload))
+                    observe(
+                        written - ts_of(payload) / 1000, None if mark is None else mark.exemplar
+                    )
+
+    def _spans(self, key: RoomKey, traced: list[tuple[bytes, bytes]]) -> dict[int, FanOutTrace]:
+        """A span for each event of `key` this turn that came with its publisher's trace,
+        by the identity of its bytes."""
+        return {
+            id(payload): self.tracer.fan_out(key, carrier, payload) for carrier, payload in traced
+        }
 
     async def join(self, key: RoomKey, member: Member) -> None:
         """Add `member` to a room; return once the room's events reach this node."""
@@ -217,12 +259,15 @@ class Node:
             announce,
         )
         stored = self.broker.receipt_soon(receipt)
-        stored.add_done_callback(self._count_receipt)
-        return stored
+        counted = self.metrics.receipts.labels(status)
 
-    def _count_receipt(self, stored: asyncio.Future[bool]) -> None:
-        if not stored.cancelled() and stored.exception() is None and stored.result():
-            self.tally.messages_in += 1
+        def count(stored: asyncio.Future[bool]) -> None:
+            if not stored.cancelled() and stored.exception() is None and stored.result():
+                self.tally.messages_in += 1
+                counted.inc()
+
+        stored.add_done_callback(count)
+        return stored
 
     def publish_soon(
         self,
@@ -231,14 +276,67 @@ class Node:
         event: str,
         data: Any,
         idempotency: IdempotencyKey | None = None,
+        trace: PublishTrace = UNTRACED,
     ) -> asyncio.Future[Published]:
         """Encode the event once per room and hand it to the broker now, for every room or
         for none; the future resolves once it is published. With an `idempotency` key,
         the tenant's first publish with it publishes, and later ones are answered as it
-        was (see `Claim`), for `HUB_IDEMPOTENCY_TTL`."""
+        was (see `Claim`), for `HUB_IDEMPOTENCY_TTL`. `trace` hears how it ended."""
         ts = int(time.time() * 1000)
-        limit = self.settings.max_event_bytes
         state = event if self.settings.state.of(event) else None
+        claim = None if idempotency is None else self._claim(idempotency, ts)
+        try:
+            messages = self._encoded(tenant, rooms, event, data, ts, state)
+            sent = self.broker.publish_soon(messages, claim, trace.carrier)
+        except HubError as error:
+            trace.failed(error)
+            raise
+        published: asyncio.Future[Published] = asyncio.get_running_loop().create_future()
+
+        def done(sent: asyncio.Future[Sent]) -> None:
+            """Count what the broker did, then answer, unless the caller went away."""
+            answer: Published | BaseException
+            error = sent.exception()
+            if error is not None:
+                if isinstance(error, TenantLimited):
+                    self.metrics.tenant_limited.labels(error.bound).inc()
+                answer = error
+            elif isinstance(ids := sent.result(), Replay):
+                answer = self._replayed(rooms, ids)
+            else:
+                if state is not None:
+                    self.metrics.state_publishes.inc(len(messages))
+                self.tally.messages_in += len(messages)
+                self.tally.tenants_in[tenant] += len(messages)
+                answer = Published(dict(zip(rooms, ids, strict=True)), ts)
+            if trace is not UNTRACED:
+                _tell(trace, answer)
+            if published.cancelled():
+                return
+            if isinstance(answer, Published):
+                published.set_result(answer)
+            else:
+                published.set_exception(answer)
+
+        sent.add_done_callback(done)
+        return published
+
+    def _claim(self, idempotency: IdempotencyKey, ts: int) -> Claim:
+        """What a publish with this key claims, for `HUB_IDEMPOTENCY_TTL`."""
+        ttl_ms = max(1, int(self.settings.idempotency_ttl * 1000))
+        return Claim(idempotency.key, idempotency.digest, ts, ttl_ms)
+
+    def _encoded(
+        self,
+        tenant: str,
+        rooms: Sequence[str],
+        event: str,
+        data: Any,
+        ts: int,
+        state: str | None,
+    ) -> list[Outgoing]:
+        """The event encoded once per room, each within `HUB_MAX_EVENT_BYTES`."""
+        limit = self.settings.max_event_bytes
         messages = []
         for room in rooms:
             payload = envelope.encode(room, event, data, ts)
@@ -246,33 +344,18 @@ class Node:
                 raise HubError(ErrorCode.TOO_LARGE, f"event is {len(payload)} bytes, limit {limit}")
             key = RoomKey(tenant, room)
             messages.append(Outgoing.of(key, payload, self.retention_of(key), state))
-        claim = None
-        if idempotency is not None:
-            ttl_ms = max(1, int(self.settings.idempotency_ttl * 1000))
-            claim = Claim(idempotency.key, idempotency.digest, ts, ttl_ms)
-        sent = self.broker.publish_soon(messages, claim)
-        published: asyncio.Future[Published] = asyncio.get_running_loop().create_future()
+        return messages
 
-        def done(sent: asyncio.Future[Sent]) -> None:
-            if published.cancelled():
-                return
-            error = sent.exception()
-            if error is not None:
-                if isinstance(error, TenantLimited):
-                    self.metrics.tenant_limited.labels(error.bound).inc()
-                published.set_exception(error)
-                return
-            ids = sent.result()
-            if isinstance(ids, Replay):
-                if len(ids.ids) != len(rooms):  # a stored answer of another shape: not ours
-                    published.set_exception(IdempotencyConflict())
-                    return
-                replayed = dict(zip(rooms, ids.ids, strict=True))
-                published.set_result(Published(replayed, ids.ts, replayed=True))
-                return
-            self.tally.messages_in += len(messages)
-            self.tally.tenants_in[tenant] += len(messages)
-            published.set_result(Published(dict(zip(rooms, ids, strict=True)), ts))
+    def _replayed(self, rooms: Sequence[str], replay: Replay) -> Published | IdempotencyConflict:
+        """The answer the first publish of an idempotency key got, for this publish."""
+        if len(replay.ids) != len(rooms):  # a stored answer of another shape: not ours
+            return IdempotencyConflict()
+        self.metrics.idempotent_replays.inc()
+        return Published(dict(zip(rooms, replay.ids, strict=True)), replay.ts, replayed=True)
 
-        sent.add_done_callback(done)
-        return published
+
+def _tell(trace: PublishTrace, answer: Published | BaseException) -> None:
+    if isinstance(answer, Published):
+        trace.published(answer.ids, answer.replayed)
+    else:
+        trace.failed(answer)

@@ -368,7 +368,14 @@ def _paths() -> dict[str, Any]:
                             "pattern": _whole(IDEMPOTENCY_KEY_RE.pattern),
                             "maxLength": 128,
                         },
-                    }
+                    },
+                    {
+                        "name": "traceparent",
+                        "in": "header",
+                        "description": "W3C trace context: while the node traces, the "
+                        "broadcast's spans join this trace. A malformed one is ignored.",
+                        "schema": {"type": "string"},
+                    },
                 ],
                 "requestBody": {"required": True, "content": {JSON: {"schema": _ref("Broadcast")}}},
                 "responses": {

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from hub.logs import decision
 from hub.redact import safe_url
 
 log = logging.getLogger("hub.redis")
@@ -38,7 +39,13 @@ class Outage:
             self._since, self._reminder = now, FIRST_REMINDER
             self._remind_at = now + self._reminder
             if self._reached:
-                log.warning("redis at %s lost (%s): %s", self.where, part, error)
+                decision(
+                    log,
+                    "redis_lost",
+                    f"redis at {self.where} lost ({part}): {error}",
+                    logging.WARNING,
+                    part=part,
+                )
             else:
                 log.warning("redis at %s has not been reached (%s): %s", self.where, part, error)
         elif now >= self._remind_at:
@@ -54,7 +61,9 @@ class Outage:
     def answered(self) -> None:
         if self._since is not None:
             again = "reachable again" if self._reached else "reached"
-            log.warning("redis at %s %s after %.0f s", self.where, again, self._now() - self._since)
+            lasted = round(self._now() - self._since)
+            text = f"redis at {self.where} {again} after {lasted:.0f} s"
+            decision(log, "redis_back", text, logging.WARNING, outage_seconds=lasted)
             self._since = None
         elif not self._reached:
             log.info("redis at %s reached", self.where)

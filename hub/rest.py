@@ -197,8 +197,11 @@ class Rest:
         idempotency = None
         if key is not None:
             idempotency = IdempotencyKey(key, hashlib.sha256(body).hexdigest())
+        trace = self._node.tracer.publish(
+            "broadcast", tenant, broadcast.rooms, broadcast.event, parent=request.headers
+        )
         published = await self._node.publish_soon(
-            tenant, broadcast.rooms, broadcast.event, broadcast.data, idempotency
+            tenant, broadcast.rooms, broadcast.event, broadcast.data, idempotency, trace
         )
         return JSONResponse(
             {"ids": published.ids, "ts": published.ts},
@@ -341,7 +344,8 @@ class Rest:
             return JSONResponse(
                 error_body("unauthorized", "the stats key is required"), status_code=401
             )
-        return Response(self._metrics.render(), media_type="text/plain; version=0.0.4")
+        body, content_type = self._metrics.render(request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
 
 
 async def _take(chosen: Limit | None, principal: Principal) -> None:

@@ -110,24 +110,8 @@ class Resumes:
         else:
             after = parse_id(page.last) if page.last else None
         frames += seam.release(after)
-        return Subscribed(page.epoch, page.last, recovered(page, since, epoch), frames, page.state)
+        return Subscribed(page.epoch, page.last, page.recovers(since, epoch), frames, page.state)
 
     def _settle(self, key: RoomKey, member: Member, seam: Seam) -> None:
         """Give a seam's place back to its member, outside any fan-out loop."""
         asyncio.get_running_loop().call_soon(self._rooms.stand_down, key, member, seam)
-
-
-def recovered(page: HistoryPage, since: str | None, epoch: str | None) -> bool:
-    """True only when the client named the same epoch and nothing after `since` was dropped.
-
-    `0-0` (nothing seen yet) is recovered while nothing was dropped; any other id must be
-    of the room's present history, not of one that aged out whole before it began.
-    """
-    if since is None or epoch != page.epoch:
-        return False
-    position = parse_id(since)
-    if position is None:
-        return False
-    if position != (0, 0) and (page.first is None or position < page.first):
-        return False
-    return position >= page.trimmed

@@ -7,7 +7,13 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
+from hub.disconnect import Disconnect
 from hub.protocol import websocket_text_frame
+
+
+def tag(tenant: str) -> str:
+    """The hash tag of every Redis key of a tenant: a cluster keeps them in one slot."""
+    return f"{{{tenant}}}"
 
 
 class RoomKey(NamedTuple):
@@ -18,8 +24,9 @@ class RoomKey(NamedTuple):
 
     @property
     def name(self) -> str:
-        """The cluster-wide name, for Redis keys; tenants cannot contain ':', rooms can."""
-        return f"{self.tenant}:{self.room}"
+        """The cluster-wide name, for Redis keys: the tenant is its hash tag, so a Redis
+        Cluster keeps all of a tenant's keys in one slot (a tenant has no braces)."""
+        return f"{tag(self.tenant)}:{self.room}"
 
 
 class Member(Protocol):
@@ -27,6 +34,9 @@ class Member(Protocol):
 
     def send(self, frame: bytes) -> None:
         """Take already-framed messages without blocking and without leaving any room."""
+
+    def close(self, cause: Disconnect) -> None:
+        """Close the socket for `cause`, without blocking."""
 
 
 class StandIn(Protocol):
@@ -94,6 +104,11 @@ class Rooms:
         else:
             return False
         return key not in self._members and key not in self._stand_ins
+
+    def empty(self, key: RoomKey) -> list[Member]:
+        """Take every member out of the room, those stood in for too, and forget it."""
+        members = [*self._members.pop(key, ()), *self._stand_ins.pop(key, {})]
+        return members
 
     def has(self, key: RoomKey, member: Member) -> bool:
         return member in self._members.get(key, ()) or member in self._stand_ins.get(key, ())

@@ -53,6 +53,7 @@ from hub.ratelimit import FrameLimit, TokenBucket, Verdict
 from hub.rooms import RoomKey
 from hub.sender import Sender
 from hub.stats import Dropped
+from hub.tracing import UNTRACED
 from hub.transport import FrameWriter
 
 log = logging.getLogger("hub")
@@ -163,15 +164,23 @@ class Session:
             self.close(INTERNAL_ERROR)
             raise
         finally:
-            self._forget_expiry()
-            if device:
-                node.heartbeats.forget(sender)
-            sender.stop()
-            if self._present is not None:
-                node.presence.disconnect(self._present, (sender.cause or PEER_CLOSED).gone)
-            for key in list(self._rooms):
-                await node.leave(key, sender)
-            self._rooms.clear()
+            await self._gone(device)
+
+    async def _gone(self, device: bool) -> None:
+        """The socket is closed: out of the heartbeat watch, presence and its rooms."""
+        node, sender = self._node, self.sender
+        self._forget_expiry()
+        if device:
+            node.heartbeats.forget(sender)
+        sender.stop()
+        cause = sender.cause or PEER_CLOSED
+        if self._present is not None:
+            node.presence.disconnect(self._present, cause.gone)
+        if node.tracer.on:
+            node.tracer.closed(self.log_fields, cause)
+        for key in list(self._rooms):
+            await node.leave(key, sender)
+        self._rooms.clear()
 
     async def _open(self) -> None:
         """Join the device's rooms and enter presence before the welcome goes out, holding
@@ -305,7 +314,15 @@ class Session:
         tenant = principal.tenant_for(request.tenant)
         principal.check_publish(request.room)
         check_event(request.event, request.data)
-        published = self._node.publish_soon(tenant, [request.room], request.event, request.data)
+        node = self._node
+        trace = UNTRACED
+        if node.tracer.on:
+            trace = node.tracer.publish(
+                "socket", tenant, [request.room], request.event, conn=self.id
+            )
+        published = node.publish_soon(
+            tenant, [request.room], request.event, request.data, trace=trace
+        )
         self._publishing += 1
         published.add_done_callback(lambda done: self._acknowledge(request, done))
         if self._publishing > MAX_PUBLISHING:
@@ -365,6 +382,7 @@ class Session:
         self.principal = fresh
         self._watch_expiry()
         self.sender.reply(refreshed_frame(request.ref, fresh.exp))
+        self._node.metrics.token_refreshes.inc()
 
     async def _receipt(self, request: Receipt) -> None:
         """Answered once stored: receipts come at a few a second, each one round trip

@@ -13,6 +13,7 @@ from typing import Any
 from hub.auth import Principal
 from hub.config import Settings
 from hub.disconnect import DRAINING
+from hub.logs import decision
 from hub.ratelimit import KeyedBuckets
 from hub.session import Session
 from hub.stats import ROLES
@@ -137,7 +138,7 @@ class Sockets:
         self.draining = True
         victims = list(self._open)
         random.shuffle(victims)
-        log.info("draining %d sockets over %g s", len(victims), seconds)
+        decision(log, "drain_started", "draining", sockets=len(victims), seconds=seconds)
         loop = asyncio.get_running_loop()
         start = loop.time()
         for n, session in enumerate(victims):
@@ -151,3 +152,4 @@ class Sockets:
                 await asyncio.wait_for(self._emptied.wait(), CLOSE_GRACE)
             except TimeoutError:
                 log.warning("%d sockets still closing at the end of the drain", len(self._open))
+        decision(log, "drain_ended", "drained", closed=len(victims), left=len(self._open))

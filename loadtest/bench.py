@@ -14,9 +14,11 @@ over two nodes, every frame timed, so neither side's per-socket work hides it), 
 (2,000 subscribers in 200 rooms), `heartbeats` (loadtest.heartbeats), `state` (2,000
 devices connecting and reconnecting in waves, each welcome checked for the state of 2,000
 rooms: loadtest.state), `receipts` (2,000 devices answering every command with a receipt:
-loadtest.receipts); these two run on one node, then on two nodes through Redis. `--quick`
-runs each with fewer sockets and steps (`QUICK`), to try the tools rather than to measure;
-any size given on the command line wins over either profile. Every node and the Redis are
+loadtest.receipts); these two run on one node, then on two nodes through Redis; `shards`
+(tenants publishing at once through one Redis, then a Redis Cluster of three masters, with
+each Redis' CPU: loadtest.shards). `--quick` runs each with fewer sockets and steps
+(`QUICK`), to try the tools rather than to measure; any size given on the command line
+wins over either profile. Every node and the Redis are
 the benchmark's own.
 """
 
@@ -38,7 +40,7 @@ from typing import Any
 import orjson
 
 from hub.auth import Role, issue_token
-from loadtest import receipts, state
+from loadtest import receipts, shards, state
 from loadtest.fanout import Setup, Swarm
 from loadtest.processes import (
     SECRET,
@@ -50,7 +52,17 @@ from loadtest.processes import (
 )
 from loadtest.wire import RawSocket, open_many
 
-SCENARIOS = ("idle", "fanout", "cluster", "latency", "rooms", "heartbeats", "state", "receipts")
+SCENARIOS = (
+    "idle",
+    "fanout",
+    "cluster",
+    "latency",
+    "rooms",
+    "heartbeats",
+    "state",
+    "receipts",
+    "shards",
+)
 ROOMS = 200
 """Rooms of the `rooms` scenario: the subscribers spread evenly over them."""
 LATENCY_SUBSCRIBERS = 200
@@ -72,6 +84,8 @@ FULL: dict[str, Any] = {
     "receipt_devices": 2000,
     "receipt_rates": "1,2,5,10,15",
     "receipt_seconds": 5.0,
+    "shard_tenants": 12,
+    "shard_devices": 50,
 }
 """The sizes of the full run: the figures of BENCHMARKS.md."""
 QUICK: dict[str, Any] = {
@@ -91,6 +105,8 @@ QUICK: dict[str, Any] = {
     "receipt_devices": 300,
     "receipt_rates": "2,10",
     "receipt_seconds": 1.0,
+    "shard_tenants": 3,
+    "shard_devices": 20,
 }
 """The sizes of `--quick`: every scenario, small."""
 QUICK_SECONDS = 65
@@ -367,6 +383,8 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         ("--receipt-devices", _count, "device sockets for `receipts`"),
         ("--receipt-rates", _rates_of, "commands/s per step, each answered by every device"),
         ("--receipt-seconds", _number, "length of each receipts step, s"),
+        ("--shard-tenants", _count, "tenants publishing at once for `shards`"),
+        ("--shard-devices", _count, "devices per tenant for `shards`"),
     )
     for flag, kind, meaning in sizes:
         key = flag[2:].replace("-", "_")
@@ -439,6 +457,9 @@ def main() -> None:
         "state": lambda: _shown(
             "state",
             state.run(args.state_devices, args.state_rooms, args.state_waves, redis_url, cpu),
+        ),
+        "shards": lambda: _shown(
+            "shards", shards.run(args.shard_tenants, args.shard_devices, args.seconds, cpu)
         ),
         "receipts": lambda: _shown(
             "receipts",

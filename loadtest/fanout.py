@@ -33,7 +33,7 @@ from loadtest.processes import SECRET, raise_file_limit, start_node
 from loadtest.wire import RawSocket, open_many
 
 
-class _Counter(RawSocket):
+class FrameCounter(RawSocket):
     """Counts the event frames of one socket; decodes every `sample`-th for latency."""
 
     def __init__(self, shared: dict[str, Any]) -> None:
@@ -63,7 +63,7 @@ async def _receive(
             SECRET, sub=f"dev-{i}", role=Role.DEVICE, tenant="bench", ttl=3600, extra=extra
         )
 
-    await open_many(lambda: _Counter(shared), ports, range(first, first + count), token_of, 120)
+    await open_many(lambda: FrameCounter(shared), ports, range(first, first + count), token_of, 120)
 
 
 def _receiver(
@@ -87,10 +87,12 @@ def _receiver(
 
 
 @contextlib.asynccontextmanager
-async def publisher(port: int, sub: str, rooms: list[str]) -> AsyncIterator[ClientConnection]:
+async def publisher(
+    port: int, sub: str, rooms: list[str], tenant: str = "bench"
+) -> AsyncIterator[ClientConnection]:
     """A dashboard socket allowed to publish to `rooms`, past its welcome."""
     token = issue_token(
-        SECRET, sub=sub, role=Role.DASHBOARD, tenant="bench", ttl=3600, extra={"publish": rooms}
+        SECRET, sub=sub, role=Role.DASHBOARD, tenant=tenant, ttl=3600, extra={"publish": rooms}
     )
     async with connect(
         f"ws://127.0.0.1:{port}/v1/ws",

@@ -5,6 +5,7 @@ publishes each) into distinct rooms nobody subscribes to, so the figure is the c
 accepting, encoding, appending and publishing, not of fan-out.
 
     python -m loadtest.publish --redis-url redis://127.0.0.1:6379/0 --history-size 1000,0
+    python -m loadtest.publish --set otel_endpoint=http://127.0.0.1:4318   # with tracing
 """
 
 from __future__ import annotations
@@ -16,27 +17,37 @@ import signal
 import time
 
 import orjson
+from websockets.asyncio.client import ClientConnection
 
 from loadtest.fanout import publisher
 from loadtest.processes import start_node
 
 
-async def _publisher(port: int, index: int, seconds: float, window: int) -> int:
-    frame = orjson.dumps(
-        {"op": "publish", "room": f"bench:{index}", "event": "x.bench", "data": {"pad": "x" * 100}}
+def publish_frame(room: str) -> str:
+    """A publish of a 100-byte event to `room`."""
+    return orjson.dumps(
+        {"op": "publish", "room": room, "event": "x.bench", "data": {"pad": "x" * 100}}
     ).decode()
+
+
+async def keep_publishing(ws: ClientConnection, frame: str, window: int, seconds: float) -> int:
+    """Send `frame` with `window` unacknowledged at all times for `seconds`; the acks."""
     acked = 0
-    async with publisher(port, f"pub-{index}", ["*"]) as ws:
-        for _ in range(window):
-            await ws.send(frame)
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            answer = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
-            if answer["type"] != "ack":
-                raise RuntimeError(f"publish refused: {answer}")
-            acked += 1
-            await ws.send(frame)
+    for _ in range(window):
+        await ws.send(frame)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        answer = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        if answer["type"] != "ack":
+            raise RuntimeError(f"publish refused: {answer}")
+        acked += 1
+        await ws.send(frame)
     return acked
+
+
+async def _publisher(port: int, index: int, seconds: float, window: int) -> int:
+    async with publisher(port, f"pub-{index}", ["*"]) as ws:
+        return await keep_publishing(ws, publish_frame(f"bench:{index}"), window, seconds)
 
 
 async def _run(port: int, publishers: int, seconds: float, window: int) -> float:
@@ -54,11 +65,15 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=8, help="publishes in flight per socket")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--server-cpu", help="pin the server to these CPUs (taskset)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a hub setting"
+    )
     args = parser.parse_args()
+    settings = dict(item.split("=", 1) for item in args.set)
     port = 30000 + os.getpid() % 10000
     for size in args.history_size.split(","):
         server = start_node(
-            "publish-bench", port, args.redis_url, args.server_cpu, history_size=size
+            "publish-bench", port, args.redis_url, args.server_cpu, **settings, history_size=size
         )
         try:
             rate = asyncio.run(_run(port, args.publishers, args.seconds, args.window))

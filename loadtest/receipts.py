@@ -190,7 +190,7 @@ def run(
 ) -> Iterator[dict[str, Any]]:
     """One row per rate: on one node, then, given `redis_url`, on two nodes through it."""
     for redis in [None] if redis_url is None else [None, redis_url]:
-        with Nodes("receipts", redis, cpu, receipt_rate=RECEIPT_RATE, **SILENT) as nodes:
+        with Nodes("receipts", redis, cpu, {"receipt_rate": RECEIPT_RATE, **SILENT}) as nodes:
             timeout = connect_timeout(devices) + 30
             with Clients(_devices, devices, nodes.ports, timeout=timeout) as clients:
                 for rate in rates:

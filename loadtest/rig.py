@@ -41,13 +41,21 @@ def connect_timeout(sockets: int) -> float:
 
 
 class Nodes:
-    """The nodes of one setup: one node holding everything in its process, or two through
-    `redis_url`; started on entry, stopped with SIGINT on exit."""
+    """The nodes of one setup: one node holding everything in its process, or `count`
+    (two) through `redis_url`; started on entry, stopped with SIGINT on exit."""
 
-    def __init__(self, name: str, redis_url: str | None, cpu: str | None, **settings: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        redis_url: str | None,
+        cpu: str | None,
+        settings: dict[str, str] | None = None,
+        count: int = 2,
+    ) -> None:
         self.setup = "two nodes + Redis" if redis_url else "one node"
-        self.ports = [free_port() for _ in range(2 if redis_url else 1)]
-        self._name, self._redis_url, self._cpu, self._settings = name, redis_url, cpu, settings
+        self.ports = [free_port() for _ in range(count if redis_url else 1)]
+        self._name, self._redis_url, self._cpu = name, redis_url, cpu
+        self._settings = settings or {}
         self._servers: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> Nodes:
@@ -69,6 +77,9 @@ class Nodes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 server.wait(timeout=10)
             server.kill()
+
+    def pids(self) -> list[int]:
+        return [server.pid for server in self._servers]
 
     def cpu_seconds(self) -> float:
         """CPU time the nodes used so far, all of them together."""
@@ -97,7 +108,7 @@ class Clients:
     ) -> None:
         processes = min(devices, max(PROCESSES, -(-devices // PER_PROCESS)))
         per = -(-devices // processes)
-        self._shares = [(first, min(per, devices - first)) for first in range(0, devices, per)]
+        self.shares = [(first, min(per, devices - first)) for first in range(0, devices, per)]
         self._target, self._args, self._timeout = target, args, timeout
         self._processes: list[BaseProcess] = []
         self._pipes: list[Connection] = []
@@ -105,7 +116,7 @@ class Clients:
     def __enter__(self) -> Clients:
         context = mp.get_context("spawn")
         try:
-            for first, count in self._shares:
+            for first, count in self.shares:
                 mine, theirs = context.Pipe()
                 process = context.Process(
                     target=self._target, args=(first, count, *self._args, theirs), daemon=True

@@ -196,7 +196,7 @@ def run(
 ) -> Iterator[dict[str, Any]]:
     """One row per wave: on one node, then, given `redis_url`, on two nodes through it."""
     for redis in [None] if redis_url is None else [None, redis_url]:
-        with Nodes("state", redis, cpu, **SILENT) as nodes:
+        with Nodes("state", redis, cpu, SILENT) as nodes:
             state = asyncio.run(seed(nodes.ports[0], stateful_rooms(rooms)))
             timeout = connect_timeout(devices) + 30
             with Clients(_devices, devices, nodes.ports, rooms, state, timeout=timeout) as clients:

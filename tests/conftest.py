@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
-from tests.support import HubNode, RedisServer, required
+from tests.support import HubNode, RedisCluster, RedisServer, SentinelSet, required
 
 pytest_plugins = ["tests.browser"]
 """The real browser's fixtures (`browser`, `browser_context`, `page`)."""
@@ -16,32 +17,37 @@ pytest_plugins = ["tests.browser"]
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A redis-server of this test's own, which the test may stop and restart."""
-    required("redis-server")
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(RedisServer)
 
 
 NodeFactory = Callable[..., HubNode]
+Servers = TypeVar("Servers", RedisServer, RedisCluster, SentinelSet)
 
 
 @pytest.fixture
-def hub_node() -> Iterator[NodeFactory]:
-    """Start `hub serve` processes: `hub_node("a", redis_url=..., max_frame_bytes=2048)`."""
+def hub_node(tmp_path: Path) -> Iterator[NodeFactory]:
+    """Start `hub serve` processes: `hub_node("a", redis_url=..., max_frame_bytes=2048)`.
+    Their output is kept with the test's other files, which pytest keeps for a few runs."""
     nodes: list[HubNode] = []
 
-    def start(name: str, redis_url: str | None = None, **settings: Any) -> HubNode:
-        node = HubNode(name, redis_url, **settings)
+    def start(
+        name: str,
+        redis_url: str | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> HubNode:
+        node = HubNode(name, redis_url, environ=environ, log_dir=tmp_path, **settings)
         nodes.append(node)
         node.start()
         return node
 
     yield start
+    # All at once: each takes a fifth of a second to stop, and tests start several.
     for node in nodes:
-        node.stop()
+        node.begin_stop()
+    for node in nodes:
+        node.wait_stopped()
 
 
 @pytest.fixture
@@ -50,25 +56,84 @@ def single(hub_node: NodeFactory) -> HubNode:
     return hub_node("solo")
 
 
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubNode]:
+    """One node alone shared by a module's tests that only send it what it refuses (and
+    so keeps nothing of): a node's start would be most of each such test's time."""
+    node = HubNode("refusing", log_dir=tmp_path_factory.mktemp("refusing"))
+    node.start()
+    yield node
+    node.stop()
+
+
+def _running(made: Callable[[], Servers]) -> Iterator[Servers]:
+    """Start what `made` makes, hand it over, and always stop it."""
+    required("redis-server")
+    servers = made()
+    servers.start()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_cluster() -> Iterator[RedisCluster]:
+    """One Redis Cluster for the tests that only use it (each starts it empty)."""
+    yield from _running(RedisCluster)
+
+
 @pytest.fixture
-def pair(hub_node: NodeFactory, redis_server: RedisServer) -> tuple[HubNode, HubNode]:
-    """Two nodes meeting through a redis-server of their own."""
-    return hub_node("a", redis_server.url), hub_node("b", redis_server.url)
+def redis_cluster(shared_cluster: RedisCluster) -> RedisCluster:
+    """The shared Redis Cluster, emptied for this test."""
+    shared_cluster.flush()
+    return shared_cluster
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster of this test's own, which it may fail over or reshard."""
+    yield from _running(RedisCluster)
+
+
+@pytest.fixture
+def sentinel_set() -> Iterator[SentinelSet]:
+    """A master, a replica and three Sentinels of this test's own."""
+    yield from _running(SentinelSet)
+
+
+Redis = RedisServer | RedisCluster
+"""Where nodes meet: `hub_node("a", redis.url, **redis.settings)`."""
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def redis(request: pytest.FixtureRequest) -> Redis:
+    """Run the test twice: through one redis-server, and through a Redis Cluster."""
+    fixture = "redis_server" if request.param == "redis" else "redis_cluster"
+    backend: Redis = request.getfixturevalue(fixture)
+    return backend
+
+
+@pytest.fixture
+def pair(hub_node: NodeFactory, redis: Redis) -> tuple[HubNode, HubNode]:
+    """Two nodes meeting through Redis: one server, or a cluster."""
+    return hub_node("a", redis.url, **redis.settings), hub_node("b", redis.url, **redis.settings)
 
 
 Start = Callable[..., HubNode]
 """Starts one node with settings: `start(history_size=1)`."""
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def start(request: pytest.FixtureRequest, hub_node: NodeFactory) -> Start:
-    """Run the test twice: on a node alone (in-process broker), and on a node with a Redis
-    of its own. Broadcasts are not rate-limited."""
+    """Run the test three times: on a node alone (in-process broker), on a node with a
+    Redis of its own, and on one with a Redis Cluster. Broadcasts are not rate-limited."""
 
     def started(**settings: object) -> HubNode:
         if request.param == "memory":
             return hub_node("solo", broadcast_rate=0, **settings)
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        return hub_node("r", redis.url, broadcast_rate=0, **settings)
+        fixture = "redis_server" if request.param == "redis" else "redis_cluster"
+        redis: Redis = request.getfixturevalue(fixture)
+        return hub_node("r", redis.url, broadcast_rate=0, **redis.settings, **settings)
 
     return started

@@ -20,6 +20,7 @@ from hub.node import Node
 from hub.presence import MemoryPresence
 from hub.session import Session
 from hub.stats import Tally
+from hub.tracing import tracer_for
 from hub.transport import Listener
 from tests.support import SECRET
 
@@ -166,7 +167,8 @@ async def running(broker: MemoryBroker | None = None, **values: Any) -> AsyncIte
     retention = chosen.retention
     tally = Tally()
     presence = MemoryPresence(broker, chosen, retention, tally)
-    node = Node(chosen, "core.run", broker, presence, retention, Metrics(), tally)
+    tracer = tracer_for(chosen, environ={})
+    node = Node(chosen, "core.run", broker, presence, retention, Metrics(), tally, tracer)
     await node.start()
     harness = Harness(node, chosen)
     try:

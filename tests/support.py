@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 import inspect
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
+        return port
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (10000 above) is free too, both below the
+    ephemeral range (32768 and up), where a client's connection could take one meanwhile."""
+    while True:
+        port = random.randrange(10000, 22000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
         return port
 
 
@@ -64,6 +80,18 @@ def unmeasured_env(**extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("COVERAGE_")}
     env.update(extra)
     return env
+
+
+def quick_bench(where: Path, arguments: list[str]) -> dict[str, Any]:
+    """The results of `python -m loadtest.bench --quick` with `arguments`, its files written
+    in `where` (`bench.json`, `bench.png`)."""
+    out = where / "bench.json"
+    command = [sys.executable, "-m", "loadtest.bench", "--quick", *arguments]
+    command += ["--out", str(out), "--chart", str(where / "bench.png")]
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(command, cwd=root, check=True, timeout=300, capture_output=True)
+    results: dict[str, Any] = orjson.loads(out.read_text())
+    return results
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -131,33 +159,23 @@ class _Daemon:
             self.process = None
 
 
-class RedisServer(_Daemon):
-    """A redis-server of the test's own on a free loopback port; can be stopped and restarted."""
+class _Process(_Daemon):
+    """One redis-server (or Sentinel) on a free loopback port, keeping nothing on disk."""
 
-    def __init__(self) -> None:
-        self.binary = required("redis-server")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+    def __init__(self, port: int | None = None) -> None:
+        self.port = free_port() if port is None else port
 
-    def start(self) -> None:
+    def launch(self, binary: str, *args: str, sentinel: bool = False) -> None:
+        """Start the server with `args`; a Sentinel takes its config file alone."""
+        options = ["--port", str(self.port), "--bind", "127.0.0.1"]
+        if not sentinel:
+            options += ["--save", "", "--appendonly", "no"]
         self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ],
+            [binary, *args, *options] if not sentinel else [binary, *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(self._answers, START_TIMEOUT, "redis-server to answer")
+        wait_until(self._answers, START_TIMEOUT, f"redis on {self.port} to answer")
 
     def _answers(self) -> bool:
         try:
@@ -168,20 +186,203 @@ class RedisServer(_Daemon):
             return False
 
     def command(self, *args: str) -> str:
-        """Run one command through redis-cli, for looking at Redis from the outside."""
         result = subprocess.run(
-            ["redis-cli", "-p", str(self.port), *args],
+            ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, check=True
+        )
+        return result.stdout
+
+
+class RedisServer(_Process):
+    """A redis-server of the test's own on a free loopback port; can be stopped and restarted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.binary = required("redis-server")
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.settings: dict[str, str] = {}
+        """What a node needs besides `url` to use it: nothing."""
+
+    def start(self) -> None:
+        self.launch(self.binary)
+
+
+class RedisCluster:
+    """A Redis Cluster of the test's own: three masters and a replica each, on free
+    loopback ports, made by `redis-cli --cluster create`, with a short node timeout so a
+    failover takes about a second."""
+
+    MASTERS = 3
+    NODE_TIMEOUT_MS = 1000
+
+    def __init__(self) -> None:
+        self.binary = required("redis-server")
+        self.servers = [_Process(cluster_port()) for _ in range(self.MASTERS * 2)]
+        self._dir = Path(tempfile.mkdtemp(prefix="hub-cluster-"))
+        self.url = ",".join(f"redis://127.0.0.1:{server.port}/0" for server in self.servers)
+        self.settings = {"redis_cluster": "true"}
+        """What a node needs besides `url` to use it."""
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.launch(
+                self.binary,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(self._dir / f"nodes-{server.port}.conf"),
+                "--cluster-node-timeout",
+                str(self.NODE_TIMEOUT_MS),
+                "--dir",
+                str(self._dir),
+                "--repl-diskless-sync-delay",
+                "0",
+                "--cluster-replica-validity-factor",
+                "0",
+            )
+        addresses = [f"127.0.0.1:{server.port}" for server in self.servers]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "1"],
+            input="yes\n",
             capture_output=True,
             text=True,
             check=True,
         )
-        return result.stdout
+        wait_until(self.healthy, START_TIMEOUT, "the cluster to be ok")
+
+    def healthy(self) -> bool:
+        """Every server says the cluster is ok, and three masters hold all slots."""
+        for server in self.live():
+            if "cluster_state:ok" not in server.command("CLUSTER", "INFO"):
+                return False
+        masters = self.masters()
+        synced = all("state=online" in m.command("INFO", "replication") for m in masters)
+        return len(masters) == self.MASTERS and (synced or len(self.live()) == self.MASTERS)
+
+    def live(self) -> list[_Process]:
+        return [server for server in self.servers if server.process is not None]
+
+    def masters(self) -> list[_Process]:
+        return [
+            server
+            for server in self.live()
+            if "role:master" in server.command("INFO", "replication")
+        ]
+
+    def master_of(self, tenant: str) -> _Process:
+        """The master that holds `tenant`'s slot now."""
+        first = self.live()[0]
+        slot = int(first.command("CLUSTER", "KEYSLOT", f"{{{tenant}}}"))
+        for server in self.masters():
+            mine = next(
+                line for line in server.command("CLUSTER", "NODES").splitlines() if "myself" in line
+            )
+            for span in mine.split()[8:]:
+                low, _, high = span.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    return server
+        raise LookupError(f"no master holds slot {slot}")
+
+    def move_slots(self, source: _Process, target: _Process) -> None:
+        """Move every slot of `source` to `target` (`redis-cli --cluster reshard`)."""
+        slots = sum(
+            int(high or low) - int(low) + 1
+            for line in source.command("CLUSTER", "NODES").splitlines()
+            if "myself" in line
+            for low, _, high in (span.partition("-") for span in line.split()[8:])
+        )
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "reshard",
+                f"127.0.0.1:{source.port}",
+                "--cluster-from",
+                source.command("CLUSTER", "MYID").strip(),
+                "--cluster-to",
+                target.command("CLUSTER", "MYID").strip(),
+                "--cluster-slots",
+                str(slots),
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            check=True,
+        )
+
+    def flush(self) -> None:
+        """Forget every key: a test that shares the cluster starts from nothing."""
+        for server in self.masters():
+            server.command("FLUSHALL")
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class SentinelSet:
+    """A master, its replica and three Sentinels watching them, of the test's own; the
+    Sentinels fail over within about two seconds of the master going silent."""
+
+    MASTER = "hubmaster"
+
+    def __init__(self) -> None:
+        self.binary = required("redis-server")
+        self.master, self.replica = _Process(), _Process()
+        self.sentinels = [_Process() for _ in range(3)]
+        self._dir = Path(tempfile.mkdtemp(prefix="hub-sentinel-"))
+        self.settings = {
+            "redis_sentinels": ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels),
+            "redis_sentinel_master": self.MASTER,
+        }
+
+    def start(self) -> None:
+        where = ("--dir", str(self._dir))  # a replica writes the master's data it loads
+        self.master.launch(self.binary, *where, "--repl-diskless-sync-delay", "0")
+        self.replica.launch(self.binary, *where, "--replicaof", "127.0.0.1", str(self.master.port))
+        for sentinel in self.sentinels:
+            config = self._dir / f"sentinel-{sentinel.port}.conf"
+            config.write_text(
+                f"port {sentinel.port}\nbind 127.0.0.1\n"
+                f"sentinel monitor {self.MASTER} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
+                f"sentinel failover-timeout {self.MASTER} 5000\n"
+            )
+            sentinel.launch(self.binary, str(config), "--sentinel", sentinel=True)
+        wait_until(self._watched, START_TIMEOUT, "the sentinels to see the replica")
+
+    def _watched(self) -> bool:
+        for sentinel in self.sentinels:
+            replicas = sentinel.command("SENTINEL", "REPLICAS", self.MASTER)
+            if str(self.replica.port) not in replicas:
+                return False
+        return True
+
+    def current_master(self) -> _Process:
+        answer = self.sentinels[0].command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER)
+        port = int(answer.split()[1])
+        return next(server for server in (self.master, self.replica) if server.port == port)
+
+    def stop(self) -> None:
+        for server in (*self.sentinels, self.replica, self.master):
+            server.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 class HubNode:
     """One `hub serve` process on a free port."""
 
-    def __init__(self, name: str, redis_url: str | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        redis_url: str | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        log_dir: Path | None = None,
+        **settings: Any,
+    ) -> None:
+        """`settings` become `HUB_<NAME>` variables; `environ` holds any others. The
+        process's output goes to a file in `log_dir` (the system's temporary folder by
+        default)."""
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -202,8 +403,9 @@ class HubNode:
         if redis_url is not None:
             env["HUB_REDIS_URL"] = redis_url
         env.update({f"HUB_{key.upper()}": str(value) for key, value in settings.items()})
+        env.update(environ or {})
         self.env = env
-        self.log = Path(tempfile.mkstemp(prefix=f"hub-{name}-", suffix=".log")[1])
+        self.log = Path(tempfile.mkstemp(prefix=f"hub-{name}-", suffix=".log", dir=log_dir)[1])
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, ready: bool = True) -> None:
@@ -236,9 +438,17 @@ class HubNode:
         return code
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        self.begin_stop(sig)
+        self.wait_stopped()
+
+    def begin_stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None:
+            self.signal(sig)
+
+    def wait_stopped(self) -> None:
+        """Wait for a signalled process to end; kill it past 15 s."""
         if self.process is None:
             return
-        self.process.send_signal(sig)
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -347,6 +557,16 @@ async def publish_numbered(
                 published.append(answer.json()["ids"][room])
                 n += 1
             await asyncio.sleep(pause)
+
+
+def metric(node: HubNode, sample: str) -> float:
+    """The value of one sample of the node's `/metrics` (`name{labels}` as it is written),
+    0 when it is not there yet."""
+    for line in node.get("/metrics").text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
 
 
 def history_ids(node: HubNode, room: str) -> list[str]:
@@ -527,5 +747,102 @@ def metric_names() -> set[str]:
             broker_up=True,
         )
     )
-    lines = metrics.render().decode().splitlines()
+    lines = metrics.render(None)[0].decode().splitlines()
     return {line.split()[2] for line in lines if line.startswith("# TYPE")}
+
+
+class DeafProxy:
+    """A TCP proxy in front of a redis-server, in a thread of its own, that can go deaf:
+    while `silenced` it drops every pub/sub message Redis sends, and nothing else, so a
+    subscriber connection stays up and answers pings but hears nothing (as one subscribed
+    to nothing on the server's side)."""
+
+    MESSAGES = (b"*3\r\n$7\r\nmessage\r\n", b"*3\r\n$8\r\nsmessage\r\n")
+
+    def __init__(self, target: int) -> None:
+        self._target = target
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.silenced = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(5)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def _close(self) -> None:
+        self._server.close()
+        pumps = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _serve(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        server, to_server = await asyncio.open_connection("127.0.0.1", self._target)
+        await asyncio.gather(
+            self._pump(client, to_server, lambda data: data),
+            self._pump(server, to_client, self._filter()),
+            return_exceptions=True,
+        )
+        to_client.close()
+        to_server.close()
+
+    @staticmethod
+    async def _pump(
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        passed: Callable[[bytes], bytes],
+    ) -> None:
+        while data := await source.read(65536):
+            sink.write(passed(data))
+            await sink.drain()
+        sink.close()
+
+    def _filter(self) -> Callable[[bytes], bytes]:
+        """What of Redis' replies goes through: whole values, messages left out while
+        silenced."""
+        buffer = bytearray()
+
+        def passed(data: bytes) -> bytes:
+            buffer.extend(data)
+            out, at = bytearray(), 0
+            while (end := _resp_end(buffer, at)) is not None:
+                value = bytes(buffer[at:end])
+                if not (self.silenced and value.startswith(self.MESSAGES)):
+                    out += value
+                at = end
+            del buffer[:at]
+            return bytes(out)
+
+        return passed
+
+
+def _resp_end(buffer: bytearray, at: int) -> int | None:
+    """Where the RESP value at `at` ends, None while it is not all there."""
+    line = buffer.find(b"\r\n", at)
+    if line < 0:
+        return None
+    kind, size = bytes(buffer[at : at + 1]), buffer[at + 1 : line]
+    if kind in (b"+", b"-", b":"):
+        return line + 2
+    count = int(size)
+    if kind == b"$":
+        end = line + 2 if count < 0 else line + 2 + count + 2
+        return end if len(buffer) >= end else None
+    position: int | None = line + 2
+    for _ in range(max(count, 0)):
+        assert position is not None
+        position = _resp_end(buffer, position)
+        if position is None:
+            return None
+    return position

@@ -19,7 +19,7 @@ from websockets.asyncio.server import ServerConnection, serve
 import hub.client
 from hub.backoff import Backoff
 from hub.client import Event, HubClient, HubRefused, RoomRefused
-from tests.conftest import NodeFactory
+from tests.conftest import NodeFactory, Redis
 from tests.support import (
     Client,
     Crowd,
@@ -41,10 +41,10 @@ QUICK = Backoff(base=0.05, cap=0.2)
 
 @pytest.mark.parametrize("trouble", ["sockets cut at random", "a node killed and restarted"])
 async def test_fifty_resuming_clients_end_with_the_exact_history(
-    hub_node: NodeFactory, redis_server: RedisServer, trouble: str
+    hub_node: NodeFactory, redis: Redis, trouble: str
 ) -> None:
-    a = hub_node("a", redis_server.url, broadcast_rate=0)
-    b = hub_node("b", redis_server.url, broadcast_rate=0)
+    a = hub_node("a", redis.url, broadcast_rate=0, **redis.settings)
+    b = hub_node("b", redis.url, broadcast_rate=0, **redis.settings)
     urls = [a.ws_url, b.ws_url]
     recorders = [
         Recorder(urls[i % 2 :] + urls[: i % 2], token("dashboard", f"watcher-{i}"), ["feed"])

@@ -99,10 +99,10 @@ async def test_multi_room_broadcast_reaches_every_room_across_nodes(
 
 
 async def test_a_node_holds_a_room_channel_only_while_it_has_a_member_there(
-    pair: tuple[HubNode, HubNode], redis_server: RedisServer
+    hub_node: NodeFactory, redis_server: RedisServer
 ) -> None:
-    a, b = pair
-    channel = "hub:room:acme:location:lobby"
+    a, b = hub_node("a", redis_server.url), hub_node("b", redis_server.url)
+    channel = "hub:room:{acme}:location:lobby"
     assert channel not in _room_channels(redis_server)
     first = await Client.connect(a, token("dashboard", "d1"))
     second = await Client.connect(a, token("dashboard", "d2"))
@@ -122,12 +122,14 @@ async def test_a_node_holds_a_room_channel_only_while_it_has_a_member_there(
 
 
 async def test_redis_outage_is_refused_clearly_and_recovered_by_itself(
-    pair: tuple[HubNode, HubNode], redis_server: RedisServer
+    hub_node: NodeFactory, redis_server: RedisServer
 ) -> None:
-    a, b = pair
+    a, b = hub_node("a", redis_server.url), hub_node("b", redis_server.url)
     listener = await Client.connect(a, token("dashboard", "d1"))
     await listener.subscribe("location:lobby")
     redis_server.stop()
+    # Events published from now on would never reach it: it is told to resume elsewhere.
+    assert await listener.closed_with() == 1012
     await eventually(lambda: not a.ready() and not b.ready(), 10, "nodes to report not ready")
     refused = b.broadcast(OPERATOR, room="location:lobby", event="alert", data=_alert("lost?"))
     assert refused.status_code == 503
@@ -137,7 +139,9 @@ async def test_redis_outage_is_refused_clearly_and_recovered_by_itself(
 
     redis_server.start()
     await eventually(lambda: a.ready() and b.ready(), 20, "nodes to reconnect to redis")
-    assert "hub:room:acme:location:lobby" in _room_channels(redis_server)
+    listener = await Client.connect(a, token("dashboard", "d1"))
+    assert not (await listener.subscribe("location:lobby", since="0-0", epoch="lost"))["recovered"]
+    assert "hub:room:{acme}:location:lobby" in _room_channels(redis_server)
     delivered = b.broadcast(OPERATOR, room="location:lobby", event="alert", data=_alert("back"))
     assert delivered.status_code == 202
     assert (await listener.next_event())["data"]["message"] == "back"

@@ -410,3 +410,47 @@ def test_the_dashboard_takes_its_datasource_from_a_template_variable() -> None:
     for panel in panels:
         for holder in (panel, *panel["targets"]):
             assert holder["datasource"]["uid"] == "${datasource}", panel["title"]
+
+
+# Alert rules
+
+RULES = DEPLOY / "prometheus" / "hub-rules.yaml"
+ALERTS = {
+    "HubBrokerDown",
+    "HubNodeDeaf",
+    "HubSlowConsumersRising",
+    "HubHeartbeatBacklogDrops",
+    "HubCapacityHigh",
+    "HubDeliveryLatencyHigh",
+    "HubNodesFlapping",
+    "HubDevicesGoingOffline",
+}
+
+
+def _rules(path: Path) -> list[dict[str, Any]]:
+    document = yaml.safe_load(path.read_text())
+    groups = document["spec"]["groups"] if "spec" in document else document["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def test_every_alert_rule_passes_its_promtool_unit_test() -> None:
+    promtool = required("promtool", "prometheus")
+    checked = _run(promtool, "check", "rules", str(RULES))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = _run(promtool, "test", "rules", str(RULES.with_name("hub-rules.test.yaml")))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
+
+
+def test_every_alert_rule_has_a_unit_test_and_queries_metrics_the_hub_exposes() -> None:
+    rules = _rules(RULES)
+    assert {rule["alert"] for rule in rules} == ALERTS
+    tests = yaml.safe_load(RULES.with_name("hub-rules.test.yaml").read_text())["tests"]
+    tested = {case["alertname"] for test in tests for case in test["alert_rule_test"]}
+    assert tested == ALERTS
+    for rule in rules:
+        assert _metric_names(rule["expr"]) <= EXPOSED, rule["alert"]
+
+
+def test_the_prometheus_operator_gets_the_same_rules() -> None:
+    assert _rules(DEPLOY / "prometheus" / "hub-prometheusrule.yaml") == _rules(RULES)

@@ -13,14 +13,13 @@ from collections import Counter
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.conftest import NodeFactory
+from tests.conftest import NodeFactory, Redis
 from tests.support import (
     Client,
     Crowd,
     HAProxy,
     HubNode,
     Recorder,
-    RedisServer,
     eventually,
     history_ids,
     publish_numbered,
@@ -60,9 +59,9 @@ async def test_sigterm_turns_readyz_503_closes_sockets_spread_over_the_window_an
 
 
 @pytest.fixture
-def pair_draining(hub_node: NodeFactory, redis_server: RedisServer) -> list[HubNode]:
+def pair_draining(hub_node: NodeFactory, redis: Redis) -> list[HubNode]:
     settings = {"drain_seconds": DRAIN, "handover_seconds": 3, "node_ttl": 3, "broadcast_rate": 0}
-    return [hub_node(name, redis_server.url, **settings) for name in ("a", "b")]
+    return [hub_node(name, redis.url, **settings, **redis.settings) for name in ("a", "b")]
 
 
 async def test_devices_of_a_drained_node_move_without_going_offline_and_miss_nothing(
@@ -109,10 +108,10 @@ async def test_devices_of_a_drained_node_move_without_going_offline_and_miss_not
 
 
 async def test_a_rolling_restart_behind_haproxy_loses_nothing_for_resuming_clients(
-    hub_node: NodeFactory, redis_server: RedisServer
+    hub_node: NodeFactory, redis: Redis
 ) -> None:
     settings = {"drain_seconds": 1.0, "broadcast_rate": 0}
-    nodes = [hub_node(name, redis_server.url, **settings) for name in ("a", "b", "c")]
+    nodes = [hub_node(name, redis.url, **settings, **redis.settings) for name in ("a", "b", "c")]
     proxy = HAProxy(nodes)
     proxy.start()
     try:

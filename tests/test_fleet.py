@@ -19,7 +19,7 @@ from hub.fleet import FleetQuery
 from hub.metrics import Metrics
 from hub.presence import Present
 from hub.presence.memory import MemoryFleet
-from hub.presence.redis import fleet_keep
+from hub.presence.registry import fleet_keep
 from hub.presence.scripts import FLEET_PAGE
 from tests.conftest import NodeFactory
 from tests.support import SECRET, Client, HubNode, RedisServer, eventually, token
@@ -223,7 +223,7 @@ async def test_a_forgotten_device_leaves_no_entry_in_redis_and_every_key_expires
     await dashboard.events(lambda seen: _last_is(seen, "device.heartbeat"), timeout=5)
     await old.close()
     await dashboard.events(lambda seen: _last_is(seen, "device.offline"), timeout=5)
-    keys = [f"hub:{kind}:acme" for kind in ("fd", "fs", "fx", "hb")]
+    keys = [f"hub:{kind}:{{acme}}" for kind in ("fd", "fs", "fx", "hb")]
 
     def entries(sub: str) -> list[str]:
         fd, fs, fx, hb = keys
@@ -442,15 +442,15 @@ async def test_redis_fleet_page_stops_after_its_scan_budget_and_skips_the_forgot
         for n in range(5):  # d1 offline, last seen 5 s ago; d4 in the hall
             loc, online = "hall" if n == 4 else "lobby", "false" if n == 1 else "true"
             record = f'{{"loc":"{loc}","groups":[],"online":{online},"node":null,"since":0}}'
-            await redis.hset("hub:fd:acme", f"d{n}", record)
-            await redis.zadd("hub:fx:acme", {f"d{n}": 0})
-            await redis.zadd("hub:fs:acme", {f"d{n}": now - 5000 if n == 1 else now})
+            await redis.hset("hub:fd:{acme}", f"d{n}", record)
+            await redis.zadd("hub:fx:{acme}", {f"d{n}": 0})
+            await redis.zadd("hub:fs:{acme}", {f"d{n}": now - 5000 if n == 1 else now})
         # tenant, after, limit, budget, ttl, loc, group, online
         reply = await page(args=["acme", "", 10, 3, 1000, "hall", "", ""])
         assert reply == [b"d2"]
         reply = await page(args=["acme", "d2", 10, 3, 1000, "hall", "", ""])
         assert reply[0] is None
-        assert reply[1:3] == [b"d4", await redis.hget("hub:fd:acme", "d4")]
+        assert reply[1:3] == [b"d4", await redis.hget("hub:fd:{acme}", "d4")]
         assert reply[3] is None  # no heartbeat
         listed = await page(args=["acme", "", 10, 100, 1000, "", "", ""])
         assert listed[1::4] == [b"d0", b"d2", b"d3", b"d4"]  # d1 offline and past the TTL

@@ -66,14 +66,14 @@ async def test_bad_token_in_the_query_is_401(single: HubNode) -> None:
     ],
 )
 async def test_genuine_but_unusable_token_is_403(
-    single: HubNode, claims: dict[str, object]
+    refusing: HubNode, claims: dict[str, object]
 ) -> None:
     base: dict[str, object] = {"sub": "p1", "role": "device", "tenant": "acme"}
     base.update(claims)
     base = {key: value for key, value in base.items() if value is not None}
     base["exp"] = int(time.time()) + 60
     unusable = jwt.encode(base, SECRET, algorithm="HS256")
-    assert await _refused(single, _bearer(unusable)) == (403, "forbidden")
+    assert await _refused(refusing, _bearer(unusable)) == (403, "forbidden")
 
 
 async def test_token_in_the_query_works_and_never_reaches_the_log(single: HubNode) -> None:

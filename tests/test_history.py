@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from hub.history import parse_id
-from tests.conftest import NodeFactory
+from tests.conftest import NodeFactory, Redis
 from tests.support import Client, HubNode, RedisServer, eventually, token
 
 OPERATOR = token("operator", "o1")
@@ -42,13 +42,15 @@ async def _ticks(client: Client, count: int) -> list[int]:
     return [(await client.next_event())["data"]["n"] for _ in range(count)]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def node(request: pytest.FixtureRequest, hub_node: NodeFactory) -> HubNode:
-    """A single node without Redis, and a node with one, for behaviour both must share."""
+    """A single node without Redis, a node with one, and one with a Redis Cluster, for
+    behaviour all must share."""
     if request.param == "memory":
         return hub_node("solo", history_size=5)
-    redis: RedisServer = request.getfixturevalue("redis_server")
-    return hub_node("with-redis", redis.url, history_size=5)
+    fixture = "redis_server" if request.param == "redis" else "redis_cluster"
+    redis: Redis = request.getfixturevalue(fixture)
+    return hub_node("with-redis", redis.url, history_size=5, **redis.settings)
 
 
 async def test_events_carry_increasing_ids_that_acks_and_rest_report(node: HubNode) -> None:
@@ -256,10 +258,10 @@ async def test_redis_losing_its_data_changes_the_epoch(
 
 
 async def test_resume_has_no_gap_and_no_repeat_while_both_nodes_publish(
-    hub_node: NodeFactory, redis_server: RedisServer
+    hub_node: NodeFactory, redis: Redis
 ) -> None:
-    a = hub_node("a", redis_server.url, client_rate=0)
-    b = hub_node("b", redis_server.url, client_rate=0)
+    a = hub_node("a", redis.url, client_rate=0, **redis.settings)
+    b = hub_node("b", redis.url, client_rate=0, **redis.settings)
     publishers = [await Client.connect(node, PUBLISHER) for node in (a, b)]
     total = 300
 

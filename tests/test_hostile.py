@@ -537,7 +537,7 @@ async def test_reading_rooms_holds_nothing_in_a_single_node(
     """The in-process broker keeps history only for rooms published to, and forgets a room
     once all its events have aged out, read or not."""
     broker = MemoryBroker()
-    await broker.connect(lambda key, payload: None)
+    await broker.connect(lambda key, payload: None, lambda keys: None)
     brief = Retention(10, 1.0)
     for n in range(50):
         page = await broker.history(RoomKey("acme", f"free{n}"), "1-0", 10, brief)
@@ -550,3 +550,27 @@ async def test_reading_rooms_holds_nothing_in_a_single_node(
     monkeypatch.setattr(time, "time", lambda: later)
     broker.publish_now([Outgoing.of(RoomKey("acme", "other"), b'{"type":"event"}', brief)])
     assert list(broker._rooms) == [RoomKey("acme", "other")]
+
+
+async def test_a_message_on_a_room_channel_that_is_no_event_is_dropped(
+    redis_server: RedisServer, hub_node: NodeFactory
+) -> None:
+    """Whatever else writes to a Redis the hub shares: an empty message, or one holding no
+    event, on a room's channel reaches no socket and stops nothing."""
+    node = hub_node("a", redis_server.url)
+    listener = await Client.connect(node, token("dashboard", "d1"))
+    await listener.subscribe("location:lobby")
+    for junk in ("", "00-not-an-event"):
+        redis_server.command("PUBLISH", "hub:room:{acme}:location:lobby", junk)
+    sent = node.broadcast(
+        token("operator", "o1"),
+        room="location:lobby",
+        event="alert",
+        data={"level": "info", "message": "m"},
+    )
+    assert sent.status_code == 202
+    event = await listener.next_event()
+    assert (event["event"], event["id"]) == ("alert", sent.json()["ids"]["location:lobby"])
+    await listener.no_event()
+    assert node.ready()
+    await listener.close()

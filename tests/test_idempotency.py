@@ -12,8 +12,8 @@ import pytest
 
 from hub.broker.base import Claim, IdempotencyConflict
 from hub.broker.memory import _Claims
-from tests.conftest import NodeFactory, Start
-from tests.support import Client, HubNode, RedisServer, eventually, history_ids, token
+from tests.conftest import NodeFactory, Redis, Start
+from tests.support import Client, HubNode, eventually, history_ids, metric, token
 
 OPERATOR = token("operator", "o1")
 REPLAYED = "idempotent-replayed"
@@ -52,6 +52,7 @@ async def test_the_same_key_and_body_replay_the_first_answer_and_publish_once(
     assert again.status_code == 202
     assert again.content == first.content
     assert again.headers[REPLAYED] == "true"
+    assert metric(node, "hub_idempotent_replays_total") == 1
     await device.no_event()
     await device.close()
 
@@ -71,10 +72,10 @@ async def test_the_same_key_with_another_body_is_a_conflict_and_publishes_nothin
 
 
 @pytest.mark.parametrize("key", ["k" * 129, "a b", "", "caf\u00e9".encode(), "a/b"])
-def test_a_bad_key_is_refused_before_anything_else(single: HubNode, key: str | bytes) -> None:
-    _error(post(single, REBOOT, key), 400, "bad_request")
-    _error(post(single, REBOOT, key, bearer=None), 400, "bad_request")
-    _error(post(single, b"not json", key), 400, "bad_request")
+def test_a_bad_key_is_refused_before_anything_else(refusing: HubNode, key: str | bytes) -> None:
+    _error(post(refusing, REBOOT, key), 400, "bad_request")
+    _error(post(refusing, REBOOT, key, bearer=None), 400, "bad_request")
+    _error(post(refusing, b"not json", key), 400, "bad_request")
 
 
 def test_several_keys_are_refused(single: HubNode) -> None:
@@ -147,10 +148,10 @@ async def test_a_key_is_free_again_after_the_ttl(start: Start) -> None:
 
 
 async def test_one_key_sent_to_two_nodes_at_once_publishes_once(
-    hub_node: NodeFactory, redis_server: RedisServer
+    hub_node: NodeFactory, redis: Redis
 ) -> None:
-    a = hub_node("a", redis_server.url, broadcast_rate=0)
-    b = hub_node("b", redis_server.url, broadcast_rate=0)
+    a = hub_node("a", redis.url, broadcast_rate=0, **redis.settings)
+    b = hub_node("b", redis.url, broadcast_rate=0, **redis.settings)
     watcher = await Client.connect(a, token("dashboard", "d1", rooms=["location:*"]))
     await watcher.subscribe("location:lobby")
     headers = {"Authorization": f"Bearer {OPERATOR}", "Content-Type": "application/json"}

@@ -8,20 +8,22 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import NodeFactory
-from tests.support import Client, HubNode, RedisServer, eventually, token
+from tests.conftest import NodeFactory, Redis
+from tests.support import Client, HubNode, eventually, token
 
 OPERATOR = token("operator", "o1")
 
 
-@pytest.fixture(params=["one node", "two nodes"])
+@pytest.fixture(params=["one node", "two nodes", "two nodes on a cluster"])
 def nodes(request: pytest.FixtureRequest, hub_node: NodeFactory) -> tuple[HubNode, HubNode]:
-    """Where the device and where the dashboard connect: the same node, or two through Redis."""
+    """Where the device and where the dashboard connect: the same node, or two through
+    Redis (one server, or a Redis Cluster)."""
     if request.param == "one node":
         node = hub_node("solo")
         return node, node
-    redis: RedisServer = request.getfixturevalue("redis_server")
-    return hub_node("a", redis.url), hub_node("b", redis.url)
+    fixture = "redis_server" if request.param == "two nodes" else "redis_cluster"
+    redis: Redis = request.getfixturevalue(fixture)
+    return hub_node("a", redis.url, **redis.settings), hub_node("b", redis.url, **redis.settings)
 
 
 def _lifecycle(events: list[dict[str, Any]]) -> list[tuple[str, str]]:

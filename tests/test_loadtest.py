@@ -18,7 +18,7 @@ import pytest
 from hub.protocol import welcome_frame
 from loadtest import bench, state
 from tests.conftest import NodeFactory
-from tests.support import SECRET, unmeasured_env
+from tests.support import SECRET, quick_bench, unmeasured_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXED = orjson.dumps(
@@ -30,20 +30,14 @@ FIXED = orjson.dumps(
 
 
 def test_the_benchmark_runs_its_scenarios_and_draws_its_chart(tmp_path: Path) -> None:
-    """Every scenario but the slow ones, small, in one run: each row's shape, and nothing
-    lost, refused or mismatched."""
-    out, chart = tmp_path / "bench.json", tmp_path / "bench.png"
-    command = [sys.executable, "-m", "loadtest.bench", "--quick"]
-    command += ["--only", "idle,fanout,latency,heartbeats,state,receipts"]
+    """The socket scenarios, small, in one run: each row's shape, nothing lost, and the
+    chart (tests/test_bench_scenarios.py runs the others, on the other worker)."""
+    command = ["--only", "idle,fanout,latency,heartbeats"]
     command += ["--idle", "300", "--subscribers", "60", "--fanout-rates", "5"]
-    command += ["--latency-rates", "5", "--seconds", "1", "--out", str(out)]
+    command += ["--latency-rates", "5", "--seconds", "1"]
     # Ten heartbeats per device in a second: past what the hub allows a device by default.
     command += ["--heartbeat-devices", "30", "--heartbeat-rates", "300"]
-    command += ["--state-devices", "30", "--state-rooms", "20", "--state-waves", "1"]
-    command += ["--receipt-devices", "30", "--receipt-rates", "5", "--receipt-seconds", "1"]
-    command += ["--chart", str(chart)]
-    subprocess.run(command, cwd=ROOT, check=True, timeout=240, capture_output=True)
-    results = orjson.loads(out.read_text())
+    results = quick_bench(tmp_path, command)
     [idle] = results["idle"]
     assert idle["sockets"] == 300
     assert 0 < idle["kib_per_socket"] < 1000
@@ -54,20 +48,9 @@ def test_the_benchmark_runs_its_scenarios_and_draws_its_chart(tmp_path: Path) ->
     [beats] = results["heartbeats"]
     assert beats["sent"] == beats["delivered"] == 300
     assert (tmp_path / "bench-heartbeats.json").exists()
-    setups = ["one node", "two nodes + Redis"]
-    assert [(row["setup"], row["wave"]) for row in results["state"]] == [(s, 1) for s in setups]
-    for row in results["state"]:
-        assert (row["welcomes"], row["mismatches"], row["failed"]) == (30, 0, 0)
-        assert row["welcomes_per_s"] > 0
-        assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
-    assert [row["setup"] for row in results["receipts"]] == setups
-    for row in results["receipts"]:
-        assert row["expected"] == row["sent"] == row["acked"] == 5 * 30
-        assert (row["errors"], row["missing"], row["closed"]) == (0, 0, 0)
-        assert row["p50_ms"] <= row["p99_ms"]
     assert results["title"] == bench.title(results["args"])
     assert results["title"].startswith("hub benchmark, quick run (--quick): idle, fanout, ")
-    assert chart.read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_welcome_with_other_state_than_published_is_a_mismatch() -> None:
@@ -189,3 +172,16 @@ def test_locust_devices_answer_commands_with_receipts_that_dashboards_see(
     assert int(rows["event receipt"]["Request Count"]) > 0
     assert "command ack" not in rows
     assert int(rows["Aggregated"]["Failure Count"]) == 0
+
+
+def test_the_scale_run_checks_presence_and_stats_against_the_sockets(tmp_path: Path) -> None:
+    """Several nodes through a Redis Cluster, devices over client processes: the hub's own
+    accounts match the sockets the clients hold."""
+    out = tmp_path / "scale.json"
+    command = [sys.executable, "-m", "loadtest.scale", "--nodes", "3", "--devices", "150"]
+    command += ["--tenants", "4", "--seconds", "2", "--interval", "1", "--out", str(out)]
+    subprocess.run(command, cwd=ROOT, check=True, timeout=240, capture_output=True)
+    [row] = orjson.loads(out.read_text())["steps"]
+    assert row["client_processes"] >= 3
+    assert row["open_sockets"] == row["stats_device_connections"] == row["fleet_online"] == 150
+    assert len(row["redis_cpu_pct"]) == 3

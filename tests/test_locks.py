@@ -1,8 +1,9 @@
 """The lock files agree with pyproject.toml, and the image installs what the tests ran with.
 
-scripts/install installs requirements/dev.lock and the Dockerfile requirements/run.lock, each
-without resolving again: a dependency added to pyproject.toml without `scripts/lock` would be
-missing there, and a range changed without it would go unchecked.
+scripts/install installs requirements/dev.lock and the Dockerfile requirements/run.lock (the
+dependencies and the tracing extra), each without resolving again: a dependency added to
+pyproject.toml without `scripts/lock` would be missing there, and a range changed without it
+would go unchecked.
 """
 
 from __future__ import annotations
@@ -19,9 +20,26 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parent.parent
 LOCKS = ROOT / "requirements"
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-RUNTIME = [Requirement(spec) for spec in PROJECT["dependencies"]]
-DEV = [Requirement(spec) for spec in PROJECT["optional-dependencies"]["dev"]]
 STALE = "run scripts/lock"
+
+
+def _requirements(specs: list[str]) -> list[Requirement]:
+    """`specs` as requirements, the project's own extras (`signage-hub[tracing]`) spelled
+    out."""
+    own = canonicalize_name(PROJECT["name"])
+    found = []
+    for requirement in map(Requirement, specs):
+        if canonicalize_name(requirement.name) != own:
+            found.append(requirement)
+            continue
+        for extra in sorted(requirement.extras):
+            found += _requirements(PROJECT["optional-dependencies"][extra])
+    return found
+
+
+RUNTIME = _requirements(PROJECT["dependencies"])
+TRACING = _requirements(PROJECT["optional-dependencies"]["tracing"])
+DEV = _requirements(PROJECT["optional-dependencies"]["dev"])
 
 
 def _pins(lock: str) -> dict[str, Version]:
@@ -32,7 +50,7 @@ def _pins(lock: str) -> dict[str, Version]:
 
 @pytest.mark.parametrize(
     ("lock", "requirements"),
-    [("run.lock", RUNTIME), ("dev.lock", RUNTIME + DEV)],
+    [("run.lock", RUNTIME + TRACING), ("dev.lock", RUNTIME + DEV)],
 )
 def test_every_declared_dependency_is_locked_within_its_range(
     lock: str, requirements: list[Requirement]

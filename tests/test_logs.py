@@ -4,6 +4,7 @@ socket when it is about one; never a token, whatever the format."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from hub.config import Settings
 from hub.logs import Context, uvicorn_log_config
+from tests.conftest import NodeFactory
 from tests.support import (
     SECRET,
     Client,
@@ -171,3 +173,34 @@ async def _exercise(node: HubNode, redis_server: RedisServer) -> list[str]:
     )
     await device.ws.close()
     return [player, operator, secret, refused]
+
+
+async def test_lifecycle_decisions_are_one_json_line_each_with_their_fields(
+    hub_node: NodeFactory, redis_server: RedisServer
+) -> None:
+    """Registering presence, a node declared dead and its devices reaped, a drain started
+    and ended: each one line with an `event` and its figures as fields."""
+    fast = {"heartbeat_interval": 2.0, "heartbeat_timeout": 10.0, "node_ttl": 3.0}
+    survivor = hub_node("s", redis_server.url, log_format="json", drain_seconds=0.5, **fast)
+    doomed = hub_node("d", redis_server.url, **fast)
+    devices = [await Client.connect(doomed, token("device", f"p{n}")) for n in range(3)]
+    await Client.connect(survivor, token("device", "stays"))
+    doomed.signal(signal.SIGKILL)
+
+    def decided(event: str) -> list[dict[str, Any]]:
+        return [line for line in _lines(survivor.output()) if line.get("event") == event]
+
+    await eventually(lambda: bool(decided("nodes_reaped")), 20, "the survivor to reap d")
+    [reaped] = decided("nodes_reaped")
+    assert (reaped["declared"], reaped["devices"]) == (1, 3)
+    assert reaped["message"].endswith("[event=nodes_reaped declared=1 devices=3]")
+    [registered] = decided("presence_registered")
+    assert registered["sockets"] == 0
+    assert registered["instance"].startswith("s.")
+    survivor.stop()
+    [started] = decided("drain_started")
+    assert (started["sockets"], started["seconds"]) == (1, 0.5)
+    [ended] = decided("drain_ended")
+    assert (ended["closed"], ended["left"]) == (1, 0)
+    for device in devices:
+        device.cut()

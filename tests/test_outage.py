@@ -36,13 +36,20 @@ def test_an_outage_is_told_once_then_at_doubling_intervals(
         outage.failed("presence", error)
     lines = [record.getMessage() for record in caplog.records]
     assert lines.pop(0) == "redis at redis://:***@db:6379/0 reached"
-    assert lines[0] == "redis at redis://:***@db:6379/0 lost (subscriber): refused"
+    lost = "redis at redis://:***@db:6379/0 lost ({0}): refused [event=redis_lost part={0}]"
+    assert lines[0] == lost.format("subscriber")
     reminders = [line for line in lines if "still unreachable" in line]
     assert [line.split(" after ")[1].split(" s")[0] for line in reminders] == [
         str(int(FIRST_REMINDER * n)) for n in (1, 3, 7, 15)
     ]
-    assert lines[-2] == "redis at redis://:***@db:6379/0 reachable again after 200 s"
-    assert lines[-1] == "redis at redis://:***@db:6379/0 lost (presence): refused"
+    assert lines[-2] == (
+        "redis at redis://:***@db:6379/0 reachable again after 200 s"
+        " [event=redis_back outage_seconds=200]"
+    )
+    assert lines[-1] == lost.format("presence")
+    events = [getattr(record, "event", None) for record in caplog.records]
+    assert events.count("redis_lost") == 2
+    assert events.count("redis_back") == 1
     assert "pw" not in "".join(lines)
 
 

@@ -96,3 +96,16 @@ def test_scripts_serve_on_a_fresh_clone_installs_only_the_runtime(tmp_path: Path
     _answers(clone / "scripts" / "serve", within=240)  # the first run installs
     python = clone / ".venv" / "bin" / "python"
     assert _run(python, "-c", ABSENT).strip() == "[]"
+
+
+def test_a_node_alone_loads_no_redis_client() -> None:
+    """A quarter of a node's import time was the Redis client's (and, where it is installed,
+    OpenTelemetry's, which it loads): a node without `HUB_REDIS_URL` needs neither."""
+    loaded = "import sys, hub.app; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    done = subprocess.run(
+        [sys.executable, "-c", loaded], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    modules = done.stdout
+    assert "'starlette'" in modules
+    assert "'redis'" not in modules
+    assert "'opentelemetry'" not in modules

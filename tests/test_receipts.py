@@ -13,7 +13,7 @@ import pytest
 from hub.backoff import Backoff
 from hub.client import HubClient
 from tests.conftest import Start
-from tests.support import Client, HubNode, eventually, token
+from tests.support import Client, HubNode, eventually, metric, token
 
 OPERATOR = token("operator", "o1")
 DASHBOARD = token("dashboard", "d1")
@@ -59,6 +59,8 @@ async def test_a_receipt_is_stored_announced_and_replaced_by_the_next(start: Sta
         "receipt", room=LOBBY, id=event_id, status="done", data={"took_ms": 40}
     )
     assert done["type"] == "ack"
+    await eventually(lambda: metric(node, 'hub_receipts_total{status="done"}') == 1, 5, "count")
+    assert metric(node, 'hub_receipts_total{status="received"}') == 1
     watcher = await Client.connect(node, DASHBOARD)
     await watcher.subscribe(LOBBY)
     assert (await watcher.request("receipt", room=LOBBY, id=event_id, status="received"))[

@@ -65,9 +65,9 @@ async def test_a_refused_multi_room_broadcast_delivers_nothing(single: HubNode) 
     ],
 )
 def test_only_operators_and_admins_broadcast(
-    single: HubNode, bearer: str | None, status: int, code: str
+    refusing: HubNode, bearer: str | None, status: int, code: str
 ) -> None:
-    _error(single.post("/v1/broadcast", {"room": "devices", **COMMAND}, bearer), status, code)
+    _error(refusing.post("/v1/broadcast", {"room": "devices", **COMMAND}, bearer), status, code)
 
 
 @pytest.mark.parametrize(
@@ -90,8 +90,8 @@ def test_only_operators_and_admins_broadcast(
         ({"room": "devices", "event": "device.online", "data": {}}, 403, "forbidden", "hub only"),
     ],
 )
-def test_broadcast_errors(single: HubNode, body: Any, status: int, code: str, says: str) -> None:
-    assert says in _error(single.post("/v1/broadcast", body, OPERATOR), status, code)
+def test_broadcast_errors(refusing: HubNode, body: Any, status: int, code: str, says: str) -> None:
+    assert says in _error(refusing.post("/v1/broadcast", body, OPERATOR), status, code)
 
 
 def test_a_body_that_is_not_json_is_400(single: HubNode) -> None:
@@ -161,8 +161,8 @@ def test_metrics_need_the_stats_key_when_one_is_set(hub_node: NodeFactory) -> No
 
 
 @pytest.mark.parametrize("limit", ["²", "\u0661\u0660", "0", "1001", "-1", " 5"])
-def test_history_limit_is_ascii_digits_in_range(single: HubNode, limit: str) -> None:
-    answer = single.get("/v1/rooms/r/history", token("operator", "o"), limit=limit)
+def test_history_limit_is_ascii_digits_in_range(refusing: HubNode, limit: str) -> None:
+    answer = refusing.get("/v1/rooms/r/history", token("operator", "o"), limit=limit)
     _error(answer, 400, "bad_request")
 
 

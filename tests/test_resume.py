@@ -8,10 +8,11 @@ import pytest
 
 from hub import envelope
 from hub.broker import HistoryPage, MemoryBroker
+from hub.disconnect import Disconnect
 from hub.history import Retention
 from hub.node import Node
 from hub.protocol import websocket_text_frame
-from hub.resume import Resumes, Seam, recovered
+from hub.resume import Resumes, Seam
 from hub.rooms import Member, RoomKey, Rooms
 from tests.inprocess import read_frames, running
 
@@ -27,6 +28,9 @@ class Inbox:
 
     def send(self, frame: bytes) -> None:
         self.writes.append(frame)
+
+    def close(self, cause: Disconnect) -> None:
+        raise AssertionError(f"closed: {cause}")
 
     def ids(self) -> list[str]:
         return [frame["id"] for write in self.writes for frame in read_frames(write)]
@@ -64,7 +68,7 @@ async def test_a_resume_has_no_gap_and_no_repeat_while_live_events_race_the_hist
         # before the read's answer, 3 and 4 are in it, 5 arrives after.
         rooms.fan_out(key, [event(4)])
         history_read.set()
-        return HistoryPage("e", [event(3), event(4)], "4-0", (0, 0))
+        return HistoryPage("e", [event(3), event(4)], "4-0", (0, 0), held=True)
 
     resumes = Resumes(rooms, occupy, read)
     done = await resumes.subscribe(KEY, inbox, "2-0", "e", KEEP)
@@ -93,21 +97,23 @@ async def test_a_resume_with_another_epoch_or_a_trimmed_since_is_not_recovered()
 
 
 @pytest.mark.parametrize(
-    ("since", "first", "trimmed", "expected"),
+    ("since", "held", "trimmed", "expected"),
     [
-        ("0-0", None, (0, 0), True),  # nothing seen, and the room has no history
-        ("0-0", (7, 0), (0, 0), True),  # nothing seen, and nothing dropped since
-        ("0-0", (7, 0), (8, 0), False),  # nothing seen, and retention dropped events
-        ("7-0", None, (0, 0), False),  # the room's history aged out whole
-        ("7-0", (9, 0), (0, 0), False),  # an id of a history before the present one
-        ("9-0", (9, 0), (0, 0), True),
+        ("0-0", False, (0, 0), True),  # nothing seen, and nothing dropped
+        ("0-0", False, (8, 0), False),  # nothing seen, and retention dropped events
+        ("7-0", False, (0, 0), False),  # an id the history does not hold: aged out, or lost
+        ("7-0", False, (7, 0), True),  # the newest id retention dropped: nothing after it
+        ("7-0", True, (8, 0), False),  # retention dropped events after it
+        ("9-0", True, (0, 0), True),
+        ("nine", True, (0, 0), False),
     ],
 )
 def test_a_since_is_recovered_only_within_the_present_history(
-    since: str, first: tuple[int, int] | None, trimmed: tuple[int, int], expected: bool
+    since: str, held: bool, trimmed: tuple[int, int], expected: bool
 ) -> None:
-    page = HistoryPage("e", [], None, trimmed, first)
-    assert recovered(page, since, "e") is expected
+    page = HistoryPage("e", [], None, trimmed, held=held)
+    assert page.recovers(since, "e") is expected
+    assert not page.recovers(since, "another")
 
 
 def test_a_burst_reaches_each_member_in_one_write_and_stand_ins_frame_by_frame() -> None:

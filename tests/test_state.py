@@ -11,7 +11,7 @@ import pytest
 
 from hub.client import HubClient
 from tests.conftest import NodeFactory, Start
-from tests.support import Client, HubNode, RedisServer, eventually, token
+from tests.support import Client, HubNode, RedisServer, eventually, metric, token
 
 OPERATOR = token("operator", "o1")
 DASHBOARD = token("dashboard", "d1")
@@ -57,6 +57,7 @@ async def test_the_newest_event_of_each_state_name_is_the_rooms_state(start: Sta
 
     state = (await (await Client.connect(node, DASHBOARD)).subscribe(ROOM))["state"]
     assert [event["id"] for event in state] == [playlist, newest]
+    assert metric(node, "hub_state_publishes_total") == 3  # the alert is not state
     assert state == [delivered[playlist], delivered[newest]]  # exactly the frames delivered
     assert state_of(node) == state
     assert state_of(node, "location:elsewhere") == []
@@ -132,9 +133,9 @@ def test_a_hub_only_event_cannot_be_state(hub_node: NodeFactory) -> None:
 
 
 async def test_a_redis_that_lost_its_data_answers_no_state_and_not_recovered(
-    pair: tuple[HubNode, HubNode], redis_server: RedisServer
+    hub_node: NodeFactory, redis_server: RedisServer
 ) -> None:
-    a, b = pair
+    a, b = hub_node("a", redis_server.url), hub_node("b", redis_server.url)
     content(a, 1)
     watcher = await Client.connect(b, DASHBOARD)
     ack = await watcher.subscribe(ROOM)

@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 
 from hub import envelope
 from hub.errors import ErrorCode, HubError
-from hub.history import Retention
+from hub.history import Retention, parse_id
 from hub.rooms import RoomKey
 
 Deliver = Callable[[RoomKey, bytes], None]
 """Called with a room and an event's encoded bytes, for every event of a subscribed room."""
+Lost = Callable[[list[RoomKey]], None]
+"""Called with rooms the broker stopped carrying unasked: their events published from then
+on do not arrive, so their members must resume."""
 
 
 class BrokerUnavailable(HubError):
@@ -116,26 +119,42 @@ class HistoryPage:
     """The room's newest id."""
     trimmed: tuple[int, int]
     """The newest id retention has dropped: events after it are all still there."""
-    first: tuple[int, int] | None = (0, 0)
-    """The first id of the room's present history, None when it has none: an id below it
-    names an event of a history that has since aged out whole."""
     state: list[bytes] = field(default_factory=list)
     """The room's state events as kept (some perhaps past `HUB_STATE_TTL`, see
     `hub.state.snapshot`), when asked for."""
+    held: bool = False
+    """The history still holds the event the read's `since` names."""
+
+    def recovers(self, since: str | None, epoch: str | None) -> bool:
+        """Whether this page, read after `since`, is everything its reader missed: the
+        same epoch, and nothing after `since` dropped or lost.
+
+        `0-0` (nothing seen yet) is recovered while nothing was dropped. Any other id must
+        be the newest one retention dropped or one the history holds: an id of a history
+        that aged out whole, or of events a failed-over Redis lost, is not.
+        """
+        if since is None or epoch != self.epoch:
+            return False
+        position = parse_id(since)
+        if position is None or position < self.trimmed:
+            return False
+        return position in ((0, 0), self.trimmed) or self.held
 
 
 class Broker(ABC):
     """Carries encoded events between the nodes that have members in a room, and keeps
     each room's recent events.
 
-    A broker never parses what it carries: the bytes published are the bytes delivered.
+    A broker never parses what it carries: the bytes published are the bytes delivered
+    (with the publisher's trace context in front, when it sent one).
     Appending to a room's history and publishing to its members are one atomic step, so
     every node sees a room's events in id order.
     """
 
     @abstractmethod
-    async def connect(self, deliver: Deliver) -> None:
-        """Start; from now on events of subscribed rooms are handed to `deliver`."""
+    async def connect(self, deliver: Deliver, lost: Lost) -> None:
+        """Start; from now on events of subscribed rooms are handed to `deliver`, and
+        subscriptions the broker loses are told to `lost`."""
 
     @abstractmethod
     async def disconnect(self) -> None:
@@ -151,11 +170,13 @@ class Broker(ABC):
 
     @abstractmethod
     def publish_soon(
-        self, messages: Sequence[Outgoing], claim: Claim | None = None
+        self, messages: Sequence[Outgoing], claim: Claim | None = None, trace: bytes = b""
     ) -> asyncio.Future[Sent]:
         """Take the events now, in call order, and publish every one or none: the future
         gives their ids (None where the room keeps no history) or `BrokerUnavailable`.
         With a `claim`, checking the key and publishing are one atomic step (see `Claim`).
+        A `trace` goes in front of the events delivered (`envelope.traced`), and nowhere
+        else.
 
         Taking them now, without awaiting, is what lets one socket have several publishes
         in flight and still have them published in the order it sent them.

@@ -15,12 +15,14 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from hub import envelope
 from hub.broker.base import (
     Broker,
     Claim,
     Deliver,
     HistoryPage,
     IdempotencyConflict,
+    Lost,
     Outgoing,
     Receipt,
     Replay,
@@ -47,8 +49,6 @@ most."""
 class _Room:
     """One room's history in this process."""
 
-    first: tuple[int, int] = _NONE
-    """The first id of this history: ids below it are of one that aged out before."""
     trimmed: tuple[int, int] = _NONE
     until: float = 0.0
     """When the room's newest event ages out: from then on the room is forgotten."""
@@ -133,7 +133,8 @@ class MemoryBroker(Broker):
         self._sweep_at = time.time() + SWEEP_INTERVAL
         self._claims = _Claims()
 
-    async def connect(self, deliver: Deliver) -> None:
+    async def connect(self, deliver: Deliver, lost: Lost) -> None:  # noqa: ARG002
+        """Nothing is ever lost in the process."""
         self._deliver = deliver
 
     async def disconnect(self) -> None:
@@ -147,16 +148,16 @@ class MemoryBroker(Broker):
         self._keys.discard(key)
 
     def publish_soon(
-        self, messages: Sequence[Outgoing], claim: Claim | None = None
+        self, messages: Sequence[Outgoing], claim: Claim | None = None, trace: bytes = b""
     ) -> asyncio.Future[Sent]:
         published: asyncio.Future[Sent] = asyncio.get_running_loop().create_future()
         try:
-            published.set_result(self._publish(messages, claim))
+            published.set_result(self._publish(messages, claim, trace))
         except HubError as refusal:
             published.set_exception(refusal)
         return published
 
-    def _publish(self, messages: Sequence[Outgoing], claim: Claim | None) -> Sent:
+    def _publish(self, messages: Sequence[Outgoing], claim: Claim | None, trace: bytes) -> Sent:
         """Check the key, the bounds, then publish and store the key, without yielding to
         the loop: a concurrent request with the same key finds it stored."""
         tenant = messages[0].key.tenant
@@ -167,7 +168,7 @@ class MemoryBroker(Broker):
         verdict = self._bounded(messages)
         if verdict is not None:
             raise self._bounds.refusal(verdict)
-        ids = self.publish_now(messages)
+        ids = self.publish_now(messages, trace)
         if claim is not None:
             self._claims.store(tenant, claim, ids)
         return ids
@@ -198,7 +199,7 @@ class MemoryBroker(Broker):
         span = message.retention.ttl if message.retention.keeps_history else 0.0
         return max(span, self._state_ttl) if message.state is not None else span
 
-    def publish_now(self, messages: Sequence[Outgoing]) -> list[str | None]:
+    def publish_now(self, messages: Sequence[Outgoing], trace: bytes = b"") -> list[str | None]:
         """Publish without yielding to the loop: in-process events are ordered by call."""
         ids: list[str | None] = []
         encoded: list[tuple[RoomKey, bytes]] = []
@@ -218,8 +219,6 @@ class MemoryBroker(Broker):
             self._trim(room, now, retention.size - 1)
             ms = int(now * 1000)
             event_id = (ms, 0) if ms > room.last[0] else (room.last[0], room.last[1] + 1)
-            if room.last == _NONE:
-                room.first = event_id
             room.last = event_id
             room.until = now + retention.ttl
             text = format_id(event_id)
@@ -231,7 +230,7 @@ class MemoryBroker(Broker):
         if deliver is not None:
             for key, payload in encoded:
                 if key in self._keys:
-                    deliver(key, payload)
+                    deliver(key, envelope.traced(trace, payload) if trace else payload)
         return ids
 
     def receipt_soon(self, receipt: Receipt) -> asyncio.Future[bool]:
@@ -286,7 +285,7 @@ class MemoryBroker(Broker):
         room = self._live(key, now)
         kept = self._state_of(key) if state else []
         if room is None:
-            return HistoryPage(self._epoch, [], None, _NONE, first=None, state=kept)
+            return HistoryPage(self._epoch, [], None, _NONE, state=kept)
         self._trim(room, now, retention.size)
         after = parse_id(since) if since is not None else _NONE
         events: list[bytes] = []
@@ -297,7 +296,8 @@ class MemoryBroker(Broker):
                     if len(events) >= limit:
                         break
         last = format_id(room.last) if room.events else None
-        return HistoryPage(self._epoch, events, last, room.trimmed, room.first, kept)
+        held = after is not None and any(event_id == after for event_id, _, _ in room.events)
+        return HistoryPage(self._epoch, events, last, room.trimmed, kept, held)
 
     def _live(self, key: RoomKey, now: float) -> _Room | None:
         """The room's history, unless it has none or all of it has aged out."""

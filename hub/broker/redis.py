@@ -1,29 +1,24 @@
 """The Redis broker: nodes meet on one pub/sub channel per room.
 
-One subscriber connection per node carries every room this node has members in. Its
-commands go out in call order from one writer task, so a room left and joined again in
-quick succession ends up subscribed. Replies are read by one reader task that hands
-message payloads on untouched. When the connection drops, both tasks end, waiters are
-failed, and the connection is rebuilt with backoff, resubscribing every room still wanted.
+Each shard (one Redis, or each master of a cluster) carries this node's rooms on it over
+one subscriber connection (`hub.broker.subscriber`); a supervisor keeps one for every
+shard the cluster has, and learns the shards again when one fails or a slot moves. A
+channel lost on the way is reported to the node, whose members of that room then resume.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import math
+import time
 import uuid
-from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
-from redis.retry import Retry
 
 from hub.backoff import Backoff
 from hub.broker import scripts
@@ -34,27 +29,34 @@ from hub.broker.base import (
     Deliver,
     HistoryPage,
     IdempotencyConflict,
+    Lost,
     Outgoing,
     Receipt,
     Replay,
     Sent,
 )
+from hub.broker.clients import Clients
+from hub.broker.subscriber import PLAIN, SHARDED, Subscriber
 from hub.envelope import ID_END
 from hub.history import Retention, TenantBounds, parse_id
+from hub.logs import decision
+from hub.metrics import Metrics
 from hub.outage import Outage
-from hub.rooms import RoomKey
+from hub.rooms import RoomKey, tag
+from hub.tasks import cancel
 
 log = logging.getLogger("hub.broker")
 
 CHANNEL_PREFIX = scripts.CHANNEL_PREFIX.encode()
-CONNECT_TIMEOUT = 2.0
-COMMAND_TIMEOUT = 5.0
-HEALTH_INTERVAL = 3.0
-WRITE_CONNECTIONS = 8
-"""The node's own writers: the publish pipeline, presence, the registry, the figures."""
-_SUBSCRIBE = b"SUBSCRIBE"
-_UNSUBSCRIBE = b"UNSUBSCRIBE"
-_PING = b"PING"
+SHARDS_INTERVAL = 60.0
+"""How often a cluster's shards are looked at again anyway: a failover or a slot move is
+noticed at once, by the subscriber that loses its connection or its channels."""
+UNAVAILABLE_INTERVAL = 1.0
+"""How often the shards are looked at again while one does not answer."""
+CANARY_INTERVAL = 2.0
+"""How often each subscriber's canary is published."""
+CANARY_DEAF = 6.0
+"""A subscriber that has not heard a canary published this long ago is deaf."""
 
 
 _Args = list[bytes | str | int | float]
@@ -66,6 +68,8 @@ class _Call:
     """One script call waiting in the outbox, and how its reply resolves its future."""
 
     script: AsyncScript
+    slot: str
+    """A key of the slot the script works in, for a cluster to route it by."""
     args: _Args
     future: asyncio.Future[Any]
     settle: Callable[[asyncio.Future[Any], Any], None]
@@ -101,98 +105,213 @@ class RedisBroker(Broker):
     """Carries events between nodes through Redis pub/sub, and keeps history in streams."""
 
     def __init__(
-        self, url: str, bounds: TenantBounds, state_ttl_ms: int, read_connections: int = 32
+        self,
+        clients: Clients,
+        bounds: TenantBounds,
+        state_ttl_ms: int,
+        outage: Outage,
+        name: str,
+        metrics: Metrics,
     ) -> None:
+        self._clients = clients
+        self._name = name
+        """This node process's own name, for its canary channels."""
+        self._metrics = metrics
         self._bounds = bounds
         self._state_ttl_ms = state_ttl_ms
-        self.outage = Outage(url)
+        self.outage = outage
         """Where this node's parts report what they find of Redis."""
-        options = {
-            "socket_connect_timeout": CONNECT_TIMEOUT,
-            "socket_timeout": COMMAND_TIMEOUT,
-            "socket_keepalive": True,
-            "retry": Retry(NoBackoff(), 0),
-            # RESP2: pub/sub replies come back from read_response, not through push handlers.
-            "protocol": 2,
-        }
-        self._pool = BlockingConnectionPool.from_url(
-            url, max_connections=WRITE_CONNECTIONS, timeout=COMMAND_TIMEOUT, **options
-        )
-        self.client: Redis = Redis(connection_pool=self._pool)
+        self.client = clients.writes
         """Writes: publishes and presence, never queued behind readers."""
-        self._read_pool = BlockingConnectionPool.from_url(
-            url, max_connections=read_connections, timeout=COMMAND_TIMEOUT, **options
-        )
-        self.reader: Redis = Redis(connection_pool=self._read_pool)
-        """Reads for clients (history, presence, figures): at most `read_connections` at
-        once; more wait for a connection, up to the command timeout, then are refused."""
-        self._publish = self.client.register_script(scripts.PUBLISH)
-        self._receipt = self.client.register_script(scripts.RECEIPT)
+        self.reader = clients.reads
+        """Reads for clients (history, presence, figures), from a bounded pool."""
+        sharded = clients.sharded
+        self._verbs = SHARDED if sharded else PLAIN
+        register = self.client.register_script
+        self._publish = register(scripts.dialect(scripts.PUBLISH, sharded))
+        self._receipt = register(scripts.dialect(scripts.RECEIPT, sharded))
         self._history = self.reader.register_script(scripts.HISTORY)
         self._deliver: Deliver | None = None
+        self._lost: Lost | None = None
         self._wanted: dict[bytes, RoomKey] = {}
-        """Channels this node wants, to the room each carries."""
-        self._waiters: defaultdict[bytes, deque[asyncio.Future[None]]] = defaultdict(deque)
-        self._commands: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
+        """Channels this node carries, to the room each is for."""
+        self._homes: dict[bytes, Subscriber] = {}
+        """Which subscriber carries each channel."""
+        self._subscribers: dict[str, Subscriber] = {}
+        self._shards_changed = asyncio.Event()
         self._outbox: list[_Call] = []
         self._outbox_ready = asyncio.Event()
-        self._available = False
-        self._heard = True
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def connect(self, deliver: Deliver) -> None:
+    async def connect(self, deliver: Deliver, lost: Lost) -> None:
         self._deliver = deliver
+        self._lost = lost
         self._tasks = [
-            asyncio.create_task(self._run(), name="redis-broker"),
+            asyncio.create_task(self._keep_shards(), name="redis-shards"),
             asyncio.create_task(self._send_outbox(), name="redis-publish"),
+            asyncio.create_task(self._keep_canaries(), name="redis-canaries"),
         ]
 
     async def disconnect(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for client, pool in ((self.client, self._pool), (self.reader, self._read_pool)):
-            await client.aclose()
-            await pool.disconnect()
+        await cancel(self._tasks)
+        for subscriber in list(self._subscribers.values()):
+            await subscriber.stop()
+        await self._clients.close()
 
     @property
     def available(self) -> bool:
-        return self._available
+        subscribers = self._subscribers.values()
+        return bool(subscribers) and all(subscriber.available for subscriber in subscribers)
 
     async def subscribe(self, key: RoomKey) -> None:
-        if not self._available:
-            raise BrokerUnavailable("redis is unreachable")
         channel = channel_of(key)
-        waiter = asyncio.get_running_loop().create_future()
+        subscriber = self._subscribers.get(self._shard_of(channel))
+        if subscriber is None or not subscriber.available:
+            raise BrokerUnavailable("redis is unreachable")
         self._wanted[channel] = key
-        self._waiters[channel].append(waiter)
-        self._commands.put_nowait((_SUBSCRIBE, channel))
+        self._homes[channel] = subscriber
         try:
-            await waiter
+            await subscriber.subscribe(channel)
         except BrokerUnavailable:
-            self._wanted.pop(channel, None)
+            if self._homes.get(channel) is subscriber and channel not in subscriber.channels:
+                self._forget(channel)
+            self._shards_changed.set()
             raise
+
+    def _shard_of(self, channel: bytes) -> str:
+        try:
+            return self._clients.shard_of(channel)
+        except (RedisError, OSError, KeyError, IndexError) as error:
+            raise BrokerUnavailable(f"redis cluster slots unknown: {error}") from error
 
     async def unsubscribe(self, key: RoomKey) -> None:
         channel = channel_of(key)
+        subscriber = self._forget(channel)
+        if subscriber is not None:
+            subscriber.unsubscribe(channel)
+
+    def _forget(self, channel: bytes) -> Subscriber | None:
         self._wanted.pop(channel, None)
-        if self._available:
-            self._commands.put_nowait((_UNSUBSCRIBE, channel))
+        return self._homes.pop(channel, None)
+
+    def _dropped(self, channels: list[bytes]) -> None:
+        """Channels a subscriber stopped carrying unasked: their rooms' members resume."""
+        keys = [key for channel in channels if (key := self._wanted.get(channel)) is not None]
+        for channel in channels:
+            self._forget(channel)
+        self._shards_changed.set()
+        if keys and self._lost is not None:
+            decision(
+                log,
+                "subscriptions_lost",
+                "redis lost room subscriptions: their members resume",
+                logging.WARNING,
+                rooms=len(keys),
+            )
+            self._lost(keys)
+
+    async def _keep_shards(self) -> None:
+        """Keep one subscriber for every shard, learning the shards again whenever one
+        fails or moves a slot, and every `SHARDS_INTERVAL` anyway. A cluster client is
+        initialised here, once, before any command: one initialised lazily by many
+        commands at once resets the connections they are using."""
+        backoff = Backoff(base=0.1, cap=5.0)
+        started = False
+        while True:
+            try:
+                if started:
+                    await self._clients.refresh()
+                else:
+                    await self._clients.start()
+                    started = True
+                shards = self._clients.shards()
+            except (RedisError, OSError) as error:
+                self.outage.failed("cluster slots", error)
+                await asyncio.sleep(backoff.next())
+                continue
+            backoff.reset()
+            for shard in set(self._subscribers) - set(shards):
+                await self._subscribers.pop(shard).stop()
+            for shard in shards:
+                if shard not in self._subscribers:
+                    self._subscribers[shard] = subscriber = self._subscriber(shard)
+                    subscriber.start()
+            self._shards_changed.clear()
+            # A shard that does not answer may be a master that failed: look again soon,
+            # for the replica that takes its place.
+            interval = SHARDS_INTERVAL if self.available else UNAVAILABLE_INTERVAL
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._shards_changed.wait(), interval)
+
+    async def _keep_canaries(self) -> None:
+        """Every `CANARY_INTERVAL`, publish each subscriber's canary; rebuild one that has
+        not heard a canary published over `CANARY_DEAF` seconds ago (its connection answers
+        pings yet carries nothing), and keep each one's round trip as a metric."""
+        unanswered: dict[Subscriber, float] = {}
+        """For each subscriber, when its oldest canary not yet heard went out."""
+        while True:
+            await asyncio.sleep(CANARY_INTERVAL)
+            for subscriber in list(self._subscribers.values()):
+                if not subscriber.connected:
+                    unanswered.pop(subscriber, None)
+                    continue
+                sent = unanswered.get(subscriber)
+                if sent is not None and subscriber.heard_since(sent):
+                    del unanswered[subscriber]
+                    shard = subscriber.shard or "redis"
+                    self._metrics.canary_round_trip.labels(shard).set(subscriber.round_trip or 0)
+                elif sent is not None and time.monotonic() - sent > CANARY_DEAF:
+                    del unanswered[subscriber]
+                    decision(
+                        log,
+                        "subscriber_deaf",
+                        "a redis subscriber heard no canary: rebuilding it",
+                        logging.WARNING,
+                        shard=subscriber.shard or "redis",
+                        seconds=CANARY_DEAF,
+                    )
+                    self._metrics.deaf_subscribers.inc()
+                    subscriber.deafened()
+                    continue
+                now = time.monotonic()
+                try:
+                    await self.client.execute_command(
+                        self._verbs.publish, subscriber.canary, repr(now)
+                    )
+                except (RedisError, OSError):
+                    continue  # not the subscriber's fault: the outage is told by the writers
+                unanswered.setdefault(subscriber, now)
+
+    def _subscriber(self, shard: str) -> Subscriber:
+        assert self._deliver is not None
+        clients, name = self._clients, self._name
+        return Subscriber(
+            shard,
+            lambda: clients.channel_on(shard, name),
+            lambda: clients.connection(shard),
+            self._verbs,
+            self._wanted,
+            self._deliver,
+            self._dropped,
+            self.outage,
+        )
 
     def publish_soon(
-        self, messages: Sequence[Outgoing], claim: Claim | None = None
+        self, messages: Sequence[Outgoing], claim: Claim | None = None, trace: bytes = b""
     ) -> asyncio.Future[Sent]:
-        if not self._available:
+        if not self.available:
             raise BrokerUnavailable("redis is unreachable")
         bounds = self._bounds
+        tenant = messages[0].key.tenant
         args: _Args = [
             new_epoch(),
-            messages[0].key.tenant,
+            tenant,
             bounds.publish_bytes,
             bounds.publish_burst,
             bounds.history_rooms,
             claim_arg(claim),
             self._state_ttl_ms,
+            trace,
         ]
         for message in messages:
             retention = message.retention
@@ -204,10 +323,10 @@ class RedisBroker(Broker):
                 retention.ttl_ms,
                 message.state or "",
             ]
-        return self._send(self._publish, args, self._published)
+        return self._send(self._publish, tag(tenant), args, self._published)
 
     def receipt_soon(self, receipt: Receipt) -> asyncio.Future[bool]:
-        if not self._available:
+        if not self.available:
             raise BrokerUnavailable("redis is unreachable")
         status = receipt.announce
         args: _Args = [
@@ -223,16 +342,17 @@ class RedisBroker(Broker):
             status.prefix,
             status.suffix,
         ]
-        return self._send(self._receipt, args, _stored)
+        return self._send(self._receipt, tag(receipt.key.tenant), args, _stored)
 
     def _send(
         self,
         script: AsyncScript,
+        slot: str,
         args: _Args,
         settle: Callable[[asyncio.Future[Any], Any], None],
     ) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._outbox.append(_Call(script, args, future, settle))
+        self._outbox.append(_Call(script, slot, args, future, settle))
         self._outbox_ready.set()
         return future
 
@@ -290,12 +410,12 @@ class RedisBroker(Broker):
     async def _pipeline(self, batch: list[_Call]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         for call in batch:
-            pipe.evalsha(call.script.sha, 0, *call.args)
+            pipe.execute_command("EVALSHA", call.script.sha, 1, call.slot, *call.args)
         results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 
     async def receipts(self, key: RoomKey, event_id: str) -> list[bytes]:
-        if not self._available:
+        if not self.available:
             raise BrokerUnavailable("redis is unreachable")
         try:
             records: list[bytes] = await self.reader.hvals(  # type: ignore[assignment]
@@ -315,11 +435,12 @@ class RedisBroker(Broker):
         state: bool = False,
     ) -> HistoryPage:
         """Retention is applied by publishes (trimming) and by the keys' expiry."""
-        if not self._available:
+        if not self.available:
             raise BrokerUnavailable("redis is unreachable")
         try:
-            epoch, trimmed, last, events, first, kept = await self._history(
-                args=[key.name, new_epoch(), since or "", limit, "1" if state else ""]
+            epoch, trimmed, last, events, kept, held = await self._history(
+                keys=[tag(key.tenant)],
+                args=[key.name, new_epoch(), since or "", limit, "1" if state else ""],
             )
         except (RedisError, OSError) as error:
             raise BrokerUnavailable(f"redis history read failed: {error}") from error
@@ -328,12 +449,12 @@ class RedisBroker(Broker):
             events=[event + ID_END for event in events],
             last=last.decode() if last else None,
             trimmed=parse_id(trimmed.decode()) or (0, 0),
-            first=parse_id(first.decode()) if first else None,
             state=kept,
+            held=held == 1,
         )
 
     async def states(self, keys: Sequence[RoomKey]) -> list[list[bytes]]:
-        if not self._available:
+        if not self.available:
             raise BrokerUnavailable("redis is unreachable")
         pipe = self.reader.pipeline(transaction=False)
         for key in keys:
@@ -343,98 +464,3 @@ class RedisBroker(Broker):
         except (RedisError, OSError) as error:
             raise BrokerUnavailable(f"redis state read failed: {error}") from error
         return kept
-
-    async def _run(self) -> None:
-        backoff = Backoff(base=0.1, cap=5.0)
-        while True:
-            conn: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
-            try:
-                await conn.connect()  # type: ignore[no-untyped-call]
-                await self._serve(conn, backoff)
-            except (RedisError, OSError) as error:
-                self.outage.failed("subscriber", error)
-            except Exception:
-                log.exception("redis subscriber failed; reconnecting")
-            finally:
-                self._lost()
-                await conn.disconnect(nowait=True)
-            await asyncio.sleep(backoff.next())
-
-    async def _serve(self, conn: AbstractConnection, backoff: Backoff) -> None:
-        """Resubscribe what is wanted, then read and write until the connection fails."""
-        while not self._commands.empty():
-            self._commands.get_nowait()
-        if self._wanted:
-            await conn.send_command(_SUBSCRIBE, *self._wanted)
-        self._available = True
-        self._heard = True
-        backoff.reset()
-        self.outage.answered()
-        log.info("redis subscriber connected, %d rooms resubscribed", len(self._wanted))
-        tasks = [
-            asyncio.create_task(self._read(conn)),
-            asyncio.create_task(self._write(conn)),
-            asyncio.create_task(self._watch()),
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _lost(self) -> None:
-        self._available = False
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(BrokerUnavailable("redis connection lost"))
-        self._waiters.clear()
-
-    async def _read(self, conn: AbstractConnection) -> None:
-        deliver = self._deliver
-        assert deliver is not None
-        wanted = self._wanted
-        while True:
-            reply = await conn.read_response(timeout=math.inf)
-            self._heard = True
-            if not isinstance(reply, list):
-                continue  # a PING's answer while no channel is subscribed
-            kind = reply[0]
-            if kind == b"message":
-                key = wanted.get(reply[1])
-                if key is not None:
-                    deliver(key, reply[2])
-            elif kind == b"subscribe":
-                waiters = self._waiters.get(reply[1])
-                if waiters:
-                    waiter = waiters.popleft()
-                    if not waiter.done():
-                        waiter.set_result(None)
-                    if not waiters:
-                        del self._waiters[reply[1]]
-
-    async def _write(self, conn: AbstractConnection) -> None:
-        """Send commands in call order; an unsubscribe overtaken by a new join is dropped."""
-        while True:
-            batch = [await self._commands.get()]
-            while not self._commands.empty():
-                batch.append(self._commands.get_nowait())
-            commands = [
-                (command, channel)
-                for command, channel in batch
-                if command != _UNSUBSCRIBE or channel not in self._wanted
-            ]
-            if commands:
-                await conn.send_packed_command(conn.pack_commands(commands))
-
-    async def _watch(self) -> None:
-        """Ping on a quiet connection; a peer that stays silent past a ping is gone."""
-        while True:
-            await asyncio.sleep(HEALTH_INTERVAL)
-            if not self._heard:
-                raise ConnectionError("redis did not answer a ping")
-            self._heard = False
-            self._commands.put_nowait((_PING, b""))

@@ -1,13 +1,20 @@
 """Lua scripts that make history and pub/sub one atomic step in Redis.
 
+Every key of a tenant carries the tenant as its hash tag (`{<tenant>}`, see
+`hub.rooms.RoomKey.name`), so each script call touches one slot and a Redis Cluster can
+run it: a broadcast to several rooms of a tenant stays one atomic step, and tenants spread
+over the shards. A script is called with one key, of the slot it works in, for routing.
+
 Each room has a stream `hub:h:<key>` (entries hold the event's bytes up to its id) and a
 hash `hub:m:<key>`: `e` the epoch, `t` the newest id retention dropped. Both are written
 only by publishes: a read of a room without history creates nothing.
 
-Every room's epoch is the one `hub:epoch` holds, made once and lost with the data, so a
-Redis that lost its data hands out a new epoch and a room keeps its epoch from the first
-subscribe through its first publish. The hash also keeps `f`, the first id of the room's
-present history: an id below it names an event of a history that aged out whole.
+Every room's epoch is the one its tenant's `hub:epoch:{<tenant>}` holds, made once and
+lost with the data, so a Redis (or a shard) that lost its data hands out a new epoch and
+a room keeps its epoch from the first subscribe through its first publish.
+
+Room events go out with `PUBLISH` on one Redis, `SPUBLISH` on a cluster (`dialect`): a
+room's channel carries its tenant's tag, so it lives on the shard that holds the room.
 
 `LIBRARY` holds the Lua functions other scripts (presence) build on, so that every event
 the hub publishes, whoever publishes it, goes through the same append-and-publish step.
@@ -20,20 +27,20 @@ from hub.envelope import LUA as ENVELOPE
 CHANNEL_PREFIX = "hub:room:"
 STREAM_PREFIX = "hub:h:"
 META_PREFIX = "hub:m:"
-EPOCH_KEY = "hub:epoch"
+EPOCH_PREFIX = "hub:epoch:"
 STATE_PREFIX = "hub:st:"
 """`hub:st:<key>`: a hash of the room's state, event name to the newest such event's bytes."""
 TENANT_BYTES_PREFIX = "hub:tb:"
-"""A tenant's published-bytes bucket."""
+"""`hub:tb:{<tenant>}`: a tenant's published-bytes bucket."""
 TENANT_ROOMS_PREFIX = "hub:tr:"
-"""A tenant's rooms with history, scored by when their history expires."""
+"""`hub:tr:{<tenant>}`: a tenant's rooms with history, scored by when their history expires."""
 RECEIPTS_PREFIX = "hub:rc:"
 """`hub:rc:<key>:<id>`: a hash of one event's latest receipt of each principal
 (`<role> <sub>`), kept as long as the event: until its id's time plus the room's TTL."""
 IDEMPOTENCY_PREFIX = "hub:idem:"
-"""`hub:idem:<tenant>:<key>`: a hash of what answered the publish that claimed the key,
+"""`hub:idem:{<tenant>}:<key>`: a hash of what answered the publish that claimed the key,
 `d` its body's digest, `t` its ts, `i` its ids joined by `,` (empty for a room without
-history). A tenant never has a `:`."""
+history)."""
 REPLAY = "replay"
 CONFLICT = "conflict"
 
@@ -50,12 +57,18 @@ local function now_ms()
   return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 end
 
--- The epoch of every history in this Redis, made from `fresh` if the data was lost.
-local function current_epoch(fresh)
-  local epoch = redis.call('GET', '{EPOCH_KEY}')
+-- `{{<tenant>}}`: the hash tag of every key of the tenant.
+local function tag(tenant)
+  return '{{' .. tenant .. '}}'
+end
+
+-- The epoch of every history of room `key`'s tenant, made from `fresh` if the data was lost.
+local function current_epoch(key, fresh)
+  local epochs = '{EPOCH_PREFIX}' .. string.match(key, '^{{[^}}]*}}')
+  local epoch = redis.call('GET', epochs)
   if not epoch then
     epoch = fresh
-    redis.call('SET', '{EPOCH_KEY}', epoch)
+    redis.call('SET', epochs, epoch)
   end
   return epoch
 end
@@ -65,27 +78,30 @@ LIBRARY = (
     ENVELOPE
     + _BASE
     + """
+-- The publisher's trace context, published in front of its events (hub/envelope.py's
+-- `traced`) and nowhere else; '' while tracing is off.
+local TRACE = ''
+
 -- Publish `prefix .. id .. suffix` to room `key` after appending it to the room's history
 -- (`prefix .. suffix` when the room keeps no history); returns the id, or false. Each room
 -- appended to must then be settled once, before the script ends.
 local function append(key, prefix, suffix, size)
   if size <= 0 then
-    redis.call('PUBLISH', CHANNEL .. key, prefix .. suffix)
+    redis.call('PUBLISH', CHANNEL .. key, TRACE .. prefix .. suffix)
     return false
   end
   local id = redis.call('XADD', STREAM .. key, '*', 'p', prefix)
-  redis.call('PUBLISH', CHANNEL .. key, prefix .. id .. suffix)
+  redis.call('PUBLISH', CHANNEL .. key, TRACE .. prefix .. id .. suffix)
   return id
 end
 
 -- Keep room `key`'s history within `size` events and `ttl_ms`, remembering the newest id
--- dropped (`t`); a new history gets the epoch (made from `fresh` if needed) and its first id.
+-- dropped (`t`); a new history gets the epoch (made from `fresh` if needed).
 local function settle(key, size, ttl_ms, fresh, now)
   if size <= 0 then return end
   local stream, meta = STREAM .. key, META .. key
   if redis.call('EXISTS', meta) == 0 then
-    local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1]
-    redis.call('HSET', meta, 'e', current_epoch(fresh), 't', '0-0', 'f', first)
+    redis.call('HSET', meta, 'e', current_epoch(key, fresh), 't', '0-0')
   end
   local excess = redis.call('XLEN', stream) - size
   if excess > 0 then
@@ -116,26 +132,28 @@ PUBLISH = (
     LIBRARY
     + f"""
 -- ARGV: epoch, tenant, bytes/s, burst, rooms with history (0 = no bound), the claim ('' for
--- none, else '<ttl ms> <ts> <digest> <key>'), state ttl (ms), then per event: room key,
--- prefix, suffix, history size, history ttl (ms), its name when it is state ('' if not).
+-- none, else '<ttl ms> <ts> <digest> <key>'), state ttl (ms), the trace context ('' for
+-- none), then per event: room key, prefix, suffix, history size, history ttl (ms), its name
+-- when it is state ('' if not).
 -- Returns the ids, or, publishing nothing, 'bytes:<ms to wait>' or 'rooms' when a tenant
 -- bound refuses, '{CONFLICT}' when the key was claimed with another digest,
 -- '{REPLAY} <ts> <ids>' when with this one. A room keeping state counts as one with history.
 local now = now_ms()
 local tenant, rate, burst, most = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local state_ttl = tonumber(ARGV[7])
+TRACE = ARGV[8]
 local claim, digest, ts, claim_ttl = false, false, false, false
 if ARGV[6] ~= '' then
   local key
   claim_ttl, ts, digest, key = string.match(ARGV[6], '^(%d+) (%d+) (%x+) (.+)$')
-  claim = '{IDEMPOTENCY_PREFIX}' .. tenant .. ':' .. key
+  claim = '{IDEMPOTENCY_PREFIX}' .. tag(tenant) .. ':' .. key
   local seen = redis.call('HMGET', claim, 'd', 't', 'i')
   if seen[1] then
     if seen[1] ~= digest then return '{CONFLICT}' end
     return '{REPLAY} ' .. seen[2] .. ' ' .. seen[3]
   end
 end
-local events = (#ARGV - 7) / 6
+local events = (#ARGV - 8) / 6
 local function kept_for(at)
   local span = 0
   if tonumber(ARGV[at + 3]) > 0 then span = tonumber(ARGV[at + 4]) end
@@ -144,8 +162,8 @@ local function kept_for(at)
 end
 if rate > 0 then
   local cost = 0
-  for i = 0, events - 1 do cost = cost + #ARGV[9 + i * 6] + #ARGV[10 + i * 6] end
-  local bucket = '{TENANT_BYTES_PREFIX}' .. tenant
+  for i = 0, events - 1 do cost = cost + #ARGV[10 + i * 6] + #ARGV[11 + i * 6] end
+  local bucket = '{TENANT_BYTES_PREFIX}' .. tag(tenant)
   local state = redis.call('HMGET', bucket, 't', 's')
   local tokens, stamp = tonumber(state[1]) or burst, tonumber(state[2]) or now
   tokens = math.min(burst, tokens + (now - stamp) * rate / 1000)
@@ -153,12 +171,12 @@ if rate > 0 then
   redis.call('HSET', bucket, 't', tostring(tokens - cost), 's', ms(now))
   redis.call('PEXPIRE', bucket, math.ceil(burst * 1000 / rate) + 1000)
 end
-local rooms = '{TENANT_ROOMS_PREFIX}' .. tenant
+local rooms = '{TENANT_ROOMS_PREFIX}' .. tag(tenant)
 if most > 0 then
   redis.call('ZREMRANGEBYSCORE', rooms, '-inf', ms(now))
   local new = 0
   for i = 0, events - 1 do
-    local at = 8 + i * 6
+    local at = 9 + i * 6
     if kept_for(at) > 0 and not redis.call('ZSCORE', rooms, ARGV[at]) then
       new = new + 1
     end
@@ -167,7 +185,7 @@ if most > 0 then
 end
 local ids = {{}}
 for i = 0, events - 1 do
-  local at = 8 + i * 6
+  local at = 9 + i * 6
   local key, prefix, suffix = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local size, ttl = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
   local id = append_and_publish(key, prefix, suffix, size, ttl, ARGV[1], now)
@@ -216,14 +234,11 @@ HISTORY = (
     _BASE
     + """
 -- ARGV: room key, a fresh epoch, since ('' for the oldest), limit, '1' for the room's state
--- too. Writes nothing but the epoch itself, when the data was lost. `first` is false for a
--- room without history.
+-- too. Writes nothing but the epoch itself, when the data was lost. `held` is 1 when
+-- `since` is an id the history still holds.
 local stream, meta = STREAM .. ARGV[1], META .. ARGV[1]
-local state = redis.call('HMGET', meta, 'e', 't', 'f')
-local epoch, trimmed, first = state[1], state[2] or '0-0', state[3] or '0-0'
-if not epoch then
-  epoch, first = current_epoch(ARGV[2]), false
-end
+local state = redis.call('HMGET', meta, 'e', 't')
+local epoch, trimmed = state[1] or current_epoch(ARGV[1], ARGV[2]), state[2] or '0-0'
 local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
 local last = false
 if #newest > 0 then last = newest[1][1] end
@@ -238,6 +253,13 @@ if limit > 0 then
 end
 local kept = {}
 if ARGV[5] == '1' then kept = redis.call('HVALS', STATE .. ARGV[1]) end
-return {epoch, trimmed, last, events, first, kept}
+local held = 0
+if ARGV[3] ~= '' and #redis.call('XRANGE', stream, ARGV[3], ARGV[3]) > 0 then held = 1 end
+return {epoch, trimmed, last, events, kept, held}
 """
 )
+
+
+def dialect(script: str, sharded: bool) -> str:
+    """`script` as a cluster runs it: room events over sharded pub/sub."""
+    return script.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',") if sharded else script

@@ -7,13 +7,13 @@ import logging
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from hub.broker import BrokerUnavailable
+from hub.broker.clients import RedisClient
 from hub.figures.base import Board
 from hub.presence.registry import Registry
-from hub.presence.scripts import STATS, Scripts
+from hub.presence.scripts import REGISTRY, STATS, Scripts
 
 log = logging.getLogger("hub")
 
@@ -21,7 +21,7 @@ log = logging.getLogger("hub")
 class RedisBoard(Board):
     """Posts this node's figures under its registered instance, and reads the live ones."""
 
-    def __init__(self, redis: Redis, scripts: Scripts, registry: Registry) -> None:
+    def __init__(self, redis: RedisClient, scripts: Scripts, registry: Registry) -> None:
         self._redis = redis
         self._registry = registry
         self._node_figures = scripts.node_figures
@@ -37,7 +37,7 @@ class RedisBoard(Board):
 
     async def read(self) -> list[dict[str, Any]]:
         try:
-            found = await self._node_figures()
+            found = await self._node_figures(keys=[REGISTRY])
         except (RedisError, OSError) as error:
             raise BrokerUnavailable(f"redis stats read failed: {error}") from error
         return [orjson.loads(figures) for figures in found if figures]

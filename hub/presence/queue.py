@@ -7,9 +7,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
+
+from hub.broker.clients import RedisClient
+from hub.rooms import tag
 
 MAX_PENDING = 100_000
 """Reports queued while Redis is slow; past this the queue is dropped and rebuilt."""
@@ -18,8 +19,9 @@ MAX_PENDING_BEATS = 20_000
 BEATS_PER_CALL = 200
 """Heartbeats per script call: a call blocks Redis for everyone while it runs."""
 
-Op = tuple[AsyncScript, list[Any]]
-"""A script and its own arguments, the socket's conn id first."""
+Op = tuple[AsyncScript, str, list[Any]]
+"""A script, the socket's tenant, and the script's own arguments, the socket's conn id
+first."""
 
 
 class WriteQueue:
@@ -68,27 +70,39 @@ class WriteQueue:
         return ops, waiting
 
     def pipeline(
-        self, redis: Redis, ops: list[Op], common: tuple[Any, ...], pkey: Callable[[str], str]
-    ) -> Pipeline:
-        """One pipeline of script calls for `ops`, in order; runs of heartbeats go
-        `BEATS_PER_CALL` to a call. Every call starts with the same `common` arguments
-        (see `scripts`), then the socket's pkey and the op's own."""
+        self,
+        redis: RedisClient,
+        ops: list[Op],
+        common: tuple[Any, ...],
+        pkey: Callable[[str], str],
+    ) -> Any:
+        """One pipeline of script calls for `ops`, in order; runs of heartbeats of one
+        tenant go `BEATS_PER_CALL` to a call. Every call starts with the same `common`
+        arguments (see `scripts`), the tenant, then the socket's pkey and the op's own."""
         pipe = redis.pipeline(transaction=False)
         beats: list[Any] = []
+        beating = ""
 
         def write_beats() -> None:
-            pipe.evalsha(self._heartbeats.sha, 0, *common, *beats)
+            pipe.execute_command(
+                "EVALSHA", self._heartbeats.sha, 1, tag(beating), *common, beating, *beats
+            )
             beats.clear()
 
-        for script, args in ops:
+        for script, tenant, args in ops:
             if script is self._heartbeats:
+                if beats and tenant != beating:
+                    write_beats()
+                beating = tenant
                 beats += [pkey(args[0]), *args[1:]]
                 if len(beats) >= BEATS_PER_CALL * len(args):
                     write_beats()
                 continue
             if beats:
                 write_beats()
-            pipe.evalsha(script.sha, 0, *common, pkey(args[0]), *args[1:])
+            pipe.execute_command(
+                "EVALSHA", script.sha, 1, tag(tenant), *common, tenant, pkey(args[0]), *args[1:]
+            )
         if beats:
             write_beats()
         return pipe

@@ -19,26 +19,35 @@ import logging
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from hub import envelope
 from hub.backoff import Backoff
 from hub.broker import BrokerUnavailable, Outgoing
+from hub.broker.clients import RedisClient
 from hub.broker.redis import new_epoch
 from hub.config import Settings
 from hub.disconnect import Gone
 from hub.fleet import SCAN_BUDGET, Device, FleetPage, FleetQuery
 from hub.history import RetentionRules
+from hub.logs import decision
 from hub.metrics import Metrics
 from hub.outage import Outage
 from hub.presence.base import Member, Presence, Present
 from hub.presence.queue import Op, WriteQueue, release
-from hub.presence.registry import Registry
-from hub.presence.scripts import FLEET_PAGE, HEARTBEAT_PREFIX, ROOM_PREFIX, Scripts
+from hub.presence.registry import Registry, fleet_keep
+from hub.presence.scripts import (
+    FLEET_PAGE,
+    NO_TENANT,
+    REGISTRY,
+    ROOM_PREFIX,
+    Scripts,
+    heartbeats_key,
+)
 from hub.protocol import encode
-from hub.rooms import RoomKey
+from hub.rooms import RoomKey, tag
 from hub.stats import Dropped, Tally
+from hub.tasks import cancel
 
 log = logging.getLogger("hub.presence")
 
@@ -46,15 +55,6 @@ FLUSH_SECONDS = 0.05
 """How long reports gather before they are written in one round trip."""
 RESYNC_BATCH = 500
 """Sockets written per round trip when the copy in Redis is rebuilt."""
-
-
-def fleet_keep(settings: Settings) -> float:
-    """Seconds a tenant's fleet keys outlive their last write: the fleet TTL, plus more
-    than the longest a device still online goes without one (silent until its heartbeat
-    timeout, then reported offline after a drain's handover window or its node's death),
-    so that the keys never expire under an online device, whatever the TTL."""
-    silence = settings.heartbeat_timeout + settings.handover_seconds + settings.node_death_bound
-    return settings.fleet_ttl + silence
 
 
 def _fleet_head(present: Present) -> str:
@@ -77,8 +77,8 @@ class RedisPresence(Presence):
 
     def __init__(
         self,
-        redis: Redis,
-        reader: Redis,
+        redis: RedisClient,
+        reader: RedisClient,
         scripts: Scripts,
         registry: Registry,
         settings: Settings,
@@ -99,6 +99,8 @@ class RedisPresence(Presence):
         self._fleet_page = reader.register_script(FLEET_PAGE)
         self._metrics = metrics
         self._registered = False
+        self._enrolled: tuple[str, set[str]] = ("", set())
+        """The instance, and the tenants it has enrolled in (`scripts.ENROL`)."""
         self._local: dict[str, Present] = {}
         self._queue = WriteQueue(self._scripts.heartbeats)
         self._wake = asyncio.Event()
@@ -118,9 +120,7 @@ class RedisPresence(Presence):
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel(self._tasks)
         try:
             if not self.registry.stale and len(self._queue):
                 await self._flush()
@@ -137,7 +137,7 @@ class RedisPresence(Presence):
             beats = []
             if devices:
                 beats = await self._reader.hmget(
-                    HEARTBEAT_PREFIX + key.tenant, [entry["sub"] for entry in devices]
+                    heartbeats_key(key.tenant), [entry["sub"] for entry in devices]
                 )
         except (RedisError, OSError) as error:
             raise BrokerUnavailable(f"redis presence read failed: {error}") from error
@@ -152,7 +152,7 @@ class RedisPresence(Presence):
         args: list[str | int] = [tenant, query.after or "", query.limit, SCAN_BUDGET]
         args += [self._fleet_ttl_ms, query.loc or "", query.group or "", online]
         try:
-            after, *found = await self._fleet_page(args=args)
+            after, *found = await self._fleet_page(keys=[tag(tenant)], args=args)
         except (RedisError, OSError) as error:
             raise BrokerUnavailable(f"redis fleet read failed: {error}") from error
         devices = [_device(*found[at : at + 4]) for at in range(0, len(found), 4)]
@@ -172,16 +172,17 @@ class RedisPresence(Presence):
 
     def _joined(self, present: Present, key: RoomKey) -> None:
         member = encode(present.member(self.node, key))
-        self._put((self._scripts.join, [present.conn, key.name, member]))
+        self._put((self._scripts.join, _tenant(present), [present.conn, key.name, member]))
 
     def _left(self, present: Present, key: RoomKey) -> None:
-        self._put((self._scripts.leave, [present.conn, key.name]))
+        self._put((self._scripts.leave, _tenant(present), [present.conn, key.name]))
 
     def _disconnected(self, present: Present, reason: Gone) -> None:
         self._local.pop(present.conn, None)
         # A drained node's devices get a window to reconnect elsewhere before going offline.
         handover = self._handover_ms if reason is Gone.NODE_RESTART else 0
-        self._put((self._scripts.disconnect, [present.conn, reason.value, handover]))
+        args = [present.conn, reason.value, handover]
+        self._put((self._scripts.disconnect, _tenant(present), args))
 
     def _beat(self, present: Present, record: dict[str, Any], event: Outgoing) -> None:
         device = present.device
@@ -191,12 +192,12 @@ class RedisPresence(Presence):
         if not self._queue.admit_beat():
             self._tally.dropped[Dropped.HEARTBEAT_BACKLOG] += 1
             return
-        args = [present.conn, *device, encode(record), event.prefix, event.suffix]
-        self._put((self._scripts.heartbeats, args))
+        args = [present.conn, device[1], encode(record), event.prefix, event.suffix]
+        self._put((self._scripts.heartbeats, device[0], args))
 
     def _connect_op(self, present: Present) -> Op:
         device = present.device
-        record: dict[str, Any] = {"t": present.tenant or "", "s": present.sub}
+        record: dict[str, Any] = {"t": _tenant(present), "s": present.sub}
         online: tuple[bytes, bytes, bytes] = (b"", b"", b"")
         if device is not None:
             record["o"] = self.offline_head(present).decode()
@@ -204,10 +205,10 @@ class RedisPresence(Presence):
             record["k"] = self._fleet_keep_ms
             event = self.online_event(present)
             online = (event.prefix, event.suffix, self._online_record(present, event))
-        args: list[Any] = [present.conn, encode(record), present.tenant or "", present.sub, *online]
+        args: list[Any] = [present.conn, encode(record), present.sub, *online]
         for key in present.rooms:
             args += [key.name, encode(present.member(self.node, key))]
-        return self._scripts.connect, args
+        return self._scripts.connect, _tenant(present), args
 
     def _online_record(self, present: Present, event: Outgoing) -> bytes:
         """The device's fleet record as it goes online with `event`: since the event's ts."""
@@ -276,13 +277,35 @@ class RedisPresence(Presence):
             self._fleet_ttl_ms,
             self._fleet_keep_ms,
         )
+        if not await self._enrol(ops):
+            registry.declared_dead()
+            self._wake.set()
+            return
         pipe = self._queue.pipeline(self._redis, ops, common, registry.pkey)
         results = await pipe.execute()
         self._metrics.presence_writes.inc(len(ops))
-        self._metrics.presence_round_trips.inc()
+        self._metrics.presence_round_trips.inc(2)
         if not all(results):
             registry.declared_dead()
             self._wake.set()
+
+    async def _enrol(self, ops: list[Op]) -> bool:
+        """Tell the registry which tenants this instance is about to write in (and that
+        it lets devices leave with a window, when a drain does); False when the instance
+        is no longer live, so the writes must not go out. Doubles as the batch's check
+        that the instance still lives."""
+        instance = self.registry.instance
+        if self._enrolled[0] != instance:
+            self._enrolled = (instance, set())
+        enrolled = self._enrolled[1]
+        new = {tenant for _, tenant, _ in ops} - enrolled
+        leaving = any(script is self._scripts.disconnect and args[2] for script, _, args in ops)
+        live = await self._scripts.enrol(
+            keys=[REGISTRY], args=[instance, "1" if leaving else "", *sorted(new)]
+        )
+        if live:
+            enrolled |= new
+        return bool(live)
 
     async def _resync(self) -> None:
         """Write every socket of this node under a new instance, then retire the old one."""
@@ -303,7 +326,13 @@ class RedisPresence(Presence):
         finally:
             release(waiting)
         self._registered = True
-        log.info("presence registered as %s with %d sockets", registry.instance, len(ops))
+        decision(
+            log,
+            "presence_registered",
+            "presence registered in Redis",
+            instance=registry.instance,
+            sockets=len(ops),
+        )
 
     async def _watch(self) -> None:
         """Refresh this node's registration; declare dead the nodes that stopped doing so."""
@@ -316,3 +345,8 @@ class RedisPresence(Presence):
                 await self.registry.reap()
             except (RedisError, OSError) as error:
                 self._outage.failed("presence watch", error)
+
+
+def _tenant(present: Present) -> str:
+    """The tenant whose keys hold the socket (an admin's without one: `NO_TENANT`'s)."""
+    return present.tenant or NO_TENANT

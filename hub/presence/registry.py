@@ -1,9 +1,10 @@
 """This node process's registration in the cluster, and the reaping of dead nodes.
 
-Each node process registers an *instance* in `hub:nodes` and refreshes it every
+Each node process registers an *instance* in `hub:{hub}:nodes` and refreshes it every
 `HUB_NODE_TTL`/3 seconds; every node also looks for instances that stopped refreshing,
-declares them dead and reports their devices offline (`node_lost`), in atomic scripts, so
-that a dead node's devices are reported once however many nodes survive it.
+declares them dead and reports their devices offline (`node_lost`), tenant by tenant in
+atomic scripts, so that a dead node's devices are reported once however many nodes survive
+it (`hub.presence.scripts`).
 
 An instance the node can no longer trust (a write failed, Redis lost its data, the cluster
 declared it dead while it was cut off) is `stale`: the node then registers a new one,
@@ -13,18 +14,35 @@ writes every socket it holds under it, and retires the old one.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from redis.exceptions import NoScriptError
+
+from hub.broker.clients import RedisClient
 from hub.broker.redis import new_epoch
 from hub.config import Settings
 from hub.disconnect import Gone
 from hub.history import Retention
+from hub.logs import decision
 from hub.metrics import Metrics
-from hub.presence.scripts import Scripts
+from hub.presence.scripts import REGISTRY, Scripts
+from hub.rooms import tag
 
 log = logging.getLogger("hub.presence")
 
 REAP_BUDGET = 1000
 """Sockets of dead nodes cleaned up per script call, to keep each call short."""
+TENANTS_PER_PASS = 200
+"""Tenants of dead or draining instances one reaping pass works on."""
+
+
+def fleet_keep(settings: Settings) -> float:
+    """Seconds a tenant's fleet keys outlive their last write: the fleet TTL, plus more
+    than the longest a device still online goes without one (silent until its heartbeat
+    timeout, then reported offline after a drain's handover window or its node's death),
+    so that the keys never expire under an online device, whatever the TTL."""
+    silence = settings.heartbeat_timeout + settings.handover_seconds + settings.node_death_bound
+    return settings.fleet_ttl + silence
 
 
 class Registry:
@@ -32,9 +50,17 @@ class Registry:
     and the reaping of dead ones."""
 
     def __init__(
-        self, scripts: Scripts, run: str, settings: Settings, status: Retention, metrics: Metrics
+        self,
+        redis: RedisClient,
+        scripts: Scripts,
+        run: str,
+        settings: Settings,
+        status: Retention,
+        metrics: Metrics,
     ) -> None:
+        self._redis = redis
         self._scripts = scripts
+        self._fleet = (int(settings.fleet_ttl * 1000), int(fleet_keep(settings) * 1000))
         self._run = run
         self._ttl_ms = int(settings.node_ttl * 1000)
         self._status = status
@@ -58,12 +84,12 @@ class Registry:
         self.stale = False
 
     async def register(self) -> None:
-        await self._scripts.register(args=[self.instance, self._ttl_ms])
+        await self._scripts.register(keys=[REGISTRY], args=[self.instance, self._ttl_ms])
 
     async def retire_replaced(self) -> None:
         """Retire the instances this one replaced: `REAP` cleans up what they left."""
         for instance in list(self._replaced):
-            await self._scripts.retire(args=[instance, Gone.CLOSED.value])
+            await self._scripts.retire(keys=[REGISTRY], args=[instance, Gone.CLOSED.value])
             self._replaced.discard(instance)
 
     async def refresh(self) -> None:
@@ -71,35 +97,102 @@ class Registry:
         if self.stale:
             return
         instance = self.instance
-        live = await self._scripts.refresh(args=[instance, self._ttl_ms])
+        live = await self._scripts.refresh(keys=[REGISTRY], args=[instance, self._ttl_ms])
         if not live and instance == self.instance and not self.stale:
             self.declared_dead()
 
     def declared_dead(self) -> None:
-        log.warning("this node was declared dead: registering again")
+        decision(
+            log,
+            "declared_dead",
+            "this node was declared dead: registering again",
+            logging.WARNING,
+            instance=self.instance,
+        )
         self.stale = True
 
     async def leave(self) -> None:
         """Retire this instance for good: the node is stopping."""
-        await self._scripts.retire(args=[self.instance, Gone.CLOSED.value])
+        await self._scripts.retire(keys=[REGISTRY], args=[self.instance, Gone.CLOSED.value])
         await self.reap()
 
     async def reap(self) -> None:
-        """Declare the expired instances dead and report their devices offline; every node
-        runs this, and each device is reported once."""
-        status = self._status
-        args: list[str | int] = [
-            new_epoch(),
-            REAP_BUDGET,
-            status.size,
-            status.ttl_ms,
-            Gone.NODE_LOST.value,
-        ]
-        left = 1
-        while left:
-            offline, declared, left = await self._scripts.reap(args=args)
+        """Declare the expired instances dead and report their devices offline; every
+        node runs this, and each device is reported once."""
+        while True:
+            declared, work = _work(
+                await self._scripts.reap_nodes(
+                    keys=[REGISTRY], args=[Gone.NODE_LOST.value, TENANTS_PER_PASS]
+                )
+            )
+            calls = [
+                (instance, reason, tenant)
+                for instance, reason, tenants in work
+                for tenant in tenants
+            ]
+            results = await self._reap_tenants(calls) if calls else []
+            offline = sum(int(result[0]) for result in results)
             if declared or offline:
-                log.info(
-                    "declared %d node(s) dead, reported %d device(s) offline", declared, offline
+                decision(
+                    log,
+                    "nodes_reaped",
+                    "declared nodes dead and reported their devices offline",
+                    declared=declared,
+                    devices=offline,
                 )
                 self._metrics.devices_reaped.inc(offline)
+            done: dict[str, list[str]] = {}
+            for (instance, _, tenant), result in zip(calls, results, strict=True):
+                if result[1]:
+                    done.setdefault(instance, []).append(tenant)
+            for instance, tenants in done.items():
+                await self._scripts.reaped(keys=[REGISTRY], args=[instance, *tenants])
+            more = any(result[2] for result in results)
+            if not (more or (done and len(calls) >= TENANTS_PER_PASS)):
+                return
+
+    async def _reap_tenants(self, calls: list[tuple[str, str, str]]) -> list[Any]:
+        """One `TENANT_REAP` per (instance, reason, tenant), in one pipeline; once more
+        after loading the script where a Redis lost it."""
+        status = self._status
+        script = self._scripts.tenant_reap
+
+        async def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for instance, reason, tenant in calls:
+                pipe.execute_command(
+                    "EVALSHA",
+                    script.sha,
+                    1,
+                    tag(tenant),
+                    new_epoch(),
+                    instance,
+                    status.size,
+                    status.ttl_ms,
+                    *self._fleet,
+                    tenant,
+                    reason,
+                    REAP_BUDGET,
+                )
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            return results
+
+        results = await run()
+        if any(isinstance(result, NoScriptError) for result in results):
+            await self._redis.script_load(script.script)
+            results = await run()
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+
+def _work(reply: list[Any]) -> tuple[int, list[tuple[str, str, list[str]]]]:
+    """`REAP_NODES`' answer: instances declared dead now, and (instance, reason, tenants)."""
+    declared, work, at = int(reply[0]), [], 1
+    while at < len(reply):
+        instance, reason, count = reply[at].decode(), reply[at + 1].decode(), int(reply[at + 2])
+        tenants = [tenant.decode() for tenant in reply[at + 3 : at + 3 + count]]
+        work.append((instance, reason, tenants))
+        at += 3 + count
+    return declared, work

@@ -1,25 +1,43 @@
 """Lua scripts that keep presence in Redis and publish the lifecycle events it implies.
 
-Keys (`<instance>` is one registration of one node process, `<pkey>` one socket of it):
+Keys (`<instance>` is one registration of one node process, `<pkey>` one socket of it,
+`{t}` a tenant's hash tag):
 
 | key | type | holds |
 |---|---|---|
-| `hub:nodes` | sorted set | live instances, scored by the time (ms, Redis clock) they expire |
-| `hub:reaping` | hash | instances declared dead, still being cleaned up, to the offline reason |
-| `hub:pn:<instance>` | hash | pkey to the socket's record (below) |
-| `hub:ps:<instance>:<pkey>` | set | the socket's room keys: joining, leaving cost O(1) |
-| `hub:pr:<room key>` | hash | pkey to the member entry the presence endpoint lists |
-| `hub:pd:<tenant>:<sub>` | set | a device's sockets across the cluster: online while not empty |
-| `hub:hb:<tenant>` | hash | sub to the device's last heartbeat, kept while the fleet is |
-| `hub:fd:<tenant>` | hash | sub to the device's fleet record (JSON, below) |
-| `hub:fs:<tenant>` | sorted set | sub, scored by when (ms, Redis clock) the device was last seen |
-| `hub:fx:<tenant>` | sorted set | sub, every score 0: the fleet in sub order, for paging |
-| `hub:leaving` | sorted set | devices (`<tenant>:<sub>`) a drain closed, by offline time |
-| `hub:leavers` | hash | such a device to `[its record's o, the reason, its f, its k]` (JSON) |
-| `hub:stats` | hash | instance to its node's latest figures (JSON) |
+| `hub:{hub}:nodes` | sorted set | live instances, scored by when (ms, Redis clock) they expire |
+| `hub:{hub}:reaping` | hash | instances dead or retired, still being cleaned up, to the reason |
+| `hub:{hub}:draining` | set | live instances whose drain left devices a window to reconnect |
+| `hub:{hub}:it:<instance>` | set | the tenants the instance has written sockets in |
+| `hub:{hub}:stats` | hash | instance to its node's latest figures (JSON) |
+| `hub:pn:{t}:<instance>` | hash | pkey to the socket's record (below) |
+| `hub:ps:{t}:<instance>:<pkey>` | set | the socket's room keys: joining, leaving cost O(1) |
+| `hub:pr:{t}:<room>` | hash | pkey to the member entry the presence endpoint lists |
+| `hub:pd:{t}:<sub>` | set | a device's sockets across the cluster: online while not empty |
+| `hub:dn:{t}` | sorted set | instances declared dead in the tenant, by when (kept a day) |
+| `hub:lv:{t}:<instance>` | sorted set | devices a drain of the instance closed, by offline time |
+| `hub:lvr:{t}` | hash | such a device to `[its record's o, the reason, its f, its k, instance]` |
+| `hub:hb:{t}` | hash | sub to the device's last heartbeat, kept while the fleet is |
+| `hub:fd:{t}` | hash | sub to the device's fleet record (JSON, below) |
+| `hub:fs:{t}` | sorted set | sub, scored by when (ms, Redis clock) the device was last seen |
+| `hub:fx:{t}` | sorted set | sub, every score 0: the fleet in sub order, for paging |
 
-A device in `hub:leaving` that reconnects anywhere before its time is simply taken out:
-it never went offline (and stays online in the fleet).
+Every script touches one slot: the registry's (`{hub}`) or one tenant's, which is what
+lets presence live on a Redis Cluster. What decides a device online or offline (its
+sockets, its leaver entry, the fleet, the `status` room) is all in its tenant's slot, so
+each such decision is one atomic script: online/offline is exactly-once across nodes.
+
+A node's instance is live while it refreshes `hub:{hub}:nodes`. Before each batch of
+writes a node enrols the tenants it is about to write in (`ENROL`, which fails once the
+instance is no longer live), so the registry always knows where an instance's sockets
+are. Reaping a dead instance is then one registry step (`REAP_NODES`: declare the expired
+dead, list the work) and one step per tenant (`TENANT_REAP`): it first marks the instance
+dead in the tenant, so nothing the instance still sends can bring its sockets back there,
+then cleans up its sockets, reporting devices offline as their last socket goes.
+
+A device in the leaver hash that reconnects anywhere before its time is simply taken out:
+it never went offline (and stays online in the fleet). The others are reported offline
+by the reaper once their time has passed.
 
 A socket's record is JSON: `t` its tenant, `s` its sub and, for a device, `o` its
 `device.offline` event cut just before the reason (`envelope.head`), `f` its fleet record
@@ -38,23 +56,26 @@ a tenant gone quiet disappears whole.
 
 Every script called for a socket takes the same first arguments: the epoch for a room
 history that has none, the instance, the `status` room's history size and TTL (ms), the
-fleet TTL and keep (ms), then the socket's pkey (for `HEARTBEATS`, one group of arguments
-per heartbeat).
-
-Every script that writes for an instance first checks that the instance is still live:
-once a survivor has declared it dead, nothing it sends can bring its entries back. Each
-script is atomic, which is what makes online/offline exactly-once across nodes.
+fleet TTL and keep (ms), the tenant, then the socket's pkey (for `HEARTBEATS`, one group
+of arguments per heartbeat). Its one key is the tenant's tag, for routing.
 """
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
-from hub.broker.scripts import LIBRARY
+from hub.broker.clients import RedisClient
+from hub.broker.scripts import LIBRARY, dialect
 from hub.fleet import FORGET_BATCH
+from hub.rooms import tag
 
-NODES = "hub:nodes"
-STATS = "hub:stats"
+REGISTRY = "{hub}"
+"""The registry's hash tag: every registry key is in its slot, and its scripts' one key."""
+NODES = f"hub:{REGISTRY}:nodes"
+REAPING = f"hub:{REGISTRY}:reaping"
+DRAINING = f"hub:{REGISTRY}:draining"
+TENANTS_PREFIX = f"hub:{REGISTRY}:it:"
+STATS = f"hub:{REGISTRY}:stats"
 ROOM_PREFIX = "hub:pr:"
 HEARTBEAT_PREFIX = "hub:hb:"
 FLEET_PREFIX = "hub:fd:"
@@ -62,36 +83,61 @@ SEEN_PREFIX = "hub:fs:"
 INDEX_PREFIX = "hub:fx:"
 FLEET_CHUNK = 256
 """Fleet entries a read fetches per step."""
+DEAD_KEEP_MS = 86_400_000
+"""How long a tenant remembers an instance declared dead: far longer than any write of
+it can be on its way (each batch is preceded by a check that the instance is live)."""
+NO_TENANT = "*"
+"""What stands for the tenant of a socket without one (an admin's) in its keys."""
+
+
+def heartbeats_key(tenant: str) -> str:
+    return HEARTBEAT_PREFIX + tag(tenant)
+
 
 PRESENCE_LIBRARY = (
     LIBRARY
     + f"""
-local NODES, REAPING, STATS = '{NODES}', 'hub:reaping', '{STATS}'
-local SOCKETS, ROOM, BEATS = 'hub:pn:', '{ROOM_PREFIX}', '{HEARTBEAT_PREFIX}'
-local SOCKET_ROOMS = 'hub:ps:'
+local NODES, REAPING, DRAINING, STATS = '{NODES}', '{REAPING}', '{DRAINING}', '{STATS}'
+local TENANTS = '{TENANTS_PREFIX}'
+local SOCKETS, SOCKET_ROOMS = 'hub:pn:', 'hub:ps:'
+local ROOM, BEATS = '{ROOM_PREFIX}', '{HEARTBEAT_PREFIX}'
+local DEVICES, DEAD, LEAVING, LEAVERS = 'hub:pd:', 'hub:dn:', 'hub:lv:', 'hub:lvr:'
 local FLEET, SEEN, INDEX = '{FLEET_PREFIX}', '{SEEN_PREFIX}', '{INDEX_PREFIX}'
 
-local function rooms_of(instance, pkey)
-  return SOCKET_ROOMS .. instance .. ':' .. pkey
+local function sockets_of(tenant, instance)
+  return SOCKETS .. tag(tenant) .. ':' .. instance
 end
-local LEAVING, LEAVERS = 'hub:leaving', 'hub:leavers'
+local function rooms_of(tenant, instance, pkey)
+  return SOCKET_ROOMS .. tag(tenant) .. ':' .. instance .. ':' .. pkey
+end
+local function devices_of(tenant, sub)
+  return DEVICES .. tag(tenant) .. ':' .. sub
+end
+local function leaving_of(tenant, instance)
+  return LEAVING .. tag(tenant) .. ':' .. instance
+end
 
 local function alive(instance)
   return redis.call('ZSCORE', NODES, instance)
 end
 
+-- Whether `instance` may still write in `tenant`: it was not declared dead there.
+local function alive_in(tenant, instance)
+  return not redis.call('ZSCORE', DEAD .. tag(tenant), instance)
+end
+
 -- Take one socket out of presence; returns its record when it was its device's last.
-local function drop(instance, pkey)
-  local sockets = SOCKETS .. instance
+local function drop(tenant, instance, pkey)
+  local sockets = sockets_of(tenant, instance)
   local raw = redis.call('HGET', sockets, pkey)
   if not raw then return nil end
   redis.call('HDEL', sockets, pkey)
   local record = cjson.decode(raw)
-  local rooms = rooms_of(instance, pkey)
+  local rooms = rooms_of(tenant, instance, pkey)
   for _, key in ipairs(redis.call('SMEMBERS', rooms)) do redis.call('HDEL', ROOM .. key, pkey) end
   redis.call('DEL', rooms)
   if not record.o then return nil end
-  local devices = 'hub:pd:' .. record.t .. ':' .. record.s
+  local devices = devices_of(tenant, record.s)
   redis.call('SREM', devices, pkey)
   if redis.call('SCARD', devices) > 0 then return nil end
   return record
@@ -100,26 +146,26 @@ end
 -- Push back the expiry of `tenant`'s fleet keys to `keep_ms` from now.
 local function keep_fleet(tenant, keep_ms)
   for _, prefix in ipairs({{FLEET, SEEN, INDEX, BEATS}}) do
-    redis.call('PEXPIRE', prefix .. tenant, ms(keep_ms))
+    redis.call('PEXPIRE', prefix .. tag(tenant), ms(keep_ms))
   end
 end
 
 -- `tenant`'s device `sub` was seen at `now`.
 local function seen_fleet(tenant, sub, now, keep_ms)
-  redis.call('ZADD', SEEN .. tenant, ms(now), sub)
+  redis.call('ZADD', SEEN .. tag(tenant), ms(now), sub)
   keep_fleet(tenant, keep_ms)
 end
 
 -- The fleet record (JSON) of `tenant`'s device `sub`, as it went online or offline.
 local function record_fleet(tenant, sub, record)
-  redis.call('HSET', FLEET .. tenant, sub, record)
-  redis.call('ZADD', INDEX .. tenant, 0, sub)
+  redis.call('HSET', FLEET .. tag(tenant), sub, record)
+  redis.call('ZADD', INDEX .. tag(tenant), 0, sub)
 end
 
 -- Forget up to {FORGET_BATCH} of `tenant`'s offline devices last seen more than `ttl_ms`
 -- before `now`; an online one among them is seen now instead.
 local function forget_fleet(tenant, ttl_ms, now)
-  local records, seen = FLEET .. tenant, SEEN .. tenant
+  local records, seen = FLEET .. tag(tenant), SEEN .. tag(tenant)
   local old = redis.call('ZRANGEBYSCORE', seen, '-inf', '(' .. ms(now - ttl_ms),
     'LIMIT', 0, {FORGET_BATCH})
   for _, sub in ipairs(old) do
@@ -129,36 +175,33 @@ local function forget_fleet(tenant, ttl_ms, now)
     else
       redis.call('HDEL', records, sub)
       redis.call('ZREM', seen, sub)
-      redis.call('ZREM', INDEX .. tenant, sub)
-      redis.call('HDEL', BEATS .. tenant, sub)
+      redis.call('ZREM', INDEX .. tag(tenant), sub)
+      redis.call('HDEL', BEATS .. tag(tenant), sub)
     end
   end
 end
 
 -- Publish `record`'s `device.offline` (its `o` finished with `reason`) to its tenant's
 -- status room and set it offline in the fleet. Returns the room, which the caller settles.
--- A socket record without `f` (from a node of a version without the fleet) is only
--- reported.
 local function report_offline(record, reason, size, now)
   local tenant = record.t
-  if record.f then
-    record_fleet(tenant, record.s, record.f .. ',"online":false,"node":null,"since":'
-      .. ms(now) .. ',"offline_reason":"' .. reason .. '"}}')
-    seen_fleet(tenant, record.s, now, record.k)
-  end
+  record_fleet(tenant, record.s, record.f .. ',"online":false,"node":null,"since":'
+    .. ms(now) .. ',"offline_reason":"' .. reason .. '"}}')
+  seen_fleet(tenant, record.s, now, record.k)
   local prefix, suffix = finish(record.o, reason, now, size > 0)
-  local key = tenant .. ':status'
+  local key = tag(tenant) .. ':status'
   append(key, prefix, suffix, size)
   return key
 end
 
 -- Report `record`'s device offline now, or, with a handover window, once the window has
--- passed without the device reconnecting anywhere (see `CONNECT` and `REAP`).
-local function went_offline(record, reason, handover_ms, size, ttl_ms, epoch, now)
+-- passed without the device reconnecting anywhere (see `CONNECT` and `TENANT_REAP`).
+local function went_offline(record, instance, reason, handover_ms, size, ttl_ms, epoch, now)
   if handover_ms > 0 then
-    local device = record.t .. ':' .. record.s
-    redis.call('ZADD', LEAVING, ms(now + handover_ms), device)
-    redis.call('HSET', LEAVERS, device, cjson.encode({{record.o, reason, record.f, record.k}}))
+    local tenant = record.t
+    redis.call('ZADD', leaving_of(tenant, instance), ms(now + handover_ms), record.s)
+    redis.call('HSET', LEAVERS .. tag(tenant), record.s,
+      cjson.encode({{record.o, reason, record.f, record.k, instance}}))
   else
     settle(report_offline(record, reason, size, now), size, ttl_ms, epoch, now)
   end
@@ -188,10 +231,23 @@ return 1
 RETIRE = (
     PRESENCE_LIBRARY
     + """
--- ARGV: instance, reason. The instance leaves; `REAP` cleans up what it left behind.
+-- ARGV: instance, reason. The instance leaves; the reapers clean up what it left behind.
 redis.call('ZREM', NODES, ARGV[1])
 redis.call('HDEL', STATS, ARGV[1])
+redis.call('SREM', DRAINING, ARGV[1])
 redis.call('HSETNX', REAPING, ARGV[1], ARGV[2])
+return 1
+"""
+)
+
+ENROL = (
+    PRESENCE_LIBRARY
+    + """
+-- ARGV: instance, '1' when it is draining (else ''), then the tenants it is about to
+-- write in. 0, enrolling nothing, when the instance is no longer live.
+if not alive(ARGV[1]) then return 0 end
+if ARGV[2] == '1' then redis.call('SADD', DRAINING, ARGV[1]) end
+if #ARGV > 2 then redis.call('SADD', TENANTS .. ARGV[1], unpack(ARGV, 3)) end
 return 1
 """
 )
@@ -199,29 +255,26 @@ return 1
 CONNECT = (
     PRESENCE_LIBRARY
     + """
--- ARGV: epoch, instance, size, ttl, fleet ttl, fleet keep, pkey, record, tenant, sub,
+-- ARGV: epoch, instance, size, ttl, fleet ttl, fleet keep, tenant, pkey, record, sub,
 -- online prefix ('' unless a device), online suffix, online fleet record, then pairs of
 -- room key and member entry.
-if not alive(ARGV[2]) then return 0 end
-local pkey = ARGV[7]
-redis.call('HSET', SOCKETS .. ARGV[2], pkey, ARGV[8])
-local rooms = rooms_of(ARGV[2], pkey)
+local instance, tenant, pkey = ARGV[2], ARGV[7], ARGV[8]
+if not alive_in(tenant, instance) then return 0 end
+redis.call('HSET', sockets_of(tenant, instance), pkey, ARGV[9])
+local rooms = rooms_of(tenant, instance, pkey)
 for at = 14, #ARGV, 2 do
   redis.call('SADD', rooms, ARGV[at])
   redis.call('HSET', ROOM .. ARGV[at], pkey, ARGV[at + 1])
 end
 if ARGV[11] ~= '' then
-  local tenant, sub, now = ARGV[9], ARGV[10], now_ms()
-  local device = tenant .. ':' .. sub
-  local devices = 'hub:pd:' .. device
+  local sub, now = ARGV[10], now_ms()
+  local devices = devices_of(tenant, sub)
   if redis.call('SADD', devices, pkey) == 1 and redis.call('SCARD', devices) == 1 then
-    if redis.call('ZREM', LEAVING, device) == 1 then
-      redis.call('HDEL', LEAVERS, device)  -- handed over: it never went offline
-    else
-      append_and_publish(tenant .. ':status', ARGV[11], ARGV[12], tonumber(ARGV[3]),
+    if redis.call('HDEL', LEAVERS .. tag(tenant), sub) == 0 then
+      append_and_publish(tag(tenant) .. ':status', ARGV[11], ARGV[12], tonumber(ARGV[3]),
         tonumber(ARGV[4]), ARGV[1], now)
       record_fleet(tenant, sub, ARGV[13])
-    end
+    end  -- else handed over: it never went offline
   end
   seen_fleet(tenant, sub, now, tonumber(ARGV[6]))
   forget_fleet(tenant, tonumber(ARGV[5]), now)
@@ -233,12 +286,13 @@ return 1
 JOIN = (
     PRESENCE_LIBRARY
     + """
--- ARGV: epoch, instance, size, ttl, fleet ttl, fleet keep, pkey, room key, member entry
-if not alive(ARGV[2]) then return 0 end
-local pkey = ARGV[7]
-if redis.call('HEXISTS', SOCKETS .. ARGV[2], pkey) == 0 then return 1 end
-redis.call('SADD', rooms_of(ARGV[2], pkey), ARGV[8])
-redis.call('HSET', ROOM .. ARGV[8], pkey, ARGV[9])
+-- ARGV: epoch, instance, size, ttl, fleet ttl, fleet keep, tenant, pkey, room key, member
+-- entry
+local instance, tenant, pkey = ARGV[2], ARGV[7], ARGV[8]
+if not alive_in(tenant, instance) then return 0 end
+if redis.call('HEXISTS', sockets_of(tenant, instance), pkey) == 0 then return 1 end
+redis.call('SADD', rooms_of(tenant, instance, pkey), ARGV[9])
+redis.call('HSET', ROOM .. ARGV[9], pkey, ARGV[10])
 return 1
 """
 )
@@ -246,11 +300,11 @@ return 1
 LEAVE = (
     PRESENCE_LIBRARY
     + """
--- ARGV: epoch, instance, size, ttl, fleet ttl, fleet keep, pkey, room key
-if not alive(ARGV[2]) then return 0 end
-local pkey = ARGV[7]
-if redis.call('SREM', rooms_of(ARGV[2], pkey), ARGV[8]) == 1 then
-  redis.call('HDEL', ROOM .. ARGV[8], pkey)
+-- ARGV: epoch, instance, size, ttl, fleet ttl, fleet keep, tenant, pkey, room key
+local instance, tenant, pkey = ARGV[2], ARGV[7], ARGV[8]
+if not alive_in(tenant, instance) then return 0 end
+if redis.call('SREM', rooms_of(tenant, instance, pkey), ARGV[9]) == 1 then
+  redis.call('HDEL', ROOM .. ARGV[9], pkey)
 end
 return 1
 """
@@ -259,13 +313,14 @@ return 1
 DISCONNECT = (
     PRESENCE_LIBRARY
     + """
--- ARGV: epoch, instance, size, ttl, fleet ttl, fleet keep, pkey, reason, handover window
--- (ms, 0 = none)
-if not alive(ARGV[2]) then return 0 end
-local record = drop(ARGV[2], ARGV[7])
+-- ARGV: epoch, instance, size, ttl, fleet ttl, fleet keep, tenant, pkey, reason, handover
+-- window (ms, 0 = none)
+local instance, tenant = ARGV[2], ARGV[7]
+if not alive_in(tenant, instance) then return 0 end
+local record = drop(tenant, instance, ARGV[8])
 if record then
-  went_offline(record, ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[3]), tonumber(ARGV[4]),
-    ARGV[1], now_ms())
+  went_offline(record, instance, ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[3]),
+    tonumber(ARGV[4]), ARGV[1], now_ms())
 end
 return 1
 """
@@ -274,75 +329,130 @@ return 1
 HEARTBEATS = (
     PRESENCE_LIBRARY
     + """
--- ARGV: epoch, instance, size, ttl, fleet ttl, fleet keep, then per heartbeat: pkey,
--- tenant, sub, record, event prefix, event suffix
-if not alive(ARGV[2]) then return 0 end
-local sockets = SOCKETS .. ARGV[2]
+-- ARGV: epoch, instance, size, ttl, fleet ttl, fleet keep, tenant, then per heartbeat:
+-- pkey, sub, record, event prefix, event suffix
+local instance, tenant = ARGV[2], ARGV[7]
+if not alive_in(tenant, instance) then return 0 end
+local sockets, status = sockets_of(tenant, instance), tag(tenant) .. ':status'
 local size, now = tonumber(ARGV[3]), now_ms()
-local tenants = {}
-for at = 7, #ARGV, 6 do
+local beats, seen = BEATS .. tag(tenant), SEEN .. tag(tenant)
+for at = 8, #ARGV, 5 do
   if redis.call('HEXISTS', sockets, ARGV[at]) == 1 then
-    local tenant, sub = ARGV[at + 1], ARGV[at + 2]
-    redis.call('HSET', BEATS .. tenant, sub, ARGV[at + 3])
-    redis.call('ZADD', SEEN .. tenant, ms(now), sub)
-    append(tenant .. ':status', ARGV[at + 4], ARGV[at + 5], size)
-    tenants[tenant] = true
+    redis.call('HSET', beats, ARGV[at + 1], ARGV[at + 2])
+    redis.call('ZADD', seen, ms(now), ARGV[at + 1])
+    append(status, ARGV[at + 3], ARGV[at + 4], size)
   end
 end
-for tenant in pairs(tenants) do
-  settle(tenant .. ':status', size, tonumber(ARGV[4]), ARGV[1], now)
-  keep_fleet(tenant, tonumber(ARGV[6]))
-end
+settle(status, size, tonumber(ARGV[4]), ARGV[1], now)
+keep_fleet(tenant, tonumber(ARGV[6]))
 return 1
 """
 )
 
-REAP = (
+REAP_NODES = (
     PRESENCE_LIBRARY
     + """
--- ARGV: epoch, budget (sockets), status history size, ttl (ms), reason.
--- Reports offline the drained devices whose handover window passed; declares every
--- expired instance dead, then cleans up to `budget` sockets of dead instances.
--- Returns {devices reported offline, instances declared dead now, left}.
-local now = now_ms()
-local budget, size, ttl_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local offline, rooms = 0, {}
-for _, device in ipairs(redis.call('ZRANGEBYSCORE', LEAVING, '-inf', ms(now))) do
-  redis.call('ZREM', LEAVING, device)
-  local leaver = redis.call('HGET', LEAVERS, device)
-  redis.call('HDEL', LEAVERS, device)
-  if leaver and redis.call('SCARD', 'hub:pd:' .. device) == 0 then
-    local tenant, sub = string.match(device, '^([^:]+):(.*)$')
-    local gone = cjson.decode(leaver)
-    local record = {t = tenant, s = sub, o = gone[1], f = gone[3], k = gone[4]}
-    rooms[report_offline(record, gone[2], size, now)] = true
-    offline = offline + 1
-  end
-end
+-- ARGV: reason, the most tenants to list. Declares every expired instance dead, then
+-- lists the work of the reapers: {instances declared dead now, then per instance: the
+-- instance, its offline reason ('' for a live, draining one), how many tenants follow,
+-- the tenants}. A reaped instance whose tenants are all done is forgotten here.
+local now, most = now_ms(), tonumber(ARGV[2])
 local expired = redis.call('ZRANGEBYSCORE', NODES, '-inf', ms(now))
 for _, instance in ipairs(expired) do
   redis.call('ZREM', NODES, instance)
   redis.call('HDEL', STATS, instance)
-  redis.call('HSETNX', REAPING, instance, ARGV[5])
+  redis.call('SREM', DRAINING, instance)
+  redis.call('HSETNX', REAPING, instance, ARGV[1])
+end
+local work = {#expired}
+local function list(instance, reason)
+  local tenants = redis.call('SRANDMEMBER', TENANTS .. instance, most)
+  if #tenants == 0 then return end
+  most = most - #tenants
+  table.insert(work, instance)
+  table.insert(work, reason)
+  table.insert(work, #tenants)
+  for _, tenant in ipairs(tenants) do table.insert(work, tenant) end
 end
 local reaping = redis.call('HGETALL', REAPING)
 for i = 1, #reaping, 2 do
-  local instance, reason = reaping[i], reaping[i + 1]
-  if budget > 0 then
-    local pkeys = redis.call('HRANDFIELD', SOCKETS .. instance, budget)
-    for _, pkey in ipairs(pkeys) do
-      local record = drop(instance, pkey)
-      if record then
-        rooms[report_offline(record, reason, size, now)] = true
-        offline = offline + 1
-      end
-    end
-    budget = budget - #pkeys
+  if redis.call('EXISTS', TENANTS .. reaping[i]) == 0 then
+    redis.call('HDEL', REAPING, reaping[i])
+  elseif most > 0 then
+    list(reaping[i], reaping[i + 1])
   end
-  if redis.call('EXISTS', SOCKETS .. instance) == 0 then redis.call('HDEL', REAPING, instance) end
 end
-for key in pairs(rooms) do settle(key, size, ttl_ms, ARGV[1], now) end
-return {offline, #expired, redis.call('HLEN', REAPING)}
+for _, instance in ipairs(redis.call('SMEMBERS', DRAINING)) do
+  if most > 0 then list(instance, '') end
+end
+return work
+"""
+)
+
+TENANT_REAP = (
+    PRESENCE_LIBRARY
+    + """
+-- ARGV: epoch, instance, size, ttl, fleet ttl, fleet keep, tenant, the instance's offline
+-- reason ('' while it lives: a draining one), budget (sockets and leavers).
+-- Cleans up to `budget` sockets of a dead instance in the tenant, after marking it dead
+-- there, and reports offline its drained devices whose time has passed.
+-- Returns {devices reported offline, 1 when the instance is done with the tenant, 1 when
+-- the budget ran out}.
+local instance, tenant, reason = ARGV[2], ARGV[7], ARGV[8]
+local size, ttl_ms, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[9])
+local now, offline, used = now_ms(), 0, 0
+if reason ~= '' then
+  local dead = DEAD .. tag(tenant)
+  redis.call('ZADD', dead, ms(now), instance)
+  redis.call('ZREMRANGEBYSCORE', dead, '-inf', ms(now - """
+    + str(DEAD_KEEP_MS)
+    + """))
+  redis.call('PEXPIRE', dead, """
+    + str(DEAD_KEEP_MS)
+    + """)
+  local pkeys = redis.call('HRANDFIELD', sockets_of(tenant, instance), budget)
+  used = #pkeys
+  for _, pkey in ipairs(pkeys) do
+    local record = drop(tenant, instance, pkey)
+    if record then
+      report_offline(record, reason, size, now)
+      offline = offline + 1
+    end
+  end
+end
+local leaving, leavers = leaving_of(tenant, instance), LEAVERS .. tag(tenant)
+local due = redis.call('ZRANGEBYSCORE', leaving, '-inf', ms(now), 'LIMIT', 0, budget)
+used = used + #due
+for _, sub in ipairs(due) do
+  redis.call('ZREM', leaving, sub)
+  local raw = redis.call('HGET', leavers, sub)
+  local gone = raw and cjson.decode(raw)
+  if gone and gone[5] == instance then
+    redis.call('HDEL', leavers, sub)
+    if redis.call('SCARD', devices_of(tenant, sub)) == 0 then
+      local record = {t = tenant, s = sub, o = gone[1], f = gone[3], k = gone[4]}
+      report_offline(record, gone[2], size, now)
+      offline = offline + 1
+    end
+  end
+end
+if offline > 0 then settle(tag(tenant) .. ':status', size, ttl_ms, ARGV[1], now) end
+local done = 0
+if reason ~= '' and redis.call('EXISTS', sockets_of(tenant, instance), leaving) == 0 then
+  done = 1
+end
+return {offline, done, used >= budget and 1 or 0}
+"""
+)
+
+REAPED = (
+    PRESENCE_LIBRARY
+    + """
+-- ARGV: instance, then tenants it is done with. The instance is forgotten with its last.
+local tenants = TENANTS .. ARGV[1]
+redis.call('SREM', tenants, unpack(ARGV, 2))
+if redis.call('EXISTS', tenants) == 0 then redis.call('HDEL', REAPING, ARGV[1]) end
+return 1
 """
 )
 
@@ -368,7 +478,7 @@ FLEET_PAGE = (
 local tenant, after = ARGV[1], ARGV[2]
 local limit, budget, ttl_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local loc, group, online = ARGV[6], ARGV[7], ARGV[8]
-local records, seen, index = FLEET .. tenant, SEEN .. tenant, INDEX .. tenant
+local records, seen, index = FLEET .. tag(tenant), SEEN .. tag(tenant), INDEX .. tag(tenant)
 local cutoff = now_ms() - ttl_ms
 
 local function matches(device)
@@ -388,7 +498,7 @@ while matched < limit and looked < budget do
     math.min({FLEET_CHUNK}, budget - looked))
   if #subs == 0 then break end
   local raw = redis.call('HMGET', records, unpack(subs))
-  local beats = redis.call('HMGET', BEATS .. tenant, unpack(subs))
+  local beats = redis.call('HMGET', BEATS .. tag(tenant), unpack(subs))
   local scores = redis.call('ZMSCORE', seen, unpack(subs))
   for i, sub in ipairs(subs) do
     looked, last = looked + 1, sub
@@ -418,13 +528,19 @@ return found
 class Scripts:
     """The presence scripts, registered on one Redis client: the calls a node makes."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient, sharded: bool) -> None:
         self._redis = redis
-        register = redis.register_script
+
+        def register(script: str) -> AsyncScript:
+            return redis.register_script(dialect(script, sharded))
+
         self.register = register(REGISTER)
         self.refresh = register(REFRESH)
         self.retire = register(RETIRE)
-        self.reap = register(REAP)
+        self.enrol = register(ENROL)
+        self.reap_nodes = register(REAP_NODES)
+        self.tenant_reap = register(TENANT_REAP)
+        self.reaped = register(REAPED)
         self.node_figures = register(NODE_FIGURES)
         self.connect = register(CONNECT)
         self.join = register(JOIN)
@@ -435,5 +551,6 @@ class Scripts:
     async def load(self) -> None:
         """Load the scripts that are only ever called in pipelines (by their hash, which
         fails in a Redis that lost them; the others load themselves when missing)."""
-        for script in (self.connect, self.join, self.leave, self.disconnect, self.heartbeats):
+        pipelined = (self.connect, self.join, self.leave, self.disconnect, self.heartbeats)
+        for script in (*pipelined, self.tenant_reap):
             await self._redis.script_load(script.script)
