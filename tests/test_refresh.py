@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 from hub.client import HubClient
 from hub.protocol import Close
 from tests.conftest import NodeFactory
-from tests.support import Client, HubNode, eventually, token
+from tests.support import Client, HubNode, eventually, metric, token
 
 NOTICE = 2.0
 
@@ -40,13 +40,14 @@ async def test_a_refresh_keeps_a_socket_past_its_first_tokens_exp(node: HubNode)
     assert answer["type"] == "ack"
     assert isinstance(answer["exp"], int)
     assert answer["exp"] > time.time() + 50
+    assert metric(node, "hub_token_refreshes_total") == 1
     await asyncio.sleep(3.5)  # past the first token's exp
     assert (await client.request("ping"))["type"] == "pong"
     await client.close()
 
 
 async def test_a_socket_not_refreshed_is_noticed_once_and_closed_at_exp(node: HubNode) -> None:
-    client = await Client.connect(node, token("dashboard", "d1", ttl=1))
+    client = await Client.connect(node, token("dashboard", "d1", ttl=2))
     notice = await _frame_of_type(client, "expiring")  # less than the notice left: at once
     assert notice["type"] == "expiring"
     assert await client.closed_with(timeout=10) == Close.POLICY
@@ -132,7 +133,7 @@ async def test_hub_client_refreshes_with_its_async_provider(node: HubNode) -> No
 
 async def test_no_notice_is_sent_when_the_notice_is_off(hub_node: NodeFactory) -> None:
     node = hub_node("unnoticed", refresh_notice=0)
-    client = await Client.connect(node, token("dashboard", "d1", ttl=1))
+    client = await Client.connect(node, token("dashboard", "d1", ttl=2))
     frames: list[dict[str, object]] = []
     with contextlib.suppress(ConnectionClosed):
         while True:

@@ -168,8 +168,8 @@ async def test_a_binary_frame_closes_with_1003_and_the_device_goes_offline_for_p
 
 async def test_an_expired_token_closes_with_1008() -> None:
     async with running() as hub:
-        socket = await hub.connect(token("dashboard", "d", ttl=1))
-        await asyncio.wait_for(socket.task, 3)
+        socket = await hub.connect(token("dashboard", "d", ttl=2))
+        await asyncio.wait_for(socket.task, 4)
         assert socket.writer.cause is TOKEN_EXPIRED
         assert TOKEN_EXPIRED.gone is Gone.TOKEN_EXPIRED
 
@@ -192,7 +192,7 @@ async def test_a_peer_that_stops_taking_frames_is_shed_and_the_rest_is_counted_d
 
 class _BrokenPublish(MemoryBroker):
     def publish_soon(
-        self, messages: Sequence[Outgoing], claim: Claim | None = None
+        self, messages: Sequence[Outgoing], claim: Claim | None = None, trace: bytes = b""
     ) -> asyncio.Future[Sent]:
         failed: asyncio.Future[Sent] = asyncio.get_running_loop().create_future()
         failed.set_exception(RuntimeError("a bug"))
