@@ -82,6 +82,12 @@ def unmeasured_env(**extra: str) -> dict[str, str]:
     return env
 
 
+HTTP = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
+"""The tests' plain HTTP requests, polls above all: a client of its own for each would cost
+a request about 35 ms of CPU (building its TLS context), and a test run polls nodes
+thousands of times. Without keep-alive, each request still has a connection of its own."""
+
+
 def quick_bench(where: Path, arguments: list[str]) -> dict[str, Any]:
     """The results of `python -m loadtest.bench --quick` with `arguments`, its files written
     in `where` (`bench.json`, `bench.png`)."""
@@ -423,7 +429,7 @@ class HubNode:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"{self.name} exited: {self.output()}")
         try:
-            return httpx.get(self.url + path, timeout=1.0).status_code
+            return HTTP.get(self.url + path, timeout=1.0).status_code
         except httpx.HTTPError:
             return None
 
@@ -461,14 +467,14 @@ class HubNode:
 
     def post(self, path: str, body: Any, bearer: str | None = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
-        return httpx.post(self.url + path, json=body, headers=headers, timeout=10.0)
+        return HTTP.post(self.url + path, json=body, headers=headers, timeout=10.0)
 
     def broadcast(self, bearer: str, **body: Any) -> httpx.Response:
         return self.post("/v1/broadcast", body, bearer)
 
     def get(self, path: str, bearer: str | None = None, **params: str) -> httpx.Response:
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
-        return httpx.get(self.url + path, params=params, headers=headers, timeout=10.0)
+        return HTTP.get(self.url + path, params=params, headers=headers, timeout=10.0)
 
     def presence(self, room: str, bearer: str) -> list[dict[str, Any]]:
         """The members of `room`, as this node answers for the whole cluster."""
@@ -624,7 +630,7 @@ backend nodes
 
     def _answers(self) -> bool:
         try:
-            return httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200
+            return HTTP.get(self.url + "/healthz", timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
 

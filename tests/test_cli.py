@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosedError
 
 import hub
 from hub.config import Settings
-from tests.support import SECRET, START_TIMEOUT, HubNode, free_port, token, wait_until
+from tests.support import HTTP, SECRET, START_TIMEOUT, HubNode, free_port, token, wait_until
 
 FAILS_WITHIN = 10
 """A command that refuses does so before anything starts: well within this, in seconds."""
@@ -282,7 +282,7 @@ def test_serve_listens_on_hub_port() -> None:
 
 def _answers(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=1.0).status_code == 200
+        return HTTP.get(url, timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
 

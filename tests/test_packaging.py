@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from hub import __version__
-from tests.support import SECRET, free_port, unmeasured_env, wait_until
+from tests.support import HTTP, SECRET, free_port, unmeasured_env, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 ABSENT = (
@@ -33,7 +33,7 @@ NOT_COPIED = (
 
 def _healthy(port: int) -> bool:
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        return HTTP.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
 
