@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from hub import web
+from hub import openapi, web
 from hub.assembly import assemble
 from hub.auth import Authenticator, AuthError, Principal
 from hub.broker import BrokerUnavailable
@@ -32,7 +32,6 @@ from hub.errors import ErrorCode, error_body
 from hub.http import HubHttpProtocol
 from hub.logs import configure as configure_logs
 from hub.metrics import Metrics
-from hub.openapi import DOCUMENT
 from hub.process import Exporter, tune_collector
 from hub.rest import Rest, bearer
 from hub.session import Session
@@ -281,12 +280,12 @@ def _http(hub: Hub) -> Starlette:
             Route("/healthz", rest.healthz),
             Route("/readyz", rest.readyz),
             Route("/metrics", rest.prometheus),
-            Route("/v1/openapi.json", openapi),
+            Route("/v1/openapi.json", openapi_document),
         ],
         exception_handlers=dict(rest.exception_handlers()),
         lifespan=hub.lifespan,
     )
 
 
-async def openapi(_request: Request) -> Response:
-    return Response(DOCUMENT, media_type="application/json")
+async def openapi_document(_request: Request) -> Response:
+    return Response(openapi.encoded(), media_type="application/json")

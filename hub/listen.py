@@ -19,11 +19,13 @@ import functools
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import jwt
 import orjson
 
-from hub.client import Event, HubClient, Refused
+if TYPE_CHECKING:
+    from hub.client import Event
 
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/ws"
 
@@ -59,6 +61,9 @@ def listen(args: argparse.Namespace, usage: argparse.ArgumentParser) -> None:
         usage.error("give --token or set HUB_TOKEN")
     if not args.room and _role(bearer) not in ("device", None):
         usage.error("give --room: only a device's token brings rooms of its own")
+    # Here, not at the top: every `hub serve` loads this module, and none needs a client.
+    from hub.client import HubClient, Refused
+
     _log_to_stderr()
     done = False
 

@@ -98,10 +98,11 @@ def test_scripts_serve_on_a_fresh_clone_installs_only_the_runtime(tmp_path: Path
     assert _run(python, "-c", ABSENT).strip() == "[]"
 
 
-def test_a_node_alone_loads_no_redis_client() -> None:
+def test_a_node_alone_loads_no_redis_client_and_no_socket_client() -> None:
     """A quarter of a node's import time was the Redis client's (and, where it is installed,
-    OpenTelemetry's, which it loads): a node without `HUB_REDIS_URL` needs neither."""
-    loaded = "import sys, hub.app; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    OpenTelemetry's, which it loads): a node without `HUB_REDIS_URL` needs neither. A sixth
+    was `hub listen`'s client, which no node needs."""
+    loaded = "import sys, hub.app; print(sorted(sys.modules))"
     done = subprocess.run(
         [sys.executable, "-c", loaded], capture_output=True, text=True, check=True, cwd=ROOT
     )
@@ -109,3 +110,4 @@ def test_a_node_alone_loads_no_redis_client() -> None:
     assert "'starlette'" in modules
     assert "'redis'" not in modules
     assert "'opentelemetry'" not in modules
+    assert "'hub.client'" not in modules
