@@ -6,7 +6,8 @@ It reconnects on any transient drop (a refused or reset connection, a node drain
 backoff, logging each at warning with the time of the next try; it resubscribes every room
 with the last id it saw and that room's epoch, resuming each room on its own, hands each
 event to the handler exactly once and in id order, tells the handler when a room could not
-be recovered, and sends device heartbeats on the interval the welcome frame gives.
+be recovered, and sends device heartbeats on the interval the welcome frame gives, every
+frame at the pace the welcome's `limits` allow.
 
 A room's current state (the hub's state events) is handed over before its other events on
 each subscribe, to `on_state`, or else to `on_event` flagged `"state": true`; after a
@@ -42,6 +43,7 @@ from websockets.uri import parse_uri
 
 from hub.backoff import Backoff
 from hub.history import parse_id
+from hub.ratelimit import TokenBucket
 from hub.redact import redact_path
 
 log = logging.getLogger("hub.client")
@@ -147,6 +149,8 @@ class HubClient:
         self._refs = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Event]] = {}
         self._ws: ClientConnection | None = None
+        self._pace: TokenBucket | None = None
+        """The connection's frame rate, from its welcome: frames past it would be refused."""
         self._refreshing: asyncio.Task[None] | None = None
         self._in_use: str | None = None
         """The token the current connection holds (its handshake's, or its last refresh's)."""
@@ -215,7 +219,14 @@ class HubClient:
         }
         if data is not None:
             frame["data"] = data
-        await ws.send(orjson.dumps(frame).decode())
+        await self._send(ws, orjson.dumps(frame).decode())
+
+    async def _send(self, ws: ClientConnection, text: str) -> None:
+        """Send at the pace the welcome gave, in the order asked: a client resubscribing
+        more rooms than the hub's burst would otherwise be refused past it, and closed."""
+        if self._pace is not None and (wait := self._pace.reserve()) > 0.0:
+            await asyncio.sleep(wait)
+        await ws.send(text)
 
     async def _attempt(self, url: str) -> tuple[str, float]:
         """One connection, from handshake to end: how it ended, and the least wait before
@@ -249,6 +260,7 @@ class HubClient:
     async def _session(self, ws: ClientConnection) -> None:
         welcome = _welcome(await asyncio.wait_for(ws.recv(), WELCOME_TIMEOUT))
         self.welcome = welcome
+        self._pace = _pace(welcome)
         log.info("connected to node %s as %s", _text(welcome.get("node")), _text(welcome["role"]))
         for room in welcome["rooms"]:
             self._rooms.setdefault(room, _Room())
@@ -340,7 +352,7 @@ class HubClient:
         waiter = asyncio.get_running_loop().create_future()
         self._waiting[ref] = waiter
         try:
-            await ws.send(orjson.dumps({**frame, "ref": ref}).decode())
+            await self._send(ws, orjson.dumps({**frame, "ref": ref}).decode())
             return await asyncio.wait_for(waiter, REQUEST_TIMEOUT)
         finally:
             self._waiting.pop(ref, None)
@@ -446,7 +458,7 @@ class HubClient:
                 log.exception("heartbeat callback failed: no heartbeat sent this time")
             else:
                 try:
-                    await ws.send(text)
+                    await self._send(ws, text)
                 except ConnectionClosed:
                     return
             await asyncio.sleep(interval)
@@ -495,7 +507,24 @@ def _welcome(message: str | bytes) -> Event:
         interval = beat.get("interval") if isinstance(beat, dict) else None
         if not _positive(interval):
             raise _Broken("malformed welcome: heartbeat.interval must be a positive number")
+    limits = welcome.get("limits")
+    if limits is not None and not (
+        isinstance(limits, dict)
+        and (_positive(limits.get("rate")) or limits.get("rate") == 0)
+        and _positive(limits.get("burst"))
+    ):
+        raise _Broken("malformed welcome: limits needs a rate of 0 or more and a positive burst")
     return welcome
+
+
+def _pace(welcome: Event) -> TokenBucket | None:
+    """A bucket within the hub's: its rate, and half its burst, which leaves the other half
+    for frames the network bunches together and for the pings the connection sends. None
+    when the hub sets no rate (or, older, does not say)."""
+    limits = welcome.get("limits")
+    if limits is None or limits["rate"] == 0:
+        return None
+    return TokenBucket(limits["rate"], max(1.0, limits["burst"] // 2))
 
 
 def _subscribed(room: str, answer: Event) -> tuple[str, str | None]:

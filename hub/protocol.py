@@ -308,9 +308,11 @@ def welcome_frame(
     tenant: str | None,
     rooms: list[str],
     heartbeat: dict[str, float],
+    limits: dict[str, float],
     state: dict[str, list[bytes]],
 ) -> bytes:
-    """`state` maps each auto-joined room that has state to its current state events."""
+    """`state` maps each auto-joined room that has state to its current state events;
+    `limits` is how fast the socket may send, for clients to pace themselves."""
     head = encode(
         {
             "type": "welcome",
@@ -322,6 +324,7 @@ def welcome_frame(
             "tenant": tenant,
             "rooms": rooms,
             "heartbeat": heartbeat,
+            "limits": limits,
         }
     )
     rooms_state = b",".join(

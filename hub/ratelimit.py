@@ -27,6 +27,15 @@ class TokenBucket:
             return 0.0
         return (cost - self._tokens) / self._rate
 
+    def reserve(self, cost: float = 1.0) -> float:
+        """Take `cost` tokens, into debt if need be: the seconds until they are paid for.
+        For a sender that waits its turn (in the order it asked), not a receiver that
+        refuses."""
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate) - cost
+        self._stamp = now
+        return max(0.0, -self._tokens / self._rate)
+
     @property
     def full(self) -> bool:
         elapsed = time.monotonic() - self._stamp

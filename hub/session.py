@@ -213,9 +213,18 @@ class Session:
         state = {key.room: events for key, events in zip(keys, states, strict=True)}
         settings = node.settings
         heartbeat = {"interval": settings.heartbeat_interval, "timeout": settings.heartbeat_timeout}
+        limits = {"rate": settings.client_rate, "burst": settings.client_burst}
         self.sender.open(
             welcome_frame(
-                self.id, node.id, principal.role, principal.sub, tenant, joined, heartbeat, state
+                self.id,
+                node.id,
+                principal.role,
+                principal.sub,
+                tenant,
+                joined,
+                heartbeat,
+                limits,
+                state,
             )
         )
 

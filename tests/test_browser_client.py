@@ -222,3 +222,18 @@ async def test_a_refused_token_is_reported_and_an_unreachable_node_is_retried(
     finally:
         await page.close()
     assert errors == []
+
+
+async def test_a_page_with_more_rooms_than_the_frame_burst_subscribes_them_at_the_hubs_pace(
+    hub_node: NodeFactory, page: Page
+) -> None:
+    """Past the hub's burst the page waits its turn instead of being refused and closed
+    (4029) on every try."""
+    node = hub_node("paced", client_rate=50, client_burst=20)
+    rooms = [f"location:r{n}" for n in range(120)]
+    await start_client(page, node, [node.ws_url], token("dashboard", "wall"), rooms=rooms)
+    answer = node.broadcast(OPERATOR, room=rooms[-1], event="x.n", data={})
+    assert answer.status_code == 202, answer.text
+    await page.wait_for_function("() => window.clients[0].record.ids.length === 1")
+    seen = await record(page)
+    assert (seen["retries"], seen["warnings"], seen["nodes"]) == (0, [], ["paced"])

@@ -148,6 +148,34 @@ async def test_a_forbidden_room_is_reported_to_on_error_and_the_other_rooms_stay
     await asyncio.wait_for(running, 10)
 
 
+async def test_more_rooms_than_the_frame_burst_are_subscribed_at_the_hubs_pace(
+    hub_node: NodeFactory,
+) -> None:
+    """The welcome says how fast a socket may send: a client with more rooms than the burst
+    subscribes them all on its first connection, and again after a reconnect, instead of
+    being refused (and closed 4029) past the burst on every try."""
+    node = hub_node("paced", client_rate=50, client_burst=20)
+    rooms = [f"location:r{n}" for n in range(120)]
+    seen: list[Event] = []
+    client = HubClient([node.ws_url], token("dashboard", "d1"), rooms=rooms, on_event=seen.append)
+    running = asyncio.create_task(client.run())
+    await asyncio.wait_for(client.connected.wait(), 20)
+    welcome = client.welcome
+    assert welcome is not None
+    assert welcome["limits"] == {"rate": 50.0, "burst": 20}
+    await _heard(node, rooms[-2:], seen, n=1)
+    assert client.welcome is welcome  # one connection did it all
+    await client.drop()
+    await eventually(
+        lambda: client.connected.is_set() and client.welcome is not welcome,
+        20,
+        "a second connection",
+    )
+    await _heard(node, rooms[:2], seen, n=2)
+    await client.stop()
+    await asyncio.wait_for(running, 10)
+
+
 async def _heard(node: HubNode, rooms: list[str], seen: list[Event], n: int) -> None:
     """Broadcast `x.n` with data n to each room until the client was handed all of them."""
 

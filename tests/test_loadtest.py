@@ -60,7 +60,7 @@ def test_a_welcome_with_other_state_than_published_is_a_mismatch() -> None:
     def welcome(event_id: str) -> bytes:
         event = content + b'"ts":1700000000000,"id":"' + event_id.encode() + b'"}'
         rooms = {"devices": [], "location:s0": [event]}
-        return welcome_frame("c", "n", "device", "d", "bench", list(rooms), {}, rooms)
+        return welcome_frame("c", "n", "device", "d", "bench", list(rooms), {}, {}, rooms)
 
     assert state.state_of(welcome("1700000000000-0")) == published
     assert state.state_of(welcome("1700000000000-1")) != published

@@ -30,6 +30,9 @@ export interface Welcome {
   rooms: string[];
   /** seconds */
   heartbeat: { interval: number; timeout: number };
+  /** frames per second the socket may send (0: no limit) and its burst; the client paces
+   * itself within them */
+  limits?: { rate: number; burst: number };
   state?: Record<string, HubEvent[]>;
   [field: string]: unknown;
 }

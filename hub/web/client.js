@@ -7,7 +7,7 @@
  * turn; it resubscribes every room with the last id it saw and that room's epoch, each
  * room on its own, hands each event to `onEvent` once and in id order, calls `onLost` for
  * a room that could not be recovered, and sends a device's heartbeats on the interval the
- * welcome gives. A room's current state comes before its other events, to `onState`, or
+ * welcome gives, every frame at the pace the welcome's `limits` allow. A room's current state comes before its other events, to `onState`, or
  * else to `onEvent` flagged `state: true`. The token goes in `?token=` (a browser cannot
  * set headers on a socket); given as a function it is asked again before every connection
  * and when the hub says the socket's token is `expiring`, then handed over the live socket.
@@ -549,7 +549,9 @@ class Link {
   /** @type {Record<string, any>[]} */ #inbox = [];
   #head = 0;
   /** @type {Promise<void> | null} */ #draining = null;
-  #timers = { welcome: 0, beats: 0 };
+  #timers = { welcome: 0, beats: 0, pace: 0 };
+  /** @type {string[]} frames waiting for their turn at the welcome's pace */ #outbox = [];
+  /** @type {Pace | null} */ #pace = null;
   #resolve;
 
   /** @param {string} url @param {(frame: Record<string, any>) => Promise<void> | void} handle */
@@ -570,9 +572,27 @@ class Link {
     this.ws.onerror = () => {}; // a close follows, and says more
   }
 
-  /** @param {Record<string, any>} frame */
+  /**
+   * Send at the pace the welcome gave, in order: a client resubscribing more rooms than
+   * the hub's burst would otherwise be refused past it, and closed.
+   * @param {Record<string, any>} frame
+   */
   send(frame) {
-    if (this.endedWith === null) this.ws.send(JSON.stringify(frame));
+    if (this.endedWith !== null) return;
+    this.#outbox.push(JSON.stringify(frame));
+    if (this.#timers.pace === 0) this.#flush();
+  }
+
+  #flush() {
+    this.#timers.pace = 0;
+    while (this.#outbox.length > 0 && this.endedWith === null) {
+      const wait = this.#pace === null ? 0 : this.#pace.take();
+      if (wait > 0) {
+        this.#timers.pace = setTimeout(() => this.#flush(), wait * 1000);
+        return;
+      }
+      this.ws.send(/** @type {string} */ (this.#outbox.shift()));
+    }
   }
 
   every(ms, callback) {
@@ -614,6 +634,8 @@ class Link {
     this.endedWith = reason;
     clearTimeout(this.#timers.welcome);
     clearInterval(this.#timers.beats);
+    clearTimeout(this.#timers.pace);
+    this.#outbox = [];
     for (const waiter of this.#waiting.values()) {
       clearTimeout(waiter.timer);
       waiter.reject(new Disconnected("connection lost"));
@@ -644,6 +666,7 @@ class Link {
       if (problem !== null) return this.end(problem);
       clearTimeout(this.#timers.welcome);
       this.welcome = frame;
+      this.#pace = Pace.of(frame.limits);
       return this.#resolve.welcomed(frame);
     }
     const waiter = typeof frame.ref === "number" ? this.#waiting.get(frame.ref) : undefined;
@@ -676,6 +699,39 @@ class Link {
       this.#head = 0;
       this.#draining = null;
     }
+  }
+}
+
+/**
+ * A token bucket within the hub's: its rate, and half its burst, which leaves the other
+ * half for frames the network bunches together and for the browser's own pings.
+ */
+class Pace {
+  /** @param {number} rate @param {number} burst */
+  constructor(rate, burst) {
+    this.rate = rate;
+    this.burst = burst;
+    this.tokens = burst;
+    this.stamp = performance.now();
+  }
+
+  /** None when the hub sets no rate (or, older, does not say). */
+  static of(limits) {
+    return isObject(limits) && limits.rate > 0
+      ? new Pace(limits.rate, Math.max(1, Math.floor(limits.burst / 2)))
+      : null;
+  }
+
+  /** Take a token: 0 when granted, else the seconds until one is there. */
+  take() {
+    const now = performance.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.stamp) / 1000) * this.rate);
+    this.stamp = now;
+    if (this.tokens >= 1) {
+      this.tokens -= 1;
+      return 0;
+    }
+    return (1 - this.tokens) / this.rate;
   }
 }
 
@@ -827,6 +883,15 @@ function welcomeProblem(frame) {
   const interval = frame.heartbeat?.interval;
   if (frame.role === "device" && !(Number.isFinite(interval) && interval > 0)) {
     return "malformed welcome: heartbeat.interval must be a positive number";
+  }
+  const limits = frame.limits;
+  const rate = limits?.rate;
+  const burst = limits?.burst;
+  if (
+    limits !== undefined &&
+    !(isObject(limits) && Number.isFinite(rate) && rate >= 0 && Number.isFinite(burst) && burst > 0)
+  ) {
+    return "malformed welcome: limits needs a rate of 0 or more and a positive burst";
   }
   return null;
 }
