@@ -30,6 +30,15 @@ def start_node(
     name: str, port: int, redis_url: str | None, cpu: str | None, **settings: str
 ) -> Any:
     """Start `hub serve` (pinned with taskset when asked) and wait until it is ready."""
+    process = launch_node(name, port, redis_url, cpu, **settings)
+    wait_ready(name, port, process)
+    return process
+
+
+def launch_node(
+    name: str, port: int, redis_url: str | None, cpu: str | None, **settings: str
+) -> Any:
+    """Start `hub serve` (pinned with taskset when asked), without waiting for it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env.update(
         HUB_JWT_SECRET=SECRET,
@@ -46,13 +55,17 @@ def start_node(
     command = [sys.executable, "-m", "hub", "serve", "--port", str(port)]
     if cpu is not None and shutil.which("taskset"):
         command = ["taskset", "-c", cpu, *command]
-    process = subprocess.Popen(command, env=env)
+    return subprocess.Popen(command, env=env)
+
+
+def wait_ready(name: str, port: int, process: Any, poll: float = 0.1) -> None:
+    """Ask `/readyz` every `poll` seconds until it answers 200; kill the node past 20 s."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
             if _POLL.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        time.sleep(0.1)
+                return
+        time.sleep(poll)
     process.kill()
     raise RuntimeError(f"node {name} did not become ready")
 

@@ -185,3 +185,14 @@ def test_the_scale_run_checks_presence_and_stats_against_the_sockets(tmp_path: P
     assert row["client_processes"] >= 3
     assert row["open_sockets"] == row["stats_device_connections"] == row["fleet_online"] == 150
     assert len(row["redis_cpu_pct"]) == 3
+
+
+def test_the_start_up_measure_times_each_start_and_sums_them_up(tmp_path: Path) -> None:
+    out = tmp_path / "startup.json"
+    command = [sys.executable, "-m", "loadtest.startup", "--starts", "2", "--out", str(out)]
+    subprocess.run(command, cwd=ROOT, check=True, timeout=60, capture_output=True)
+    *starts, summary = orjson.loads(out.read_text())["steps"]
+    assert [row["start"] for row in starts] == [1, 2]
+    assert all(row["ready_s"] > 0 for row in starts)
+    assert summary["starts"] == 2
+    assert summary["min_s"] <= summary["median_s"] <= summary["max_s"]
