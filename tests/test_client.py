@@ -438,6 +438,10 @@ async def _no_interval(ws: ServerConnection) -> None:
     await ws.send(_welcome("device", heartbeat={"interval": 0, "timeout": 1}))
 
 
+async def _bad_limits(ws: ServerConnection) -> None:
+    await ws.send(_welcome(limits={"rate": -1, "burst": 10}))
+
+
 async def _floods_before_the_ack(ws: ServerConnection) -> None:
     await ws.send(_welcome())
     await ws.recv()  # the subscribe, never answered
@@ -459,6 +463,7 @@ async def _unavailable(ws: ServerConnection) -> None:
         (_garbage, "not JSON"),
         (_a_list, "not a JSON object"),
         (_no_interval, "heartbeat.interval must be a positive number"),
+        (_bad_limits, "limits needs a rate of 0 or more and a positive burst"),
         (_floods_before_the_ack, "more than 3 events of feed before its ack"),
         (_unavailable, "subscribe feed: unavailable: x"),
     ],
