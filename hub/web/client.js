@@ -7,8 +7,9 @@
  * turn; it resubscribes every room with the last id it saw and that room's epoch, each
  * room on its own, hands each event to `onEvent` once and in id order, calls `onLost` for
  * a room that could not be recovered, and sends a device's heartbeats on the interval the
- * welcome gives, every frame at the pace the welcome's `limits` allow. A room's current state comes before its other events, to `onState`, or
- * else to `onEvent` flagged `state: true`. The token goes in `?token=` (a browser cannot
+ * welcome gives, every frame at the pace the welcome's `limits` allow. A room's current
+ * state comes before its other events, to `onState`, or else to `onEvent` flagged
+ * `state: true`. The token goes in `?token=` (a browser cannot
  * set headers on a socket); given as a function it is asked again before every connection
  * and when the hub says the socket's token is `expiring`, then handed over the live socket.
  *
@@ -458,7 +459,7 @@ export class HubClient extends EventTarget {
   #request(link, frame, answer = undefined) {
     const ref = ++this.#refs;
     const reply = link.expect(ref, `${frame.op} ${frame.room ?? ""}`.trim(), answer);
-    link.send({ ...frame, ref });
+    link.send({ ...frame, ref }, ref);
     return reply;
   }
 
@@ -550,7 +551,8 @@ class Link {
   #head = 0;
   /** @type {Promise<void> | null} */ #draining = null;
   #timers = { welcome: 0, beats: 0, pace: 0 };
-  /** @type {string[]} frames waiting for their turn at the welcome's pace */ #outbox = [];
+  /** @type {{text: string, ref: number | null}[]} frames waiting for their turn at the
+   * welcome's pace, each with the request it makes */ #outbox = [];
   /** @type {Pace | null} */ #pace = null;
   #resolve;
 
@@ -574,12 +576,14 @@ class Link {
 
   /**
    * Send at the pace the welcome gave, in order: a client resubscribing more rooms than
-   * the hub's burst would otherwise be refused past it, and closed.
+   * the hub's burst would otherwise be refused past it, and closed. A request's wait for
+   * its answer starts once it is sent, not while it waits its turn.
    * @param {Record<string, any>} frame
+   * @param {number | null} ref the request `frame` makes, if it makes one
    */
-  send(frame) {
+  send(frame, ref = null) {
     if (this.endedWith !== null) return;
-    this.#outbox.push(JSON.stringify(frame));
+    this.#outbox.push({ text: JSON.stringify(frame), ref });
     if (this.#timers.pace === 0) this.#flush();
   }
 
@@ -591,23 +595,38 @@ class Link {
         this.#timers.pace = setTimeout(() => this.#flush(), wait * 1000);
         return;
       }
-      this.ws.send(/** @type {string} */ (this.#outbox.shift()));
+      const { text, ref } = /** @type {{text: string, ref: number | null}} */ (
+        this.#outbox.shift()
+      );
+      this.ws.send(text);
+      if (ref !== null) this.#arm(ref);
     }
+  }
+
+  /** The request `ref` is sent: from now on it waits REQUEST_TIMEOUT for its answer. */
+  #arm(ref) {
+    const waiter = this.#waiting.get(ref);
+    if (waiter === undefined) return;
+    waiter.timer = setTimeout(() => {
+      this.#waiting.delete(ref);
+      const said = `no answer to ${waiter.what} within ${REQUEST_TIMEOUT / 1000} s`;
+      waiter.reject(new Disconnected(said));
+    }, REQUEST_TIMEOUT);
   }
 
   every(ms, callback) {
     if (this.endedWith === null) this.#timers.beats = setInterval(callback, ms);
   }
 
-  /** A promise of the answer to request `ref`, settled through `answer` when given. */
+  /**
+   * A promise of the answer to request `ref`, settled through `answer` when given; it
+   * waits REQUEST_TIMEOUT from when `send` sends the request.
+   */
   expect(ref, what, answer) {
     if (this.endedWith !== null) return Promise.reject(new Disconnected("not connected"));
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#waiting.delete(ref);
-        reject(new Disconnected(`no answer to ${what} within ${REQUEST_TIMEOUT / 1000} s`));
-      }, REQUEST_TIMEOUT);
-      this.#waiting.set(ref, { ordered: answer !== undefined, answer, resolve, reject, timer });
+      const ordered = answer !== undefined;
+      this.#waiting.set(ref, { ordered, what, answer, resolve, reject, timer: undefined });
     });
   }
 
@@ -784,10 +803,11 @@ class Backoff {
  *
  * @typedef {object} Waiter A request waiting for its answer.
  * @property {boolean} ordered whether it is settled in its place among the frames
+ * @property {string} what the request, for a timeout's message
  * @property {((frame: Record<string, any>) => any) | undefined} answer
  * @property {(value: any) => void} resolve
  * @property {(error: any) => void} reject
- * @property {ReturnType<typeof setTimeout>} timer
+ * @property {ReturnType<typeof setTimeout> | undefined} timer from its sending on
  */
 
 /** @returns {Room} */
