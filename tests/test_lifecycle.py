@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import NodeFactory, Redis
-from tests.support import Client, HubNode, eventually, token
+from tests.support import Client, HubNode, eventually, metric, token
 
 OPERATOR = token("operator", "o1")
 
@@ -72,6 +72,36 @@ async def test_online_heartbeat_and_offline_reach_the_status_room_and_presence(
     await eventually(
         lambda: not dashboard_node.presence("devices", OPERATOR), 5, "presence to empty"
     )
+    await dashboard.close()
+
+
+async def test_a_batch_of_heartbeats_alone_is_one_round_trip_and_a_connect_two(
+    hub_node: NodeFactory, redis: Redis
+) -> None:
+    """A batch that may add a socket first tells the registry its tenants (`ENROL`); one
+    of heartbeats alone only writes for sockets Redis holds, and goes straight out."""
+    node = hub_node("a", redis.url, **redis.settings)
+    dashboard = await Client.watching_status(node)
+    device = await Client.connect(node, token("device", "p1"))
+    await dashboard.next_event()  # online: the connect's batch has gone out
+
+    def sent() -> tuple[float, float]:
+        writes = metric(node, "hub_presence_writes_total")
+        return writes, metric(node, "hub_presence_round_trips_total")
+
+    async def written(count: float) -> None:
+        await eventually(lambda: sent()[0] == count, 5, f"{count} presence writes")
+
+    writes, trips = sent()
+    for n in range(3):  # each in a batch of its own (batches are 50 ms)
+        await device.send({"op": "heartbeat", "data": {"status": "ok", "n": n}})
+        assert (await dashboard.next_event())["data"]["n"] == n
+        await written(writes + n + 1)
+    assert sent() == (writes + 3, trips + 3)
+    await device.close()
+    await dashboard.next_event()  # offline
+    await written(writes + 4)
+    assert sent()[1] == trips + 5
     await dashboard.close()
 
 

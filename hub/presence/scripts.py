@@ -30,7 +30,9 @@ each such decision is one atomic script: online/offline is exactly-once across n
 A node's instance is live while it refreshes `hub:{hub}:nodes`. Before each batch of
 writes a node enrols the tenants it is about to write in (`ENROL`, which fails once the
 instance is no longer live), so the registry always knows where an instance's sockets
-are. Reaping a dead instance is then one registry step (`REAP_NODES`: declare the expired
+are; a batch of heartbeats alone skips it (a heartbeat is written only for a socket the
+tenant holds, so it cannot bring back a socket a reaper or a lost Redis took away).
+Reaping a dead instance is then one registry step (`REAP_NODES`: declare the expired
 dead, list the work) and one step per tenant (`TENANT_REAP`): it first marks the instance
 dead in the tenant, so nothing the instance still sends can bring its sockets back there,
 then cleans up its sockets, reporting devices offline as their last socket goes.
