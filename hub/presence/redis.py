@@ -277,28 +277,26 @@ class RedisPresence(Presence):
             self._fleet_ttl_ms,
             self._fleet_keep_ms,
         )
-        enrolled = await self._enrol(ops)
-        if enrolled is False:
+        # A heartbeat is written only for a socket Redis holds, in a tenant the instance was
+        # not declared dead in: a batch of them alone (the steady state) can bring back
+        # nothing a reaper or a lost Redis took away, and needs no enrolment first.
+        beats_only = all(script is self._scripts.heartbeats for script, _, _ in ops)
+        if not beats_only and not await self._enrol(ops):
             registry.declared_dead()
             self._wake.set()
             return
         pipe = self._queue.pipeline(self._redis, ops, common, registry.pkey)
         results = await pipe.execute()
         self._metrics.presence_writes.inc(len(ops))
-        self._metrics.presence_round_trips.inc(1 if enrolled is None else 2)
+        self._metrics.presence_round_trips.inc(1 if beats_only else 2)
         if not all(results):
             registry.declared_dead()
             self._wake.set()
 
-    async def _enrol(self, ops: list[Op]) -> bool | None:
+    async def _enrol(self, ops: list[Op]) -> bool:
         """Tell the registry which tenants this instance is about to write in (and that
         it lets devices leave with a window, when a drain does); False when the instance
-        is no longer live, so the writes must not go out. None, asking nothing, for a
-        batch of heartbeats alone (the steady state): a heartbeat is written only for a
-        socket Redis holds, in a tenant the instance was not declared dead in, so it can
-        bring back nothing a reaper or a lost Redis took away."""
-        if all(script is self._scripts.heartbeats for script, _, _ in ops):
-            return None
+        is no longer live, so the writes must not go out."""
         instance = self.registry.instance
         if self._enrolled[0] != instance:
             self._enrolled = (instance, set())
