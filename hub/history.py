@@ -10,6 +10,8 @@ from hub.errors import ErrorCode, HubError
 ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 MAX_PART = 2**64 - 1
 """Each half of an id is an unsigned 64-bit integer, as in a Redis stream id."""
+LAST_ID = f"{MAX_PART}-{MAX_PART}"
+"""The largest id: nothing can follow it."""
 
 
 def parse_id(text: str) -> tuple[int, int] | None:

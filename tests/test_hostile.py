@@ -16,7 +16,7 @@ from websockets.exceptions import InvalidStatus
 
 from hub.broker import MemoryBroker, Outgoing, memory
 from hub.disconnect import RATE_LIMITED, SLOW_CONSUMER
-from hub.history import Retention
+from hub.history import LAST_ID, Retention
 from hub.rooms import RoomKey
 from loadtest.wire import frame
 from tests.conftest import NodeFactory
@@ -104,6 +104,13 @@ async def test_an_id_redis_would_reject_is_a_bad_request_and_leaves_no_room(
         assert (answer["type"], answer["code"]) == ("error", "bad_request")
         assert "2^64" in answer["message"]
         await client.close()
+    # The largest id passes the check, and nothing can follow it: input, not an outage.
+    client = await Client.connect(node, token("dashboard", "d"))
+    answer = await client.request("subscribe", room="location:last", since=LAST_ID)
+    assert (answer["type"], answer["recovered"]) == ("ack", False)
+    await client.close()
+    page = node.get(f"/v1/rooms/location:last/history?since={LAST_ID}", token("operator", "o"))
+    assert (page.status_code, page.json()["events"]) == (200, [])
 
     def rooms_back() -> bool:
         stats = node.get("/v1/stats", token("operator", "o")).json()

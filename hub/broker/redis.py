@@ -38,7 +38,7 @@ from hub.broker.base import (
 from hub.broker.clients import Clients
 from hub.broker.subscriber import PLAIN, SHARDED, Subscriber
 from hub.envelope import ID_END
-from hub.history import Retention, TenantBounds, parse_id
+from hub.history import LAST_ID, Retention, TenantBounds, parse_id
 from hub.logs import decision
 from hub.metrics import Metrics
 from hub.outage import Outage
@@ -437,6 +437,8 @@ class RedisBroker(Broker):
         """Retention is applied by publishes (trimming) and by the keys' expiry."""
         if not self.available:
             raise BrokerUnavailable("redis is unreachable")
+        if since == LAST_ID:
+            limit = 0  # Redis refuses a range that starts after the largest id
         try:
             epoch, trimmed, last, events, kept, held = await self._history(
                 keys=[tag(key.tenant)],
