@@ -52,5 +52,13 @@ BROKER_LOST = Disconnect(Close.RESTART, "broker subscription lost", Gone.BROKER_
 """The node stopped receiving a room's events: its members reconnect and resume."""
 INTERNAL_ERROR = Disconnect(Close.INTERNAL, "internal error", Gone.ERROR)
 PING_TIMEOUT = Disconnect(Close.INTERNAL, "ping timeout", Gone.PING_TIMEOUT)
+INVALID_UTF8 = Disconnect(Close.INVALID_DATA, "invalid UTF-8 in a text frame", Gone.POLICY)
 PEER_CLOSED = Disconnect(Close.NORMAL, "", Gone.CLOSED)
 """The peer closed, or the connection broke: not a decision of the hub's."""
+
+
+def refused_frame(code: int, reason: str) -> Disconnect:
+    """The close of a frame the WebSocket parser refused (malformed, too large), with the
+    parser's code and reason."""
+    close = Close(code)
+    return Disconnect(close, reason, Gone.ERROR if close is Close.INTERNAL else Gone.POLICY)

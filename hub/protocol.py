@@ -34,7 +34,9 @@ class Close(IntEnum):
     """WebSocket close codes the hub sends."""
 
     NORMAL = 1000
+    PROTOCOL_ERROR = 1002
     UNSUPPORTED_DATA = 1003
+    INVALID_DATA = 1007
     POLICY = 1008
     TOO_BIG = 1009
     INTERNAL = 1011

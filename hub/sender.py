@@ -115,10 +115,16 @@ class Sender:
         """Bytes written to the socket and not yet taken by the kernel."""
         return self._writer.buffered()
 
-    def wrote_elsewhere(self) -> None:
-        """Something was written to the socket past `send` (a pong): it counts too."""
-        if self._state is _OPEN and self._writer.buffered() > self._limit:
+    def room_for(self, size: int) -> bool:
+        """Whether `size` bytes written past `send` (a pong) fit in the send queue; a socket
+        they would overflow is shed."""
+        state = self._state
+        if state is not _OPEN and state is not _HOLDING:
+            return False
+        if self._writer.buffered() + size > self._limit:
             self._shed_now()
+            return False
+        return True
 
     def close(self, cause: Disconnect) -> None:
         if self._state is _OPEN or self._state is _HOLDING:

@@ -245,13 +245,16 @@ class Session:
         except HubError as error:
             self._refuse(error, request.ref)
 
-    def pinged(self) -> None:
-        """A WebSocket ping, already answered by the transport: a frame like any other for
-        the rate limit, and its pong counts against the send queue."""
-        if self._limit is not None and self._limit.admit() is Verdict.CLOSE:
+    def pinged(self, pong: int) -> bool:
+        """A WebSocket ping is a frame like any other for the rate limit, and its pong is
+        answered only within the send queue: a ping past either goes unanswered."""
+        limit = self._limit
+        if limit is not None and (verdict := limit.admit()) is not Verdict.ADMIT:
             self._node.tally.dropped[Dropped.RATE_LIMITED] += 1
-            self.close(RATE_LIMITED)
-        self.sender.wrote_elsewhere()
+            if verdict is Verdict.CLOSE:
+                self.close(RATE_LIMITED)
+            return False
+        return self.sender.room_for(pong)
 
     def _refuse(self, error: HubError, ref: Ref) -> None:
         self._node.metrics.refusals.labels(error.code.value).inc()

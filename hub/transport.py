@@ -13,16 +13,29 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+from websockets.typing import BytesLike
 
-from hub.disconnect import PING_TIMEOUT, SHUTDOWN, Disconnect
+from hub.disconnect import INVALID_UTF8, PING_TIMEOUT, SHUTDOWN, Disconnect, refused_frame
+from hub.linger import LINGER_BYTES, LINGER_PARSED_BYTES
 
 WRITER_EXTENSION = "hub.writer"
 CLOSE_TIMEOUT = 5.0
+"""How long a socket the node closed waits for the peer's close before it is dropped."""
+READ_SLICE = 4096
+"""Bytes parsed at a time: what one socket sent is acted on a slice at a time, so a peer
+past its budget is stopped before the rest of a large read is parsed, and the loop moves
+on after a few milliseconds at most."""
+PONG_BOUND = 65536
+"""Bytes that may wait for the kernel before a pong is dropped, while no session counts
+them (before the handshake is accepted)."""
 
 
 class Listener(Protocol):
-    def pinged(self) -> None:
-        """The peer sent a ping, and its pong is queued."""
+    def pinged(self, pong: int) -> bool:
+        """The peer sent a ping: whether its pong of `pong` bytes may go out."""
 
 
 class FrameWriter(Protocol):
@@ -33,7 +46,7 @@ class FrameWriter(Protocol):
         """Why the hub closed the socket, if it did (None: the peer went)."""
 
     listener: Listener | None
-    """Told of each ping from the peer, once the server has queued its pong."""
+    """Asked about each ping from the peer before its pong is queued."""
 
     def write(self, frame: bytes) -> int:
         """Queue already-framed WebSocket messages, never blocking; return the bytes now
@@ -49,20 +62,174 @@ class FrameWriter(Protocol):
         """Send a close frame and drop the socket if the peer does not answer in time."""
 
 
+class PongsWithheld(ServerProtocol):
+    """websockets' server side, minus its automatic pongs: the transport sends each pong
+    once the socket's budget allows it, and none after the node's close."""
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.PING:
+            self.events.append(frame)
+        else:
+            super().recv_frame(frame)
+
+
 class HubWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol, plus the `FrameWriter` verbs."""
+    """uvicorn's sans-I/O WebSocket protocol, plus the `FrameWriter` verbs, and reads that
+    stop where a peer's budget ends.
+
+    What a peer sends is parsed `READ_SLICE` bytes at a time, and no further while the app
+    has a message to take (the rest waits, unparsed, with the socket not read). Once the
+    node sends a close, the socket lingers: it reads on and discards, answering nothing,
+    until the peer's close, `LINGER_BYTES` or `CLOSE_TIMEOUT`, so that the close frame is
+    read and not lost to a reset.
+    """
 
     cause: Disconnect | None
     listener: Listener | None
+    _unread: bytes
+    """What arrived while the app had a message to take: parsed once it takes it."""
+    _lingered: int
+    """Bytes read since the node's close."""
 
     def __init__(
         self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: Any = None
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        self.conn = PongsWithheld(
+            extensions=self.conn.available_extensions,
+            max_size=config.ws_max_size,
+            logger=self.conn.logger,
+        )
         # Set here, with uvicorn's own attributes, so that every socket's attributes stay
         # in one shared layout (one set later would give each socket a dict of its own).
         self.cause = None
         self.listener = None
+        self._unread = b""
+        self._lingered = 0
+
+    def data_received(self, data: bytes) -> None:
+        if self._unread or not self._reading():
+            self._unread += data
+        else:
+            self._parse(data)
+
+    def _reading(self) -> bool:
+        """Whether frames are parsed now: not while the app has a message to take, nor
+        between the handshake's request and its answer (a refused frame could not be
+        answered with a close then)."""
+        return not self.read_paused and (self.handshake_complete or not self.handshake_initiated)
+
+    def _parse(self, data: bytes) -> None:
+        conn = self.conn
+        for at in range(0, len(data), READ_SLICE):
+            if self.close_sent:
+                self._linger(data[at:])
+                return
+            if not self._reading():
+                self._unread = data[at:]
+                self.transport.pause_reading()
+                return
+            conn.receive_data(data[at : at + READ_SLICE])
+            if conn.parser_exc is not None:
+                self._refuse_frame()
+                return
+            self.handle_events()
+
+    def _resume(self) -> None:
+        """Parse what waited, then read on unless that paused reading again."""
+        if not self._reading():
+            return
+        unread, self._unread = self._unread, b""
+        self._parse(unread)
+        if self._reading() and not self.close_sent and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def handle_events(self) -> None:
+        for event in self.conn.events_received():
+            if not isinstance(event, Frame):
+                if isinstance(event, Request):
+                    self.handle_connect(event)
+                continue
+            opcode = event.opcode
+            if opcode is Opcode.PING:
+                self._answer_ping(event.data)
+            elif opcode is Opcode.PONG:
+                self.handle_pong(event)
+            elif opcode is Opcode.CLOSE:
+                self.handle_close(event)
+            elif opcode is Opcode.CONT:
+                self.handle_cont(event)
+            elif opcode is Opcode.TEXT:
+                self.handle_text(event)
+            else:
+                self.handle_bytes(event)
+
+    def _answer_ping(self, payload: BytesLike) -> None:
+        """Send the pong only within the socket's budget: the session counts the ping as a
+        frame, and its pong against the send queue."""
+        if self.close_sent:
+            return
+        pong = len(payload) + 2
+        listener = self.listener
+        if listener is None:
+            answer = self.transport.get_write_buffer_size() + pong <= PONG_BOUND
+        else:
+            answer = listener.pinged(pong)
+        if answer and not self.close_sent:
+            self.conn.send_pong(payload)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+
+    def send_receive_event_to_app(self) -> None:
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return
+        if self.curr_msg_data_type == "text":
+            try:
+                message: Any = {"type": "websocket.receive", "text": data.decode()}
+            except UnicodeDecodeError:
+                self.close(INVALID_UTF8)
+                return
+        else:
+            message = {"type": "websocket.receive", "bytes": data}
+        self.queue.put_nowait(message)
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    async def receive(self) -> Any:
+        message = await self.queue.get()
+        if self.read_paused and self.queue.empty():
+            self.read_paused = False
+            self._resume()
+        return message
+
+    def _refuse_frame(self) -> None:
+        """A frame the parser refused (too large, malformed): its close goes out, and the
+        socket lingers."""
+        conn = self.conn
+        self.transport.write(b"".join(conn.data_to_send()))
+        close = conn.close_sent
+        assert close is not None, "the parser fails a connection with a close"
+        self._sent_close(refused_frame(close.code, close.reason))
+
+    def _linger(self, data: bytes) -> None:
+        """After the node's close, read on without answering: find the peer's close in the
+        first `LINGER_PARSED_BYTES`, discard the rest, drop a peer that sends more than
+        `LINGER_BYTES`."""
+        parsed = self._lingered
+        self._lingered += len(data)
+        if self._lingered > LINGER_BYTES:
+            self.transport.abort()
+            return
+        if parsed >= LINGER_PARSED_BYTES:
+            return
+        conn = self.conn
+        conn.receive_data(data[: LINGER_PARSED_BYTES - parsed])
+        for event in conn.events_received():
+            if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
+                self.handle_close(event)
+        conn.data_to_send()  # nothing is answered now
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -89,18 +256,13 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         await super().send(message)
-        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+        kind = message["type"]
+        if kind == "websocket.accept":
+            self._resume()  # what the peer sent while its handshake was being decided
+        elif kind == "websocket.http.response.body" and not message.get("more_body"):
             # A refused handshake (401, 403, 429) is a finished exchange; without this,
             # uvicorn logs an error for every refusal and tries to answer 500 as well.
             self.handshake_complete = True
-
-    def handle_ping(self) -> None:
-        """The pong goes out at once, past the write path: whoever sends and receives
-        frames must count it, or pings that are never read make the node buffer without
-        bound."""
-        super().handle_ping()
-        if self.listener is not None:
-            self.listener.pinged()
 
     def keepalive_timeout(self) -> None:
         """The peer missed a pong: record why the socket goes, then drop it."""
@@ -120,13 +282,19 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         self.conn.send_close(cause.code, cause.reason)
         self.transport.write(b"".join(self.conn.data_to_send()))
+        self._sent_close(cause)
+
+    def _sent_close(self, cause: Disconnect) -> None:
+        """The node's close is on its way: tell the app, and linger until the peer's close
+        or `CLOSE_TIMEOUT` (a peer that stopped reading never answers)."""
         self.close_sent = True
         self._closing(cause)
-        if self.read_paused:
-            self.read_paused = False
-            self.transport.resume_reading()
-        # A peer that stopped reading never sees the close frame: abort rather than wait.
+        self.read_paused = False
+        unread, self._unread = self._unread, b""
+        self.transport.resume_reading()
         self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
+        if unread:
+            self._linger(unread)
 
     def _closing(self, cause: Disconnect) -> None:
         """Tell the app the socket is going, and why."""

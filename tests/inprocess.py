@@ -59,10 +59,10 @@ class RecordingWriter:
         self.listener: Listener | None = None
 
     def ping(self, pong: int) -> None:
-        """A ping from the peer, answered past the write path with `pong` bytes queued."""
-        self.waiting += pong
-        if self.listener is not None:
-            self.listener.pinged()
+        """A ping from the peer, answered past the write path with `pong` bytes queued
+        when the session allows it."""
+        if self.listener is not None and self.listener.pinged(pong):
+            self.waiting += pong
 
     def write(self, frame: bytes) -> int:
         if self.cause is not None:

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,13 +34,35 @@ OVERRIDDEN = {
     "__init__",
     "handle_connect",
     "send",
-    "handle_ping",
     "keepalive_timeout",
     "shutdown",
 }
 """Methods hub overrides and calls through `super()`."""
 
-OWN_VERBS = {"write", "buffered", "drained", "close", "_closing", "cause", "listener"}
+REPLACED = {"data_received", "handle_events", "send_receive_event_to_app", "receive"}
+"""Methods hub replaces whole: uvicorn must still call them, as they are."""
+
+CALLED = {"handle_pong", "handle_close", "handle_cont", "handle_text", "handle_bytes"}
+"""uvicorn's methods that hub calls on `self`."""
+
+OWN_VERBS = {
+    "write",
+    "buffered",
+    "drained",
+    "close",
+    "_closing",
+    "cause",
+    "listener",
+    "_parse",
+    "_answer_ping",
+    "_refuse_frame",
+    "_linger",
+    "_sent_close",
+    "_unread",
+    "_lingered",
+    "_reading",
+    "_resume",
+}
 """Methods and attributes hub adds: uvicorn must not have (and so use) its own of the same
 name."""
 
@@ -47,17 +71,29 @@ INSTANCE_ATTRIBUTES: dict[str, type | tuple[type, ...]] = {
     "transport": asyncio.Transport,
     "close_sent": bool,
     "handshake_complete": bool,
+    "handshake_initiated": bool,
     "queue": asyncio.Queue,
     "loop": asyncio.AbstractEventLoop,
     "conn": ServerProtocol,
     "read_paused": bool,
     "close_timer": (asyncio.TimerHandle, type(None)),
     "writable": asyncio.Event,
+    "frames": list,
+    "curr_msg_data_type": str,
 }
 """State of an accepted socket that hub reads or sets, and what it must be."""
 
-CONN_METHODS = {"send_close", "data_to_send"}
+CONN_METHODS = {"send_close", "send_pong", "data_to_send", "receive_data", "events_received"}
 """What hub calls on `conn`, the websockets `ServerProtocol`."""
+
+CONN_ATTRIBUTES: dict[str, type | tuple[type, ...]] = {
+    "close_sent": (object, type(None)),
+    "parser_exc": (Exception, type(None)),
+    "available_extensions": (list, type(None)),
+    "logger": object,
+    "events": list,
+}
+"""What hub reads on `conn` (and `PongsWithheld` appends its pings to)."""
 
 HANDSHAKE = (
     b"GET /v1/ws HTTP/1.1\r\n"
@@ -163,12 +199,12 @@ def test_these_lists_cover_everything_hub_transport_takes_from_uvicorn() -> None
         for node in hub_class.body
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
     }
-    unlisted = uses.on_self - defined - set(INSTANCE_ATTRIBUTES) - OVERRIDDEN
+    unlisted = uses.on_self - defined - set(INSTANCE_ATTRIBUTES) - OVERRIDDEN - REPLACED - CALLED
     assert not unlisted, (
         f"hub/transport.py now uses self.{', self.'.join(sorted(unlisted))} from uvicorn: "
         "add it to INSTANCE_ATTRIBUTES in tests/test_transport_compat.py"
     )
-    assert uses.on_conn <= CONN_METHODS, (
+    assert uses.on_conn <= CONN_METHODS | set(CONN_ATTRIBUTES), (
         f"hub/transport.py now calls self.conn.{', self.conn.'.join(sorted(uses.on_conn))}: "
         "add it to CONN_METHODS in tests/test_transport_compat.py"
     )
@@ -176,13 +212,38 @@ def test_these_lists_cover_everything_hub_transport_takes_from_uvicorn() -> None
         f"hub/transport.py calls super().{', super().'.join(sorted(uses.through_super))}: "
         "make OVERRIDDEN in tests/test_transport_compat.py say the same"
     )
-    assert defined == OVERRIDDEN | OWN_VERBS, (
+    assert defined == OVERRIDDEN | REPLACED | OWN_VERBS, (
         f"HubWebSocketProtocol defines {', '.join(sorted(defined))}: "
-        "sort each into OVERRIDDEN or OWN_VERBS in tests/test_transport_compat.py"
+        "sort each into OVERRIDDEN, REPLACED or OWN_VERBS in tests/test_transport_compat.py"
     )
 
 
-@pytest.mark.parametrize("name", sorted(OVERRIDDEN))
+@pytest.mark.parametrize("name", sorted(CALLED))
+def test_each_method_hub_calls_is_still_there(name: str) -> None:
+    if not callable(getattr(_base(), name, None)):
+        pytest.fail(_relies(f"{BASE} no longer has `{name}`"))
+
+
+def test_websockets_still_answers_pings_in_recv_frame_and_keeps_events() -> None:
+    """`PongsWithheld` takes pings out of `recv_frame`, and appends them to `events`."""
+    from hub.transport import PongsWithheld
+
+    arguments = list(inspect.signature(ServerProtocol.recv_frame).parameters)
+    assert arguments == ["self", "frame"], _relies("ServerProtocol.recv_frame changed")
+    conn = PongsWithheld()
+    conn.receive_data(HANDSHAKE)
+    [request] = conn.events_received()
+    assert isinstance(request, Request)
+    conn.send_response(conn.accept(request))
+    conn.data_to_send()
+    conn.receive_data(b"\x89\x80abcd")  # a masked, empty ping
+    assert conn.data_to_send() == [], "websockets answered a ping itself"
+    [ping] = conn.events_received()
+    assert isinstance(ping, Frame)
+    assert ping.opcode is Opcode.PING
+
+
+@pytest.mark.parametrize("name", sorted(OVERRIDDEN | REPLACED))
 def test_each_overridden_method_is_still_there_with_the_same_arguments(name: str) -> None:
     from hub.transport import HubWebSocketProtocol
 
@@ -281,6 +342,9 @@ async def test_an_accepted_socket_has_the_state_hub_reads_and_the_writer_in_its_
         assert isinstance(value, kind), _relies(
             f"{BASE}.{name} is now a {type(value).__name__}, not a {kind}"
         )
+    for name, kind in CONN_ATTRIBUTES.items():
+        value = getattr(protocol.conn, name, AttributeError)
+        assert isinstance(value, kind), _relies(f"ServerProtocol.{name} is missing or changed")
     assert "extensions" in protocol.scope, _relies(f"{BASE}'s scope has no `extensions`")
     writer: object = protocol.scope["extensions"][WRITER_EXTENSION]
     assert writer is protocol
