@@ -37,11 +37,13 @@ USER 10001:10001
 # 9100: /metrics without the key, only when HUB_METRICS_PORT=9100 is set.
 EXPOSE 8000 9100
 # Liveness only (/healthz): a draining or Redis-less node is still healthy, just not ready.
+# No curl in the image: Python makes the request (compose's readiness check on /readyz too).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
 # On SIGTERM a node drains: /readyz answers 503, its sockets are closed with 1012 spread over
-# HUB_DRAIN_SECONDS, then it exits 0. Give it longer than that before a SIGKILL
-# (docker stop --time, compose stop_grace_period, terminationGracePeriodSeconds).
+# HUB_DRAIN_SECONDS, it keeps serving for HUB_UNREADY_SECONDS at least, then it exits 0. Give
+# it longer than the longer of the two before a SIGKILL (docker stop --time, compose
+# stop_grace_period, terminationGracePeriodSeconds).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["hub"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]

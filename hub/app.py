@@ -27,6 +27,7 @@ from hub.auth import Authenticator, AuthError, Principal
 from hub.broker import BrokerUnavailable
 from hub.cli import WS_PROTOCOL
 from hub.config import Settings
+from hub.descriptors import fitted
 from hub.disconnect import DRAINING, FULL, INTERNAL_ERROR
 from hub.errors import ErrorCode, error_body
 from hub.http import HubHttpProtocol
@@ -61,8 +62,10 @@ class Refused:
 class Hub:
     """The node's parts, its lifespan and its socket endpoint."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clamped: str | None = None) -> None:
         self.settings = settings
+        self._clamped = clamped
+        """What the open-file limit lowered in the settings, to say once at start."""
         self.metrics = Metrics()
         parts = assemble(settings, self.metrics)
         self.node = parts.node
@@ -86,6 +89,8 @@ class Hub:
         port = self.settings.metrics_port
         exporter = Exporter(port, self.metrics.registry) if port is not None else None
         tune_collector(self.settings.gc_threshold)
+        if self._clamped is not None:
+            log.warning("%s", self._clamped)
         log.info("node %s started: %s", self.node.id, self.settings.summary)
         try:
             yield
@@ -97,8 +102,14 @@ class Hub:
             await self.auth.stop()
 
     async def drain(self) -> None:
-        """Stop taking sockets and close the open ones, spread over `HUB_DRAIN_SECONDS`."""
+        """Stop taking sockets and close the open ones, spread over `HUB_DRAIN_SECONDS`, and
+        stay unready for `HUB_UNREADY_SECONDS` at least: a node with few sockets would
+        otherwise stop listening before a load balancer's next health check saw it leave,
+        and the balancer would go on sending it requests that can only time out."""
+        loop = asyncio.get_running_loop()
+        unready_until = loop.time() + self.settings.unready_seconds
         await self.sockets.drain(self.settings.drain_seconds)
+        await asyncio.sleep(max(0.0, unready_until - loop.time()))
 
     def figures(self) -> Figures:
         queued, queued_sockets = self.sockets.backlog()
@@ -243,9 +254,9 @@ class _App:
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
-    settings = settings or Settings()
-    HubHttpProtocol.limit(settings)
-    hub = Hub(settings)
+    fit = fitted(settings or Settings())
+    HubHttpProtocol.limit(fit.settings)
+    hub = Hub(fit.settings, fit.clamped)
     return _App(hub, _http(hub))
 
 

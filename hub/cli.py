@@ -12,7 +12,6 @@ import logging
 import logging.config
 import math
 import os
-import resource
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -24,14 +23,12 @@ from pydantic import ValidationError
 from hub import __version__
 from hub.auth import AuthError, Role, issue_token, principal_from_claims
 from hub.config import Settings, check_secret, problems, unknown_variables
+from hub.descriptors import TooFewFiles, fitted
 from hub.listen import add_listen
 from hub.logs import uvicorn_log_config
 
 WS_PROTOCOL = "hub.transport:HubWebSocketProtocol"
 HTTP_PROTOCOL = "hub.http:HubHttpProtocol"
-FILES_BESIDES_CONNECTIONS = 64
-"""Open files a node holds besides its connections: its listeners, the Redis writers (8)
-and subscriber, the event loop's own, logs and the standard streams, with room to spare."""
 
 
 def _fail(message: str) -> NoReturn:
@@ -89,35 +86,14 @@ def _check_public_keys(settings: Settings) -> None:
             _fail(str(error))
 
 
-def files_needed(settings: Settings) -> int:
-    """Open files a node may hold at once, at its limits. Each connection is one: the
-    `HUB_MAX_CONNECTIONS` sockets, up to `HUB_MAX_PENDING_REQUESTS` connections still
-    sending their request (REST clients, and handshakes past the cap, which are accepted
-    before they can be refused with 1013), the `HUB_REDIS_READ_CONNECTIONS` with Redis;
-    then `FILES_BESIDES_CONNECTIONS`. The default `HUB_MAX_CONNECTIONS` (18000) is what
-    leaves room for the rest under a hard limit of 20000, which some hosts set: the
-    defaults need 19096 with Redis."""
-    redis = settings.redis_read_connections if settings.redis is not None else 0
-    return (
-        settings.max_connections + settings.max_pending_requests + redis + FILES_BESIDES_CONNECTIONS
-    )
-
-
-def _raise_file_limit(settings: Settings, warn: Warn) -> None:
-    """Every connection is an open file: take all the process may have (the hard limit),
-    and say so when that is less than `files_needed`."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    needed = files_needed(settings)
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        warn(
-            f"the open-file limit ({hard}) is below the {needed} files these settings may "
-            f"need ({settings.max_connections} HUB_MAX_CONNECTIONS, "
-            f"{settings.max_pending_requests} HUB_MAX_PENDING_REQUESTS, the Redis "
-            f"connections and {FILES_BESIDES_CONNECTIONS} more): raise it (ulimit -Hn, the "
-            "container's nofile) or lower HUB_MAX_CONNECTIONS, else connections fail before 1013"
-        )
+def _fit_open_files(settings: Settings) -> None:
+    """Raise the soft open-file limit, which the workers inherit, and refuse a limit that
+    leaves no room for connections; each worker lowers its caps to what fits, and says so
+    (hub/descriptors.py)."""
+    try:
+        fitted(settings)
+    except TooFewFiles as error:
+        _fail(str(error))
 
 
 def _check_listen(host: str, port: int) -> None:
@@ -167,7 +143,7 @@ def serve(args: argparse.Namespace) -> None:
             _fail("HUB_NODE_ID names one node; leave it unset with --workers > 1")
         if settings.metrics_port is not None:
             _fail("HUB_METRICS_PORT is one port; leave it unset with --workers > 1")
-    _raise_file_limit(settings, warn)
+    _fit_open_files(settings)
     _check_listen(host, port)
     import uvicorn
 

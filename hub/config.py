@@ -195,6 +195,13 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         10.0, ge=0, description="how long a SIGTERM drain spreads its 1012 closes over, s"
     )
+    unready_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="least time between SIGTERM and the node's listener closing: /readyz "
+        "answers 503 and REST is served meanwhile, so that a load balancer's health checks "
+        "see the node leave before it stops answering; the drain counts towards it, s",
+    )
     handover_seconds: float = Field(
         10.0,
         ge=0,
@@ -202,7 +209,10 @@ class Settings(BaseSettings):
         "node before it is reported offline, s",
     )
     max_connections: int = Field(
-        18000, ge=1, description="sockets on this node before new ones are refused with 1013"
+        18000,
+        ge=1,
+        description="sockets on this node before new ones are refused with 1013; lowered, "
+        "with HUB_MAX_PENDING_REQUESTS, when both do not fit the open-file limit",
     )
     header_timeout: float = Field(
         10.0, gt=0, description="seconds a request's headers may take to arrive (408 after)"
@@ -213,8 +223,8 @@ class Settings(BaseSettings):
     max_pending_requests: int = Field(
         1000,
         ge=1,
-        description="connections that may wait for their request headers at once; past it "
-        "the one waiting longest is dropped (408)",
+        description="connections that may wait for their request headers at once, kept-alive "
+        "ones between requests included; past it the one waiting longest is dropped (408)",
     )
     max_sockets_per_sub: int = Field(
         16,
@@ -550,7 +560,8 @@ class Settings(BaseSettings):
             history += f" (other rules for {len(self.history_rooms)} room prefixes)"
         return (
             f"{broker}; auth {self._auth_mode}; {history}; at most {self.max_connections} "
-            f"sockets, frames of {self.max_frame_bytes} B, events of {self.max_event_bytes} B, "
+            f"sockets and {self.max_pending_requests} connections waiting for their headers, "
+            f"frames of {self.max_frame_bytes} B, events of {self.max_event_bytes} B, "
             f"{self.send_queue_bytes} B queued per socket; heartbeat every "
             f"{self.heartbeat_interval:g} s, timeout {self.heartbeat_timeout:g} s"
         )

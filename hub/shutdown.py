@@ -4,10 +4,12 @@ uvicorn's own SIGTERM handling closes the listening socket and every WebSocket a
 (all clients reconnect to the other nodes in the same instant, and `/readyz` can no
 longer say why), then re-raises the signal, so the process dies of it. Instead, once the
 node has started, hub takes SIGTERM over: the first one runs the drain (`/readyz` answers
-503 `draining` from the first moment, the sockets close spread over `HUB_DRAIN_SECONDS`)
-and then asks uvicorn to stop as it would on its own (`should_exit`), which still waits
-for requests in flight and runs the lifespan shutdown. A second SIGTERM, or SIGINT,
-stops at once as before.
+503 `draining` from the first moment, the sockets close spread over `HUB_DRAIN_SECONDS`,
+and the node keeps listening for `HUB_UNREADY_SECONDS` at least, so that a load balancer
+checking every second or two sees it leave before it stops answering) and then asks
+uvicorn to stop as it would on its own (`should_exit`), which still waits for requests in
+flight and runs the lifespan shutdown. A second SIGTERM, or SIGINT, stops at once as
+before.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ def launch_node(
         HUB_BROADCAST_RATE="0",
         HUB_READ_RATE="0",
         HUB_LOG_LEVEL="warning",
+        HUB_UNREADY_SECONDS="0",  # a benchmark's node stops at once when it is done
     )
     if redis_url:
         env["HUB_REDIS_URL"] = redis_url

@@ -168,6 +168,9 @@ class _Daemon:
 class _Process(_Daemon):
     """One redis-server (or Sentinel) on a free loopback port, keeping nothing on disk."""
 
+    persistence: tuple[str, ...] = ("--save", "", "--appendonly", "no")
+    """What a redis-server writes to disk: nothing, unless a subclass says otherwise."""
+
     def __init__(self, port: int | None = None) -> None:
         self.port = free_port() if port is None else port
 
@@ -175,7 +178,7 @@ class _Process(_Daemon):
         """Start the server with `args`; a Sentinel takes its config file alone."""
         options = ["--port", str(self.port), "--bind", "127.0.0.1"]
         if not sentinel:
-            options += ["--save", "", "--appendonly", "no"]
+            options += self.persistence
         self.process = subprocess.Popen(
             [binary, *args, *options] if not sentinel else [binary, *args],
             stdout=subprocess.DEVNULL,
@@ -210,6 +213,17 @@ class RedisServer(_Process):
 
     def start(self) -> None:
         self.launch(self.binary)
+
+
+class AppendOnlyRedis(RedisServer):
+    """A redis-server as the deployments run it: an append-only file fsynced every second,
+    here in `directory`. Killed and started again, it has on the same port what it wrote."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.directory = directory
+        self.persistence = ("--dir", str(directory), "--save", "")
+        self.persistence += ("--appendonly", "yes", "--appendfsync", "everysec")
 
 
 class RedisCluster:
@@ -403,8 +417,10 @@ class HubNode:
             HUB_CONNECT_RATE="0",
             HUB_READ_RATE="0",
             # A node stopped at the end of a test closes its sockets at once, not spread
-            # over the default 10 s; drain tests set their own.
+            # over the default 10 s, and stops listening at once, not after the default 5 s
+            # unready; drain tests set their own.
             HUB_DRAIN_SECONDS="0",
+            HUB_UNREADY_SECONDS="0",
         )
         if redis_url is not None:
             env["HUB_REDIS_URL"] = redis_url

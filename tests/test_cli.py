@@ -270,7 +270,7 @@ def test_a_port_that_is_not_a_number_is_named(variable: str, value: str) -> None
 def test_serve_listens_on_hub_port() -> None:
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="hub-port-", suffix=".log")[1])
-    env = clean_env(HUB_JWT_SECRET=SECRET, HUB_PORT=str(port), PORT="1")
+    env = clean_env(HUB_JWT_SECRET=SECRET, HUB_PORT=str(port), PORT="1", HUB_UNREADY_SECONDS="0")
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "hub", "serve"], env=env, stderr=out)
     try:

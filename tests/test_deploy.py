@@ -3,7 +3,8 @@
 No container or cluster runs here: each file is checked by the tool that knows its format
 (hadolint, check-jsonschema, `haproxy -c`, kubernetes-validate, yamllint, all from the
 virtualenv that runs the tests), then the figures that must match across files are compared:
-drain and grace period, probes, autoscaling target and capacity, metric names.
+stop times and grace periods, probes and start-up order, Redis persistence, autoscaling
+target and capacity, metric names, and what HAProxy logs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +23,8 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from hub.config import Settings
-from tests.support import metric_names, required, unmeasured_env
+from tests.conftest import NodeFactory
+from tests.support import metric_names, required, unmeasured_env, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -32,6 +35,9 @@ BIN = Path(sys.executable).parent
 KUBERNETES_VERSION = "1.37.0"
 
 YAML_FILES = sorted([*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")])
+HAPROXY_FILES = sorted(DEPLOY.rglob("*.cfg"))
+COMPOSE_GRACE = "10s"
+"""compose's `stop_grace_period` where a service sets none."""
 KUBERNETES_FILES = sorted(p for p in KUBERNETES.glob("*.yaml") if p.name != "kustomization.yaml")
 
 # Every metric of the hub's own, by the name Prometheus sees (histograms without a suffix).
@@ -90,6 +96,15 @@ def _hub_services() -> dict[str, dict[str, Any]]:
     return {name: service for name, service in services.items() if "build" in service}
 
 
+def _stop_seconds(env: dict[str, str]) -> float:
+    """How long a node given `env` takes to stop, at least: the longer of its unready time
+    and its drain (the unready time is a minimum, not added to the drain)."""
+    defaults = Settings.model_fields
+    unready = env.get("HUB_UNREADY_SECONDS", defaults["unready_seconds"].default)
+    drain = env.get("HUB_DRAIN_SECONDS", defaults["drain_seconds"].default)
+    return max(float(unready), float(drain))
+
+
 # yamllint
 
 
@@ -137,6 +152,7 @@ def test_the_manifests_hold_the_resources_the_hub_needs() -> None:
         ("PodDisruptionBudget", "policy/v1"),
         ("HorizontalPodAutoscaler", "autoscaling/v2"),
         ("ConfigMap", "v1"),
+        ("PersistentVolumeClaim", "v1"),
     }
 
 
@@ -146,8 +162,38 @@ def test_the_grace_period_covers_the_pre_stop_sleep_and_the_drain() -> None:
     command = container["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
     pre_stop = int(command[1])
-    drain = float(_env(container)["HUB_DRAIN_SECONDS"])
-    assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain + 10
+    # The grace period runs from the preStop hook on, SIGTERM comes after it.
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + _stop_seconds(_env(container)) + 10
+    # A load balancer following the readiness probe sees the node leave before it stops.
+    probe = container["readinessProbe"]
+    seen_within = probe["periodSeconds"] * probe["failureThreshold"]
+    assert pre_stop + float(_env(container)["HUB_UNREADY_SECONDS"]) >= seen_within
+
+
+def test_kubernetes_redis_appends_every_write_to_a_file_on_a_persistent_volume() -> None:
+    redis = _resource("Deployment", "redis")["spec"]
+    assert redis["replicas"] == 1
+    assert redis["strategy"]["type"] == "Recreate"  # never two pods on one volume
+    pod = redis["template"]["spec"]
+    (container,) = pod["containers"]
+    assert _redis_persistence(container["args"]) == {"appendonly": "yes", "appendfsync": "everysec"}
+    (data,) = (m for m in container["volumeMounts"] if m["mountPath"] == "/data")
+    (volume,) = (v for v in pod["volumes"] if v["name"] == data["name"])
+    claim = _resource("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert _is_pong_check(" ".join(container["readinessProbe"]["exec"]["command"]))
+
+
+def _redis_persistence(args: list[str]) -> dict[str, str]:
+    """The `--appendonly` and `--appendfsync` of redis-server's arguments."""
+    pairs = dict(zip(args[::2], args[1::2], strict=True))
+    return {name: pairs.get(f"--{name}", "") for name in ("appendonly", "appendfsync")}
+
+
+def _is_pong_check(command: str) -> bool:
+    """Whether a Redis health check wants PONG: redis-cli exits 0 on the LOADING error that
+    Redis answers while it reads its file back."""
+    return "redis-cli ping" in command and "grep -q PONG" in command
 
 
 def test_readiness_is_readyz_and_liveness_is_healthz_on_the_hub_port() -> None:
@@ -254,7 +300,73 @@ def test_compose_runs_three_nodes_each_named_after_its_service() -> None:
         assert env["HUB_FORWARDED_ALLOW_IPS"]
         # No default: a published secret would let anyone mint admin tokens.
         assert env["HUB_JWT_SECRET"].startswith("${HUB_JWT_SECRET:?")
-        assert _seconds(service["stop_grace_period"]) >= float(env["HUB_DRAIN_SECONDS"]) + 10
+        assert _seconds(service["stop_grace_period"]) >= _stop_seconds(env) + 10
+
+
+def test_compose_starts_nodes_on_a_redis_that_answers_and_haproxy_on_ready_nodes() -> None:
+    services = _compose()["services"]
+    assert _is_pong_check(" ".join(services["redis"]["healthcheck"]["test"]))
+    for service in _hub_services().values():
+        assert service["depends_on"] == {"redis": {"condition": "service_healthy"}}
+        assert "/readyz" in " ".join(service["healthcheck"]["test"])
+    waits_for = services["haproxy"]["depends_on"]
+    assert waits_for == {name: {"condition": "service_healthy"} for name in _hub_services()}
+
+
+def test_the_compose_node_health_check_runs_on_the_images_python_and_wants_readyz(
+    hub_node: NodeFactory,
+) -> None:
+    # The image is python:*-slim with hub's virtualenv first on PATH: no curl, no wget.
+    (check,) = {tuple(service["healthcheck"]["test"]) for service in _hub_services().values()}
+    assert check[:3] == ("CMD", "python", "-c")
+    node = hub_node("checked", unready_seconds=60)
+
+    def passes() -> bool:
+        code = check[3].replace("127.0.0.1:8000", f"127.0.0.1:{node.port}")
+        assert code != check[3]
+        return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+    assert passes()
+    node.signal(signal.SIGTERM)  # unready for a minute; the fixture's SIGTERM ends it
+    wait_until(lambda: node.get("/readyz").status_code == 503, 5, "readyz to turn 503")
+    assert node.get("/healthz").status_code == 200
+    assert not passes()
+
+
+def test_compose_redis_appends_every_write_to_a_file_on_a_named_volume() -> None:
+    compose = _compose()
+    redis = compose["services"]["redis"]
+    assert _redis_persistence(redis["command"][1:]) == {
+        "appendonly": "yes",
+        "appendfsync": "everysec",
+    }
+    (volume,) = (mount.split(":")[0] for mount in redis["volumes"] if mount.endswith(":/data"))
+    assert volume in compose["volumes"]
+
+
+def test_haproxy_stops_within_its_compose_grace_period() -> None:
+    hard_stop = _hard_stop_after((DEPLOY / "haproxy.cfg").read_text())
+    haproxy = _compose()["services"]["haproxy"]
+    assert hard_stop + 5 <= _seconds(haproxy.get("stop_grace_period", COMPOSE_GRACE))
+
+
+def _hard_stop_after(config: str) -> float:
+    found = re.findall(r"^\s*hard-stop-after\s+(\d+)s\s*$", config, re.MULTILINE)
+    assert len(found) == 1, "hard-stop-after, in seconds, in global"
+    return float(found[0])
+
+
+@pytest.mark.parametrize("path", HAPROXY_FILES, ids=lambda p: p.name)
+def test_every_haproxy_file_bounds_its_soft_stop_and_logs_paths_without_query(
+    path: Path,
+) -> None:
+    config = path.read_text()
+    assert _hard_stop_after(config) > 0
+    assert not re.search(r"^\s*option\s+(httplog|httpslog)\b", config, re.MULTILINE)
+    (log_format,) = re.findall(r"^\s*log-format\s+(.*)$", config, re.MULTILINE)
+    # The request line (%r), the URI (%HU) and the query (%HQ) all carry `?token=...`.
+    assert not re.search(r"%(\{[^}]*\})?(r|HU|HQ)\b", log_format), log_format
+    assert "%HPO" in log_format or "%HP " in log_format or "%[path]" in log_format
 
 
 def _seconds(duration: str) -> float:

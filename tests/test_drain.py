@@ -1,7 +1,8 @@
 """Graceful drain on SIGTERM, alone, across two nodes, and behind HAProxy in a rolling
-restart: /readyz says so at once, sockets close with 1012 spread over the window, nothing
-published is lost to clients that resume, devices that move are never reported offline,
-and the process exits 0."""
+restart: /readyz says so at once, sockets close with 1012 spread over the window, a node
+with nothing to drain still serves, unready, for the unready time, nothing published is
+lost to clients that resume, devices that move are never reported offline, and the
+process exits 0."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import time
 from collections import Counter
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 
@@ -24,6 +26,7 @@ from tests.support import (
     history_ids,
     publish_numbered,
     token,
+    wait_until,
 )
 
 DRAIN = 2.0
@@ -56,6 +59,45 @@ async def test_sigterm_turns_readyz_503_closes_sockets_spread_over_the_window_an
     times = sorted(at for _, at in closes)
     assert times[-1] - times[0] >= DRAIN * 0.6  # ten closes at 0, 0.2, ... 1.8 s
     assert await asyncio.to_thread(node.exit_code) == 0
+
+
+UNREADY = 2.0
+
+
+def _serving_round(node: HubNode, bearer: str) -> bool:
+    """One round of what a load balancer and a script send a stopping node: True when
+    `/readyz` said 503 `draining` while `/healthz` and a broadcast still succeeded, False
+    once the node no longer answers."""
+    try:
+        ready = node.get("/readyz")
+        healthy = node.get("/healthz")
+        published = node.broadcast(bearer, room="lobby", event="x.tick", data={"n": 1})
+    except httpx.TransportError:
+        return False
+    assert (ready.status_code, ready.json()["reason"]) == (503, "draining")
+    assert healthy.status_code == 200
+    assert published.status_code == 202, published.text
+    return True
+
+
+def test_a_node_without_sockets_stays_unready_but_serving_for_the_unready_time(
+    hub_node: NodeFactory,
+) -> None:
+    # Nothing to drain: without the unready time the node stopped listening 0.05 s after
+    # SIGTERM, before any balancer's health check could see it answer 503.
+    node = hub_node("leaving", unready_seconds=UNREADY)
+    bearer = token("operator", "script")
+    assert node.ready()
+    signalled = time.monotonic()
+    node.signal(signal.SIGTERM)
+    wait_until(lambda: node.get("/readyz").status_code == 503, 2.0, "readyz to turn 503")
+    served: list[float] = []
+    while _serving_round(node, bearer):
+        served.append(time.monotonic() - signalled)
+        time.sleep(0.2)
+    assert served, "the node stopped answering at once"
+    assert served[-1] >= UNREADY * 0.8, served  # a lower bound: a slow machine only adds
+    assert node.exit_code() == 0
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def _answers(*command: str | Path, within: float) -> None:
     port = free_port()
     node = subprocess.Popen(
         [*command, "--port", str(port)],
-        env={**unmeasured_env(), "HUB_JWT_SECRET": SECRET},
+        env={**unmeasured_env(), "HUB_JWT_SECRET": SECRET, "HUB_UNREADY_SECONDS": "0"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hub.cli import files_needed
 from hub.config import NODE_LOST_GRACE, Settings
 from tests.conftest import NodeFactory
 from tests.support import SECRET, HubNode, free_port
@@ -257,36 +255,3 @@ def test_the_start_up_line_hides_the_redis_password(tmp_path: Path) -> None:
     assert "(other rules for 1 room prefixes)" in line
     assert "hunter2" not in output
     assert SECRET not in output
-
-
-def _serve_under_file_limit(port: int, limit: int, **env: str) -> list[str]:
-    def lower() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-
-    result = subprocess.run(
-        [sys.executable, "-m", "hub", "serve", "--port", str(port)],
-        env=clean_env(HUB_JWT_SECRET=SECRET, **env),
-        capture_output=True,
-        text=True,
-        timeout=FAILS_WITHIN,
-        preexec_fn=lower,
-    )
-    *warnings, last = refusal_of(result)
-    assert last == f"hub: cannot listen on 127.0.0.1:{port}: address already in use"
-    return warnings
-
-
-def test_the_open_file_warning_comes_only_when_the_limit_is_below_the_need(port: int) -> None:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < 20000:
-        pytest.skip(f"the hard open-file limit here is {hard}: it cannot be raised to 20000")
-    assert files_needed(_settings(redis_url="redis://x")) <= 20000
-    assert _serve_under_file_limit(port, 20000) == []
-    assert _serve_under_file_limit(port, 20000, HUB_REDIS_URL="redis://127.0.0.1:1/0") == []
-    warnings = _serve_under_file_limit(port, 20000, HUB_MAX_CONNECTIONS="19000")
-    assert warnings == [
-        "hub: warning: the open-file limit (20000) is below the 20064 files these settings "
-        "may need (19000 HUB_MAX_CONNECTIONS, 1000 HUB_MAX_PENDING_REQUESTS, the Redis "
-        "connections and 64 more): raise it (ulimit -Hn, the container's nofile) or lower "
-        "HUB_MAX_CONNECTIONS, else connections fail before 1013"
-    ]
