@@ -10,8 +10,9 @@ import pytest
 
 from tests.support import HubNode, RedisCluster, RedisServer, SentinelSet, required
 
-pytest_plugins = ["tests.browser"]
-"""The real browser's fixtures (`browser`, `browser_context`, `page`)."""
+pytest_plugins = ["tests.browser", "tests.collected", "pytester"]
+"""The real browser's fixtures (`browser`, `browser_context`, `page`), the check that every
+collected test ran, and `pytester`, which runs pytest on small suites (to test that check)."""
 
 
 @pytest.fixture

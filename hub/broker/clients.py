@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.retry import Retry
 
 from hub.config import Deployment
 
@@ -38,6 +38,8 @@ def _options() -> dict[str, Any]:
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_timeout": COMMAND_TIMEOUT,
         "socket_keepalive": True,
+        # The asyncio Retry, which these clients await: redis-py 8.2 on takes a synchronous
+        # one only with a warning at every start.
         "retry": Retry(NoBackoff(), 0),
         # RESP2: pub/sub replies come back from read_response, not through push handlers.
         "protocol": 2,
@@ -147,7 +149,6 @@ class ClusterClients(Clients):
         common = {
             "startup_nodes": seeds,
             "require_full_coverage": False,
-            "cluster_error_retry_attempts": 1,
             **self._options,
         }
         self.writes = _WaitingCluster(WRITE_CONNECTIONS, **common)
