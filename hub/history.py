@@ -7,11 +7,29 @@ from dataclasses import dataclass
 
 from hub.errors import ErrorCode, HubError
 
-ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 MAX_PART = 2**64 - 1
 """Each half of an id is an unsigned 64-bit integer, as in a Redis stream id."""
 LAST_ID = f"{MAX_PART}-{MAX_PART}"
 """The largest id: nothing can follow it."""
+
+
+def _at_most(limit: int) -> str:
+    """A regular expression for the decimal numbers from 0 to `limit` (leading zeros
+    allowed, no more digits than `limit` has)."""
+    top = str(limit)
+    shorter = f"[0-9]{{1,{len(top) - 1}}}"
+    below = [
+        f"{top[:at]}[0-{int(digit) - 1}][0-9]{{{len(top) - at - 1}}}"
+        for at, digit in enumerate(top)
+        if digit != "0"
+    ]
+    return "|".join([shorter, *below, top])
+
+
+PART = f"(?:{_at_most(MAX_PART)})"
+ID_PATTERN = f"^({PART})-({PART})$"
+"""An id, exactly: what the checks and the API document both use."""
+ID_RE = re.compile(ID_PATTERN)
 
 
 def parse_id(text: str) -> tuple[int, int] | None:
@@ -19,10 +37,7 @@ def parse_id(text: str) -> tuple[int, int] | None:
     match = ID_RE.fullmatch(text)
     if match is None:
         return None
-    ms, seq = int(match[1]), int(match[2])
-    if ms > MAX_PART or seq > MAX_PART:
-        return None
-    return ms, seq
+    return int(match[1]), int(match[2])
 
 
 def format_id(pair: tuple[int, int]) -> str:

@@ -17,6 +17,7 @@ from hub.auth import SUB_RE
 from hub.errors import HTTP_STATUS, ErrorCode
 from hub.events import FREE_FORM_PREFIX, PUBLIC, RECEIPT_STATUSES
 from hub.fleet import MAX_FLEET_LIMIT
+from hub.history import ID_PATTERN
 from hub.protocol import EVENT_MAX_LEN, EVENT_RE, ROOM_RE, TENANT_RE
 from hub.rest import (
     DEFAULT_HISTORY_LIMIT,
@@ -87,7 +88,7 @@ def _schemas(events: list[dict[str, Any]]) -> dict[str, Any]:
         "Tenant": {"type": "string", "pattern": _whole(TENANT_RE.pattern), "maxLength": 64},
         "EventId": {
             "type": "string",
-            "pattern": r"^[0-9]{1,20}-[0-9]{1,20}$",
+            "pattern": ID_PATTERN,
             "description": "Two unsigned 64-bit integers: ms, then a sequence number",
         },
         "Error": {

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import httpx
 import pytest
 
+from hub import openapi
 from hub.history import parse_id
 from tests.conftest import NodeFactory, Redis
 from tests.support import Client, HubNode, RedisServer, eventually, token
@@ -320,3 +322,29 @@ async def test_a_device_resumes_its_own_rooms_by_subscribing_to_them(node: HubNo
     _tick(node, "device:p1", 2)
     assert await _ticks(again, 1) == [2]
     await again.close()
+
+
+@pytest.mark.parametrize(
+    ("part", "valid"),
+    [
+        ("0", True),
+        ("9999999999999999999", True),
+        ("10000000000000000000", True),
+        ("18446744073709551615", True),
+        ("01844674407370955161", True),
+        ("18446744073709551616", False),
+        ("18446744073709551620", False),
+        ("18446744073709552000", False),
+        ("56758615677624960194", False),
+        ("184467440737095516150", False),
+    ],
+)
+def test_the_documented_id_pattern_takes_exactly_the_ids_the_hub_takes(
+    part: str, valid: bool
+) -> None:
+    """A Redis stream id is two u64s: the API document says so as the check does, or a
+    client that follows the document gets a 400."""
+    pattern = openapi.document()["components"]["schemas"]["EventId"]["pattern"]
+    for text in (f"{part}-1", f"1-{part}"):
+        assert (re.fullmatch(pattern, text) is not None) is valid
+        assert (parse_id(text) is not None) is valid
