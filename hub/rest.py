@@ -3,7 +3,6 @@ rights and the node for the rest."""
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import hmac
 import re
@@ -27,6 +26,7 @@ from hub.history import parse_id
 from hub.limits import Limit, limit
 from hub.metrics import Metrics
 from hub.node import IdempotencyKey
+from hub.presence import Place
 from hub.protocol import (
     check_depth,
     check_event_name,
@@ -39,6 +39,7 @@ from hub.protocol import (
 from hub.rooms import RoomKey
 from hub.sockets import Sockets
 from hub.stats import Figures, cluster, tenant_cluster, tenant_node
+from hub.verified import VerifiedTokens
 
 MAX_BODY_BYTES = 1 << 20
 MAX_BROADCAST_ROOMS = 100
@@ -118,11 +119,7 @@ def parse_limit(
     return int(value)
 
 
-def _member_order(member: dict[str, Any]) -> tuple[str, str]:
-    return member["sub"], member["conn"]
-
-
-def _cursor(after: str) -> tuple[str, str]:
+def _cursor(after: str) -> Place:
     """`after` is a page's `next`: the last member's sub and conn, a space between (a conn
     never has one, and a sub may)."""
     sub, space, conn = after.rpartition(" ")
@@ -165,7 +162,7 @@ class Rest:
     ) -> None:
         self._settings = settings
         self._node = parts.node
-        self._auth = auth
+        self._tokens = VerifiedTokens(auth.verify)
         self._sockets = sockets
         self._board = parts.board
         self._metrics = metrics
@@ -175,7 +172,7 @@ class Rest:
         self._reads = limit("reads", reads, reads, parts.reads)
 
     async def _principal(self, request: Request) -> Principal:
-        return await self._auth.verify(bearer(request))
+        return await self._tokens.principal(bearer(request))
 
     async def _reader(self, request: Request) -> Principal:
         """The principal of a read, within its token's read rate."""
@@ -228,14 +225,12 @@ class Rest:
             request.query_params.get("limit"), MAX_PRESENCE_LIMIT, MAX_PRESENCE_LIMIT
         )
         after = request.query_params.get("after")
-        members = await self._node.presence.members(key)
-        members.sort(key=_member_order)
-        if after is not None:
-            start = bisect.bisect_right([_member_order(m) for m in members], _cursor(after))
-            members = members[start:]
-        page, rest = members[:limit], members[limit:]
-        cursor = f"{page[-1]['sub']} {page[-1]['conn']}" if rest else None
-        return JSONResponse({"room": key.room, "members": page, "next": cursor})
+        place = None if after is None else _cursor(after)
+        members = await self._node.presence.members(key, place, limit + 1)
+        page = members[:limit]
+        cursor = f"{page[-1]['sub']} {page[-1]['conn']}" if len(members) > limit else None
+        body = orjson.dumps({"room": key.room, "members": page, "next": cursor})
+        return Response(body, media_type="application/json")
 
     async def state(self, request: Request) -> Response:
         """The room's current state: the newest event of each state name."""
@@ -334,7 +329,9 @@ class Rest:
         assert isinstance(exc, HubError)
         self._metrics.refusals.labels(exc.code.value).inc()
         status, body, headers = rest_refusal(exc)
-        return JSONResponse(body, status_code=status, headers=headers)
+        return Response(
+            orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+        )
 
     def exception_handlers(self) -> dict[type[Exception], ExceptionHandler]:
         return {HubError: self.refused, AuthError: unauthorized, HTTPException: http_error}

@@ -16,10 +16,12 @@ so that a listing never disagrees with the events.
 
 from __future__ import annotations
 
+import heapq
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from hub import envelope
@@ -35,6 +37,17 @@ from hub.stats import Tally
 
 Member = dict[str, Any]
 """One entry of a room's presence: `sub`, `role`, `node`, `conn`, `since`, `heartbeat`."""
+Place = tuple[str, str]
+"""Where a member is listed in its room: by `sub`, then `conn`."""
+_PLACE = itemgetter("sub", "conn")
+
+
+def first_members(members: Iterable[Member], after: Place | None, count: int) -> list[Member]:
+    """The first `count` of `members` in listing order, past `after` if given: one pass
+    that keeps `count`, not a sort of them all."""
+    if after is not None:
+        members = (member for member in members if _PLACE(member) > after)
+    return heapq.nsmallest(count, members, key=_PLACE)
 
 
 def now_ms() -> int:
@@ -155,8 +168,12 @@ class Presence(ABC):
         """Write out what is pending and leave, after this node's sockets have closed."""
 
     @abstractmethod
-    async def members(self, key: RoomKey) -> list[Member]:
-        """Everyone in room `key` on every node, devices with their last heartbeat."""
+    async def members(
+        self, key: RoomKey, after: Place | None = None, count: int | None = None
+    ) -> list[Member]:
+        """Everyone in room `key` on every node, devices with their last heartbeat, in
+        listing order: the first `count` (all when None) past `after` (a member's place).
+        Only those get their heartbeat, so a page of a large room costs about its page."""
 
     @abstractmethod
     async def devices(self, tenant: str, query: FleetQuery) -> FleetPage:

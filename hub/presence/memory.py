@@ -12,7 +12,7 @@ from hub.config import Settings
 from hub.disconnect import Gone
 from hub.fleet import SCAN_BUDGET, Device, FleetPage, FleetQuery
 from hub.history import RetentionRules
-from hub.presence.base import Member, Presence, Present, now_ms
+from hub.presence.base import Member, Place, Presence, Present, now_ms
 from hub.rooms import RoomKey
 from hub.stats import Tally
 
@@ -143,6 +143,8 @@ class MemoryPresence(Presence):
         super().__init__(settings, retention, tally)
         self._broker = broker
         self._rooms: dict[RoomKey, dict[str, Present]] = {}
+        self._places: dict[RoomKey, list[Place]] = {}
+        """Each room's members in listing order, for pages read by bisection."""
         self._sockets: dict[tuple[str, str], int] = {}
         self._fleet = MemoryFleet(self._fleet_ttl_ms)
 
@@ -152,14 +154,19 @@ class MemoryPresence(Presence):
     async def stop(self) -> None:
         """Nothing to hand over: presence ends with the process."""
 
-    async def members(self, key: RoomKey) -> list[Member]:
-        listed = []
-        for present in self._rooms.get(key, {}).values():
-            member = present.member(self.node, key)
-            device = present.device
-            member["heartbeat"] = None if device is None else self._fleet.heartbeat(*device)
-            listed.append(member)
-        return listed
+    async def members(
+        self, key: RoomKey, after: Place | None = None, count: int | None = None
+    ) -> list[Member]:
+        present, places = self._rooms.get(key, {}), self._places.get(key, [])
+        start = 0 if after is None else bisect.bisect_right(places, after)
+        stop = len(places) if count is None else start + count
+        return [self._member(present[conn], key) for _, conn in places[start:stop]]
+
+    def _member(self, present: Present, key: RoomKey) -> Member:
+        member = present.member(self.node, key)
+        device = present.device
+        member["heartbeat"] = None if device is None else self._fleet.heartbeat(*device)
+        return member
 
     async def devices(self, tenant: str, query: FleetQuery) -> FleetPage:
         return self._fleet.page(tenant, query, now_ms())
@@ -180,14 +187,18 @@ class MemoryPresence(Presence):
         self._publish(event)
 
     def _joined(self, present: Present, key: RoomKey) -> None:
-        self._rooms.setdefault(key, {})[present.conn] = present
+        members = self._rooms.setdefault(key, {})
+        if present.conn not in members:
+            bisect.insort(self._places.setdefault(key, []), (present.sub, present.conn))
+        members[present.conn] = present
 
     def _left(self, present: Present, key: RoomKey) -> None:
         members = self._rooms.get(key)
-        if members is not None:
-            members.pop(present.conn, None)
+        if members is not None and members.pop(present.conn, None) is not None:
+            places = self._places[key]
+            del places[bisect.bisect_left(places, (present.sub, present.conn))]
             if not members:
-                del self._rooms[key]
+                del self._rooms[key], self._places[key]
 
     def _disconnected(self, present: Present, reason: Gone) -> None:
         for key in present.rooms:

@@ -33,7 +33,7 @@ from hub.history import RetentionRules
 from hub.logs import decision
 from hub.metrics import Metrics
 from hub.outage import Outage
-from hub.presence.base import Member, Presence, Present
+from hub.presence.base import Member, Place, Presence, Present, first_members
 from hub.presence.queue import Op, WriteQueue, release
 from hub.presence.registry import Registry, fleet_keep
 from hub.presence.scripts import (
@@ -55,6 +55,8 @@ FLUSH_SECONDS = 0.05
 """How long reports gather before they are written in one round trip."""
 RESYNC_BATCH = 500
 """Sockets written per round trip when the copy in Redis is rebuilt."""
+PARSE_CHUNK = 5000
+"""Members of a room parsed in one turn of the event loop (a few ms) when it is listed."""
 
 
 def _fleet_head(present: Present) -> str:
@@ -128,12 +130,21 @@ class RedisPresence(Presence):
         except (RedisError, OSError) as error:
             log.warning("presence not handed over (%s): the cluster will reap it", error)
 
-    async def members(self, key: RoomKey) -> list[Member]:
+    async def members(
+        self, key: RoomKey, after: Place | None = None, count: int | None = None
+    ) -> list[Member]:
+        """The room's hash is read whole (it is in no order), and parsed `PARSE_CHUNK`
+        members at a time between turns of the event loop, keeping only the first `count`."""
         try:
-            entries = [
-                orjson.loads(raw) for raw in await self._reader.hvals(ROOM_PREFIX + key.name)
-            ]
-            devices = [entry for entry in entries if entry["role"] == "device"]
+            raw = await self._reader.hvals(ROOM_PREFIX + key.name)
+            keep = len(raw) if count is None else count
+            chosen: list[Member] = []
+            for at in range(0, len(raw), PARSE_CHUNK):
+                if at:
+                    await asyncio.sleep(0)
+                parsed = map(orjson.loads, raw[at : at + PARSE_CHUNK])
+                chosen = first_members([*chosen, *parsed], after, keep)
+            devices = [entry for entry in chosen if entry["role"] == "device"]
             beats = []
             if devices:
                 beats = await self._reader.hmget(
@@ -141,11 +152,11 @@ class RedisPresence(Presence):
                 )
         except (RedisError, OSError) as error:
             raise BrokerUnavailable(f"redis presence read failed: {error}") from error
-        for entry in entries:
+        for entry in chosen:
             entry["heartbeat"] = None
         for entry, beat in zip(devices, beats, strict=True):
             entry["heartbeat"] = orjson.loads(beat) if beat else None
-        return entries
+        return chosen
 
     async def devices(self, tenant: str, query: FleetQuery) -> FleetPage:
         online = "" if query.online is None else str(query.online).lower()
