@@ -10,7 +10,7 @@ the kernel, and how much may pile up is the caller's decision.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
@@ -71,6 +71,11 @@ class PongsWithheld(ServerProtocol):
             self.events.append(frame)
         else:
             super().recv_frame(frame)
+
+    def lost(self) -> None:
+        """The connection is gone: end the parser, whose suspended frame holds this
+        protocol (and the handshake's request) in a cycle."""
+        self.parser.close()
 
 
 class HubWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -230,6 +235,17 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
             if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
                 self.handle_close(event)
         conn.data_to_send()  # nothing is answered now
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Drop what ties the socket to its session in a cycle: a node collects cycles
+        rarely (`hub.process.tune_collector`), and every closed socket would otherwise
+        stay in memory, with its session, until a full collection."""
+        super().connection_lost(exc)
+        cast(PongsWithheld, self.conn).lost()
+        self.listener = None
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"].pop(WRITER_EXTENSION, None)
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)

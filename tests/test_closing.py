@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from websockets.frames import Frame, Opcode
 
+from loadtest.wire import RawSocket, open_many
 from tests.conftest import NodeFactory
 from tests.support import HubNode, eventually, metric, token
 
@@ -25,6 +26,10 @@ UPGRADE = (
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
     "{headers}\r\n"
 )
+
+
+CHURN_SOCKETS = 400
+CHURN_ROUNDS = 5
 
 
 def upgrade(bearer: str = "", query: str = "", headers: bytes = b"") -> bytes:
@@ -237,3 +242,24 @@ async def test_a_ping_flood_that_never_reads_barely_grows_the_node(
         10,
         "the pings past the budget to be counted",
     )
+
+
+async def test_sockets_that_come_and_go_leave_nothing_behind(hub_node: NodeFactory) -> None:
+    """A socket and its session are tied in cycles that a node collects only rarely (it
+    tunes its collector for long-lived sockets): closed, they must go by reference counts,
+    or every reconnect grows the node by what a socket holds."""
+    node = hub_node("churn")
+    tokens = [token("device", f"churn-{i}") for i in range(CHURN_SOCKETS)]
+    sizes = []
+    for _ in range(CHURN_ROUNDS):
+        sockets = await open_many(
+            RawSocket, [node.port], range(CHURN_SOCKETS), tokens.__getitem__, 60
+        )
+        for opened in sockets:
+            opened.transport.close()
+        await eventually(
+            lambda: metric(node, 'hub_connections{role="device"}') == 0, 10, "the sockets to go"
+        )
+        sizes.append(rss_kib(node))
+    grown = sizes[-1] - sizes[1]  # the first round warms the node up
+    assert grown < CHURN_SOCKETS, f"{CHURN_ROUNDS - 2} rounds grew the node by {grown} KiB"

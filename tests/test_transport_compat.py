@@ -14,6 +14,7 @@ import importlib
 import importlib.metadata
 import inspect
 import tomllib
+import types
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ VERSION = importlib.metadata.version("uvicorn")
 
 OVERRIDDEN = {
     "__init__",
+    "connection_lost",
     "handle_connect",
     "send",
     "keepalive_timeout",
@@ -92,6 +94,7 @@ CONN_ATTRIBUTES: dict[str, type | tuple[type, ...]] = {
     "available_extensions": (list, type(None)),
     "logger": object,
     "events": list,
+    "parser": types.GeneratorType,
 }
 """What hub reads on `conn` (and `PongsWithheld` appends its pings to)."""
 
