@@ -113,6 +113,10 @@ QUICK_SECONDS = 65
 """What `--quick` took, measured, on a 2-core machine (load on one core, nodes on the other)."""
 PER_PROCESS = 5000
 """Sockets one idle-load process opens (each process has at most 20,000 open files)."""
+IDLE_PENDING = 500
+"""`HUB_MAX_PENDING_REQUESTS` of the idle node: with the default 1,000, 19,000 sockets and
+what a node holds besides would not fit 20,000 open files, and the node would lower its
+socket cap below 19,000 (hub/descriptors.py)."""
 IDLE_SETTLE = 3.0
 """Seconds the node rests before its memory is read (presence writes, the collector)."""
 
@@ -146,6 +150,7 @@ def idle(counts: list[int], cpu: str | None) -> list[dict[str, Any]]:
             heartbeat_interval="3000",
             heartbeat_timeout="6000",
             max_connections=str(sockets),
+            max_pending_requests=str(IDLE_PENDING),
         )
         try:
             time.sleep(IDLE_SETTLE)
