@@ -100,11 +100,10 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: Any = None
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.conn = PongsWithheld(
-            extensions=self.conn.available_extensions,
-            max_size=config.ws_max_size,
-            logger=self.conn.logger,
-        )
+        # uvicorn's own, made a `PongsWithheld` in place: a second one made here would
+        # cost every handshake its construction, and leave the first (in a cycle with its
+        # parser) for the collector.
+        self.conn.__class__ = PongsWithheld
         # Set here, with uvicorn's own attributes, so that every socket's attributes stay
         # in one shared layout (one set later would give each socket a dict of its own).
         self.cause = None

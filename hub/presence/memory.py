@@ -134,6 +134,10 @@ def _device_of(present: Present) -> tuple[str, str]:
     return device
 
 
+def _place(present: Present) -> Place:
+    return present.sub, present.conn
+
+
 class MemoryPresence(Presence):
     """Keeps presence and the fleet, and decides online and offline, in this process."""
 
@@ -143,8 +147,10 @@ class MemoryPresence(Presence):
         super().__init__(settings, retention, tally)
         self._broker = broker
         self._rooms: dict[RoomKey, dict[str, Present]] = {}
-        self._places: dict[RoomKey, list[Place]] = {}
-        """Each room's members in listing order, for pages read by bisection."""
+        self._places: dict[RoomKey, list[Present]] = {}
+        """The members of each room read since it was made, in listing order (`_place`),
+        for pages read by bisection. Kept only for rooms someone reads: most rooms (each
+        device's own) never are, and an order for each would cost every socket."""
         self._sockets: dict[tuple[str, str], int] = {}
         self._fleet = MemoryFleet(self._fleet_ttl_ms)
 
@@ -157,10 +163,14 @@ class MemoryPresence(Presence):
     async def members(
         self, key: RoomKey, after: Place | None = None, count: int | None = None
     ) -> list[Member]:
-        present, places = self._rooms.get(key, {}), self._places.get(key, [])
-        start = 0 if after is None else bisect.bisect_right(places, after)
+        places = self._places.get(key)
+        if places is None:
+            places = sorted(self._rooms.get(key, {}).values(), key=_place)
+            if places:
+                self._places[key] = places
+        start = 0 if after is None else bisect.bisect_right(places, after, key=_place)
         stop = len(places) if count is None else start + count
-        return [self._member(present[conn], key) for _, conn in places[start:stop]]
+        return [self._member(member, key) for member in places[start:stop]]
 
     def _member(self, present: Present, key: RoomKey) -> Member:
         member = present.member(self.node, key)
@@ -188,17 +198,20 @@ class MemoryPresence(Presence):
 
     def _joined(self, present: Present, key: RoomKey) -> None:
         members = self._rooms.setdefault(key, {})
-        if present.conn not in members:
-            bisect.insort(self._places.setdefault(key, []), (present.sub, present.conn))
+        places = self._places.get(key)
+        if places is not None and present.conn not in members:
+            bisect.insort(places, present, key=_place)
         members[present.conn] = present
 
     def _left(self, present: Present, key: RoomKey) -> None:
         members = self._rooms.get(key)
         if members is not None and members.pop(present.conn, None) is not None:
-            places = self._places[key]
-            del places[bisect.bisect_left(places, (present.sub, present.conn))]
+            places = self._places.get(key)
+            if places is not None:
+                del places[bisect.bisect_left(places, _place(present), key=_place)]
             if not members:
-                del self._rooms[key], self._places[key]
+                del self._rooms[key]
+                self._places.pop(key, None)
 
     def _disconnected(self, present: Present, reason: Gone) -> None:
         for key in present.rooms:
