@@ -429,6 +429,8 @@ class HubNode:
         self.env = env
         self.log = Path(tempfile.mkstemp(prefix=f"hub-{name}-", suffix=".log", dir=log_dir)[1])
         self.process: subprocess.Popen[bytes] | None = None
+        self.preexec: Callable[[], None] | None = None
+        """Run in the child before `hub serve` starts (a resource limit, say)."""
 
     def start(self, ready: bool = True) -> None:
         with self.log.open("ab") as out:
@@ -437,6 +439,7 @@ class HubNode:
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                preexec_fn=self.preexec,
             )
         path = "/readyz" if ready else "/healthz"
         wait_until(lambda: self._status(path) == 200, START_TIMEOUT, f"{self.name}{path}")
@@ -595,6 +598,45 @@ def history_ids(node: HubNode, room: str) -> list[str]:
     answer = node.get(f"/v1/rooms/{room}/history", token("operator", "reader"), limit="1000")
     assert answer.status_code == 200, answer.text
     return [event["id"] for event in answer.json()["events"]]
+
+
+class ShippedProxy:
+    """HAProxy run with a config from deploy/ that a subclass writes, made for loopback,
+    into `config`; its output (the requests it logs included) goes to `log`."""
+
+    def __init__(self, directory: Path, scheme: str, config_name: str) -> None:
+        self.binary = required("haproxy")
+        self.port = free_port()
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        socket_scheme = "wss" if scheme == "https" else "ws"
+        self.ws_url = f"{socket_scheme}://127.0.0.1:{self.port}/v1/ws"
+        self.config = directory / config_name
+        self.log = directory / "haproxy.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [self.binary, "-db", "-f", str(self.config)], stdout=out, stderr=out
+            )
+        wait_until(self._answers, START_TIMEOUT, f"haproxy to answer on {self.url}")
+
+    def _answers(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"haproxy exited: {self.log.read_text(errors='replace')}")
+        try:
+            return self.healthy()
+        except httpx.HTTPError:
+            return False
+
+    def healthy(self) -> bool:
+        return httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
 
 
 class HAProxy(_Daemon):

@@ -26,7 +26,7 @@ from hub.descriptors import (
     fit,
     reserve,
 )
-from tests.support import SECRET, START_TIMEOUT, HubNode, token, wait_until
+from tests.support import SECRET, HubNode, token
 from tests.test_cli import FAILS_WITHIN, clean_env, refusal_of, taken_port
 
 LOW = 256
@@ -125,18 +125,7 @@ class LimitedNode(HubNode):
     def __init__(self, name: str, soft: int, hard: int, log_dir: Path, **settings: Any) -> None:
         super().__init__(name, log_dir=log_dir, **settings)
         self.soft, self.hard = soft, hard
-
-    def start(self, ready: bool = True) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "hub", "serve", "--port", str(self.port)],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=lambda: _limited(self.soft, self.hard),
-            )
-        path = "/readyz" if ready else "/healthz"
-        wait_until(lambda: self._status(path) == 200, START_TIMEOUT, f"{self.name}{path}")
+        self.preexec = lambda: _limited(self.soft, self.hard)
 
     def clamp_lines(self) -> list[str]:
         return [line for line in self.output().splitlines() if "RLIMIT_NOFILE" in line]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -25,7 +24,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.conftest import NodeFactory
-from tests.support import START_TIMEOUT, HubNode, eventually, free_port, required, token, wait_until
+from tests.support import HubNode, ShippedProxy, eventually, free_port, token
 from tests.test_tls import TLSProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,39 +43,12 @@ class Proxy(Protocol):
     def stop(self) -> None: ...
 
 
-class PlainProxy:
+class PlainProxy(ShippedProxy):
     """HAProxy started with deploy/haproxy.cfg in front of `node`, its log in a file."""
 
     def __init__(self, node: HubNode, directory: Path) -> None:
-        self.binary = required("haproxy")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/v1/ws"
-        self.config = directory / "haproxy.cfg"
+        super().__init__(directory, "http", "haproxy.cfg")
         self.config.write_text(_configured(PLAIN.read_text(), self.port, node.port))
-        self.log = directory / "haproxy.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [self.binary, "-db", "-f", str(self.config)], stdout=out, stderr=out
-            )
-        wait_until(self._answers, START_TIMEOUT, "haproxy to answer")
-
-    def _answers(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"haproxy exited: {self.log.read_text(errors='replace')}")
-        try:
-            return httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
 
 
 def _configured(template: str, port: int, node_port: int) -> str:

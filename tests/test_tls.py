@@ -30,16 +30,15 @@ from websockets.asyncio.client import connect
 
 from tests.conftest import NodeFactory
 from tests.support import (
-    START_TIMEOUT,
     Client,
     HubNode,
     RedisServer,
+    ShippedProxy,
     eventually,
     free_port,
     required,
     token,
     unmeasured_env,
-    wait_until,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,44 +104,20 @@ def _configured(template: str, port: int, served: Path, nodes: list[tuple[str, i
     return text
 
 
-class TLSProxy:
+class TLSProxy(ShippedProxy):
     """HAProxy started with deploy/haproxy-tls.cfg in front of `nodes`."""
 
     def __init__(self, nodes: list[HubNode], directory: Path) -> None:
-        self.binary = required("haproxy")
-        self.port = free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
-        self.ws_url = f"wss://127.0.0.1:{self.port}/v1/ws"
+        super().__init__(directory, "https", "haproxy-tls.cfg")
         trusted, served = _certificate(directory)
         self.context_file = str(trusted)
         self.context = ssl.create_default_context(cafile=self.context_file)
-        self.config = directory / "haproxy-tls.cfg"
         servers = [(node.name, node.port) for node in nodes]
         self.config.write_text(_configured(CONFIG.read_text(), self.port, served, servers))
-        self.log = directory / "haproxy.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [self.binary, "-db", "-f", str(self.config)], stdout=out, stderr=out
-            )
-        wait_until(self._answers, START_TIMEOUT, "haproxy to answer over TLS")
-
-    def _answers(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"haproxy exited: {self.log.read_text(errors='replace')}")
-        try:
-            answer = httpx.get(self.url + "/healthz", verify=self.context, timeout=1.0)
-        except httpx.HTTPError:
-            return False
+    def healthy(self) -> bool:
+        answer = httpx.get(self.url + "/healthz", verify=self.context, timeout=1.0)
         return answer.status_code == 200
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
 
     async def socket(self, bearer: str) -> Client:
         """A wss:// socket through the proxy, past its welcome."""
