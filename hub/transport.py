@@ -179,7 +179,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
             answer = self.transport.get_write_buffer_size() + pong <= PONG_BOUND
         else:
             answer = listener.pinged(pong)
-        if answer and not self.close_sent:
+        if answer:
             self.conn.send_pong(payload)
             self.transport.write(b"".join(self.conn.data_to_send()))
 
