@@ -30,93 +30,74 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
+_HELP = {
+    "hub_tasks": "Tasks on the node's event loop (every socket has some)",
+    "hub_delivery_latency_seconds": (
+        "From the accepting node taking an event to this node writing it to its sockets"
+    ),
+    "hub_handshakes_refused": (
+        "Sockets refused: full (1013), draining (1012), rate_limited and quota (HTTP 429)"
+    ),
+    "hub_refusals": (
+        "Requests refused, by error code: error frames on sockets and REST error answers"
+    ),
+    "hub_tenant_limited": "Publishes refused by a tenant bound: publish_bytes or history_rooms",
+    "hub_slow_consumers": "Sockets closed with 4009 because their outgoing queue overflowed",
+    "hub_presence_writes": "Presence changes and heartbeats written to Redis",
+    "hub_presence_round_trips": "Round trips to Redis that carried presence writes (one per batch)",
+    "hub_receipts": "Delivery receipts stored and announced, by status",
+    "hub_state_publishes": "Events published that are part of a room's state (HUB_STATE_EVENTS)",
+    "hub_idempotent_replays": (
+        "Broadcasts answered from an earlier one with the same Idempotency-Key"
+    ),
+    "hub_token_refreshes": "Tokens refreshed on open sockets",
+    "hub_canary_round_trip_seconds": (
+        "From this node publishing its canary through Redis to hearing it back, by shard"
+    ),
+    "hub_deaf_subscribers": (
+        "Redis subscriber connections rebuilt because their canary went unheard"
+    ),
+    "hub_devices_reaped": "Devices of dead nodes this node reported offline (reason node_lost)",
+}
+"""The help text of every metric the node keeps itself (the live figures' are with `_Live`),
+so that the constructor reads as the list of what is kept."""
+
 
 class Metrics:
     """The node's Prometheus registry: counters kept here, live figures read at scrape time."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        registry = self.registry
+        self.registry = registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=registry)
-        self._tasks = Gauge(
-            "hub_tasks", "Tasks on the node's event loop (every socket has some)", registry=registry
-        )
+
+        def counter(name: str, *labels: str) -> Counter:
+            return Counter(name, _HELP[name], labels, registry=registry)
+
+        self._tasks = Gauge("hub_tasks", _HELP["hub_tasks"], registry=registry)
         self.delivery_latency = Histogram(
             "hub_delivery_latency_seconds",
-            "From the accepting node taking an event to this node writing it to its sockets",
+            _HELP["hub_delivery_latency_seconds"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.handshakes_refused = Counter(
-            "hub_handshakes_refused",
-            "Sockets refused: full (1013), draining (1012), rate_limited and quota (HTTP 429)",
-            ["reason"],
-            registry=registry,
-        )
-        self.refusals = Counter(
-            "hub_refusals",
-            "Requests refused, by error code: error frames on sockets and REST error answers",
-            ["code"],
-            registry=registry,
-        )
-        self.tenant_limited = Counter(
-            "hub_tenant_limited",
-            "Publishes refused by a tenant bound: publish_bytes or history_rooms",
-            ["bound"],
-            registry=registry,
-        )
-        self.slow_consumers = Counter(
-            "hub_slow_consumers",
-            "Sockets closed with 4009 because their outgoing queue overflowed",
-            registry=registry,
-        )
-        self.presence_writes = Counter(
-            "hub_presence_writes",
-            "Presence changes and heartbeats written to Redis",
-            registry=registry,
-        )
-        self.presence_round_trips = Counter(
-            "hub_presence_round_trips",
-            "Round trips to Redis that carried presence writes (one per batch)",
-            registry=registry,
-        )
-        self.receipts = Counter(
-            "hub_receipts",
-            "Delivery receipts stored and announced, by status",
-            ["status"],
-            registry=registry,
-        )
-        self.state_publishes = Counter(
-            "hub_state_publishes",
-            "Events published that are part of a room's state (HUB_STATE_EVENTS)",
-            registry=registry,
-        )
-        self.idempotent_replays = Counter(
-            "hub_idempotent_replays",
-            "Broadcasts answered from an earlier one with the same Idempotency-Key",
-            registry=registry,
-        )
-        self.token_refreshes = Counter(
-            "hub_token_refreshes",
-            "Tokens refreshed on open sockets",
-            registry=registry,
-        )
+        self.handshakes_refused = counter("hub_handshakes_refused", "reason")
+        self.refusals = counter("hub_refusals", "code")
+        self.tenant_limited = counter("hub_tenant_limited", "bound")
+        self.slow_consumers = counter("hub_slow_consumers")
+        self.presence_writes = counter("hub_presence_writes")
+        self.presence_round_trips = counter("hub_presence_round_trips")
+        self.receipts = counter("hub_receipts", "status")
+        self.state_publishes = counter("hub_state_publishes")
+        self.idempotent_replays = counter("hub_idempotent_replays")
+        self.token_refreshes = counter("hub_token_refreshes")
         self.canary_round_trip = Gauge(
             "hub_canary_round_trip_seconds",
-            "From this node publishing its canary through Redis to hearing it back, by shard",
+            _HELP["hub_canary_round_trip_seconds"],
             ["shard"],
             registry=registry,
         )
-        self.deaf_subscribers = Counter(
-            "hub_deaf_subscribers",
-            "Redis subscriber connections rebuilt because their canary went unheard",
-            registry=registry,
-        )
-        self.devices_reaped = Counter(
-            "hub_devices_reaped",
-            "Devices of dead nodes this node reported offline (reason node_lost)",
-            registry=registry,
-        )
+        self.deaf_subscribers = counter("hub_deaf_subscribers")
+        self.devices_reaped = counter("hub_devices_reaped")
 
     def watch(self, figures: Callable[[], Figures]) -> None:
         """Export the node's live figures, read from `figures` at every scrape."""

@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 import inspect
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,30 +28,14 @@ from hub.backoff import Backoff
 from hub.client import HubClient
 from hub.metrics import Metrics
 from hub.stats import Figures
+from loadtest.processes import HTTP as HTTP
+from loadtest.processes import NO_PERSISTENCE, node_env, redis_answers
+from loadtest.processes import cluster_port as cluster_port
+from loadtest.processes import free_port as free_port
+from loadtest.processes import wait_until as wait_until
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 START_TIMEOUT = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (10000 above) is free too, both below the
-    ephemeral range (32768 and up), where a client's connection could take one meanwhile."""
-    while True:
-        port = random.randrange(10000, 22000)
-        try:
-            for candidate in (port, port + 10000):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        return port
 
 
 def required(binary: str, package: str | None = None) -> str:
@@ -82,12 +64,6 @@ def unmeasured_env(**extra: str) -> dict[str, str]:
     return env
 
 
-HTTP = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
-"""The tests' plain HTTP requests, polls above all: a client of its own for each would cost
-a request about 35 ms of CPU (building its TLS context), and a test run polls nodes
-thousands of times. Without keep-alive, each request still has a connection of its own."""
-
-
 def quick_bench(where: Path, arguments: list[str]) -> dict[str, Any]:
     """The results of `python -m loadtest.bench --quick` with `arguments`, its files written
     in `where` (`bench.json`, `bench.png`)."""
@@ -98,16 +74,6 @@ def quick_bench(where: Path, arguments: list[str]) -> dict[str, Any]:
     subprocess.run(command, cwd=root, check=True, timeout=300, capture_output=True)
     results: dict[str, Any] = orjson.loads(out.read_text())
     return results
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `condition`, blocking the thread: for synchronous code only (process start-up);
-    inside a coroutine use `eventually`, which keeps the event loop running."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 async def eventually(
@@ -168,7 +134,7 @@ class _Daemon:
 class _Process(_Daemon):
     """One redis-server (or Sentinel) on a free loopback port, keeping nothing on disk."""
 
-    persistence: tuple[str, ...] = ("--save", "", "--appendonly", "no")
+    persistence: tuple[str, ...] = NO_PERSISTENCE
     """What a redis-server writes to disk: nothing, unless a subclass says otherwise."""
 
     def __init__(self, port: int | None = None) -> None:
@@ -184,15 +150,8 @@ class _Process(_Daemon):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(self._answers, START_TIMEOUT, f"redis on {self.port} to answer")
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+        what = f"redis on {self.port} to answer"
+        wait_until(lambda: redis_answers(self.port), START_TIMEOUT, what)
 
     def command(self, *args: str) -> str:
         result = subprocess.run(
@@ -407,24 +366,19 @@ class HubNode:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/v1/ws"
-        env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_")}
-        # Every test client comes from one address, and tests poll with few tokens: the
-        # handshake and read limits are off unless a test sets them.
-        env.update(
-            HUB_JWT_SECRET=SECRET,
-            HUB_NODE_ID=name,
-            HUB_LOG_LEVEL="info",
-            HUB_CONNECT_RATE="0",
-            HUB_READ_RATE="0",
+        fixed = {
+            "HUB_LOG_LEVEL": "info",
+            # Every test client comes from one address, and tests poll with few tokens: the
+            # handshake and read limits are off unless a test sets them.
+            "HUB_CONNECT_RATE": "0",
+            "HUB_READ_RATE": "0",
             # A node stopped at the end of a test closes its sockets at once, not spread
             # over the default 10 s, and stops listening at once, not after the default 5 s
             # unready; drain tests set their own.
-            HUB_DRAIN_SECONDS="0",
-            HUB_UNREADY_SECONDS="0",
-        )
-        if redis_url is not None:
-            env["HUB_REDIS_URL"] = redis_url
-        env.update({f"HUB_{key.upper()}": str(value) for key, value in settings.items()})
+            "HUB_DRAIN_SECONDS": "0",
+            "HUB_UNREADY_SECONDS": "0",
+        }
+        env = node_env(name, SECRET, redis_url, fixed, settings)
         env.update(environ or {})
         self.env = env
         self.log = Path(tempfile.mkstemp(prefix=f"hub-{name}-", suffix=".log", dir=log_dir)[1])
