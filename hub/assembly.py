@@ -18,7 +18,7 @@ from hub.stats import Tally
 from hub.tracing import tracer_for
 
 if TYPE_CHECKING:  # a node alone never loads the Redis client
-    from hub.broker.clients import RedisClient
+    from hub.redis.clients import RedisClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ def assemble(settings: Settings, metrics: Metrics) -> Parts:
         return Parts(
             Node(settings, run, broker, presence, retention, metrics, tally, tracer), board
         )
-    from hub.broker.clients import clients
+    from hub.redis.clients import clients
     from hub.broker.redis import RedisBroker
     from hub.figures.redis import RedisBoard
     from hub.outage import Outage

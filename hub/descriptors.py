@@ -52,7 +52,7 @@ def redis_files(settings: Settings) -> int:
     deployment = settings.redis
     if deployment is None:
         return 0
-    from hub.broker.clients import WRITE_CONNECTIONS  # a node alone never loads Redis's client
+    from hub.redis.clients import WRITE_CONNECTIONS  # a node alone never loads Redis's client
 
     per_server = WRITE_CONNECTIONS + settings.redis_read_connections + SUBSCRIBER_FILES
     if deployment.cluster:

@@ -53,6 +53,20 @@ class HubError(Exception):
         self.ref = ref
 
 
+class BrokerUnavailable(HubError):
+    """The broker cannot take the request now; nothing was published or subscribed.
+
+    The client is told only that it may retry; what went wrong (`detail`) is for the log.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ErrorCode.UNAVAILABLE, "broker unavailable, retry")
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
+
+
 def error_frame(error: HubError, ref: Ref) -> bytes:
     """The `error` frame that answers the request `ref` on a socket."""
     return orjson.dumps({"type": "error", "ref": ref, "code": error.code, "message": error.message})

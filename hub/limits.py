@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from hub.ratelimit import KeyedBuckets
 
 if TYPE_CHECKING:
-    from hub.broker.clients import RedisClient
+    from hub.redis.clients import RedisClient
 
 
 class Limit:

@@ -14,7 +14,7 @@ import orjson
 from hub import envelope
 from hub.auth import STATUS_ROOM
 from hub.broker import Broker, HistoryPage, Outgoing
-from hub.broker.base import Claim, IdempotencyConflict, Receipt, Replay, Sent
+from hub.broker.base import Claim, IdempotencyConflict, OutgoingReceipt, Replay, Sent
 from hub.config import Settings
 from hub.disconnect import BROKER_LOST
 from hub.errors import ErrorCode, HubError
@@ -250,7 +250,7 @@ class Node:
             raise HubError(ErrorCode.TOO_LARGE, f"receipt is {len(payload)} bytes, limit {limit}")
         status_key = RoomKey(key.tenant, STATUS_ROOM)
         announce = Outgoing.of(status_key, payload, self.retention_of(status_key))
-        receipt = Receipt(
+        receipt = OutgoingReceipt(
             key,
             event_id,
             f"{role} {sub}",

@@ -20,10 +20,9 @@ import asyncio
 import logging
 import time
 
-from redis.exceptions import RedisError
-
-from hub.broker.clients import RedisClient
 from hub.limits import Limit
+from hub.redis.clients import RedisClient
+from hub.redis.failures import FAILURES
 
 log = logging.getLogger("hub")
 
@@ -87,7 +86,7 @@ class SharedLimit(Limit):
             bucket = f"{BUCKET_PREFIX}{self.name}:{key}"
             waited = await self._script(keys=[bucket], args=[self.rate, self._burst, 1])
             answered = True
-        except (RedisError, OSError) as error:
+        except FAILURES as error:
             log.debug("shared limit %s checked locally: %s", self.name, error)
             return await super().take(key)
         else:

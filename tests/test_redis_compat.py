@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from redis.asyncio.retry import Retry
 
-from hub.broker.clients import clients
 from hub.config import Settings
+from hub.redis.clients import clients
 from tests.support import SECRET, RedisCluster, RedisServer, SentinelSet
 
 VERSION = importlib.metadata.version("redis")

@@ -19,20 +19,6 @@ Lost = Callable[[list[RoomKey]], None]
 on do not arrive, so their members must resume."""
 
 
-class BrokerUnavailable(HubError):
-    """The broker cannot take the request now; nothing was published or subscribed.
-
-    The client is told only that it may retry; what went wrong (`detail`) is for the log.
-    """
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(ErrorCode.UNAVAILABLE, "broker unavailable, retry")
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return self.detail
-
-
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """One event for one room: `prefix + id + suffix` are its bytes once it has an id."""
@@ -92,7 +78,7 @@ class IdempotencyConflict(HubError):
 
 
 @dataclass(frozen=True, slots=True)
-class Receipt:
+class OutgoingReceipt:
     """A principal's receipt of event `event_id` of room `key`: stored (the principal's
     latest for that event replaces its earlier ones) and published to `status` as
     `announce`, in one atomic step, only while the event is in the room's history."""
@@ -200,7 +186,7 @@ class Broker(ABC):
         """The state events each room keeps (as `HistoryPage.state`), in one read."""
 
     @abstractmethod
-    def receipt_soon(self, receipt: Receipt) -> asyncio.Future[bool]:
+    def receipt_soon(self, receipt: OutgoingReceipt) -> asyncio.Future[bool]:
         """Take a receipt now; the future gives whether its event was still in the room's
         history (and so it was stored and announced), or `BrokerUnavailable`."""
 

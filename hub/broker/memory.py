@@ -24,7 +24,7 @@ from hub.broker.base import (
     IdempotencyConflict,
     Lost,
     Outgoing,
-    Receipt,
+    OutgoingReceipt,
     Replay,
     Sent,
 )
@@ -233,12 +233,12 @@ class MemoryBroker(Broker):
                     deliver(key, envelope.traced(trace, payload) if trace else payload)
         return ids
 
-    def receipt_soon(self, receipt: Receipt) -> asyncio.Future[bool]:
+    def receipt_soon(self, receipt: OutgoingReceipt) -> asyncio.Future[bool]:
         stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         stored.set_result(self._receive(receipt))
         return stored
 
-    def _receive(self, receipt: Receipt) -> bool:
+    def _receive(self, receipt: OutgoingReceipt) -> bool:
         now = time.time()
         room = self._live(receipt.key, now)
         event_id = parse_id(receipt.event_id)

@@ -13,8 +13,9 @@ Every room's epoch is the one its tenant's `hub:epoch:{<tenant>}` holds, made on
 lost with the data, so a Redis (or a shard) that lost its data hands out a new epoch and
 a room keeps its epoch from the first subscribe through its first publish.
 
-Room events go out with `PUBLISH` on one Redis, `SPUBLISH` on a cluster (`dialect`): a
-room's channel carries its tenant's tag, so it lives on the shard that holds the room.
+Room events go out with `PUBLISH` on one Redis, `SPUBLISH` on a cluster
+(`hub.redis.scripts.dialect`): a room's channel carries its tenant's tag, so it lives on
+the shard that holds the room.
 
 `LIBRARY` holds the Lua functions other scripts (presence) build on, so that every event
 the hub publishes, whoever publishes it, goes through the same append-and-publish step.
@@ -258,8 +259,3 @@ if ARGV[3] ~= '' and #redis.call('XRANGE', stream, ARGV[3], ARGV[3]) > 0 then he
 return {epoch, trimmed, last, events, kept, held}
 """
 )
-
-
-def dialect(script: str, sharded: bool) -> str:
-    """`script` as a cluster runs it: room events over sharded pub/sub."""
-    return script.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',") if sharded else script

@@ -30,11 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from hub.backoff import Backoff
-from hub.broker.base import BrokerUnavailable
+from hub.broker.base import Deliver
+from hub.errors import BrokerUnavailable
 from hub.outage import Outage
+from hub.redis.failures import FAILURES, reconnect_backoff
 from hub.rooms import RoomKey
 from hub.tasks import cancel
 
@@ -65,8 +67,7 @@ class Verbs:
 PLAIN = Verbs(b"SUBSCRIBE", b"UNSUBSCRIBE", b"message", b"PUBLISH")
 SHARDED = Verbs(b"SSUBSCRIBE", b"SUNSUBSCRIBE", b"smessage", b"SPUBLISH")
 
-Deliver = Callable[[RoomKey, bytes], None]
-Dropped = Callable[[list[bytes]], None]
+LostChannels = Callable[[list[bytes]], None]
 """Told the channels a subscriber lost, or was refused (a moved slot)."""
 
 
@@ -82,7 +83,7 @@ class Subscriber:
         verbs: Verbs,
         rooms: dict[bytes, RoomKey],
         deliver: Deliver,
-        dropped: Dropped,
+        dropped: LostChannels,
         outage: Outage,
     ) -> None:
         self.shard = shard
@@ -140,13 +141,13 @@ class Subscriber:
             self._commands.put_nowait((self._verbs.unsubscribe, channel))
 
     async def _run(self) -> None:
-        backoff = Backoff(base=0.1, cap=5.0)
+        backoff = reconnect_backoff()
         while True:
             conn = self._connect()
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
                 await self._serve(conn, backoff)
-            except (RedisError, OSError) as error:
+            except FAILURES as error:
                 self._outage.failed(f"subscriber {self.shard}".strip(), error)
             except Exception:
                 log.exception("redis subscriber failed; reconnecting")

@@ -7,13 +7,12 @@ import logging
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 
-from hub.broker import BrokerUnavailable
-from hub.broker.clients import RedisClient
 from hub.figures.base import Board
 from hub.presence.registry import Registry
 from hub.presence.scripts import REGISTRY, STATS, Scripts
+from hub.redis.clients import RedisClient
+from hub.redis.failures import FAILURES, unavailable
 
 log = logging.getLogger("hub")
 
@@ -32,12 +31,10 @@ class RedisBoard(Board):
             return  # an instance that may be dead must not write anything back
         try:
             await self._redis.hset(STATS, registry.instance, orjson.dumps(figures))
-        except (RedisError, OSError) as error:
+        except FAILURES as error:
             log.debug("figures not posted: %s", error)
 
     async def read(self) -> list[dict[str, Any]]:
-        try:
+        with unavailable("redis stats read failed"):
             found = await self._node_figures(keys=[REGISTRY])
-        except (RedisError, OSError) as error:
-            raise BrokerUnavailable(f"redis stats read failed: {error}") from error
         return [orjson.loads(figures) for figures in found if figures]

@@ -35,14 +35,16 @@ from hub.history import RetentionRules
 from hub.rooms import RoomKey
 from hub.stats import Tally
 
-Member = dict[str, Any]
+MemberRecord = dict[str, Any]
 """One entry of a room's presence: `sub`, `role`, `node`, `conn`, `since`, `heartbeat`."""
 Place = tuple[str, str]
 """Where a member is listed in its room: by `sub`, then `conn`."""
 _PLACE = itemgetter("sub", "conn")
 
 
-def first_members(members: Iterable[Member], after: Place | None, count: int) -> list[Member]:
+def first_members(
+    members: Iterable[MemberRecord], after: Place | None, count: int
+) -> list[MemberRecord]:
     """The first `count` of `members` in listing order, past `after` if given: one pass
     that keeps `count`, not a sort of them all."""
     if after is not None:
@@ -74,7 +76,7 @@ class Present:
             return None
         return self.tenant, self.sub
 
-    def member(self, node: str, key: RoomKey) -> Member:
+    def member(self, node: str, key: RoomKey) -> MemberRecord:
         return {
             "sub": self.sub,
             "role": self.role.value,
@@ -170,7 +172,7 @@ class Presence(ABC):
     @abstractmethod
     async def members(
         self, key: RoomKey, after: Place | None = None, count: int | None = None
-    ) -> list[Member]:
+    ) -> list[MemberRecord]:
         """Everyone in room `key` on every node, devices with their last heartbeat, in
         listing order: the first `count` (all when None) past `after` (a member's place).
         Only those get their heartbeat, so a page of a large room costs about its page."""

@@ -12,7 +12,7 @@ from hub.config import Settings
 from hub.disconnect import Gone
 from hub.fleet import SCAN_BUDGET, Device, FleetPage, FleetQuery
 from hub.history import RetentionRules
-from hub.presence.base import Member, Place, Presence, Present, now_ms
+from hub.presence.base import MemberRecord, Place, Presence, Present, now_ms
 from hub.rooms import RoomKey
 from hub.stats import Tally
 
@@ -162,7 +162,7 @@ class MemoryPresence(Presence):
 
     async def members(
         self, key: RoomKey, after: Place | None = None, count: int | None = None
-    ) -> list[Member]:
+    ) -> list[MemberRecord]:
         places = self._places.get(key)
         if places is None:
             places = sorted(self._rooms.get(key, {}).values(), key=_place)
@@ -172,7 +172,7 @@ class MemoryPresence(Presence):
         stop = len(places) if count is None else start + count
         return [self._member(member, key) for member in places[start:stop]]
 
-    def _member(self, present: Present, key: RoomKey) -> Member:
+    def _member(self, present: Present, key: RoomKey) -> MemberRecord:
         member = present.member(self.node, key)
         device = present.device
         member["heartbeat"] = None if device is None else self._fleet.heartbeat(*device)

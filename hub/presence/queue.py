@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.commands.core import AsyncScript
 
-from hub.broker.clients import RedisClient
+from hub.redis.clients import RedisClient
 from hub.rooms import tag
 
 MAX_PENDING = 100_000
@@ -19,7 +19,7 @@ MAX_PENDING_BEATS = 20_000
 BEATS_PER_CALL = 200
 """Heartbeats per script call: a call blocks Redis for everyone while it runs."""
 
-Op = tuple[AsyncScript, str, list[Any]]
+Write = tuple[AsyncScript, str, list[Any]]
 """A script, the socket's tenant, and the script's own arguments, the socket's conn id
 first."""
 
@@ -29,17 +29,17 @@ class WriteQueue:
 
     def __init__(self, heartbeats: AsyncScript) -> None:
         self._heartbeats = heartbeats
-        self._ops: list[Op] = []
+        self._writes: list[Write] = []
         self._beats = 0
         self._waiting: list[asyncio.Future[None]] = []
 
-    def put(self, op: Op) -> bool:
-        """Queue `op`; False when the queue is full (and then dropped whole: the caller
+    def put(self, write: Write) -> bool:
+        """Queue `write`; False when the queue is full (and then dropped whole: the caller
         rebuilds presence instead)."""
-        if len(self._ops) >= MAX_PENDING:
+        if len(self._writes) >= MAX_PENDING:
             release(self.take()[1])
             return False
-        self._ops.append(op)
+        self._writes.append(write)
         return True
 
     def admit_beat(self) -> bool:
@@ -61,24 +61,24 @@ class WriteQueue:
         return bool(self._waiting)
 
     def __len__(self) -> int:
-        return len(self._ops)
+        return len(self._writes)
 
-    def take(self) -> tuple[list[Op], list[asyncio.Future[None]]]:
+    def take(self) -> tuple[list[Write], list[asyncio.Future[None]]]:
         """Everything queued, and the connects waiting for it; the queue starts over."""
-        ops, waiting = self._ops, self._waiting
-        self._ops, self._waiting, self._beats = [], [], 0
-        return ops, waiting
+        writes, waiting = self._writes, self._waiting
+        self._writes, self._waiting, self._beats = [], [], 0
+        return writes, waiting
 
     def pipeline(
         self,
         redis: RedisClient,
-        ops: list[Op],
+        writes: list[Write],
         common: tuple[Any, ...],
         pkey: Callable[[str], str],
     ) -> Any:
-        """One pipeline of script calls for `ops`, in order; runs of heartbeats of one
+        """One pipeline of script calls for `writes`, in order; runs of heartbeats of one
         tenant go `BEATS_PER_CALL` to a call. Every call starts with the same `common`
-        arguments (see `scripts`), the tenant, then the socket's pkey and the op's own."""
+        arguments (see `scripts`), the tenant, then the socket's pkey and the write's own."""
         pipe = redis.pipeline(transaction=False)
         beats: list[Any] = []
         beating = ""
@@ -89,7 +89,7 @@ class WriteQueue:
             )
             beats.clear()
 
-        for script, tenant, args in ops:
+        for script, tenant, args in writes:
             if script is self._heartbeats:
                 if beats and tenant != beating:
                     write_beats()

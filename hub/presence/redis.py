@@ -19,13 +19,9 @@ import logging
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 
 from hub import envelope
-from hub.backoff import Backoff
-from hub.broker import BrokerUnavailable, Outgoing
-from hub.broker.clients import RedisClient
-from hub.broker.redis import new_epoch
+from hub.broker import Outgoing
 from hub.config import Settings
 from hub.disconnect import Gone
 from hub.fleet import SCAN_BUDGET, Device, FleetPage, FleetQuery
@@ -33,8 +29,8 @@ from hub.history import RetentionRules
 from hub.logs import decision
 from hub.metrics import Metrics
 from hub.outage import Outage
-from hub.presence.base import Member, Place, Presence, Present, first_members
-from hub.presence.queue import Op, WriteQueue, release
+from hub.presence.base import MemberRecord, Place, Presence, Present, first_members
+from hub.presence.queue import Write, WriteQueue, release
 from hub.presence.registry import Registry, fleet_keep
 from hub.presence.scripts import (
     FLEET_PAGE,
@@ -45,6 +41,9 @@ from hub.presence.scripts import (
     heartbeats_key,
 )
 from hub.protocol import encode
+from hub.redis.clients import RedisClient
+from hub.redis.failures import FAILURES, reconnect_backoff, unavailable
+from hub.redis.scripts import new_epoch
 from hub.rooms import RoomKey, tag
 from hub.stats import Dropped, Tally
 from hub.tasks import cancel
@@ -127,18 +126,18 @@ class RedisPresence(Presence):
             if not self.registry.stale and len(self._queue):
                 await self._flush()
             await self.registry.leave()
-        except (RedisError, OSError) as error:
+        except FAILURES as error:
             log.warning("presence not handed over (%s): the cluster will reap it", error)
 
     async def members(
         self, key: RoomKey, after: Place | None = None, count: int | None = None
-    ) -> list[Member]:
+    ) -> list[MemberRecord]:
         """The room's hash is read whole (it is in no order), and parsed `PARSE_CHUNK`
         members at a time between turns of the event loop, keeping only the first `count`."""
-        try:
+        with unavailable("redis presence read failed"):
             raw = await self._reader.hvals(ROOM_PREFIX + key.name)
             keep = len(raw) if count is None else count
-            chosen: list[Member] = []
+            chosen: list[MemberRecord] = []
             for at in range(0, len(raw), PARSE_CHUNK):
                 if at:
                     await asyncio.sleep(0)
@@ -150,8 +149,6 @@ class RedisPresence(Presence):
                 beats = await self._reader.hmget(
                     heartbeats_key(key.tenant), [entry["sub"] for entry in devices]
                 )
-        except (RedisError, OSError) as error:
-            raise BrokerUnavailable(f"redis presence read failed: {error}") from error
         for entry in chosen:
             entry["heartbeat"] = None
         for entry, beat in zip(devices, beats, strict=True):
@@ -162,10 +159,8 @@ class RedisPresence(Presence):
         online = "" if query.online is None else str(query.online).lower()
         args: list[str | int] = [tenant, query.after or "", query.limit, SCAN_BUDGET]
         args += [self._fleet_ttl_ms, query.loc or "", query.group or "", online]
-        try:
+        with unavailable("redis fleet read failed"):
             after, *found = await self._fleet_page(keys=[tag(tenant)], args=args)
-        except (RedisError, OSError) as error:
-            raise BrokerUnavailable(f"redis fleet read failed: {error}") from error
         devices = [_device(*found[at : at + 4]) for at in range(0, len(found), 4)]
         return FleetPage(devices, None if after is None else after.decode())
 
@@ -176,7 +171,7 @@ class RedisPresence(Presence):
         the next batch: a device welcomed on a second node before its first socket closed
         is then already known there, so the close cannot take it offline."""
         self._local[present.conn] = present
-        self._put(self._connect_op(present))
+        self._put(self._connect_write(present))
         if self.registry.stale:
             return  # the rebuild, when Redis answers, will write it
         await self._queue.written()
@@ -206,7 +201,7 @@ class RedisPresence(Presence):
         args = [present.conn, device[1], encode(record), event.prefix, event.suffix]
         self._put((self._scripts.heartbeats, device[0], args))
 
-    def _connect_op(self, present: Present) -> Op:
+    def _connect_write(self, present: Present) -> Write:
         device = present.device
         record: dict[str, Any] = {"t": _tenant(present), "s": present.sub}
         online: tuple[bytes, bytes, bytes] = (b"", b"", b"")
@@ -234,10 +229,10 @@ class RedisPresence(Presence):
             }
         )
 
-    def _put(self, op: Op) -> None:
+    def _put(self, write: Write) -> None:
         if self.registry.stale:
             return  # the rebuild will write what this node holds then
-        if not self._queue.put(op):
+        if not self._queue.put(write):
             log.warning("presence queue full: rebuilding presence in Redis")
             self.registry.stale = True
         self._wake.set()
@@ -245,7 +240,7 @@ class RedisPresence(Presence):
     # Writing.
 
     async def _write(self) -> None:
-        backoff = Backoff(base=0.1, cap=5.0)
+        backoff = reconnect_backoff()
         while True:
             await self._wake.wait()
             if not self._queue.waited_on:
@@ -260,7 +255,7 @@ class RedisPresence(Presence):
                     self._outage.answered()
                 backoff.reset()
             except Exception as error:
-                if isinstance(error, RedisError | OSError):
+                if isinstance(error, FAILURES):
                     self._outage.failed("presence", error)
                 else:
                     log.exception("presence write failed: rebuilding")
@@ -269,14 +264,14 @@ class RedisPresence(Presence):
                 await asyncio.sleep(backoff.next())
 
     async def _flush(self) -> None:
-        ops, waiting = self._queue.take()
+        writes, waiting = self._queue.take()
         try:
-            await self._execute(ops)
+            await self._execute(writes)
         finally:
             release(waiting)
 
-    async def _execute(self, ops: list[Op]) -> None:
-        """Write `ops` for the current instance, with scripts loaded by `_resync`; a Redis
+    async def _execute(self, writes: list[Write]) -> None:
+        """Send `writes` for the current instance, with scripts loaded by `_resync`; a Redis
         that lost them (restarted) answers NOSCRIPT, which fails the write and so leads to
         a rebuild."""
         status, registry = self._status, self.registry
@@ -288,23 +283,21 @@ class RedisPresence(Presence):
             self._fleet_ttl_ms,
             self._fleet_keep_ms,
         )
-        # A heartbeat is written only for a socket Redis holds, in a tenant the instance was
-        # not declared dead in: a batch of them alone (the steady state) can bring back
-        # nothing a reaper or a lost Redis took away, and needs no enrolment first.
-        beats_only = all(script is self._scripts.heartbeats for script, _, _ in ops)
-        if not beats_only and not await self._enrol(ops):
+        # Heartbeats alone skip `ENROL`: why, see `hub.presence.scripts`.
+        beats_only = all(script is self._scripts.heartbeats for script, _, _ in writes)
+        if not beats_only and not await self._enrol(writes):
             registry.declared_dead()
             self._wake.set()
             return
-        pipe = self._queue.pipeline(self._redis, ops, common, registry.pkey)
+        pipe = self._queue.pipeline(self._redis, writes, common, registry.pkey)
         results = await pipe.execute()
-        self._metrics.presence_writes.inc(len(ops))
+        self._metrics.presence_writes.inc(len(writes))
         self._metrics.presence_round_trips.inc(1 if beats_only else 2)
         if not all(results):
             registry.declared_dead()
             self._wake.set()
 
-    async def _enrol(self, ops: list[Op]) -> bool:
+    async def _enrol(self, writes: list[Write]) -> bool:
         """Tell the registry which tenants this instance is about to write in (and that
         it lets devices leave with a window, when a drain does); False when the instance
         is no longer live, so the writes must not go out."""
@@ -312,8 +305,8 @@ class RedisPresence(Presence):
         if self._enrolled[0] != instance:
             self._enrolled = (instance, set())
         enrolled = self._enrolled[1]
-        new = {tenant for _, tenant, _ in ops} - enrolled
-        leaving = any(script is self._scripts.disconnect and args[2] for script, _, args in ops)
+        new = {tenant for _, tenant, _ in writes} - enrolled
+        leaving = any(script is self._scripts.disconnect and args[2] for script, _, args in writes)
         live = await self._scripts.enrol(
             keys=[REGISTRY], args=[instance, "1" if leaving else "", *sorted(new)]
         )
@@ -326,12 +319,12 @@ class RedisPresence(Presence):
         registry = self.registry
         registry.renew()
         _, waiting = self._queue.take()
-        ops = [self._connect_op(present) for present in self._local.values()]
+        writes = [self._connect_write(present) for present in self._local.values()]
         try:
             await self._scripts.load()
             await registry.register()
-            for start in range(0, len(ops), RESYNC_BATCH):
-                await self._execute(ops[start : start + RESYNC_BATCH])
+            for start in range(0, len(writes), RESYNC_BATCH):
+                await self._execute(writes[start : start + RESYNC_BATCH])
             await registry.retire_replaced()
             await registry.reap()
         except BaseException:
@@ -345,7 +338,7 @@ class RedisPresence(Presence):
             "presence_registered",
             "presence registered in Redis",
             instance=registry.instance,
-            sockets=len(ops),
+            sockets=len(writes),
         )
 
     async def _watch(self) -> None:
@@ -357,7 +350,7 @@ class RedisPresence(Presence):
                 if self.registry.stale:
                     self._wake.set()
                 await self.registry.reap()
-            except (RedisError, OSError) as error:
+            except FAILURES as error:
                 self._outage.failed("presence watch", error)
 
 

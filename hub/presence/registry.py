@@ -16,16 +16,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from redis.exceptions import NoScriptError
-
-from hub.broker.clients import RedisClient
-from hub.broker.redis import new_epoch
 from hub.config import Settings
 from hub.disconnect import Gone
 from hub.history import Retention
 from hub.logs import decision
 from hub.metrics import Metrics
 from hub.presence.scripts import REGISTRY, Scripts
+from hub.redis.clients import RedisClient
+from hub.redis.scripts import ScriptCall, call_all, new_epoch
 from hub.rooms import tag
 
 log = logging.getLogger("hub.presence")
@@ -152,35 +150,17 @@ class Registry:
                 return
 
     async def _reap_tenants(self, calls: list[tuple[str, str, str]]) -> list[Any]:
-        """One `TENANT_REAP` per (instance, reason, tenant), in one pipeline; once more
-        after loading the script where a Redis lost it."""
-        status = self._status
-        script = self._scripts.tenant_reap
-
-        async def run() -> list[Any]:
-            pipe = self._redis.pipeline(transaction=False)
-            for instance, reason, tenant in calls:
-                pipe.execute_command(
-                    "EVALSHA",
-                    script.sha,
-                    1,
-                    tag(tenant),
-                    new_epoch(),
-                    instance,
-                    status.size,
-                    status.ttl_ms,
-                    *self._fleet,
-                    tenant,
-                    reason,
-                    REAP_BUDGET,
-                )
-            results: list[Any] = await pipe.execute(raise_on_error=False)
-            return results
-
-        results = await run()
-        if any(isinstance(result, NoScriptError) for result in results):
-            await self._redis.script_load(script.script)
-            results = await run()
+        """One `TENANT_REAP` per (instance, reason, tenant), in one pipeline (see
+        `call_all` for a Redis that lost the script)."""
+        status, script = self._status, self._scripts.tenant_reap
+        common = (status.size, status.ttl_ms, *self._fleet)
+        reaps = [
+            ScriptCall(
+                script, tag(tenant), [new_epoch(), instance, *common, tenant, reason, REAP_BUDGET]
+            )
+            for instance, reason, tenant in calls
+        ]
+        results = await call_all(self._redis, reaps)
         for result in results:
             if isinstance(result, Exception):
                 raise result

@@ -30,8 +30,9 @@ each such decision is one atomic script: online/offline is exactly-once across n
 A node's instance is live while it refreshes `hub:{hub}:nodes`. Before each batch of
 writes a node enrols the tenants it is about to write in (`ENROL`, which fails once the
 instance is no longer live), so the registry always knows where an instance's sockets
-are; a batch of heartbeats alone skips it (a heartbeat is written only for a socket the
-tenant holds, so it cannot bring back a socket a reaper or a lost Redis took away).
+are. A batch of heartbeats alone, the steady state, skips it: a heartbeat is written only
+for a socket the tenant holds, of an instance not declared dead in the tenant, so it
+cannot bring back a socket a reaper or a lost Redis took away.
 Reaping a dead instance is then one registry step (`REAP_NODES`: declare the expired
 dead, list the work) and one step per tenant (`TENANT_REAP`): it first marks the instance
 dead in the tenant, so nothing the instance still sends can bring its sockets back there,
@@ -64,11 +65,10 @@ of arguments per heartbeat). Its one key is the tenant's tag, for routing.
 
 from __future__ import annotations
 
-from redis.commands.core import AsyncScript
-
-from hub.broker.clients import RedisClient
-from hub.broker.scripts import LIBRARY, dialect
+from hub.broker.scripts import LIBRARY
 from hub.fleet import FORGET_BATCH
+from hub.redis.clients import RedisClient
+from hub.redis.scripts import load, register
 from hub.rooms import tag
 
 REGISTRY = "{hub}"
@@ -532,27 +532,22 @@ class Scripts:
 
     def __init__(self, redis: RedisClient, sharded: bool) -> None:
         self._redis = redis
-
-        def register(script: str) -> AsyncScript:
-            return redis.register_script(dialect(script, sharded))
-
-        self.register = register(REGISTER)
-        self.refresh = register(REFRESH)
-        self.retire = register(RETIRE)
-        self.enrol = register(ENROL)
-        self.reap_nodes = register(REAP_NODES)
-        self.tenant_reap = register(TENANT_REAP)
-        self.reaped = register(REAPED)
-        self.node_figures = register(NODE_FIGURES)
-        self.connect = register(CONNECT)
-        self.join = register(JOIN)
-        self.leave = register(LEAVE)
-        self.disconnect = register(DISCONNECT)
-        self.heartbeats = register(HEARTBEATS)
+        self.register = register(redis, REGISTER, sharded)
+        self.refresh = register(redis, REFRESH, sharded)
+        self.retire = register(redis, RETIRE, sharded)
+        self.enrol = register(redis, ENROL, sharded)
+        self.reap_nodes = register(redis, REAP_NODES, sharded)
+        self.tenant_reap = register(redis, TENANT_REAP, sharded)
+        self.reaped = register(redis, REAPED, sharded)
+        self.node_figures = register(redis, NODE_FIGURES, sharded)
+        self.connect = register(redis, CONNECT, sharded)
+        self.join = register(redis, JOIN, sharded)
+        self.leave = register(redis, LEAVE, sharded)
+        self.disconnect = register(redis, DISCONNECT, sharded)
+        self.heartbeats = register(redis, HEARTBEATS, sharded)
 
     async def load(self) -> None:
         """Load the scripts that are only ever called in pipelines (by their hash, which
         fails in a Redis that lost them; the others load themselves when missing)."""
         pipelined = (self.connect, self.join, self.leave, self.disconnect, self.heartbeats)
-        for script in (*pipelined, self.tenant_reap):
-            await self._redis.script_load(script.script)
+        await load(self._redis, (*pipelined, self.tenant_reap))
