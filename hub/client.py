@@ -110,13 +110,193 @@ class _Broken(Exception):
     now): drop it and resume on the next one."""
 
 
+_Request = Callable[[dict[str, Any]], Awaitable[Event]]
+_Receipt = Callable[[Event, str], Awaitable[None]]
+
+
 @dataclass
-class _Room:
-    """What the client knows of one room: where it stands, and what waits for the ack."""
+class _Subscription:
+    """Where the client stands in one room it keeps (the last id seen, the room's epoch), and
+    the room's events held while its subscribe waits for the ack."""
 
     last: tuple[int, int] | None = None
     epoch: str | None = None
     pending: list[Event] | None = field(default=None)
+
+
+class _Subscriptions:
+    """The rooms kept across reconnects, each resumed on its own from where it stands, and
+    their events handed over once each, in id order, the room's state first."""
+
+    def __init__(
+        self,
+        rooms: Iterable[str],
+        request: _Request,
+        receipt: _Receipt,
+        *,
+        on_event: Handler | None,
+        on_state: StateHandler | None,
+        on_lost: LostHandler | None,
+        on_error: ErrorHandler | None,
+        acknowledge: bool,
+    ) -> None:
+        self._rooms: dict[str, _Subscription] = {room: _Subscription() for room in rooms}
+        self._request = request
+        self._receipt = receipt
+        self._on_event = on_event
+        self._on_state = on_state
+        self._on_lost = on_lost
+        self._on_error = on_error
+        self._acknowledge = acknowledge
+
+    def keep(self, room: str) -> None:
+        self._rooms.setdefault(room, _Subscription())
+
+    def forget(self, room: str) -> None:
+        self._rooms.pop(room, None)
+
+    async def resume_all(self) -> None:
+        await asyncio.gather(*(self._keep(room) for room in list(self._rooms)))
+
+    async def _keep(self, room: str) -> None:
+        """Resume one room; a refusal for good drops it alone and is reported."""
+        try:
+            await self.resume(room)
+        except RoomRefused as refusal:
+            if self._on_error is None:
+                raise
+            await _call(self._on_error, refusal)
+
+    async def take(self, event: Event) -> None:
+        """An event as it arrives: handed on, or held while its room waits for the ack."""
+        room = event.get("room")
+        subscription = self._rooms.get(room) if isinstance(room, str) else None
+        if subscription is None:
+            return
+        if subscription.pending is None:
+            await self._deliver(subscription, event)
+        elif len(subscription.pending) < MAX_HELD:
+            subscription.pending.append(event)
+        else:
+            raise _Broken(f"more than {MAX_HELD} events of {room} before its ack")
+
+    async def resume(self, room: str) -> Event:
+        """(Re)subscribe from the last id seen; hold the room's events until the ack."""
+        subscription = self._rooms[room]
+        subscription.pending = []
+        frame: dict[str, Any] = {"op": "subscribe", "room": room}
+        if subscription.last is not None:
+            frame["since"] = f"{subscription.last[0]}-{subscription.last[1]}"
+            if subscription.epoch is not None:
+                frame["epoch"] = subscription.epoch
+        try:
+            ack = await self._request(frame)
+        except BaseException:
+            subscription.pending = None
+            raise
+        held, subscription.pending = subscription.pending or [], None
+        try:
+            epoch, last = _subscribed(room, ack)
+        except RoomRefused:
+            if self._rooms.get(room) is subscription:
+                del self._rooms[room]
+            raise
+        recovered = "since" in frame and ack.get("recovered") is True
+        if "since" in frame and not recovered and self._on_lost is not None:
+            await _call(self._on_lost, room)
+        subscription.epoch = epoch
+        if subscription.last is None:
+            # From here on every event counts; an empty room resumes from its beginning.
+            subscription.last = parse_id(last) if last else (0, 0)
+        current = await self._hand_state(room, ack, recovered)
+        for event in sorted(held, key=_order):
+            if _id(event) not in current:
+                await self._deliver(subscription, event)
+        return ack
+
+    async def _hand_state(self, room: str, ack: Event, recovered: bool) -> set[tuple[int, int]]:
+        """Hand the room's state over before its other events: to `on_state` on every
+        subscribe; without it, to `on_event` (each flagged `"state": true`) unless the
+        room was recovered, whose state the application has seen. Returns the ids handed
+        over, which are not handed over again as live events."""
+        listed = ack.get("state")
+        events = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
+        if self._on_state is not None:
+            await _call(self._on_state, room, events)
+        elif self._on_event is not None and not recovered:
+            for event in events:
+                await _call(self._on_event, {**event, "state": True})
+        else:
+            return set()
+        return {event_id for event in events if (event_id := _id(event)) is not None}
+
+    async def _deliver(self, subscription: _Subscription, event: Event) -> None:
+        """Hand an event on once: anything at or below the last id seen is a repeat."""
+        event_id = _id(event)
+        if event_id is not None:
+            if subscription.last is not None and event_id <= subscription.last:
+                return
+            subscription.last = event_id
+        if self._on_event is None:
+            return
+        if not self._acknowledge or event.get("event") != "command" or event_id is None:
+            await _call(self._on_event, event)
+            return
+        await self._receipt(event, "received")
+        ran = await _call(self._on_event, event)
+        await self._receipt(event, "done" if ran else "failed")
+
+
+class _Token:
+    """The token a connection holds: the one given, or a provider's, asked before each
+    connection and again when the hub says the one in use is `expiring`."""
+
+    def __init__(self, token: Token, request: _Request) -> None:
+        self._token = token
+        self._request = request
+        self._refreshing: asyncio.Task[None] | None = None
+        self._in_use: str | None = None
+        """The token the current connection holds (its handshake's, or its last refresh's)."""
+
+    async def for_handshake(self) -> str:
+        """The token a new connection presents, and holds from then on."""
+        self._in_use = await self._current()
+        return self._in_use
+
+    def expiring(self, exp: Any) -> None:
+        """Refresh the token in use before `exp`, one refresh at a time."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self._refresh(exp))
+
+    async def _current(self) -> str:
+        if not callable(self._token):
+            return self._token
+        token = self._token()
+        return await token if inspect.isawaitable(token) else token
+
+    async def _refresh(self, exp: Any) -> None:
+        """Hand the hub a fresh token before the socket's expires; without a provider, or
+        when the hub refuses it, the socket closes at `exp` and the next connection asks
+        the provider again."""
+        if not callable(self._token):
+            log.warning("the token expires at %s and no token provider was given", _text(exp))
+            return
+        fresh = await self._current()
+        if fresh == self._in_use:
+            # The hub would notice the same token again at once: wait for a fresh one.
+            log.warning(
+                "the token provider gave the token in use again, which expires at %s", _text(exp)
+            )
+            return
+        try:
+            answer = await self._request({"op": "refresh", "token": fresh})
+        except _CONNECTION_ERRORS:
+            return  # the next connection takes a fresh token anyway (ConnectionError is an OSError)
+        if answer.get("type") != "ack":
+            code, message = _text(answer.get("code")), _text(answer.get("message"))
+            log.warning("token refresh refused: %s: %s", code, message)
+            return
+        self._in_use = fresh
 
 
 class HubClient:
@@ -137,23 +317,24 @@ class HubClient:
         acknowledge_commands: bool = False,
     ) -> None:
         self._urls = _checked_urls(urls)
-        self._token = token
-        self._rooms: dict[str, _Room] = {room: _Room() for room in rooms}
-        self._on_event = on_event
-        self._on_lost = on_lost
-        self._on_error = on_error
+        self._token = _Token(token, self._request)
+        self._subscriptions = _Subscriptions(
+            rooms,
+            self._request,
+            self.receipt,
+            on_event=on_event,
+            on_state=on_state,
+            on_lost=on_lost,
+            on_error=on_error,
+            acknowledge=acknowledge_commands,
+        )
         self._heartbeat = heartbeat
-        self._on_state = on_state
-        self._acknowledge = acknowledge_commands
         self._backoff = backoff or Backoff(base=0.5, cap=30.0)
         self._refs = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Event]] = {}
         self._ws: ClientConnection | None = None
         self._pace: TokenBucket | None = None
         """The connection's frame rate, from its welcome: frames past it would be refused."""
-        self._refreshing: asyncio.Task[None] | None = None
-        self._in_use: str | None = None
-        """The token the current connection holds (its handshake's, or its last refresh's)."""
         self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
         self.welcome: Event | None = None
@@ -188,15 +369,15 @@ class HubClient:
     async def subscribe(self, room: str) -> Event:
         """Join `room` and keep it across reconnects. Raises `RoomRefused` (the room is
         dropped) or `ConnectionError` (it is resumed on the next connection)."""
-        self._rooms.setdefault(room, _Room())
+        self._subscriptions.keep(room)
         try:
-            return await self._resume(room)
+            return await self._subscriptions.resume(room)
         except _Broken as error:
             await self.drop()
             raise ConnectionError(str(error)) from None
 
     async def unsubscribe(self, room: str) -> Event:
-        self._rooms.pop(room, None)
+        self._subscriptions.forget(room)
         return await self._request({"op": "unsubscribe", "room": room})
 
     async def publish(self, room: str, event: str, data: Any) -> Event:
@@ -232,7 +413,7 @@ class HubClient:
         """One connection, from handshake to end: how it ended, and the least wait before
         the next (the hub's `Retry-After`). Permanent refusals are raised."""
         shown = redact_path(url)
-        token = self._in_use = await self._current_token()
+        token = await self._token.for_handshake()
         try:
             ws = await connect(
                 url, additional_headers={"Authorization": f"Bearer {token}"}, compression=None
@@ -263,11 +444,11 @@ class HubClient:
         self._pace = _pace(welcome)
         log.info("connected to node %s as %s", _text(welcome.get("node")), _text(welcome["role"]))
         for room in welcome["rooms"]:
-            self._rooms.setdefault(room, _Room())
+            self._subscriptions.keep(room)
         reader = asyncio.create_task(self._read(ws))
         beats = asyncio.create_task(self._beat(ws, welcome))
         try:
-            await asyncio.gather(*(self._keep(room) for room in list(self._rooms)))
+            await self._subscriptions.resume_all()
             self._backoff.reset()
             self.connected.set()
             await reader
@@ -284,65 +465,6 @@ class HubClient:
                 await reader
             with contextlib.suppress(asyncio.CancelledError):
                 await beats
-
-    async def _keep(self, room: str) -> None:
-        """Resume one room; a refusal for good drops it alone and is reported."""
-        try:
-            await self._resume(room)
-        except RoomRefused as refusal:
-            if self._on_error is None:
-                raise
-            await _call(self._on_error, refusal)
-
-    async def _resume(self, room: str) -> Event:
-        """(Re)subscribe from the last id seen; hold the room's events until the ack."""
-        state = self._rooms[room]
-        state.pending = []
-        frame: dict[str, Any] = {"op": "subscribe", "room": room}
-        if state.last is not None:
-            frame["since"] = f"{state.last[0]}-{state.last[1]}"
-            if state.epoch is not None:
-                frame["epoch"] = state.epoch
-        try:
-            ack = await self._request(frame)
-        except BaseException:
-            state.pending = None
-            raise
-        held, state.pending = state.pending or [], None
-        try:
-            epoch, last = _subscribed(room, ack)
-        except RoomRefused:
-            if self._rooms.get(room) is state:
-                del self._rooms[room]
-            raise
-        recovered = "since" in frame and ack.get("recovered") is True
-        if "since" in frame and not recovered and self._on_lost is not None:
-            await _call(self._on_lost, room)
-        state.epoch = epoch
-        if state.last is None:
-            # From here on every event counts; an empty room resumes from its beginning.
-            state.last = parse_id(last) if last else (0, 0)
-        current = await self._hand_state(room, ack, recovered)
-        for event in sorted(held, key=_order):
-            if _id(event) not in current:
-                await self._deliver(state, event)
-        return ack
-
-    async def _hand_state(self, room: str, ack: Event, recovered: bool) -> set[tuple[int, int]]:
-        """Hand the room's state over before its other events: to `on_state` on every
-        subscribe; without it, to `on_event` (each flagged `"state": true`) unless the
-        room was recovered, whose state the application has seen. Returns the ids handed
-        over, which are not handed over again as live events."""
-        listed = ack.get("state")
-        events = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
-        if self._on_state is not None:
-            await _call(self._on_state, room, events)
-        elif self._on_event is not None and not recovered:
-            for event in events:
-                await _call(self._on_event, {**event, "state": True})
-        else:
-            return set()
-        return {event_id for event in events if (event_id := _id(event)) is not None}
 
     async def _request(self, frame: dict[str, Any]) -> Event:
         ws = self._ws
@@ -377,73 +499,17 @@ class HubClient:
             frame = _frame(message)
             kind = frame.get("type")
             if kind == "event":
-                room = frame.get("room")
-                state = self._rooms.get(room) if isinstance(room, str) else None
-                if state is None:
-                    continue
-                if state.pending is None:
-                    await self._deliver(state, frame)
-                elif len(state.pending) < MAX_HELD:
-                    state.pending.append(frame)
-                else:
-                    raise _Broken(f"more than {MAX_HELD} events of {room} before its ack")
+                await self._subscriptions.take(frame)
                 continue
             ref = frame.get("ref")
             waiter = self._waiting.get(ref) if isinstance(ref, int) else None
             if waiter is not None and not waiter.done():
                 waiter.set_result(frame)
             elif kind == "expiring":
-                if self._refreshing is None or self._refreshing.done():
-                    self._refreshing = asyncio.create_task(self._refresh(frame.get("exp")))
+                self._token.expiring(frame.get("exp"))
             elif kind == "error" and ref is None:
                 code, message = _text(frame.get("code")), _text(frame.get("message"))
                 log.warning("the hub refused a heartbeat or a receipt: %s: %s", code, message)
-
-    async def _current_token(self) -> str:
-        if not callable(self._token):
-            return self._token
-        token = self._token()
-        return await token if inspect.isawaitable(token) else token
-
-    async def _refresh(self, exp: Any) -> None:
-        """Hand the hub a fresh token before the socket's expires; without a provider, or
-        when the hub refuses it, the socket closes at `exp` and the next connection asks
-        the provider again."""
-        if not callable(self._token):
-            log.warning("the token expires at %s and no token provider was given", _text(exp))
-            return
-        fresh = await self._current_token()
-        if fresh == self._in_use:
-            # The hub would notice the same token again at once: wait for a fresh one.
-            log.warning(
-                "the token provider gave the token in use again, which expires at %s", _text(exp)
-            )
-            return
-        try:
-            answer = await self._request({"op": "refresh", "token": fresh})
-        except _CONNECTION_ERRORS:
-            return  # the next connection takes a fresh token anyway (ConnectionError is an OSError)
-        if answer.get("type") != "ack":
-            code, message = _text(answer.get("code")), _text(answer.get("message"))
-            log.warning("token refresh refused: %s: %s", code, message)
-            return
-        self._in_use = fresh
-
-    async def _deliver(self, state: _Room, event: Event) -> None:
-        """Hand an event on once: anything at or below the last id seen is a repeat."""
-        event_id = _id(event)
-        if event_id is not None:
-            if state.last is not None and event_id <= state.last:
-                return
-            state.last = event_id
-        if self._on_event is None:
-            return
-        if not self._acknowledge or event.get("event") != "command" or event_id is None:
-            await _call(self._on_event, event)
-            return
-        await self.receipt(event, "received")
-        ran = await _call(self._on_event, event)
-        await self.receipt(event, "done" if ran else "failed")
 
     async def _beat(self, ws: ClientConnection, welcome: Event) -> None:
         """A device's heartbeats, on the welcome's interval, until the connection ends."""
