@@ -6,57 +6,45 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from hub import openapi, web
+from hub.admission import Admission, Denied
 from hub.assembly import assemble
-from hub.auth import Authenticator, AuthError, Principal
+from hub.auth import Authenticator
 from hub.broker import BrokerUnavailable
 from hub.cli import WS_PROTOCOL
 from hub.config import Settings
 from hub.descriptors import fitted
-from hub.disconnect import DRAINING, FULL, INTERNAL_ERROR
-from hub.errors import ErrorCode, error_body
+from hub.disconnect import INTERNAL_ERROR
+from hub.errors import HTTP_STATUS
+from hub.figures.local import LocalFigures
 from hub.http import HubHttpProtocol
 from hub.logs import configure as configure_logs
 from hub.metrics import Metrics
 from hub.process import Exporter, tune_collector
-from hub.rest import Rest, bearer
+from hub.rest import Rest, RestParts, refusal_response
 from hub.session import Session
+from hub.session_parts import SessionParts
 from hub.shutdown import drain_on_sigterm
-from hub.sockets import Refusal, Sockets
-from hub.stats import ROLES, Figures, Rates, tenant_share
+from hub.sockets import Sockets
 from hub.tasks import cancel
-from hub.transport import WRITER_EXTENSION
+from hub.transport import WIRE_EXTENSION
+from hub.verified import VerifiedTokens
 
 log = logging.getLogger("hub")
 
 SOCKET_PATH = "/v1/ws"
-STATS_SECONDS = 2.0
-"""How often a node samples its message rates and shares its figures with the cluster."""
-CLOSE_FOR = {Refusal.FULL: FULL, Refusal.DRAINING: DRAINING}
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """A handshake refused before the upgrade: why (`hub_handshakes_refused_total`'s
-    reasons, or the token's `unauthorized` / `forbidden`), and the answer."""
-
-    reason: str
-    answer: Response
 
 
 class Hub:
@@ -66,39 +54,69 @@ class Hub:
         self.settings = settings
         self._clamped = clamped
         """What the open-file limit lowered in the settings, to say once at start."""
-        self.metrics = Metrics()
-        parts = assemble(settings, self.metrics)
-        self.node = parts.node
-        self.board = parts.board
-        self.auth = Authenticator(settings)
-        self._verify = functools.partial(self.auth.verify, socket=True)
-        """One callable for every session's token refresh (none made per socket)."""
-        self.sockets = Sockets(settings)
-        self.rates = Rates(self.node.tally)
-        self.metrics.watch(self.figures)
-        self.rest = Rest(settings, parts, self.auth, self.sockets, self.metrics, self.figures)
+        self.metrics = metrics = Metrics()
+        self.parts = parts = assemble(settings, metrics)
+        self.auth = auth = Authenticator(settings)
+        self.sockets = sockets = Sockets(settings)
+        self.admission = Admission(sockets, auth, metrics.handshakes_refused)
+        node = parts.node
+        self.figures = LocalFigures(
+            settings.node_id, sockets, node.rooms, parts.tally, node.broker, parts.board
+        )
+        metrics.watch(self.figures)
+        self.sessions = SessionParts(
+            settings,
+            settings.node_id,
+            parts.run,
+            node,
+            parts.publisher,
+            parts.presence,
+            parts.heartbeats,
+            parts.tracer,
+            metrics,
+            parts.tally,
+            functools.partial(auth.verify, socket=True),
+        )
+        self.rest = Rest(
+            RestParts(
+                settings.node_id,
+                node,
+                node.broker,
+                parts.publisher,
+                parts.presence,
+                parts.tracer,
+                parts.board,
+                sockets,
+                self.figures,
+                VerifiedTokens(auth.verify),
+                metrics,
+                settings.stats_key,
+                parts.broadcasts,
+                parts.reads,
+            )
+        )
 
     @asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         configure_logs()
         await self.auth.start()
-        await self.node.start()
+        await self.parts.start()
         drain_on_sigterm(self.drain)
-        sharing = asyncio.create_task(self._share_figures(), name="figures")
+        sharing = asyncio.create_task(self.figures.share(), name="figures")
         self.metrics.count_tasks(asyncio.get_running_loop())
         port = self.settings.metrics_port
         exporter = Exporter(port, self.metrics.registry) if port is not None else None
         tune_collector(self.settings.gc_threshold)
         if self._clamped is not None:
             log.warning("%s", self._clamped)
-        log.info("node %s started: %s", self.node.id, self.settings.summary)
+        log.info("node %s started: %s", self.settings.node_id, self.settings.summary)
         try:
             yield
         finally:
             if exporter is not None:
                 exporter.stop()
             await cancel([sharing])
-            await self.node.stop()
+            await self.parts.stop()
             await self.auth.stop()
 
     async def drain(self) -> None:
@@ -111,117 +129,37 @@ class Hub:
         await self.sockets.drain(self.settings.drain_seconds)
         await asyncio.sleep(max(0.0, unready_until - loop.time()))
 
-    def figures(self) -> Figures:
-        queued, queued_sockets = self.sockets.backlog()
-        tally = self.node.tally
-        return Figures(
-            node=self.node.id,
-            connections=self.sockets.by_role(),
-            rooms=len(self.node.rooms),
-            messages=tally.totals(),
-            per_second=self.rates.per_second,
-            dropped=dict(tally.dropped),
-            queue_bytes=queued,
-            queued_sockets=queued_sockets,
-            max_connections=self.sockets.max_connections,
-            draining=self.sockets.draining,
-            broker_up=self.node.broker.available,
-            tenants=self._tenants(),
-        )
-
-    def _tenants(self) -> dict[str, dict[str, Any]]:
-        """Each tenant's share of this node: the tenants with a socket or a message here."""
-        tally, sockets = self.node.tally, self.sockets.by_tenant()
-        rooms = self.node.rooms.by_tenant()
-        idle = dict.fromkeys(ROLES, 0)
-        return {
-            tenant: tenant_share(
-                sockets.get(tenant, idle),
-                rooms[tenant],
-                tally.tenants_in[tenant],
-                tally.tenants_out[tenant],
-            )
-            for tenant in {*sockets, *tally.tenants_in, *tally.tenants_out}
-        }
-
-    async def _share_figures(self) -> None:
-        while True:
-            await asyncio.sleep(STATS_SECONDS)
-            self.rates.sample()
-            await self.board.post(self.figures().as_json())
-
-    async def _admit(self, connection: HTTPConnection) -> Principal | Refused:
-        """The handshake's checks, in order: the client address's rate, the token, the
-        quotas. The principal, or why it is refused and the answer that says so."""
-        client = connection.client.host if connection.client else None
-        wait = self.sockets.handshake_wait(client)
-        if wait > 0:
-            self.metrics.handshakes_refused.labels(Refusal.RATE_LIMITED.value).inc()
-            return Refused(
-                Refusal.RATE_LIMITED.value,
-                JSONResponse(
-                    error_body(ErrorCode.RATE_LIMITED, "too many handshakes"),
-                    status_code=429,
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                ),
-            )
-        try:
-            principal = await self.auth.verify(bearer(connection, query=True), socket=True)
-        except AuthError as error:
-            code = "unauthorized" if error.status == 401 else "forbidden"
-            answer = JSONResponse(error_body(code, error.message), status_code=error.status)
-            return Refused(code, answer)
-        quota = self.sockets.over_quota(principal)
-        if quota is not None:
-            self.metrics.handshakes_refused.labels(Refusal.QUOTA.value).inc()
-            answer = JSONResponse(error_body(ErrorCode.RATE_LIMITED, quota), status_code=429)
-            return Refused(Refusal.QUOTA.value, answer)
-        return principal
-
     async def probe(self, request: Request) -> Response:
         """`GET /v1/ws` without an upgrade answers what the handshake would: a browser
         cannot read a refused handshake's status, and needs it to tell a token refused for
         good (401, 403) from a node that is busy (429, 503). Any page may read it."""
-        admitted = await self._admit(request)
-        if isinstance(admitted, Refused):
-            answer = admitted.answer
-        elif (refusal := self.sockets.refusal()) is not None:
-            answer = JSONResponse(
-                error_body(ErrorCode.UNAVAILABLE, f"the node is {refusal.value}"), status_code=503
-            )
+        admitted = await self.admission.admit(request, socket=False)
+        if isinstance(admitted, Denied):
+            answer = refusal_response(admitted.error)
         else:
-            answer = JSONResponse({"accepted": True, "node": self.node.id})
+            answer = JSONResponse({"accepted": True, "node": self.settings.node_id})
         answer.headers["Access-Control-Allow-Origin"] = "*"
         return answer
 
-    async def socket(self, websocket: WebSocket, receive: Receive) -> None:
-        """One socket's life. Once accepted, frames are read from the ASGI `receive` itself:
-        one suspended frame less per socket than through `websocket.receive`."""
-        admitted = await self._admit(websocket)
-        tracer = self.node.tracer
-        client = websocket.client.host if websocket.client else None
-        if isinstance(admitted, Refused):
-            tracer.refused(admitted.reason, admitted.answer.status_code, client)
-            await websocket.send_denial_response(admitted.answer)
+    async def socket(self, websocket: WebSocket) -> None:
+        """One socket's life: admitted, accepted, then its session reads and writes through
+        the wire itself, never through Starlette's awaited `receive` and `send`."""
+        admitted = await self.admission.admit(websocket, socket=True)
+        if isinstance(admitted, Denied):
+            client = websocket.client.host if websocket.client else None
+            await self._refuse(websocket, admitted, client)
             return
-        principal = admitted
-        writer = websocket.scope["extensions"].get(WRITER_EXTENSION)
-        if writer is None:
-            log.error("no fast writer: run with `hub serve` (uvicorn --ws %s)", WS_PROTOCOL)
+        wire = websocket.scope["extensions"].get(WIRE_EXTENSION)
+        if wire is None:
+            log.error("no hub wire: run with `hub serve` (uvicorn --ws %s)", WS_PROTOCOL)
             await websocket.accept()  # closed before it, the socket would be a plain 403
             await websocket.close(INTERNAL_ERROR.code)
             return
         await websocket.accept()
-        refusal = self.sockets.refusal()
-        if refusal is not None:
-            self.metrics.handshakes_refused.labels(refusal.value).inc()
-            tracer.refused(refusal.value, int(CLOSE_FOR[refusal].code), client)
-            writer.close(CLOSE_FOR[refusal])
-            return
-        session = Session(self.node, principal, writer, self._verify)
+        session = Session(self.sessions, admitted, wire)
         self.sockets.add(session)
         try:
-            await session.run(receive)
+            await session.run()
         except BrokerUnavailable:
             log.warning(
                 "closed %s: broker unavailable while joining its rooms",
@@ -232,6 +170,24 @@ class Hub:
             log.exception("closed %s after an internal error", session.id, extra=session.log_fields)
         finally:
             self.sockets.remove(session)
+
+    async def _refuse(self, websocket: WebSocket, refused: Denied, client: str | None) -> None:
+        """Refuse before the upgrade with the refusal's status; a full or draining node
+        accepts and closes, so that the client reads why."""
+        self.parts.tracer.refused(
+            refused.reason,
+            int(refused.close.code) if refused.close else HTTP_STATUS[refused.error.code],
+            client,
+        )
+        if refused.close is None:
+            await websocket.send_denial_response(refusal_response(refused.error))
+            return
+        await websocket.accept()
+        wire = websocket.scope["extensions"].get(WIRE_EXTENSION)
+        if wire is not None:
+            wire.close(refused.close)
+        else:
+            await websocket.close(refused.close.code)
 
 
 class _App:
@@ -248,7 +204,7 @@ class _App:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == SOCKET_PATH:
-            await self._hub.socket(WebSocket(scope, receive, send), receive)
+            await self._hub.socket(WebSocket(scope, receive, send))
         else:
             await self._http(scope, receive, send)
 

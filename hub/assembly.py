@@ -1,9 +1,14 @@
-"""Builds a node's parts from the settings: the one place that knows which broker,
-presence and figures board go together (`HUB_REDIS_URL` picks Redis for all three)."""
+"""The composition root: the one place that chooses a node's implementations from the
+settings and builds its parts. `HUB_REDIS_URL` picks Redis for the broker, presence, the
+figures board and the shared rate limits together; a collector picks OpenTelemetry's
+tracer. Both are imported only then: a node alone loads neither the Redis client nor
+OpenTelemetry."""
 
 from __future__ import annotations
 
+import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -11,11 +16,14 @@ from hub.auth import STATUS_ROOM
 from hub.broker import Broker, MemoryBroker
 from hub.config import Settings
 from hub.figures import Board, MemoryBoard
+from hub.limits import Limit
+from hub.liveness import HeartbeatWatch
 from hub.metrics import Metrics
 from hub.node import Node
 from hub.presence import MemoryPresence, Presence
+from hub.publishing import Publisher
 from hub.stats import Tally
-from hub.tracing import tracer_for
+from hub.tracing import Tracer, Untraced, check_tracing
 
 if TYPE_CHECKING:  # a node alone never loads the Redis client
     from hub.redis.clients import RedisClient
@@ -23,40 +31,114 @@ if TYPE_CHECKING:  # a node alone never loads the Redis client
 
 @dataclass(frozen=True, slots=True)
 class Parts:
-    """What the app needs of a node's parts: the node, the board its figures go to, and
-    where limits are shared (None: this node alone)."""
+    """A node's chosen parts, started and stopped in their order."""
 
+    run: str
+    """This run of the node: its connection ids stay unique when a node restarts under
+    the same id."""
     node: Node
+    publisher: Publisher
+    presence: Presence
+    heartbeats: HeartbeatWatch
     board: Board
-    writes: RedisClient | None = None
-    reads: RedisClient | None = None
+    tracer: Tracer
+    tally: Tally
+    broadcasts: Limit | None
+    """REST broadcasts per token, shared by the cluster's nodes when there are several."""
+    reads: Limit | None
+    """REST reads per token, likewise."""
+
+    async def start(self) -> None:
+        await self.node.start()
+        await self.presence.start()
+        self.heartbeats.start()
+
+    async def stop(self) -> None:
+        await self.heartbeats.stop()
+        await self.presence.stop()
+        await self.node.stop()
+        await self.tracer.stop()
 
 
-def assemble(settings: Settings, metrics: Metrics) -> Parts:
-    retention = settings.retention
-    tally = Tally()
-    # Connection ids stay unique when a node restarts under the same id.
-    run = f"{settings.node_id}.{secrets.token_hex(3)}"
+@dataclass(frozen=True, slots=True)
+class _Backends:
     broker: Broker
     presence: Presence
     board: Board
-    tracer = tracer_for(settings)
-    deployment = settings.redis
-    if deployment is None:
-        memory = MemoryBroker(settings.tenant_bounds, settings.state.ttl)
-        broker, board = memory, MemoryBoard()
-        presence = MemoryPresence(memory, settings, retention, tally)
-        return Parts(
-            Node(settings, run, broker, presence, retention, metrics, tally, tracer), board
-        )
-    from hub.redis.clients import clients
+    broadcasts: Limit | None
+    reads: Limit | None
+
+
+def assemble(
+    settings: Settings, metrics: Metrics, environ: Mapping[str, str] = os.environ
+) -> Parts:
+    tally = Tally()
+    run = f"{settings.node_id}.{secrets.token_hex(3)}"
+    tracer = choose_tracer(settings, environ)
+    chosen = (
+        _alone(settings, tally) if settings.redis is None else _redis(settings, run, metrics, tally)
+    )
+    retention = settings.retention
+    node = Node(chosen.broker, retention, settings.state, metrics, tally, tracer)
+    return Parts(
+        run=run,
+        node=node,
+        publisher=Publisher(settings, chosen.broker, retention, metrics, tally),
+        presence=chosen.presence,
+        heartbeats=HeartbeatWatch(settings.heartbeat_timeout),
+        board=chosen.board,
+        tracer=tracer,
+        tally=tally,
+        broadcasts=chosen.broadcasts,
+        reads=chosen.reads,
+    )
+
+
+def choose_tracer(settings: Settings, environ: Mapping[str, str] = os.environ) -> Tracer:
+    """OpenTelemetry's tracer when a collector is named, else one that traces nothing."""
+    if not check_tracing(settings, environ):
+        return Untraced()
+    from hub.otel import OpenTelemetryTracer
+
+    return OpenTelemetryTracer(settings)
+
+
+def _limit(name: str, rate: float, redis: RedisClient | None) -> Limit | None:
+    """The limit `name` (its burst is one second of `rate`), shared through `redis` when
+    there is one; None when `rate` is 0."""
+    if rate <= 0:
+        return None
+    if redis is None:
+        return Limit(name, rate, rate)
+    from hub.shared_limits import SharedLimit
+
+    return SharedLimit(name, rate, rate, redis)
+
+
+def _alone(settings: Settings, tally: Tally) -> _Backends:
+    memory = MemoryBroker(settings.tenant_bounds, settings.state.ttl)
+    presence = MemoryPresence(memory, settings, settings.retention, tally)
+    return _Backends(
+        memory,
+        presence,
+        MemoryBoard(),
+        _limit("broadcasts", settings.broadcast_rate, None),
+        _limit("reads", settings.read_rate, None),
+    )
+
+
+def _redis(settings: Settings, run: str, metrics: Metrics, tally: Tally) -> _Backends:
     from hub.broker.redis import RedisBroker
     from hub.figures.redis import RedisBoard
     from hub.outage import Outage
     from hub.presence.redis import RedisPresence
     from hub.presence.registry import Registry
     from hub.presence.scripts import Scripts
+    from hub.redis.clients import clients
 
+    deployment = settings.redis
+    assert deployment is not None
+    retention = settings.retention
     connections = clients(deployment, settings.redis_read_connections)
     outage = Outage(settings.redis_sentinels or deployment.url)
     redis = RedisBroker(
@@ -78,5 +160,10 @@ def assemble(settings: Settings, metrics: Metrics) -> Parts:
         metrics,
         outage,
     )
-    node = Node(settings, run, redis, presence, retention, metrics, tally, tracer)
-    return Parts(node, board, redis.client, redis.reader)
+    return _Backends(
+        redis,
+        presence,
+        board,
+        _limit("broadcasts", settings.broadcast_rate, redis.client),
+        _limit("reads", settings.read_rate, redis.reader),
+    )

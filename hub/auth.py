@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from fnmatch import translate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
@@ -16,6 +16,9 @@ from hub.config import Settings
 from hub.errors import ErrorCode, HubError
 from hub.keys import Key, Keyring, NoKey
 from hub.protocol import is_room, is_tenant
+
+if TYPE_CHECKING:
+    from starlette.requests import HTTPConnection
 
 STATUS_ROOM = "status"
 SUB_RE = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
@@ -37,6 +40,21 @@ class AuthError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+    def refusal(self) -> HubError:
+        """The refusal a client is told: `unauthorized` (401) or `forbidden` (403)."""
+        code = ErrorCode.UNAUTHORIZED if self.status == 401 else ErrorCode.FORBIDDEN
+        return HubError(code, self.message)
+
+
+def bearer(connection: HTTPConnection, *, query: bool = False) -> str | None:
+    """The request's bearer token: its `Authorization` header, or (`query`, for sockets,
+    which browsers cannot give headers) its `?token=`."""
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return connection.query_params.get("token") if query else None
 
 
 def _patterns(globs: Iterable[str]) -> re.Pattern[str] | None:

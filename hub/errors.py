@@ -14,6 +14,7 @@ class ErrorCode(StrEnum):
     """The `code` of an `error` frame or REST error body."""
 
     BAD_REQUEST = "bad_request"
+    UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -25,6 +26,7 @@ class ErrorCode(StrEnum):
 
 HTTP_STATUS = {
     ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,

@@ -12,21 +12,34 @@ from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from hub.assembly import Parts
-from hub.auth import Authenticator, AuthError, Principal, Role
-from hub.broker import BrokerUnavailable
-from hub.config import Settings
+from hub.auth import AuthError, Principal, Role, bearer
+from hub.bodies import (
+    CURSOR_MAX_LEN,
+    DEFAULT_HISTORY_LIMIT,
+    IDEMPOTENCY_KEY_RE,
+    MAX_BODY_BYTES,
+    MAX_BROADCAST_ROOMS,
+    MAX_HISTORY_LIMIT,
+    MAX_PRESENCE_LIMIT,
+    Health,
+    Published,
+    Readiness,
+    Receipts,
+    Unready,
+)
+from hub.broker import Broker, BrokerUnavailable
 from hub.errors import CODE_OF_STATUS, ErrorCode, HubError, error_body, rest_refusal
 from hub.events import check_event
+from hub.figures import Board
 from hub.fleet import MAX_FLEET_LIMIT, parse_query
 from hub.history import parse_id
-from hub.limits import Limit, limit
+from hub.limits import Limit
 from hub.metrics import Metrics
-from hub.node import IdempotencyKey
-from hub.presence import Place
+from hub.node import Node
+from hub.presence import Place, Presence
 from hub.protocol import (
     check_depth,
     check_event_name,
@@ -36,31 +49,19 @@ from hub.protocol import (
     load_object,
     state_body,
 )
+from hub.publishing import IdempotencyKey, Publisher
 from hub.rooms import RoomKey
 from hub.sockets import Sockets
 from hub.stats import Figures, cluster, tenant_cluster, tenant_node
+from hub.tracing import Tracer
 from hub.verified import VerifiedTokens
 
-MAX_BODY_BYTES = 1 << 20
-MAX_BROADCAST_ROOMS = 100
-DEFAULT_HISTORY_LIMIT = 100
-MAX_HISTORY_LIMIT = 1000
-MAX_PRESENCE_LIMIT = 1000
 LIMIT_RE = re.compile(r"[0-9]{1,4}")
-IDEMPOTENCY_KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 IDEMPOTENCY_KEY = "idempotency-key"
 REPLAYED = {"Idempotent-Replayed": "true"}
 PUBLIC = {"Access-Control-Allow-Origin": "*"}
 """Health answers any page may read: a browser client tells a node that is down from one
 that refuses its token by them."""
-
-
-def bearer(connection: HTTPConnection, *, query: bool = False) -> str | None:
-    header = connection.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return connection.query_params.get("token") if query else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,7 @@ def _cursor(after: str) -> Place:
     """`after` is a page's `next`: the last member's sub and conn, a space between (a conn
     never has one, and a sub may)."""
     sub, space, conn = after.rpartition(" ")
-    if not space or len(after) > 600:
+    if not space or len(after) > CURSOR_MAX_LEN:
         raise HubError(ErrorCode.BAD_REQUEST, "after must be the `next` of a presence page")
     return sub, conn
 
@@ -148,36 +149,39 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+@dataclass(frozen=True, slots=True)
+class RestParts:
+    """What the REST handlers use of their node."""
+
+    node_id: str
+    node: Node
+    broker: Broker
+    publisher: Publisher
+    presence: Presence
+    tracer: Tracer
+    board: Board
+    sockets: Sockets
+    figures: Callable[[], Figures]
+    tokens: VerifiedTokens
+    metrics: Metrics
+    stats_key: str | None
+    broadcasts: Limit | None
+    reads: Limit | None
+
+
 class Rest:
     """The HTTP routes' handlers."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        parts: Parts,
-        auth: Authenticator,
-        sockets: Sockets,
-        metrics: Metrics,
-        figures: Callable[[], Figures],
-    ) -> None:
-        self._settings = settings
-        self._node = parts.node
-        self._tokens = VerifiedTokens(auth.verify)
-        self._sockets = sockets
-        self._board = parts.board
-        self._metrics = metrics
-        self._figures = figures
-        rate, reads = settings.broadcast_rate, settings.read_rate
-        self._broadcasts = limit("broadcasts", rate, rate, parts.writes)
-        self._reads = limit("reads", reads, reads, parts.reads)
+    def __init__(self, parts: RestParts) -> None:
+        self._parts = parts
 
     async def _principal(self, request: Request) -> Principal:
-        return await self._tokens.principal(bearer(request))
+        return await self._parts.tokens.principal(bearer(request))
 
     async def _reader(self, request: Request) -> Principal:
         """The principal of a read, within its token's read rate."""
         principal = await self._principal(request)
-        await _take(self._reads, principal)
+        await _take(self._parts.reads, principal)
         return principal
 
     async def broadcast(self, request: Request) -> Response:
@@ -187,21 +191,22 @@ class Rest:
         key = parse_idempotency_key(request)
         principal = await self._principal(request)
         principal.check_broadcast()
-        await _take(self._broadcasts, principal)
+        await _take(self._parts.broadcasts, principal)
         body = await read_body(request)
         broadcast = parse_broadcast(load_object(body, "body"))
         tenant = principal.tenant_for(broadcast.tenant)
         idempotency = None
         if key is not None:
             idempotency = IdempotencyKey(key, hashlib.sha256(body).hexdigest())
-        trace = self._node.tracer.publish(
+        trace = self._parts.tracer.publish(
             "broadcast", tenant, broadcast.rooms, broadcast.event, parent=request.headers
         )
-        published = await self._node.publish_soon(
+        published = await self._parts.publisher.publish_soon(
             tenant, broadcast.rooms, broadcast.event, broadcast.data, idempotency, trace
         )
+        answer: Published = {"ids": published.ids, "ts": published.ts}
         return JSONResponse(
-            {"ids": published.ids, "ts": published.ts},
+            answer,
             status_code=202,
             headers=REPLAYED if published.replayed else None,
         )
@@ -226,7 +231,7 @@ class Rest:
         )
         after = request.query_params.get("after")
         place = None if after is None else _cursor(after)
-        members = await self._node.presence.members(key, place, limit + 1)
+        members = await self._parts.presence.members(key, place, limit + 1)
         page = members[:limit]
         cursor = f"{page[-1]['sub']} {page[-1]['conn']}" if len(members) > limit else None
         body = orjson.dumps({"room": key.room, "members": page, "next": cursor})
@@ -235,7 +240,7 @@ class Rest:
     async def state(self, request: Request) -> Response:
         """The room's current state: the newest event of each state name."""
         key = await self._readable_room(request)
-        (events,) = await self._node.states([key])
+        (events,) = await self._parts.node.states([key])
         return Response(state_body(key.room, events), media_type="application/json")
 
     async def receipts(self, request: Request) -> Response:
@@ -244,9 +249,10 @@ class Rest:
         event_id = request.path_params["id"]
         if parse_id(event_id) is None:
             raise HubError(ErrorCode.BAD_REQUEST, "id must be an event id like 1700000000000-0")
-        records = [orjson.loads(raw) for raw in await self._node.broker.receipts(key, event_id)]
+        records = [orjson.loads(raw) for raw in await self._parts.broker.receipts(key, event_id)]
         records.sort(key=lambda record: (record["time"], record["sub"], record["role"]))
-        return JSONResponse({"room": key.room, "id": event_id, "receipts": records})
+        answer: Receipts = {"room": key.room, "id": event_id, "receipts": records}
+        return JSONResponse(answer)
 
     async def devices(self, request: Request) -> Response:
         """A page of the tenant's fleet, in `sub` order (see `hub.fleet`)."""
@@ -257,14 +263,14 @@ class Rest:
         params = request.query_params
         limit = parse_limit(params.get("limit"), MAX_FLEET_LIMIT, MAX_FLEET_LIMIT)
         query = parse_query(params, limit)
-        page = await self._node.presence.devices(tenant, query)
+        page = await self._parts.presence.devices(tenant, query)
         return JSONResponse({"devices": page.devices, "next": page.next})
 
     async def history(self, request: Request) -> Response:
         key = await self._readable_room(request)
         since = check_since(request.query_params.get("since"))
         limit = parse_limit(request.query_params.get("limit"))
-        page = await self._node.history(key, since, limit)
+        page = await self._parts.node.history(key, since, limit)
         body = b"".join(
             (
                 b'{"room":',
@@ -281,26 +287,25 @@ class Rest:
         return Response(body, media_type="application/json")
 
     async def healthz(self, _request: Request) -> Response:
-        return JSONResponse({"status": "ok", "node": self._node.id}, headers=PUBLIC)
+        answer: Health = {"status": "ok", "node": self._parts.node_id}
+        return JSONResponse(answer, headers=PUBLIC)
 
     async def readyz(self, _request: Request) -> Response:
-        reason = None
-        if self._sockets.draining:
+        reason: Unready | None = None
+        if self._parts.sockets.draining:
             reason = "draining"
-        elif not self._node.broker.available or not self._node.presence.ready:
+        elif not self._parts.broker.available or not self._parts.presence.ready:
             reason = "broker unreachable"
-        elif self._sockets.full:
+        elif self._parts.sockets.full:
             reason = "full"
         if reason is not None:
-            return JSONResponse(
-                {"ready": False, "reason": reason, "node": self._node.id},
-                status_code=503,
-                headers=PUBLIC,
-            )
-        return JSONResponse({"ready": True, "node": self._node.id}, headers=PUBLIC)
+            unready: Readiness = {"ready": False, "reason": reason, "node": self._parts.node_id}
+            return JSONResponse(unready, status_code=503, headers=PUBLIC)
+        ready: Readiness = {"ready": True, "node": self._parts.node_id}
+        return JSONResponse(ready, headers=PUBLIC)
 
     def _holds_stats_key(self, request: Request) -> bool:
-        key, token = self._settings.stats_key, bearer(request)
+        key, token = self._parts.stats_key, bearer(request)
         return key is not None and token is not None and hmac.compare_digest(token, key)
 
     async def stats(self, request: Request) -> Response:
@@ -312,9 +317,9 @@ class Rest:
             principal = await self._reader(request)
             principal.check_stats()
             tenant = None if principal.role is Role.ADMIN else principal.tenant
-        node = self._figures().as_json()
+        node = self._parts.figures().as_json()
         try:
-            nodes = await self._board.read()
+            nodes = await self._parts.board.read()
         except BrokerUnavailable as error:
             mine = node if tenant is None else tenant_node(node, tenant)
             return JSONResponse({"node": mine, "cluster": None, "cluster_error": error.message})
@@ -327,21 +332,18 @@ class Rest:
     async def refused(self, _request: Request, exc: Exception) -> Response:
         """Every `HubError` (a broker that is down included) as its REST answer, counted."""
         assert isinstance(exc, HubError)
-        self._metrics.refusals.labels(exc.code.value).inc()
-        status, body, headers = rest_refusal(exc)
-        return Response(
-            orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
-        )
+        self._parts.metrics.refusals.labels(exc.code.value).inc()
+        return refusal_response(exc)
 
     def exception_handlers(self) -> dict[type[Exception], ExceptionHandler]:
         return {HubError: self.refused, AuthError: unauthorized, HTTPException: http_error}
 
     async def prometheus(self, request: Request) -> Response:
-        if self._settings.stats_key is not None and not self._holds_stats_key(request):
+        if self._parts.stats_key is not None and not self._holds_stats_key(request):
             return JSONResponse(
                 error_body("unauthorized", "the stats key is required"), status_code=401
             )
-        body, content_type = self._metrics.render(request.headers.get("accept"))
+        body, content_type = self._parts.metrics.render(request.headers.get("accept"))
         return Response(body, headers={"Content-Type": content_type})
 
 
@@ -360,8 +362,15 @@ async def _take(chosen: Limit | None, principal: Principal) -> None:
 
 async def unauthorized(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AuthError)
-    code = "unauthorized" if exc.status == 401 else "forbidden"
-    return JSONResponse(error_body(code, exc.message), status_code=exc.status)
+    return refusal_response(exc.refusal())
+
+
+def refusal_response(error: HubError) -> Response:
+    """The answer to a request refused with `error` (`hub.errors.rest_refusal`)."""
+    status, body, headers = rest_refusal(error)
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
 async def http_error(_request: Request, exc: Exception) -> Response:

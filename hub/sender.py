@@ -14,7 +14,7 @@ from prometheus_client import Counter
 from hub.disconnect import SLOW_CONSUMER, Disconnect
 from hub.protocol import websocket_text_frame
 from hub.stats import Dropped, Tally
-from hub.transport import FrameWriter
+from hub.wire import Wire
 
 PACE_TIMEOUT = 30.0
 """How long a paced write waits for the peer to take what it was given."""
@@ -40,10 +40,10 @@ _SHED = SendState.SHED
 class Sender:
     """Writes a socket's frames without ever waiting, and sheds the socket past its queue bound."""
 
-    __slots__ = ("_held", "_held_bytes", "_limit", "_shed", "_state", "_tally", "_writer")
+    __slots__ = ("_held", "_held_bytes", "_limit", "_shed", "_state", "_tally", "_wire")
 
-    def __init__(self, writer: FrameWriter, limit: int, tally: Tally, shed: Counter) -> None:
-        self._writer = writer
+    def __init__(self, wire: Wire, limit: int, tally: Tally, shed: Counter) -> None:
+        self._wire = wire
         self._limit = limit
         self._tally = tally
         self._shed = shed
@@ -55,13 +55,13 @@ class Sender:
     @property
     def cause(self) -> Disconnect | None:
         """Why the hub closed the socket, if it did."""
-        return self._writer.cause
+        return self._wire.cause
 
     def send(self, frame: bytes) -> None:
         """Write already-framed messages, or hold them until the welcome."""
         state = self._state
         if state is _OPEN:
-            if self._writer.write(frame) > self._limit:
+            if self._wire.write(frame) > self._limit:
                 self._shed_now()
         elif state is _HOLDING:
             assert self._held is not None
@@ -79,7 +79,7 @@ class Sender:
     def open(self, welcome: bytes) -> None:
         """Send the welcome, then whatever arrived before it."""
         if self._state is _HOLDING:
-            self._writer.write(websocket_text_frame(welcome))
+            self._wire.write(websocket_text_frame(welcome))
             self.release()
 
     def hold(self) -> None:
@@ -101,36 +101,36 @@ class Sender:
         """While holding, write `frames` in steps the peer takes: a replay longer than
         the send queue reaches a client that reads, and only one that stops reading (for
         `PACE_TIMEOUT`) is shed."""
-        writer, high = self._writer, self._limit // 2
+        wire, high = self._wire, self._limit // 2
         for frame in frames:
             if self._state is not _HOLDING:
                 return
-            if writer.write(frame) > high:
+            if wire.write(frame) > high:
                 try:
-                    await asyncio.wait_for(writer.drained(), PACE_TIMEOUT)
+                    await asyncio.wait_for(wire.drained(), PACE_TIMEOUT)
                 except TimeoutError:
                     self._shed_now()
 
     def buffered(self) -> int:
         """Bytes written to the socket and not yet taken by the kernel."""
-        return self._writer.buffered()
+        return self._wire.buffered()
 
-    def room_for(self, size: int) -> bool:
-        """Whether `size` bytes written past `send` (a pong) fit in the send queue; a socket
-        they would overflow is shed."""
+    def pong(self, frame: bytes) -> None:
+        """Write a pong now, ahead of anything held, if it fits in the send queue; a socket
+        it would overflow is shed instead."""
         state = self._state
         if state is not _OPEN and state is not _HOLDING:
-            return False
-        if self._writer.buffered() + size > self._limit:
+            return
+        if self._wire.buffered() + len(frame) > self._limit:
             self._shed_now()
-            return False
-        return True
+            return
+        self._wire.write(frame)
 
     def close(self, cause: Disconnect) -> None:
         if self._state is _OPEN or self._state is _HOLDING:
             self._state = SendState.CLOSED
             self._held, self._held_bytes = None, 0
-            self._writer.close(cause)
+            self._wire.close(cause)
 
     def stop(self) -> None:
         """The socket is gone: nothing more is sent."""
@@ -142,4 +142,4 @@ class Sender:
         self._held, self._held_bytes = None, 0
         self._shed.inc()
         # Never inside the fan-out loop that is writing: its member set must not change.
-        asyncio.get_running_loop().call_soon(self._writer.close, SLOW_CONSUMER)
+        asyncio.get_running_loop().call_soon(self._wire.close, SLOW_CONSUMER)

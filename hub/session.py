@@ -1,19 +1,16 @@
-"""One socket's session: its principal, its rooms, and the answer to each of its frames.
+"""One socket's session: its welcome, its rooms, and its frames read one at a time and
+answered (`hub.answers`) until it goes.
 
-The session decides; its `Sender` writes. Each kind of frame is its own request type
-(`hub.protocol`), dispatched by type; the tenant and rights rules are the principal's
-(`hub.auth`), shared with REST; refusals become `error` frames in one place (`_refuse`).
+The session decides; its `Sender` writes; its `Wire` carries the bytes, however they
+travel.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, assert_never
 
-from hub.auth import AuthError, Principal, Role
+from hub.answers import Answers
+from hub.auth import Principal, Role
 from hub.broker import BrokerUnavailable
 from hub.disconnect import (
     BINARY_FRAME,
@@ -21,142 +18,61 @@ from hub.disconnect import (
     INTERNAL_ERROR,
     PEER_CLOSED,
     RATE_LIMITED,
-    TOKEN_EXPIRED,
-    Disconnect,
 )
-from hub.errors import ErrorCode, HubError, Ref, error_frame
-from hub.events import DeviceHeartbeat, check_event, validate
-from hub.node import Node, Published
+from hub.errors import ErrorCode, HubError
 from hub.presence import Present
-from hub.protocol import (
-    Heartbeat,
-    Ping,
-    Publish,
-    Receipt,
-    Refresh,
-    Request,
-    Subscribe,
-    Unsubscribe,
-    expiring_frame,
-    parse_request,
-    pong_frame,
-    published_frame,
-    receipted_frame,
-    ref_of,
-    refreshed_frame,
-    subscribed_frame,
-    unsubscribed_frame,
-    websocket_text_frame,
-    welcome_frame,
-)
-from hub.ratelimit import FrameLimit, TokenBucket, Verdict
+from hub.protocol import parse_request, ref_of, welcome_frame
+from hub.ratelimit import FrameLimit, Verdict
 from hub.rooms import RoomKey
 from hub.sender import Sender
+from hub.session_parts import SessionParts
 from hub.stats import Dropped
-from hub.tracing import UNTRACED
-from hub.transport import FrameWriter
+from hub.wire import Wire
 
 log = logging.getLogger("hub")
 
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Verify = Callable[[str], Awaitable[Principal]]
-"""Verifies a token as a handshake does: what a `refresh` is checked with."""
-
-MAX_PUBLISHING = 64
-"""Publishes one socket may have in flight."""
-
-HEARTBEAT_BURST = 5
-RECEIPT_BURST = 20
 TOO_MANY_FRAMES = HubError(ErrorCode.RATE_LIMITED, "too many frames, slow down")
-FAILED = HubError(ErrorCode.UNAVAILABLE, "internal error: not carried out")
-"""Refusals answered as they are, never raised: a raised one would keep its traceback, and
-with it the frames of the session that raised it, alive in a module global."""
+"""Answered as it is, never raised (see `hub.answers.FAILED`)."""
 
 
-class Session:
+class Session(Answers):
     """Runs one socket's session: welcome, then one answer per frame, until it goes."""
 
-    __slots__ = (
-        "_beats",
-        "_expiry",
-        "_limit",
-        "_node",
-        "_present",
-        "_publishing",
-        "_receipts",
-        "_rooms",
-        "_verify",
-        "id",
-        "principal",
-        "sender",
-    )
+    __slots__ = ("_limit", "_wire")
 
-    def __init__(
-        self,
-        node: Node,
-        principal: Principal,
-        writer: FrameWriter,
-        verify: Verify,
-    ) -> None:
-        settings = node.settings
-        self._node = node
-        self.sender = Sender(
-            writer, settings.send_queue_bytes, node.tally, node.metrics.slow_consumers
-        )
+    def __init__(self, parts: SessionParts, principal: Principal, wire: Wire) -> None:
+        settings = parts.settings
+        sender = Sender(wire, settings.send_queue_bytes, parts.tally, parts.metrics.slow_consumers)
+        super().__init__(parts, principal, sender)
+        self._wire = wire
         self._limit = (
             FrameLimit(settings.client_rate, settings.client_burst)
             if settings.client_rate > 0
             else None
         )
-        self._rooms: set[RoomKey] = set()
-        self._beats: TokenBucket | None = None
-        """A device's heartbeat rate, made at its first heartbeat."""
-        self._receipts: TokenBucket | None = None
-        """The socket's receipt rate, made at its first receipt."""
-        self._present: Present | None = None
-        self._publishing = 0
-        self._verify = verify
-        self._expiry: asyncio.TimerHandle | None = None
-        """The socket's one timer: the `expiring` notice, then the close at the token's exp."""
-        self.id = node.next_conn_id()
-        self.principal = principal
-        writer.listener = self  # no bound method kept per socket
-
-    def close(self, cause: Disconnect) -> None:
-        self.sender.close(cause)
-
-    @property
-    def log_fields(self) -> dict[str, str | None]:
-        """What a log line about this socket carries (`extra=`), for JSON logs."""
-        principal = self.principal
-        return {
-            "conn": self.id,
-            "sub": principal.sub,
-            "role": principal.role.value,
-            "tenant": principal.tenant,
-        }
+        wire.peer = self  # no bound method kept per socket
 
     def buffered(self) -> int:
         return self.sender.buffered()
 
-    async def run(self, receive: Receive) -> None:
+    async def run(self) -> None:
         """Welcome, auto-join, then answer frames until the socket goes."""
-        node, principal, sender = self._node, self.principal, self.sender
+        parts, principal, sender = self._parts, self.principal, self.sender
+        read = self._wire.read
         self._watch_expiry()
         device = principal.role is Role.DEVICE
         if device:
-            node.heartbeats.beat(sender)
+            parts.heartbeats.beat(sender)
         try:
             await self._open()
             while True:
-                message = await receive()
-                if message["type"] == "websocket.disconnect":
+                message = await read()
+                if message is None:
                     return
-                text = message.get("text")
-                if text is None:
+                if not isinstance(message, str):
                     self.close(BINARY_FRAME)
                     return
-                await self._handle(text)
+                await self._handle(message)
         except BrokerUnavailable:
             self.close(BROKER_UNAVAILABLE)
             raise
@@ -168,18 +84,18 @@ class Session:
 
     async def _gone(self, device: bool) -> None:
         """The socket is closed: out of the heartbeat watch, presence and its rooms."""
-        node, sender = self._node, self.sender
+        parts, sender = self._parts, self.sender
         self._forget_expiry()
         if device:
-            node.heartbeats.forget(sender)
+            parts.heartbeats.forget(sender)
         sender.stop()
         cause = sender.cause or PEER_CLOSED
         if self._present is not None:
-            node.presence.disconnect(self._present, cause.gone)
-        if node.tracer.on:
-            node.tracer.closed(self.log_fields, cause)
+            parts.presence.disconnect(self._present, cause.gone)
+        if parts.tracer.on:
+            parts.tracer.closed(self.log_fields, cause)
         for key in list(self._rooms):
-            await node.leave(key, sender)
+            await parts.node.leave(key, sender)
         self._rooms.clear()
 
     async def _open(self) -> None:
@@ -189,7 +105,7 @@ class Session:
         So the welcome means what a subscribe ack means: every event accepted after it
         is delivered; and every node knows the socket.
         """
-        node, principal = self._node, self.principal
+        parts, principal = self._parts, self.principal
         tenant = principal.tenant
         joined: list[str] = []
         if tenant is not None:
@@ -197,7 +113,7 @@ class Session:
                 key = RoomKey(tenant, room)
                 self._rooms.add(key)
                 try:
-                    await node.join(key, self.sender)
+                    await parts.node.join(key, self.sender)
                 except BaseException:
                     self._rooms.discard(key)
                     raise
@@ -205,19 +121,19 @@ class Session:
         self._present = Present(
             self.id, principal.sub, principal.role, tenant, principal.loc, principal.groups
         )
-        await node.presence.connect(self._present, self._rooms)
+        await parts.presence.connect(self._present, self._rooms)
         # Read once every room is joined: a state event published after the read is held
         # for the socket, and delivered after the welcome.
         keys = list(self._rooms)
-        states = await node.states(keys) if keys else []
+        states = await parts.node.states(keys) if keys else []
         state = {key.room: events for key, events in zip(keys, states, strict=True)}
-        settings = node.settings
+        settings = parts.settings
         heartbeat = {"interval": settings.heartbeat_interval, "timeout": settings.heartbeat_timeout}
         limits = {"rate": settings.client_rate, "burst": settings.client_burst}
         self.sender.open(
             welcome_frame(
                 self.id,
-                node.id,
+                parts.node_id,
                 principal.role,
                 principal.sub,
                 tenant,
@@ -230,7 +146,7 @@ class Session:
 
     async def _handle(self, text: str) -> None:
         if self._limit is not None and (verdict := self._limit.admit()) is not Verdict.ADMIT:
-            self._node.tally.dropped[Dropped.RATE_LIMITED] += 1
+            self._parts.tally.dropped[Dropped.RATE_LIMITED] += 1
             if verdict is Verdict.CLOSE:
                 self.close(RATE_LIMITED)
             self._refuse(TOO_MANY_FRAMES, ref_of(text))
@@ -245,186 +161,13 @@ class Session:
         except HubError as error:
             self._refuse(error, request.ref)
 
-    def pinged(self, pong: int) -> bool:
+    def pinged(self, pong: bytes) -> None:
         """A WebSocket ping is a frame like any other for the rate limit, and its pong is
         answered only within the send queue: a ping past either goes unanswered."""
         limit = self._limit
         if limit is not None and (verdict := limit.admit()) is not Verdict.ADMIT:
-            self._node.tally.dropped[Dropped.RATE_LIMITED] += 1
+            self._parts.tally.dropped[Dropped.RATE_LIMITED] += 1
             if verdict is Verdict.CLOSE:
                 self.close(RATE_LIMITED)
-            return False
-        return self.sender.room_for(pong)
-
-    def _refuse(self, error: HubError, ref: Ref) -> None:
-        self._node.metrics.refusals.labels(error.code.value).inc()
-        self.sender.reply(error_frame(error, ref))
-
-    async def _dispatch(self, request: Request) -> None:
-        match request:
-            case Ping():
-                self.sender.reply(pong_frame(request.ref))
-            case Subscribe():
-                await self._subscribe(request)
-            case Unsubscribe():
-                await self._unsubscribe(request)
-            case Publish():
-                await self._publish(request)
-            case Heartbeat():
-                self._heartbeat(request)
-            case Refresh():
-                await self._refresh(request)
-            case Receipt():
-                await self._receipt(request)
-            case _:
-                assert_never(request)
-
-    async def _subscribe(self, request: Subscribe) -> None:
-        node, principal, room = self._node, self.principal, request.room
-        key = RoomKey(principal.tenant_for(request.tenant), room)
-        principal.check_subscribe(room)
-        known = key in self._rooms
-        most = node.settings.max_rooms_per_socket
-        if not known and len(self._rooms) >= most:
-            raise HubError(ErrorCode.TOO_LARGE, f"a socket may be in at most {most} rooms")
-        self._rooms.add(key)
-        sender = self.sender
-        # Live events wait while the replay and the ack go out at the pace the peer reads.
-        sender.hold()
-        try:
-            result = await node.subscribe(key, sender, request.since, request.epoch)
-        except BaseException:
-            sender.release()
-            if not known:
-                self._rooms.discard(key)
-                await node.leave(key, sender)
-            raise
-        if self._present is not None:
-            node.presence.join(self._present, key)
-        ack = subscribed_frame(
-            request.ref, room, result.recovered, result.epoch, result.last, result.state
-        )
-        try:
-            await sender.write_paced([*result.frames, websocket_text_frame(ack)])
-        finally:
-            sender.release()
-
-    async def _unsubscribe(self, request: Unsubscribe) -> None:
-        key = RoomKey(self.principal.tenant_for(request.tenant), request.room)
-        if key in self._rooms:
-            self._rooms.discard(key)
-            await self._node.leave(key, self.sender)
-            if self._present is not None:
-                self._node.presence.leave(self._present, key)
-        self.sender.reply(unsubscribed_frame(request.ref, request.room))
-
-    async def _publish(self, request: Publish) -> None:
-        """Hand the event to the broker and go on reading: the ack follows when it is
-        published, so a socket may have several publishes in flight (in order), up to
-        `MAX_PUBLISHING`; past that it waits, and stops reading, until one completes."""
-        principal = self.principal
-        tenant = principal.tenant_for(request.tenant)
-        principal.check_publish(request.room)
-        check_event(request.event, request.data)
-        node = self._node
-        trace = UNTRACED
-        if node.tracer.on:
-            trace = node.tracer.publish(
-                "socket", tenant, [request.room], request.event, conn=self.id
-            )
-        published = node.publish_soon(
-            tenant, [request.room], request.event, request.data, trace=trace
-        )
-        self._publishing += 1
-        published.add_done_callback(lambda done: self._acknowledge(request, done))
-        if self._publishing > MAX_PUBLISHING:
-            await asyncio.wait([published])
-
-    def _acknowledge(self, request: Publish, published: asyncio.Future[Published]) -> None:
-        """Answer a publish, whatever became of it."""
-        self._publishing -= 1
-        error = None if published.cancelled() else published.exception()
-        if published.cancelled() or (error is not None and not isinstance(error, HubError)):
-            log.error("publish on %s failed", self.id, exc_info=error, extra=self.log_fields)
-            self._refuse(FAILED, request.ref)
-            self.close(INTERNAL_ERROR)
-        elif isinstance(error, HubError):
-            self._refuse(error, request.ref)
-        else:
-            done = published.result()
-            self.sender.reply(published_frame(request.ref, done.ids[request.room], done.ts))
-
-    def _forget_expiry(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-
-    def _watch_expiry(self) -> None:
-        """Time the token's end: the `expiring` notice `HUB_REFRESH_NOTICE` before it (at
-        once when less is left), then the close at `exp` unless a refresh came."""
-        self._forget_expiry()
-        loop = asyncio.get_running_loop()
-        left = max(0.0, self.principal.exp - time.time())
-        notice = self._node.settings.refresh_notice
-        if notice > 0:
-            self._expiry = loop.call_at(loop.time() + max(0.0, left - notice), self._expiring)
-        else:
-            self._close_at_exp()
-
-    def _expiring(self) -> None:
-        self.sender.reply(expiring_frame(self.principal.exp))
-        self._close_at_exp()
-
-    def _close_at_exp(self) -> None:
-        loop = asyncio.get_running_loop()
-        left = max(0.0, self.principal.exp - time.time())
-        self._expiry = loop.call_at(loop.time() + left, self.sender.close, TOKEN_EXPIRED)
-
-    async def _refresh(self, request: Refresh) -> None:
-        """Take a new token of the same principal: its rights apply from now on, and the
-        socket lives until its `exp`."""
-        try:
-            fresh = await self._verify(request.token)
-        except AuthError as error:
-            raise HubError(ErrorCode.FORBIDDEN, f"token refused: {error.message}") from None
-        if not self.principal.same_identity(fresh):
-            raise HubError(
-                ErrorCode.FORBIDDEN,
-                "a refreshed token must name the same sub, role, tenant, loc and groups",
-            )
-        self.principal = fresh
-        self._watch_expiry()
-        self.sender.reply(refreshed_frame(request.ref, fresh.exp))
-        self._node.metrics.token_refreshes.inc()
-
-    async def _receipt(self, request: Receipt) -> None:
-        """Answered once stored: receipts come at a few a second, each one round trip
-        shared with every other publish and receipt of the node."""
-        principal, room = self.principal, request.room
-        key = RoomKey(principal.tenant_for(request.tenant), room)
-        principal.check_subscribe(room)
-        if self._receipts is None:
-            self._receipts = TokenBucket(self._node.settings.receipt_rate, RECEIPT_BURST)
-        if self._receipts.take() > 0:
-            self._node.tally.dropped[Dropped.RATE_LIMITED] += 1
-            raise HubError(ErrorCode.RATE_LIMITED, "too many receipts, slow down")
-        stored = await self._node.receipt_soon(
-            principal.sub, principal.role.value, key, request.id, request.status, request.data
-        )
-        if not stored:
-            raise HubError(ErrorCode.NOT_FOUND, f"no event {request.id} in the history of {room}")
-        self.sender.reply(receipted_frame(request.ref, room, request.id))
-
-    def _heartbeat(self, request: Heartbeat) -> None:
-        """A device is alive whenever it beats; only its beats within the heartbeat rate
-        are recorded and published, so one device cannot flood its tenant's `status`."""
-        principal, present = self.principal, self._present
-        principal.check_heartbeat()
-        assert present is not None
-        if self._beats is None:
-            self._beats = TokenBucket(self._node.settings.heartbeat_rate, HEARTBEAT_BURST)
-        self._node.heartbeats.beat(self.sender)
-        validate(DeviceHeartbeat, {**request.data, "device": principal.sub})
-        if self._beats.take() > 0:
-            self._node.tally.dropped[Dropped.RATE_LIMITED] += 1
-            raise HubError(ErrorCode.RATE_LIMITED, "too many heartbeats, slow down")
-        self._node.presence.heartbeat(present, request.data)
+            return
+        self.sender.pong(pong)

@@ -1,4 +1,5 @@
-"""What the hub tells a tracer, and the tracer it has when tracing is off.
+"""What the hub tells a tracer, the tracer it has when tracing is off, and whether it
+traces (`hub.assembly` chooses the tracer).
 
 Tracing is off unless a collector is named (`HUB_OTEL_ENDPOINT`, or OpenTelemetry's own
 `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); only then is
@@ -148,13 +149,3 @@ def check_tracing(settings: Settings, environ: Mapping[str, str] = os.environ) -
             "OpenTelemetry is not installed: pip install 'signage-hub[tracing]'"
         )
     return True
-
-
-def tracer_for(settings: Settings, environ: Mapping[str, str] = os.environ) -> Tracer:
-    """The node's tracer: OpenTelemetry's when a collector is named, else one that traces
-    nothing."""
-    if not check_tracing(settings, environ):
-        return Untraced()
-    from hub.otel import OpenTelemetryTracer
-
-    return OpenTelemetryTracer(settings)

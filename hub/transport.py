@@ -1,16 +1,15 @@
-"""The fast write path: pre-framed bytes straight onto a socket's transport.
+"""The WebSocket wire: uvicorn's sans-I/O WebSocket protocol as a `hub.wire.Wire`.
 
-Starlette keeps routing and the handshake; once a socket is accepted, the hub writes to it
-through `FrameWriter`, never through an awaited ASGI `send`. `HubWebSocketProtocol` is
-uvicorn's sans-I/O WebSocket protocol with that writer exposed to the app through the
-ASGI scope (`scope["extensions"]["hub.writer"]`). Writing an already-framed message costs
-a few microseconds and never waits on the peer; `write` returns how much now waits for
-the kernel, and how much may pile up is the caller's decision.
+Starlette keeps routing and the handshake; once a socket is accepted, its session reads
+and writes through the protocol itself (`scope["extensions"]["hub.wire"]`), never through
+an awaited ASGI `send`. Writing an already-framed message costs a few microseconds and
+never waits on the peer; `write` returns how much now waits for the kernel, and how much
+may pile up is the caller's decision.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
@@ -20,8 +19,9 @@ from websockets.typing import BytesLike
 
 from hub.disconnect import INVALID_UTF8, PING_TIMEOUT, SHUTDOWN, Disconnect, refused_frame
 from hub.linger import LINGER_BYTES, LINGER_PARSED_BYTES
+from hub.wire import Message, Peer
 
-WRITER_EXTENSION = "hub.writer"
+WIRE_EXTENSION = "hub.wire"
 CLOSE_TIMEOUT = 5.0
 """How long a socket the node closed waits for the peer's close before it is dropped."""
 READ_SLICE = 4096
@@ -31,35 +31,6 @@ on after a few milliseconds at most."""
 PONG_BOUND = 65536
 """Bytes that may wait for the kernel before a pong is dropped, while no session counts
 them (before the handshake is accepted)."""
-
-
-class Listener(Protocol):
-    def pinged(self, pong: int) -> bool:
-        """The peer sent a ping: whether its pong of `pong` bytes may go out."""
-
-
-class FrameWriter(Protocol):
-    """What a session needs from its socket to send, and to know why it closed."""
-
-    @property
-    def cause(self) -> Disconnect | None:
-        """Why the hub closed the socket, if it did (None: the peer went)."""
-
-    listener: Listener | None
-    """Asked about each ping from the peer before its pong is queued."""
-
-    def write(self, frame: bytes) -> int:
-        """Queue already-framed WebSocket messages, never blocking; return the bytes now
-        waiting for the kernel (0 once the socket is closing)."""
-
-    def buffered(self) -> int:
-        """Bytes written but not yet taken by the kernel."""
-
-    async def drained(self) -> None:
-        """Return once the kernel has taken most of what waits (or the socket is gone)."""
-
-    def close(self, cause: Disconnect) -> None:
-        """Send a close frame and drop the socket if the peer does not answer in time."""
 
 
 class PongsWithheld(ServerProtocol):
@@ -79,18 +50,14 @@ class PongsWithheld(ServerProtocol):
 
 
 class HubWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol, plus the `FrameWriter` verbs, and reads that
-    stop where a peer's budget ends.
-
-    What a peer sends is parsed `READ_SLICE` bytes at a time, and no further while the app
-    has a message to take (the rest waits, unparsed, with the socket not read). Once the
-    node sends a close, the socket lingers: it reads on and discards, answering nothing,
-    until the peer's close, `LINGER_BYTES` or `CLOSE_TIMEOUT`, so that the close frame is
-    read and not lost to a reset.
-    """
+    """uvicorn's sans-I/O WebSocket protocol as a `Wire`. What a peer sends is parsed
+    `READ_SLICE` bytes at a time, and no further while the app has a message to take (the
+    rest waits, unparsed, with the socket not read). Once the node sends a close, the
+    socket lingers: it reads on and discards, answering nothing, until the peer's close,
+    `LINGER_BYTES` or `CLOSE_TIMEOUT`, so that the close frame is not lost to a reset."""
 
     cause: Disconnect | None
-    listener: Listener | None
+    peer: Peer | None
     _unread: bytes
     """What arrived while the app had a message to take: parsed once it takes it."""
     _lingered: int
@@ -100,14 +67,12 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: Any = None
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        # uvicorn's own, made a `PongsWithheld` in place: a second one made here would
-        # cost every handshake its construction, and leave the first (in a cycle with its
-        # parser) for the collector.
+        # uvicorn's own, made a `PongsWithheld` in place: a second one would cost every
+        # handshake its construction and leave the first, in a cycle, to the collector.
         self.conn.__class__ = PongsWithheld
-        # Set here, with uvicorn's own attributes, so that every socket's attributes stay
-        # in one shared layout (one set later would give each socket a dict of its own).
+        # Set with uvicorn's own, so that every socket's attributes share one layout.
         self.cause = None
-        self.listener = None
+        self.peer = None
         self._unread = b""
         self._lingered = 0
 
@@ -169,19 +134,19 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.handle_bytes(event)
 
     def _answer_ping(self, payload: BytesLike) -> None:
-        """Send the pong only within the socket's budget: the session counts the ping as a
-        frame, and its pong against the send queue."""
+        """Hand the framed pong to the session, which sends it within the socket's budget
+        (the ping counts as a frame, its pong against the send queue); before there is a
+        session, send it within `PONG_BOUND`."""
         if self.close_sent:
             return
-        pong = len(payload) + 2
-        listener = self.listener
-        if listener is None:
-            answer = self.transport.get_write_buffer_size() + pong <= PONG_BOUND
-        else:
-            answer = listener.pinged(pong)
-        if answer:
-            self.conn.send_pong(payload)
-            self.transport.write(b"".join(self.conn.data_to_send()))
+        conn = self.conn
+        conn.send_pong(payload)
+        pong = b"".join(conn.data_to_send())
+        peer = self.peer
+        if peer is not None:
+            peer.pinged(pong)
+        elif self.transport.get_write_buffer_size() + len(pong) <= PONG_BOUND:
+            self.transport.write(pong)
 
     def send_receive_event_to_app(self) -> None:
         data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
@@ -202,7 +167,17 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.pause_reading()
 
     async def receive(self) -> Any:
-        message = await self.queue.get()
+        return self._took(await self.queue.get())
+
+    async def read(self) -> Message | None:
+        message = self._took(await self.queue.get())
+        if message["type"] == "websocket.disconnect":
+            return None
+        text: str | None = message.get("text")
+        return message["bytes"] if text is None else text
+
+    def _took(self, message: Any) -> Any:
+        """Parse on once the app has taken all that waited."""
         if self.read_paused and self.queue.empty():
             self.read_paused = False
             self._resume()
@@ -237,20 +212,19 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Drop what ties the socket to its session in a cycle: a node collects cycles
-        rarely (`hub.process.tune_collector`), and every closed socket would otherwise
-        stay in memory, with its session, until a full collection."""
+        rarely (`hub.process.tune_collector`), and would keep every closed socket till then."""
         super().connection_lost(exc)
         cast(PongsWithheld, self.conn).lost()
-        self.listener = None
+        self.peer = None
         scope = getattr(self, "scope", None)
         if scope is not None:
-            scope["extensions"].pop(WRITER_EXTENSION, None)
+            scope["extensions"].pop(WIRE_EXTENSION, None)
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:
-            scope["extensions"][WRITER_EXTENSION] = self
+            scope["extensions"][WIRE_EXTENSION] = self
 
     def write(self, frame: bytes) -> int:
         transport = self.transport
@@ -265,9 +239,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         return size
 
     async def drained(self) -> None:
-        # uvicorn's own flow control: cleared past the transport's high-water mark, set
-        # below its low-water mark and when the connection is lost.
-        await self.writable.wait()
+        await self.writable.wait()  # uvicorn's flow control, set below the low-water mark
 
     async def send(self, message: Any) -> None:
         await super().send(message)
@@ -275,8 +247,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         if kind == "websocket.accept":
             self._resume()  # what the peer sent while its handshake was being decided
         elif kind == "websocket.http.response.body" and not message.get("more_body"):
-            # A refused handshake (401, 403, 429) is a finished exchange; without this,
-            # uvicorn logs an error for every refusal and tries to answer 500 as well.
+            # A refused handshake is a finished exchange, not an error to answer with 500.
             self.handshake_complete = True
 
     def keepalive_timeout(self) -> None:
@@ -301,7 +272,8 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _sent_close(self, cause: Disconnect) -> None:
         """The node's close is on its way: tell the app, and linger until the peer's close
-        or `CLOSE_TIMEOUT` (a peer that stopped reading never answers)."""
+        or `CLOSE_TIMEOUT` (uvicorn's `close_timer`, which it cancels at the peer's close
+        or the connection's loss, so a closed socket is not kept for its timeout)."""
         self.close_sent = True
         self._closing(cause)
         self.read_paused = False

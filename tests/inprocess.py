@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import struct
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
+from hub.assembly import Parts, assemble
 from hub.auth import Authenticator
 from hub.broker import MemoryBroker
 from hub.config import Settings
@@ -18,10 +20,11 @@ from hub.disconnect import Disconnect
 from hub.metrics import Metrics
 from hub.node import Node
 from hub.presence import MemoryPresence
+from hub.publishing import Published, Publisher
 from hub.session import Session
-from hub.stats import Tally
-from hub.tracing import tracer_for
-from hub.transport import Listener
+from hub.session_parts import SessionParts
+from hub.tracing import UNTRACED, PublishTrace
+from hub.wire import Message, Peer
 from tests.support import SECRET
 
 
@@ -44,33 +47,41 @@ def read_frames(data: bytes) -> list[dict[str, Any]]:
     return frames
 
 
-class RecordingWriter:
-    """A socket that keeps every write, and can pretend the kernel stopped taking them."""
+class LoopbackWire:
+    """A `hub.wire.Wire` in the test's process: it keeps every write, takes the peer's
+    messages from the test, and can pretend the kernel stopped taking writes."""
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []
+        self.pongs = 0
         self.cause: Disconnect | None = None
         self.waiting = 0
         """What `write` reports as still waiting for the kernel."""
         self.piling = False
         """Whether writes pile up until the peer reads (`drained`), as on a real socket."""
-        self.receive: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.incoming: asyncio.Queue[Message | None] = asyncio.Queue()
         self.wrote = asyncio.Event()
-        self.listener: Listener | None = None
+        self.peer: Peer | None = None
 
-    def ping(self, pong: int) -> None:
-        """A ping from the peer, answered past the write path with `pong` bytes queued
-        when the session allows it."""
-        if self.listener is not None and self.listener.pinged(pong):
-            self.waiting += pong
+    def ping(self, size: int) -> None:
+        """A ping of `size` bytes from a peer that never reads its pongs."""
+        if self.peer is not None:
+            self.peer.pinged(bytes([0x8A, size]) + bytes(size))
 
-    def write(self, frame: bytes) -> int:
+    async def read(self) -> Message | None:
+        return await self.incoming.get()
+
+    def write(self, frames: bytes) -> int:
         if self.cause is not None:
             return 0
-        self.writes.append(frame)
+        if frames[0] == 0x8A:
+            self.pongs += 1
+            self.waiting += len(frames)
+            return self.waiting
+        self.writes.append(frames)
         self.wrote.set()
         if self.piling:
-            self.waiting += len(frame)
+            self.waiting += len(frames)
         return self.waiting
 
     def buffered(self) -> int:
@@ -84,9 +95,7 @@ class RecordingWriter:
     def close(self, cause: Disconnect) -> None:
         if self.cause is None:
             self.cause = cause
-            self.receive.put_nowait(
-                {"type": "websocket.disconnect", "code": cause.code, "reason": cause.reason}
-            )
+            self.incoming.put_nowait(None)
 
     def frames(self) -> list[dict[str, Any]]:
         return [frame for write in self.writes for frame in read_frames(write)]
@@ -95,33 +104,27 @@ class RecordingWriter:
 class Socket:
     """One session of the in-process node, driven like a client would drive a socket."""
 
-    def __init__(self, session: Session, writer: RecordingWriter) -> None:
+    def __init__(self, session: Session, wire: LoopbackWire) -> None:
         self.session = session
-        self.writer = writer
-        self.task = asyncio.create_task(session.run(self._receive))
+        self.wire = wire
+        self.task = asyncio.create_task(session.run())
         self._seen = 0
 
-    async def _receive(self) -> dict[str, Any]:
-        return await self.writer.receive.get()
-
     def send(self, frame: dict[str, Any] | str | bytes) -> None:
-        if isinstance(frame, bytes):
-            self.writer.receive.put_nowait({"type": "websocket.receive", "bytes": frame})
-            return
-        text = frame if isinstance(frame, str) else orjson.dumps(frame).decode()
-        self.writer.receive.put_nowait({"type": "websocket.receive", "text": text})
+        message = frame if isinstance(frame, str | bytes) else orjson.dumps(frame).decode()
+        self.wire.incoming.put_nowait(message)
 
     def disconnect(self) -> None:
-        self.writer.receive.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        self.wire.incoming.put_nowait(None)
 
     async def next(self, timeout: float = 2.0) -> dict[str, Any]:
         """The next frame the hub wrote that this test has not looked at yet."""
         async with asyncio.timeout(timeout):
-            while len(self.writer.frames()) <= self._seen:
-                self.writer.wrote.clear()
-                await self.writer.wrote.wait()
+            while len(self.wire.frames()) <= self._seen:
+                self.wire.wrote.clear()
+                await self.wire.wrote.wait()
         self._seen += 1
-        return self.writer.frames()[self._seen - 1]
+        return self.wire.frames()[self._seen - 1]
 
     async def answer(self, frame: dict[str, Any]) -> dict[str, Any]:
         """Send a request and return its answer, skipping events."""
@@ -138,16 +141,38 @@ class Socket:
 
 
 class Harness:
-    def __init__(self, node: Node, settings: Settings) -> None:
-        self.node = node
+    """A node's parts as the composition root chose them, and sessions made as the app
+    makes them."""
+
+    def __init__(self, parts: Parts, metrics: Metrics, settings: Settings) -> None:
+        self.parts = parts
+        self.metrics = metrics
         self.settings = settings
         self._auth = Authenticator(settings)
+        self._sessions = SessionParts(
+            settings,
+            settings.node_id,
+            parts.run,
+            parts.node,
+            parts.publisher,
+            parts.presence,
+            parts.heartbeats,
+            parts.tracer,
+            metrics,
+            parts.tally,
+            self._auth.verify,
+        )
         self.sockets: list[Socket] = []
 
+    def publish(
+        self, tenant: str, rooms: list[str], event: str, data: Any, trace: PublishTrace = UNTRACED
+    ) -> asyncio.Future[Published]:
+        return self.parts.publisher.publish_soon(tenant, rooms, event, data, trace=trace)
+
     async def connect(self, token: str) -> Socket:
-        writer = RecordingWriter()
+        wire = LoopbackWire()
         principal = await self._auth.verify(token)
-        socket = Socket(Session(self.node, principal, writer, self._auth.verify), writer)
+        socket = Socket(Session(self._sessions, principal, wire), wire)
         self.sockets.append(socket)
         welcome = await socket.next()
         assert welcome["type"] == "welcome", welcome
@@ -158,23 +183,32 @@ def settings(**values: Any) -> Settings:
     return Settings(jwt_secret=SECRET, node_id="core", **values)
 
 
+def _on(broker: MemoryBroker, parts: Parts, chosen: Settings, metrics: Metrics) -> Parts:
+    """`parts` with a broker of the test's own, in place of the one chosen."""
+    retention, tally = chosen.retention, parts.tally
+    return replace(
+        parts,
+        node=Node(broker, retention, chosen.state, metrics, tally, parts.tracer),
+        publisher=Publisher(chosen, broker, retention, metrics, tally),
+        presence=MemoryPresence(broker, chosen, retention, tally),
+    )
+
+
 @contextlib.asynccontextmanager
 async def running(broker: MemoryBroker | None = None, **values: Any) -> AsyncIterator[Harness]:
     """A node on the memory broker (or on `broker`), started, and stopped with every
     socket closed."""
     chosen = settings(**values)
-    broker = broker or MemoryBroker()
-    retention = chosen.retention
-    tally = Tally()
-    presence = MemoryPresence(broker, chosen, retention, tally)
-    tracer = tracer_for(chosen, environ={})
-    node = Node(chosen, "core.run", broker, presence, retention, Metrics(), tally, tracer)
-    await node.start()
-    harness = Harness(node, chosen)
+    metrics = Metrics()
+    parts = assemble(chosen, metrics, environ={})
+    if broker is not None:
+        parts = _on(broker, parts, chosen, metrics)
+    await parts.start()
+    harness = Harness(parts, metrics, chosen)
     try:
         yield harness
     finally:
         for socket in harness.sockets:
             socket.disconnect()
         await asyncio.gather(*(s.task for s in harness.sockets), return_exceptions=True)
-        await node.stop()
+        await parts.stop()

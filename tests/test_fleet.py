@@ -466,11 +466,11 @@ async def test_a_node_is_not_ready_before_its_presence_is_registered(
     """Until the first registration heartbeats are not written: /readyz waits for it
     (`Presence.ready`), so a load balancer sends no socket before."""
     settings = Settings(jwt_secret=SECRET, redis_url=redis_server.url, node_id="early")
-    node = assemble(settings, Metrics()).node
-    assert node.presence.ready is False
-    await node.start()
+    parts = assemble(settings, Metrics())
+    assert parts.presence.ready is False
+    await parts.start()
     try:
-        await eventually(lambda: node.presence.ready, 5, "the first registration")
-        assert node.broker.available
+        await eventually(lambda: parts.presence.ready, 5, "the first registration")
+        assert parts.node.broker.available
     finally:
-        await node.stop()
+        await parts.stop()

@@ -30,18 +30,18 @@ async def test_pongs_count_against_the_send_queue() -> None:
     async with running(send_queue_bytes=4096, client_rate=0) as hub:
         peer = await hub.connect(token("dashboard", "d"))
         for _ in range(40):
-            peer.writer.ping(127)
+            peer.wire.ping(127)
         await asyncio.wait_for(peer.task, 2)
-        assert peer.writer.cause is SLOW_CONSUMER
+        assert peer.wire.cause is SLOW_CONSUMER
 
 
 async def test_pings_count_against_the_frame_rate() -> None:
     async with running(client_rate=1, client_burst=3) as hub:
         peer = await hub.connect(token("dashboard", "d"))
         for _ in range(10):
-            peer.writer.ping(0)
+            peer.wire.ping(0)
         await asyncio.wait_for(peer.task, 2)
-        assert peer.writer.cause is RATE_LIMITED
+        assert peer.wire.cause is RATE_LIMITED
 
 
 def _upgraded(port: int, bearer: str) -> socket.socket:
@@ -155,7 +155,7 @@ async def test_heartbeats_past_their_rate_are_refused_and_not_published() -> Non
         refused = [await device.next() for _ in range(3)]
         assert [(f["code"], f["ref"]) for f in refused] == [("rate_limited", n) for n in (5, 6, 7)]
         await status.settled()
-        beats = [f for f in status.writer.frames() if f.get("event") == "device.heartbeat"]
+        beats = [f for f in status.wire.frames() if f.get("event") == "device.heartbeat"]
         assert len(beats) == 5
 
 
@@ -182,14 +182,14 @@ async def test_a_socket_may_be_in_a_bounded_number_of_rooms() -> None:
 async def test_a_replay_longer_than_the_send_queue_reaches_a_client_that_reads() -> None:
     async with running(send_queue_bytes=16384) as hub:
         for n in range(100):
-            await hub.node.publish_soon("acme", ["location:a"], "x.n", {"n": n, "pad": "p" * 1000})
+            await hub.publish("acme", ["location:a"], "x.n", {"n": n, "pad": "p" * 1000})
         socket = await hub.connect(token("dashboard", "d"))
-        socket.writer.piling = True
+        socket.wire.piling = True
         socket.send({"op": "subscribe", "room": "location:a", "since": "0-0", "ref": 1})
         replayed = [await socket.next() for _ in range(100)]
         assert [frame["data"]["n"] for frame in replayed] == list(range(100))
         assert (await socket.next())["type"] == "ack"
-        assert socket.writer.cause is None
+        assert socket.wire.cause is None
 
 
 async def test_a_replay_longer_than_the_send_queue_reaches_a_real_client(

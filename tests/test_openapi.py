@@ -1,11 +1,12 @@
-"""The REST API's OpenAPI document: valid, complete, served, and held against a real node
-by schemathesis (every route, generated valid and broken requests, no 5xx, every answer
-as the document says)."""
+"""The REST API's OpenAPI document: valid, complete, generated from the code's types,
+served, and held against a real node by schemathesis (every route, generated valid and
+broken requests, no 5xx, every answer as the document says)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_type_hints
 
 import httpx
 import orjson
@@ -15,10 +16,15 @@ from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
 from schemathesis import Case
 from starlette.routing import Route
+from typing_extensions import is_typeddict
 
+from hub import bodies
 from hub.app import create_app
+from hub.auth import SUB_RE
 from hub.config import Settings
+from hub.events import PUBLIC
 from hub.openapi import document, encoded
+from hub.protocol import ROOM_RE, TENANT_RE
 from tests.support import SECRET, HubNode, RedisServer, token
 
 EXAMPLES = 60
@@ -48,6 +54,54 @@ def test_every_route_is_in_the_document_and_nothing_else() -> None:
     }
     documented = {(path, method) for path, item in document()["paths"].items() for method in item}
     assert routes == documented
+
+
+def test_a_field_added_to_a_body_type_is_in_the_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each schema is pydantic's of a type the handlers build, not a copy written beside it."""
+
+    class Health(bodies.Health):
+        uptime: float
+
+    monkeypatch.setattr(bodies, "Health", Health)
+    schema = document()["components"]["schemas"]["Health"]
+    assert schema["properties"]["uptime"] == {"type": "number"}
+    assert schema["required"] == list(get_type_hints(Health))
+
+
+def test_every_body_type_is_a_schema_of_the_document() -> None:
+    """Each shape of `hub.bodies` is named by an operation (or by another shape): none is
+    left behind when an operation stops using it."""
+    shapes = {
+        name
+        for name, value in vars(bodies).items()
+        if is_typeddict(value) and value.__module__ == bodies.__name__
+    }
+    assert shapes <= document()["components"]["schemas"].keys()
+
+
+def test_a_broadcast_of_each_typed_event_carries_that_events_model() -> None:
+    broadcast = document()["components"]["schemas"]["Broadcast"]
+    shapes = {
+        shape["properties"]["event"].get("const"): shape["properties"]["data"]
+        for shape in broadcast["anyOf"]
+    }
+    for event, model in PUBLIC.items():
+        assert shapes[event] == {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+@pytest.mark.parametrize(
+    ("pattern", "longest"),
+    [
+        (ROOM_RE, bodies.ROOM_MAX_LEN),
+        (TENANT_RE, bodies.TENANT_MAX_LEN),
+        (SUB_RE, bodies.SUB_MAX_LEN),
+    ],
+)
+def test_each_documented_length_is_the_longest_its_pattern_takes(
+    pattern: re.Pattern[str], longest: int
+) -> None:
+    assert pattern.fullmatch("a" * longest) is not None
+    assert pattern.fullmatch("a" * (longest + 1)) is None
 
 
 def test_the_node_serves_the_document(single: HubNode) -> None:

@@ -176,7 +176,7 @@ async def test_a_page_of_a_large_room_builds_only_its_members(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with running() as hub:
-        presence, key = hub.node.presence, RoomKey("acme", "lobby")
+        presence, key = hub.parts.presence, RoomKey("acme", "lobby")
         everyone = [
             Present(conn=f"c{n}", sub=f"s{n:05d}", role=Role.DASHBOARD, tenant="acme")
             for n in range(20000)

@@ -155,7 +155,7 @@ class CountingBroker(MemoryBroker):
 async def test_the_node_holds_a_broker_subscription_only_while_it_has_members() -> None:
     broker = CountingBroker()
     async with running(broker) as hub:
-        node: Node = hub.node
+        node: Node = hub.parts.node
         a, b = Inbox(), Inbox()
         await node.join(KEY, a)
         await node.join(KEY, b)

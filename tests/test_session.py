@@ -30,7 +30,7 @@ async def test_a_device_is_welcomed_into_its_own_rooms_and_goes_online() -> None
             "type"
         ] == "ack"
         device = await hub.connect(token("device", "p1", loc="lobby", groups=["g"]))
-        welcome = device.writer.frames()[0]
+        welcome = device.wire.frames()[0]
         assert welcome["rooms"] == ["device:p1", "devices", "location:lobby", "group:g"]
         assert welcome["heartbeat"] == {"interval": 15.0, "timeout": 45.0}
         online = await status.next()
@@ -59,15 +59,13 @@ async def test_publish_is_acknowledged_and_reaches_the_room_once() -> None:
         event = await watcher.next()
         assert (event["event"], event["data"], event["id"]) == ("x.hi", {"n": 1}, answer["id"])
         await watcher.settled()
-        assert [f["type"] for f in watcher.writer.frames()].count("event") == 1
+        assert [f["type"] for f in watcher.wire.frames()].count("event") == 1
 
 
 async def test_subscribe_with_since_replays_what_was_missed_before_the_ack() -> None:
     async with running() as hub:
         ids = [
-            (await hub.node.publish_soon("acme", ["location:hall"], "x.n", {"n": n})).ids[
-                "location:hall"
-            ]
+            (await hub.publish("acme", ["location:hall"], "x.n", {"n": n})).ids["location:hall"]
             for n in range(5)
         ]
         socket = await hub.connect(DASHBOARD)
@@ -86,7 +84,7 @@ async def test_unsubscribe_stops_events_and_is_acknowledged_even_when_not_subscr
         await socket.answer({"op": "subscribe", "room": "location:hall", "ref": 1})
         ack = await socket.answer({"op": "unsubscribe", "room": "location:hall", "ref": 2})
         assert ack == {"type": "ack", "ref": 2, "room": "location:hall"}
-        assert len(hub.node.rooms) == 0
+        assert len(hub.parts.node.rooms) == 0
         again = await socket.answer({"op": "unsubscribe", "room": "location:hall", "ref": 3})
         assert again["type"] == "ack"
 
@@ -103,7 +101,7 @@ async def test_a_heartbeat_reaches_status_and_presence() -> None:
             "device.heartbeat",
             {"device": "p1", "status": "playing", "cpu": 0.5},
         )
-        (member,) = await hub.node.presence.members(RoomKey("acme", "devices"))
+        (member,) = await hub.parts.presence.members(RoomKey("acme", "devices"))
         assert member["heartbeat"]["status"] == "playing"
 
 
@@ -128,7 +126,7 @@ async def test_refusals_are_error_frames_with_the_ref(
         assert error["code"] == code
         assert words in error["message"]
         assert error["ref"] == (frame.get("ref") if isinstance(frame, dict) else None)
-        registry = hub.node.metrics.registry
+        registry = hub.metrics.registry
         assert registry.get_sample_value("hub_refusals_total", {"code": code.value}) == 1
 
 
@@ -145,11 +143,11 @@ async def test_a_flood_is_refused_then_closed_with_4029() -> None:
         for n in range(6):
             socket.send({"op": "ping", "ref": n})
         await asyncio.wait_for(socket.task, 2)
-        frames = socket.writer.frames()
+        frames = socket.wire.frames()
         assert [f["type"] for f in frames[1:3]] == ["pong", "pong"]
         assert (frames[3]["code"], frames[3]["ref"]) == (ErrorCode.RATE_LIMITED, 2)
-        assert socket.writer.cause is RATE_LIMITED
-        assert hub.node.tally.dropped[Dropped.RATE_LIMITED] >= 3
+        assert socket.wire.cause is RATE_LIMITED
+        assert hub.parts.tally.dropped[Dropped.RATE_LIMITED] >= 3
 
 
 async def test_a_binary_frame_closes_with_1003_and_the_device_goes_offline_for_policy() -> None:
@@ -160,7 +158,7 @@ async def test_a_binary_frame_closes_with_1003_and_the_device_goes_offline_for_p
         await status.next()
         device.send(b"\x00")
         await asyncio.wait_for(device.task, 2)
-        assert device.writer.cause is BINARY_FRAME
+        assert device.wire.cause is BINARY_FRAME
         assert BINARY_FRAME.code is Close.UNSUPPORTED_DATA
         offline = await status.next()
         assert (offline["event"], offline["data"]["reason"]) == ("device.offline", "policy")
@@ -170,7 +168,7 @@ async def test_an_expired_token_closes_with_1008() -> None:
     async with running() as hub:
         socket = await hub.connect(token("dashboard", "d", ttl=2))
         await asyncio.wait_for(socket.task, 4)
-        assert socket.writer.cause is TOKEN_EXPIRED
+        assert socket.wire.cause is TOKEN_EXPIRED
         assert TOKEN_EXPIRED.gone is Gone.TOKEN_EXPIRED
 
 
@@ -178,16 +176,16 @@ async def test_a_peer_that_stops_taking_frames_is_shed_and_the_rest_is_counted_d
     async with running(send_queue_bytes=4096) as hub:
         slow = await hub.connect(DASHBOARD)
         await slow.answer({"op": "subscribe", "room": "location:hall", "ref": 1})
-        slow.writer.waiting = 10_000
-        hub.node.publish_soon("acme", ["location:hall"], "x.n", {"n": 0})
+        slow.wire.waiting = 10_000
+        hub.publish("acme", ["location:hall"], "x.n", {"n": 0})
         await asyncio.sleep(0)  # the turn that fans out: the write that overflows
-        written = len(slow.writer.writes)
+        written = len(slow.wire.writes)
         for _ in range(2):  # before the close goes out, in the same turn
             slow.session.sender.send(b"\x81\x02{}")
-        assert len(slow.writer.writes) == written
+        assert len(slow.wire.writes) == written
         await asyncio.wait_for(slow.task, 2)
-        assert slow.writer.cause is SLOW_CONSUMER
-        assert hub.node.tally.dropped[Dropped.SLOW_CONSUMER] == 2
+        assert slow.wire.cause is SLOW_CONSUMER
+        assert hub.parts.tally.dropped[Dropped.SLOW_CONSUMER] == 2
 
 
 class _BrokenPublish(MemoryBroker):
@@ -206,8 +204,8 @@ async def test_a_publish_that_fails_unexpectedly_is_answered_and_the_socket_clos
         answer = await socket.answer(frame)
         assert (answer["type"], answer["ref"], answer["code"]) == ("error", 4, "unavailable")
         await asyncio.wait_for(socket.task, 2)
-        assert socket.writer.cause is not None
-        assert socket.writer.cause.code is Close.INTERNAL
+        assert socket.wire.cause is not None
+        assert socket.wire.cause.code is Close.INTERNAL
 
 
 class _HistoryDown(MemoryBroker):
@@ -229,10 +227,10 @@ async def test_a_failed_subscribe_leaves_no_room_behind() -> None:
         since = {"op": "subscribe", "room": "location:a", "since": "1-0", "ref": 1}
         answer = await socket.answer(since)
         assert answer["code"] == "unavailable"
-        assert len(hub.node.rooms) == 0
+        assert len(hub.parts.node.rooms) == 0
         socket.disconnect()
         await asyncio.wait_for(socket.task, 2)
-        assert len(hub.node.rooms) == 0
+        assert len(hub.parts.node.rooms) == 0
 
 
 async def test_many_publishes_in_flight_are_acknowledged_in_order() -> None:

@@ -16,12 +16,13 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from hub import envelope
+from hub.assembly import choose_tracer
 from hub.broker import MemoryBroker
 from hub.broker.base import Deliver, Lost, Outgoing
 from hub.config import Settings
 from hub.history import Retention
 from hub.rooms import RoomKey
-from hub.tracing import TracingUnavailable, Untraced, check_tracing, tracer_for
+from hub.tracing import TracingUnavailable, Untraced, check_tracing
 from loadtest.otlp import OtlpReceiver, ReceivedSpan
 from tests.conftest import NodeFactory, Redis
 from tests.inprocess import Socket, running
@@ -190,14 +191,14 @@ async def test_an_unsampled_publish_carries_nothing_and_a_callers_sampled_one_is
     ) as hub:
         socket = await hub.connect(DASHBOARD)
         await socket.answer({"op": "subscribe", "room": "location:a", "ref": 1})
-        node = hub.node
-        unsampled = node.tracer.publish("broadcast", "acme", ["location:a"], "x.a")
-        await node.publish_soon("acme", ["location:a"], "x.a", {}, trace=unsampled)
+        parts = hub.parts
+        unsampled = parts.tracer.publish("broadcast", "acme", ["location:a"], "x.a")
+        await hub.publish("acme", ["location:a"], "x.a", {}, trace=unsampled)
         trace, _, header = _traceparent()
-        sampled = node.tracer.publish(
+        sampled = parts.tracer.publish(
             "broadcast", "acme", ["location:a"], "x.b", parent={"traceparent": header}
         )
-        await node.publish_soon("acme", ["location:a"], "x.b", {}, trace=sampled)
+        await hub.publish("acme", ["location:a"], "x.b", {}, trace=sampled)
         frames = [await _event(socket) for _ in range(2)]
     assert [frame["event"] for frame in frames] == ["x.a", "x.b"]
     plain, carried = broker.delivered[-2:]
@@ -215,11 +216,11 @@ async def test_the_sample_ratio_keeps_that_share_of_the_traces_started_here(
     """Half, not a quarter: the hub's own draw is the only one a root span meets."""
     async with running(otel_endpoint=receiver.url, otel_sample_ratio=0.5) as hub:
         traces = [
-            hub.node.tracer.publish("socket", "acme", ["location:a"], "x.a") for _ in range(400)
+            hub.parts.tracer.publish("socket", "acme", ["location:a"], "x.a") for _ in range(400)
         ]
         malformed = {"traceparent": "00-not-a-trace-01"}
         traces += [
-            hub.node.tracer.publish("broadcast", "acme", ["location:a"], "x.a", parent=malformed)
+            hub.parts.tracer.publish("broadcast", "acme", ["location:a"], "x.a", parent=malformed)
             for _ in range(400)
         ]
         kept = [sum(1 for trace in half if trace.carrier) for half in (traces[:400], traces[400:])]
@@ -253,8 +254,8 @@ async def test_a_collector_that_is_down_costs_spans_not_publishes() -> None:
         socket = await hub.connect(DASHBOARD)
         await socket.answer({"op": "subscribe", "room": "location:a", "ref": 1})
         for n in range(50):
-            trace = hub.node.tracer.publish("broadcast", "acme", ["location:a"], "x.a")
-            await hub.node.publish_soon("acme", ["location:a"], "x.a", {"n": n}, trace=trace)
+            trace = hub.parts.tracer.publish("broadcast", "acme", ["location:a"], "x.a")
+            await hub.publish("acme", ["location:a"], "x.a", {"n": n}, trace=trace)
         assert [(await _event(socket))["data"]["n"] for _ in range(50)] == list(range(50))
 
 
@@ -273,7 +274,7 @@ async def test_the_sdks_lines_go_through_the_hubs_log_once_a_while_each() -> Non
     kept = _Kept()
     hub_log = logging.getLogger("hub")
     hub_log.addHandler(kept)
-    tracer = tracer_for(inprocess_settings(otel_endpoint=f"http://127.0.0.1:{free_port()}"), {})
+    tracer = choose_tracer(inprocess_settings(otel_endpoint=f"http://127.0.0.1:{free_port()}"), {})
     try:
         queue = logging.getLogger("opentelemetry.sdk._shared_internal")
         for _ in range(1000):
@@ -295,7 +296,7 @@ def test_tracing_is_off_without_a_collector_and_off_when_opentelemetry_says_so()
     assert check_tracing(named, {})
     assert not check_tracing(named, {"OTEL_SDK_DISABLED": "true"})
     assert not check_tracing(named, {"OTEL_TRACES_EXPORTER": "none"})
-    assert isinstance(tracer_for(plain, {}), Untraced)
+    assert isinstance(choose_tracer(plain, {}), Untraced)
 
 
 def test_tracing_asked_for_without_opentelemetry_is_one_clear_error(
@@ -328,8 +329,8 @@ async def test_a_published_event_reaches_subscribers_the_same_with_tracing_on(
         async with running(history_size=0, **values) as hub:
             socket = await hub.connect(DASHBOARD)
             await socket.answer({"op": "subscribe", "room": "location:a", "ref": 1})
-            trace = hub.node.tracer.publish("socket", "acme", ["location:a"], "x.a")
-            sent = await hub.node.publish_soon("acme", ["location:a"], "x.a", {"k": 1}, trace=trace)
+            trace = hub.parts.tracer.publish("socket", "acme", ["location:a"], "x.a")
+            sent = await hub.publish("acme", ["location:a"], "x.a", {"k": 1}, trace=trace)
             await _event(socket)
-            frames.append(socket.writer.writes[-1].replace(str(sent.ts).encode(), b"TS"))
+            frames.append(socket.wire.writes[-1].replace(str(sent.ts).encode(), b"TS"))
     assert frames[0] == frames[1]

@@ -54,7 +54,9 @@ OWN_VERBS = {
     "close",
     "_closing",
     "cause",
-    "listener",
+    "peer",
+    "read",
+    "_took",
     "_parse",
     "_answer_ping",
     "_refuse_frame",
@@ -315,13 +317,13 @@ async def _accept(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "websocket.accept"})
 
 
-async def test_an_accepted_socket_has_the_state_hub_reads_and_the_writer_in_its_scope() -> None:
+async def test_an_accepted_socket_has_the_state_hub_reads_and_the_wire_in_its_scope() -> None:
     """The attributes hub uses that uvicorn sets on an instance, not on the class, as it
     has them once a handshake went through (`scope` is only set then)."""
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
-    from hub.transport import WRITER_EXTENSION, HubWebSocketProtocol
+    from hub.transport import WIRE_EXTENSION, HubWebSocketProtocol
 
     assert issubclass(HubWebSocketProtocol, _base())
     config = Config(app=_accept, ws=HubWebSocketProtocol, lifespan="off", log_config=None)
@@ -347,5 +349,5 @@ async def test_an_accepted_socket_has_the_state_hub_reads_and_the_writer_in_its_
         value = getattr(protocol.conn, name, AttributeError)
         assert isinstance(value, kind), _relies(f"ServerProtocol.{name} is missing or changed")
     assert "extensions" in protocol.scope, _relies(f"{BASE}'s scope has no `extensions`")
-    writer: object = protocol.scope["extensions"][WRITER_EXTENSION]
+    writer: object = protocol.scope["extensions"][WIRE_EXTENSION]
     assert writer is protocol
