@@ -178,11 +178,12 @@ class RedisBroker(Broker):
         key: RoomKey,
         since: str | None,
         limit: int,
-        _retention: Retention,
+        retention: Retention,
         *,
         state: bool = False,
     ) -> HistoryPage:
-        """Retention is applied by publishes (trimming) and by the keys' expiry."""
+        """Publishes trim what retention drops, and keys expire; a read leaves out what
+        aged past the TTL since the room's last publish."""
         if not self._shards.available:
             raise BrokerUnavailable("redis is unreachable")
         if since == LAST_ID:
@@ -190,7 +191,14 @@ class RedisBroker(Broker):
         with unavailable("redis history read failed"):
             epoch, trimmed, last, events, kept, held = await self._history(
                 keys=[tag(key.tenant)],
-                args=[key.name, new_epoch(), since or "", limit, "1" if state else ""],
+                args=[
+                    key.name,
+                    new_epoch(),
+                    since or "",
+                    limit,
+                    "1" if state else "",
+                    retention.ttl_ms,
+                ],
             )
         return HistoryPage(
             epoch=epoch.decode(),

@@ -235,19 +235,27 @@ HISTORY = (
     _BASE
     + """
 -- ARGV: room key, a fresh epoch, since ('' for the oldest), limit, '1' for the room's state
--- too. Writes nothing but the epoch itself, when the data was lost. `held` is 1 when
--- `since` is an id the history still holds.
+-- too, the room's history TTL (ms). Writes nothing but the epoch itself, when the data was
+-- lost. Events past the TTL are not history, trimmed or not yet (a publish trims them):
+-- they are not returned, and count as trimmed. `held` is 1 when `since` is an id the
+-- history still holds.
 local stream, meta = STREAM .. ARGV[1], META .. ARGV[1]
 local state = redis.call('HMGET', meta, 'e', 't')
 local epoch, trimmed = state[1] or current_epoch(ARGV[1], ARGV[2]), state[2] or '0-0'
-local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+local oldest_kept = now_ms() - tonumber(ARGV[6])
+local min_id = ms(oldest_kept) .. '-0'
+local aged = redis.call('XREVRANGE', stream, '(' .. min_id, '-', 'COUNT', 1)
+if #aged > 0 then trimmed = aged[1][1] end
+local newest = redis.call('XREVRANGE', stream, '+', min_id, 'COUNT', 1)
 local last = false
 if #newest > 0 then last = newest[1][1] end
+local since = ARGV[3]
+local current = since ~= '' and tonumber(string.match(since, '^(%d+)')) >= oldest_kept
 local events = {}
 local limit = tonumber(ARGV[4])
 if limit > 0 then
-  local from = '-'
-  if ARGV[3] ~= '' then from = '(' .. ARGV[3] end
+  local from = min_id
+  if current then from = '(' .. since end
   for _, entry in ipairs(redis.call('XRANGE', stream, from, '+', 'COUNT', limit)) do
     events[#events + 1] = entry[2][2] .. entry[1]
   end
@@ -255,7 +263,7 @@ end
 local kept = {}
 if ARGV[5] == '1' then kept = redis.call('HVALS', STATE .. ARGV[1]) end
 local held = 0
-if ARGV[3] ~= '' and #redis.call('XRANGE', stream, ARGV[3], ARGV[3]) > 0 then held = 1 end
+if current and #redis.call('XRANGE', stream, since, since) > 0 then held = 1 end
 return {epoch, trimmed, last, events, kept, held}
 """
 )

@@ -73,6 +73,8 @@ class Shards:
         ]
 
     async def stop(self) -> None:
+        """Stop for good: the rooms it carried end with it, asked, so none is told lost."""
+        self._lost = None
         await cancel(self._tasks)
         for subscriber in list(self._subscribers.values()):
             await subscriber.stop()
