@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import subprocess
 import tempfile
 import time
@@ -26,7 +25,14 @@ import redis
 
 from hub.auth import Role, issue_token
 from loadtest.fanout import FrameCounter, publisher
-from loadtest.processes import SECRET, cpu_seconds, raise_file_limit
+from loadtest.processes import (
+    SECRET,
+    cluster_port,
+    cpu_seconds,
+    raise_file_limit,
+    redis_answers,
+    wait_until,
+)
 from loadtest.publish import keep_publishing, publish_frame
 from loadtest.rig import SILENT, Clients, Nodes, connect_timeout, per_cpu_second, write_rows
 from loadtest.wire import open_many
@@ -76,7 +82,7 @@ class RedisSet:
 
     def __init__(self, cluster: bool) -> None:
         self.cluster = cluster
-        self.ports = [_port() for _ in range(MASTERS if cluster else 1)]
+        self.ports = [cluster_port() for _ in range(MASTERS if cluster else 1)]
         self.url = ",".join(f"redis://127.0.0.1:{port}/0" for port in self.ports)
         self._dir = tempfile.TemporaryDirectory(prefix="hub-shards-")
         self._servers: list[subprocess.Popen[bytes]] = []
@@ -89,8 +95,8 @@ class RedisSet:
                 command += ["--cluster-enabled", "yes"]
                 command += ["--cluster-config-file", f"{self._dir.name}/nodes-{port}.conf"]
             self._servers.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
-        for port in self.ports:
-            _wait_for(port)
+        ports = self.ports
+        wait_until(lambda: all(map(redis_answers, ports)), 20, f"redis on {ports} to answer")
         if self.cluster:
             addresses = [f"127.0.0.1:{port}" for port in self.ports]
             made = subprocess.run(
@@ -103,8 +109,7 @@ class RedisSet:
                 self.__exit__()
                 said = (made.stdout + made.stderr)[-500:]
                 raise RuntimeError(f"redis-cli --cluster create failed: {said}")
-            for port in self.ports:
-                _wait_for(port, b"cluster_state:ok")
+            wait_until(lambda: all(map(_cluster_ok, ports)), 20, "the cluster to be ok")
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -127,32 +132,10 @@ class RedisSet:
         return commands, reads
 
 
-def _port() -> int:
-    """A free port whose cluster bus port (10,000 above) is free too, both below the
-    ephemeral range (32768 and up), where a client's connection could take one meanwhile."""
-    import random
-    import socket
-
-    while True:
-        port = random.randrange(10000, 22000)
-        with contextlib.suppress(OSError), socket.socket() as a, socket.socket() as b:
-            a.bind(("127.0.0.1", port))
-            b.bind(("127.0.0.1", port + 10000))
-            return port
-
-
-def _wait_for(port: int, word: bytes = b"") -> None:
-    """Until the server on `port` answers, and its `CLUSTER INFO` holds `word` if given."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(redis.ConnectionError),
-            redis.Redis(port=port, host="127.0.0.1") as client,
-        ):
-            if client.ping() and (not word or word in client.execute_command("CLUSTER", "INFO")):
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"redis on {port} did not come up")
+def _cluster_ok(port: int) -> bool:
+    """Whether the server on `port` says its cluster is ok (every slot served)."""
+    with redis.Redis(port=port, host="127.0.0.1") as client:
+        return b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO")
 
 
 def _step(

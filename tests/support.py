@@ -554,7 +554,7 @@ def history_ids(node: HubNode, room: str) -> list[str]:
     return [event["id"] for event in answer.json()["events"]]
 
 
-class ShippedProxy:
+class ShippedProxy(_Daemon):
     """HAProxy run with a config from deploy/ that a subclass writes, made for loopback,
     into `config`; its output (the requests it logs included) goes to `log`."""
 
@@ -566,7 +566,6 @@ class ShippedProxy:
         self.ws_url = f"{socket_scheme}://127.0.0.1:{self.port}/v1/ws"
         self.config = directory / config_name
         self.log = directory / "haproxy.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -585,12 +584,6 @@ class ShippedProxy:
 
     def healthy(self) -> bool:
         return httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
 
 
 class HAProxy(_Daemon):

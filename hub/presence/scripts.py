@@ -54,7 +54,7 @@ in the steps that publish `device.online` and `device.offline`, so it never disa
 them; `fs` also at every connect and heartbeat. An offline device last seen more than the
 fleet TTL ago is forgotten, every entry of it: `CONNECT` forgets a few each time, and reads
 skip them. Every write pushes the expiry of the tenant's four keys back to the fleet keep
-(`redis.fleet_keep`: the TTL, plus the longest an online device goes without a write), so
+(`registry.fleet_keep`: the TTL, plus the longest an online device goes without a write), so
 a tenant gone quiet disappears whole.
 
 Every script called for a socket takes the same first arguments: the epoch for a room
