@@ -35,7 +35,6 @@ from hub.metrics import Metrics
 from hub.process import Exporter, tune_collector
 from hub.rest import Rest, RestParts, refusal_response
 from hub.session import Session
-from hub.session_parts import SessionParts
 from hub.shutdown import drain_on_sigterm
 from hub.sockets import Sockets
 from hub.tasks import cancel
@@ -64,18 +63,8 @@ class Hub:
             settings.node_id, sockets, node.rooms, parts.tally, node.broker, parts.board
         )
         metrics.watch(self.figures)
-        self.sessions = SessionParts(
-            settings,
-            settings.node_id,
-            parts.run,
-            node,
-            parts.publisher,
-            parts.presence,
-            parts.heartbeats,
-            parts.tracer,
-            metrics,
-            parts.tally,
-            functools.partial(auth.verify, socket=True),
+        self.sessions = parts.for_sessions(
+            settings, metrics, functools.partial(auth.verify, socket=True)
         )
         self.rest = Rest(
             RestParts(

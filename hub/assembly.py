@@ -22,6 +22,7 @@ from hub.metrics import Metrics
 from hub.node import Node
 from hub.presence import MemoryPresence, Presence
 from hub.publishing import Publisher
+from hub.session_parts import SessionParts, Verify
 from hub.stats import Tally
 from hub.tracing import Tracer, Untraced, check_tracing
 
@@ -47,6 +48,22 @@ class Parts:
     """REST broadcasts per token, shared by the cluster's nodes when there are several."""
     reads: Limit | None
     """REST reads per token, likewise."""
+
+    def for_sessions(self, settings: Settings, metrics: Metrics, verify: Verify) -> SessionParts:
+        """What every session uses of these parts, in the one object each session holds."""
+        return SessionParts(
+            settings,
+            settings.node_id,
+            self.run,
+            self.node,
+            self.publisher,
+            self.presence,
+            self.heartbeats,
+            self.tracer,
+            metrics,
+            self.tally,
+            verify,
+        )
 
     async def start(self) -> None:
         await self.node.start()

@@ -22,7 +22,6 @@ from hub.node import Node
 from hub.presence import MemoryPresence
 from hub.publishing import Published, Publisher
 from hub.session import Session
-from hub.session_parts import SessionParts
 from hub.tracing import UNTRACED, PublishTrace
 from hub.wire import Message, Peer
 from tests.support import SECRET
@@ -149,19 +148,7 @@ class Harness:
         self.metrics = metrics
         self.settings = settings
         self._auth = Authenticator(settings)
-        self._sessions = SessionParts(
-            settings,
-            settings.node_id,
-            parts.run,
-            parts.node,
-            parts.publisher,
-            parts.presence,
-            parts.heartbeats,
-            parts.tracer,
-            metrics,
-            parts.tally,
-            self._auth.verify,
-        )
+        self._sessions = parts.for_sessions(settings, metrics, self._auth.verify)
         self.sockets: list[Socket] = []
 
     def publish(
