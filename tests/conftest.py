@@ -15,6 +15,33 @@ pytest_plugins = ["tests.browser", "tests.collected", "pytester"]
 collected test ran, and `pytester`, which runs pytest on small suites (to test that check)."""
 
 
+LONGEST_FIRST = (
+    "test_soak.py",
+    "test_openapi.py",
+    "test_closing.py",
+    "test_history.py",
+    "test_node_death.py",
+    "test_packaging.py",
+    "test_client.py",
+    "test_hostile.py",
+    "test_loadtest.py",
+    "test_drain.py",
+    "test_bench_scenarios.py",
+    "test_idempotency.py",
+    "test_redis_ha.py",
+    "test_state.py",
+    "test_cli.py",
+)
+"""The files that take longest, longest first. Each file runs whole on one worker, in the
+order collected: started last, one of these would leave the other workers idle at the end."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Hand the workers the longest files first; the others keep their order."""
+    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A redis-server of this test's own, which the test may stop and restart."""
@@ -59,8 +86,9 @@ def single(hub_node: NodeFactory) -> HubNode:
 
 @pytest.fixture(scope="module")
 def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubNode]:
-    """One node alone shared by a module's tests that only send it what it refuses (and
-    so keeps nothing of): a node's start would be most of each such test's time."""
+    """One node alone shared by a module's tests that leave nothing on it: they send it
+    only what it refuses, or read what no request changes (files, health, headers). A
+    node's start would be most of each such test's time."""
     node = HubNode("refusing", log_dir=tmp_path_factory.mktemp("refusing"))
     node.start()
     yield node

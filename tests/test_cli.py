@@ -179,8 +179,8 @@ def test_token_refuses_what_the_hub_would_refuse(args: list[str], message: str) 
     assert reason == f"hub: the hub would refuse this token: {message}"
 
 
-def test_token_refuses_with_the_message_the_hub_gives(single: HubNode) -> None:
-    answer = single.get("/v1/stats", token("device", "p1", loc="the lobby"))
+def test_token_refuses_with_the_message_the_hub_gives(refusing: HubNode) -> None:
+    answer = refusing.get("/v1/stats", token("device", "p1", loc="the lobby"))
     assert answer.status_code == 403
     hubs = answer.json()["error"]["message"]
     args = ["--role=device", "--sub=p1", "--tenant=acme", "--loc=the lobby"]

@@ -98,9 +98,9 @@ async def test_fifty_resuming_clients_end_with_the_exact_history(
     ],
 )  # fmt: skip
 async def test_a_refused_handshake_ends_run_with_hub_refused_and_the_hubs_message(
-    single: HubNode, bearer: str, status: int, code: str, said: str
+    refusing: HubNode, bearer: str, status: int, code: str, said: str
 ) -> None:
-    client = HubClient([single.ws_url], bearer, rooms=["feed"], backoff=QUICK)
+    client = HubClient([refusing.ws_url], bearer, rooms=["feed"], backoff=QUICK)
     with pytest.raises(HubRefused) as refused:
         await asyncio.wait_for(client.run(), 10)
     assert (refused.value.status, refused.value.code, refused.value.message) == (
@@ -111,8 +111,8 @@ async def test_a_refused_handshake_ends_run_with_hub_refused_and_the_hubs_messag
     assert str(refused.value) == f"{status} {said}"
 
 
-async def test_a_wrong_path_is_refused_for_good(single: HubNode) -> None:
-    client = HubClient([single.url.replace("http", "ws") + "/v1/nope"], token("dashboard", "d"))
+async def test_a_wrong_path_is_refused_for_good(refusing: HubNode) -> None:
+    client = HubClient([refusing.url.replace("http", "ws") + "/v1/nope"], token("dashboard", "d"))
     with pytest.raises(HubRefused) as refused:
         await asyncio.wait_for(client.run(), 10)
     assert refused.value.status == 403

@@ -75,8 +75,8 @@ async def test_publish_over_the_socket_with_a_publish_claim(single: HubNode) -> 
     await listener.close()
 
 
-async def test_malformed_frames_get_bad_request_and_the_socket_lives(single: HubNode) -> None:
-    client = await Client.connect(single, token("dashboard", "d1"))
+async def test_malformed_frames_get_bad_request_and_the_socket_lives(refusing: HubNode) -> None:
+    client = await Client.connect(refusing, token("dashboard", "d1"))
     for text in ["not json", "[1, 2]", '{"ref": 1}', '{"op": "subscribe", "ref": 2}']:
         await client.ws.send(text)
         answer = await client.recv()
@@ -136,8 +136,8 @@ async def test_frames_over_the_rate_get_rate_limited_then_a_flood_closes_4029(
     assert await client.closed_with() == 4029
 
 
-async def test_binary_frame_closes_1003(single: HubNode) -> None:
-    client = await Client.connect(single, token("dashboard", "d1"))
+async def test_binary_frame_closes_1003(refusing: HubNode) -> None:
+    client = await Client.connect(refusing, token("dashboard", "d1"))
     await client.ws.send(b"\x00\x01")
     assert await client.closed_with() == 1003
 

@@ -29,32 +29,32 @@ def _bearer(value: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
 
 
-async def test_no_token_is_401(single: HubNode) -> None:
-    assert await _refused(single, {}) == (401, "unauthorized")
+async def test_no_token_is_401(refusing: HubNode) -> None:
+    assert await _refused(refusing, {}) == (401, "unauthorized")
 
 
-async def test_malformed_token_is_401(single: HubNode) -> None:
-    assert await _refused(single, _bearer("not-a-jwt")) == (401, "unauthorized")
+async def test_malformed_token_is_401(refusing: HubNode) -> None:
+    assert await _refused(refusing, _bearer("not-a-jwt")) == (401, "unauthorized")
 
 
-async def test_expired_token_is_401(single: HubNode) -> None:
+async def test_expired_token_is_401(refusing: HubNode) -> None:
     claims = {"sub": "p1", "role": "device", "tenant": "acme", "exp": int(time.time()) - 60}
     expired = jwt.encode(claims, SECRET, algorithm="HS256")
-    assert await _refused(single, _bearer(expired)) == (401, "unauthorized")
+    assert await _refused(refusing, _bearer(expired)) == (401, "unauthorized")
 
 
-async def test_token_without_exp_is_401(single: HubNode) -> None:
+async def test_token_without_exp_is_401(refusing: HubNode) -> None:
     forever = jwt.encode({"sub": "p1", "role": "device", "tenant": "acme"}, SECRET)
-    assert await _refused(single, _bearer(forever)) == (401, "unauthorized")
+    assert await _refused(refusing, _bearer(forever)) == (401, "unauthorized")
 
 
-async def test_token_signed_with_another_secret_is_401(single: HubNode) -> None:
+async def test_token_signed_with_another_secret_is_401(refusing: HubNode) -> None:
     forged = token("device", "p1", secret="another-secret-that-is-long-enough-for-it")
-    assert await _refused(single, _bearer(forged)) == (401, "unauthorized")
+    assert await _refused(refusing, _bearer(forged)) == (401, "unauthorized")
 
 
-async def test_bad_token_in_the_query_is_401(single: HubNode) -> None:
-    assert await _refused(single, {}, "?token=nope") == (401, "unauthorized")
+async def test_bad_token_in_the_query_is_401(refusing: HubNode) -> None:
+    assert await _refused(refusing, {}, "?token=nope") == (401, "unauthorized")
 
 
 @pytest.mark.parametrize(

@@ -215,8 +215,8 @@ async def test_history_endpoint_pages_after_since(node: HubNode) -> None:
     assert page["events"][0]["id"] == ids[1]
 
 
-def test_history_endpoint_refuses_devices_and_bad_input(single: HubNode) -> None:
-    url = f"{single.url}/v1/rooms/room/history"
+def test_history_endpoint_refuses_devices_and_bad_input(refusing: HubNode) -> None:
+    url = f"{refusing.url}/v1/rooms/room/history"
     device = {"Authorization": f"Bearer {token('device', 'p1')}"}
     operator = {"Authorization": f"Bearer {OPERATOR}"}
     assert httpx.get(url, headers=device).status_code == 403

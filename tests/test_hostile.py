@@ -119,8 +119,8 @@ async def test_an_id_redis_would_reject_is_a_bad_request_and_leaves_no_room(
     await eventually(rooms_back, 10, "the refused rooms to be left")
 
 
-async def test_data_nested_too_deep_is_refused_not_a_1011(single: HubNode) -> None:
-    client = await Client.connect(single, token("dashboard", "d", publish=["r"]))
+async def test_data_nested_too_deep_is_refused_not_a_1011(refusing: HubNode) -> None:
+    client = await Client.connect(refusing, token("dashboard", "d", publish=["r"]))
     deep = '{"a":' * 300 + "1" + "}" * 300  # deeper than any encoder here takes
     await client.ws.send('{"op":"publish","room":"r","event":"x.deep","ref":1,"data":' + deep + "}")
     answer = await client.recv()

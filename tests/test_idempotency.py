@@ -78,13 +78,13 @@ def test_a_bad_key_is_refused_before_anything_else(refusing: HubNode, key: str |
     _error(post(refusing, b"not json", key), 400, "bad_request")
 
 
-def test_several_keys_are_refused(single: HubNode) -> None:
+def test_several_keys_are_refused(refusing: HubNode) -> None:
     headers = [
         ("Authorization", f"Bearer {OPERATOR}"),
         ("Idempotency-Key", "a"),
         ("Idempotency-Key", "b"),
     ]
-    answer = httpx.post(f"{single.url}/v1/broadcast", content=REBOOT, headers=headers)
+    answer = httpx.post(f"{refusing.url}/v1/broadcast", content=REBOOT, headers=headers)
     _error(answer, 400, "bad_request")
 
 

@@ -120,9 +120,9 @@ async def test_a_device_needs_no_room_and_heartbeats_on_the_welcomes_interval(
     await watcher.close()
 
 
-def test_a_bad_token_exits_1_with_one_line(single: HubNode) -> None:
+def test_a_bad_token_exits_1_with_one_line(refusing: HubNode) -> None:
     bad = token("dashboard", "d1", secret="another-secret-just-as-long-as-the-real")
-    result = _listen(bad, "--room", "alerts", "--url", single.ws_url)
+    result = _listen(bad, "--room", "alerts", "--url", refusing.ws_url)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "hub: refused: 401 invalid token: Signature verification failed"

@@ -89,11 +89,12 @@ async def test_a_receipt_is_stored_announced_and_replaced_by_the_next(start: Sta
     ],
 )
 async def test_a_receipt_that_cannot_be_taken_is_refused(
-    single: HubNode, fields: dict[str, Any], code: str
+    refusing: HubNode, fields: dict[str, Any], code: str
 ) -> None:
-    device = await Client.connect(single, token("device", "p1", loc="lobby"))
+    device = await Client.connect(refusing, token("device", "p1", loc="lobby"))
     answer = await device.request("receipt", **fields)
     assert (answer["type"], answer["code"]) == ("error", code)
+    await device.close()
 
 
 async def test_a_receipt_for_an_event_history_dropped_is_not_found(start: Start) -> None:
@@ -117,11 +118,11 @@ async def test_receipts_past_their_rate_are_refused(single: HubNode) -> None:
     assert "rate_limited" in codes[20:]
 
 
-def test_who_may_read_receipts_and_what_an_id_must_be(single: HubNode) -> None:
+def test_who_may_read_receipts_and_what_an_id_must_be(refusing: HubNode) -> None:
     path = f"/v1/rooms/{LOBBY}/events/1-0/receipts"
-    assert single.get(path, token("device", "p1")).status_code == 403
-    assert single.get(path, OPERATOR).json()["receipts"] == []
-    bad = single.get(f"/v1/rooms/{LOBBY}/events/latest/receipts", OPERATOR)
+    assert refusing.get(path, token("device", "p1")).status_code == 403
+    assert refusing.get(path, OPERATOR).json()["receipts"] == []
+    bad = refusing.get(f"/v1/rooms/{LOBBY}/events/latest/receipts", OPERATOR)
     assert bad.status_code == 400
 
 

@@ -94,18 +94,18 @@ def test_broadcast_errors(refusing: HubNode, body: Any, status: int, code: str, 
     assert says in _error(refusing.post("/v1/broadcast", body, OPERATOR), status, code)
 
 
-def test_a_body_that_is_not_json_is_400(single: HubNode) -> None:
+def test_a_body_that_is_not_json_is_400(refusing: HubNode) -> None:
     answer = httpx.post(
-        single.url + "/v1/broadcast",
+        refusing.url + "/v1/broadcast",
         content=b"{nope",
         headers={"Authorization": f"Bearer {OPERATOR}"},
     )
     _error(answer, 400, "bad_request")
 
 
-def test_a_body_over_one_mebibyte_is_413(single: HubNode) -> None:
+def test_a_body_over_one_mebibyte_is_413(refusing: HubNode) -> None:
     body = {"room": "devices", "event": "x.big", "data": {"pad": "x" * (1 << 20)}}
-    _error(single.post("/v1/broadcast", body, OPERATOR), 413, "too_large")
+    _error(refusing.post("/v1/broadcast", body, OPERATOR), 413, "too_large")
 
 
 def test_an_event_over_the_event_limit_is_413(hub_node: NodeFactory) -> None:
@@ -123,32 +123,32 @@ def test_broadcasts_over_the_rate_are_429_with_retry_after(hub_node: NodeFactory
     _error(limited[0], 429, "rate_limited")
 
 
-def test_a_rest_call_without_a_token_is_told_of_the_header_only(single: HubNode) -> None:
-    answer = httpx.get(f"{single.url}/v1/stats")
+def test_a_rest_call_without_a_token_is_told_of_the_header_only(refusing: HubNode) -> None:
+    answer = httpx.get(f"{refusing.url}/v1/stats")
     _error(answer, 401, "unauthorized")
     assert answer.json()["error"]["message"] == "a token is required: Authorization: Bearer <jwt>"
 
 
-def test_unknown_paths_are_json_404(single: HubNode) -> None:
-    _error(httpx.get(single.url + "/nope"), 404, "not_found")
+def test_unknown_paths_are_json_404(refusing: HubNode) -> None:
+    _error(httpx.get(refusing.url + "/nope"), 404, "not_found")
 
 
-def test_a_method_a_path_does_not_take_is_405_method_not_allowed(single: HubNode) -> None:
-    answer = httpx.delete(f"{single.url}/v1/broadcast")
+def test_a_method_a_path_does_not_take_is_405_method_not_allowed(refusing: HubNode) -> None:
+    answer = httpx.delete(f"{refusing.url}/v1/broadcast")
     assert answer.status_code == 405
     assert answer.json()["error"]["code"] == "method_not_allowed"
     assert answer.headers["allow"] == "POST"
 
 
-def test_health_and_readiness_on_a_single_node(single: HubNode) -> None:
-    assert httpx.get(single.url + "/healthz").status_code == 200
-    ready = httpx.get(single.url + "/readyz")
+def test_health_and_readiness_on_a_single_node(refusing: HubNode) -> None:
+    assert httpx.get(refusing.url + "/healthz").status_code == 200
+    ready = httpx.get(refusing.url + "/readyz")
     assert ready.status_code == 200
     assert ready.json()["ready"] is True
 
 
-def test_metrics_are_prometheus_text(single: HubNode) -> None:
-    answer = httpx.get(single.url + "/metrics")
+def test_metrics_are_prometheus_text(refusing: HubNode) -> None:
+    answer = httpx.get(refusing.url + "/metrics")
     assert answer.status_code == 200
     assert "hub_connections" in answer.text
 
@@ -166,9 +166,9 @@ def test_history_limit_is_ascii_digits_in_range(refusing: HubNode, limit: str) -
     _error(answer, 400, "bad_request")
 
 
-def test_a_broadcast_nested_too_deep_is_a_400_in_json(single: HubNode) -> None:
+def test_a_broadcast_nested_too_deep_is_a_400_in_json(refusing: HubNode) -> None:
     data: dict[str, Any] = {"a": 1}
     for _ in range(80):
         data = {"a": [data]}
-    answer = single.broadcast(token("operator", "o"), room="r", event="x.a", data=data)
+    answer = refusing.broadcast(token("operator", "o"), room="r", event="x.a", data=data)
     assert "nested deeper" in _error(answer, 400, "bad_request")

@@ -21,18 +21,18 @@ ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "https://ops.example.com"
 
 
-def test_the_client_module_is_served_to_any_page(single: HubNode) -> None:
-    answer = httpx.get(f"{single.url}/client.js", headers={"Origin": "https://kiosk.example"})
+def test_the_client_module_is_served_to_any_page(refusing: HubNode) -> None:
+    answer = httpx.get(f"{refusing.url}/client.js", headers={"Origin": "https://kiosk.example"})
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/javascript")
     assert answer.headers["access-control-allow-origin"] == "*"
     assert answer.content == (WEB / "client.js").read_bytes()
-    types = httpx.get(f"{single.url}/client.d.ts")
+    types = httpx.get(f"{refusing.url}/client.d.ts")
     assert types.content == (WEB / "client.d.ts").read_bytes()
 
 
-def test_the_console_runs_nothing_from_elsewhere(single: HubNode) -> None:
-    page = httpx.get(f"{single.url}/console")
+def test_the_console_runs_nothing_from_elsewhere(refusing: HubNode) -> None:
+    page = httpx.get(f"{refusing.url}/console")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     policy = page.headers["content-security-policy"]
@@ -40,16 +40,16 @@ def test_the_console_runs_nothing_from_elsewhere(single: HubNode) -> None:
     assert "frame-ancestors 'none'" in policy
     assert page.headers["referrer-policy"] == "no-referrer"
     for asset in (WEB / "console").iterdir():
-        served = httpx.get(f"{single.url}/console/{asset.name}")
+        served = httpx.get(f"{refusing.url}/console/{asset.name}")
         assert served.status_code == 200, asset.name
         assert served.content == asset.read_bytes()
         assert served.headers["content-security-policy"] == policy
-    assert httpx.get(f"{single.url}/console/../config.py").status_code == 404
+    assert httpx.get(f"{refusing.url}/console/../config.py").status_code == 404
 
 
-def test_without_cors_origins_a_browser_gets_no_cors_headers(single: HubNode) -> None:
+def test_without_cors_origins_a_browser_gets_no_cors_headers(refusing: HubNode) -> None:
     answer = httpx.get(
-        f"{single.url}/v1/devices",
+        f"{refusing.url}/v1/devices",
         headers={"Origin": ORIGIN, "Authorization": f"Bearer {OPERATOR}"},
     )
     assert answer.status_code == 200
