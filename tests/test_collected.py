@@ -59,6 +59,9 @@ def importable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _run(pytester: pytest.Pytester, workers: str, *args: str) -> pytest.RunResult:
+    # The suite's own ini pins its rootdir, so node ids are named from its directory whatever
+    # a parent directory holds (a stray setup.py in /tmp made pytest root the run there).
+    pytester.makeini("[pytest]\n")
     options = ["-p", "tests.collected", "-p", "no:cacheprovider", "-p", "no:asyncio"]
     options += ["-n", workers, *args]
     if workers == "0":
