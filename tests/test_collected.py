@@ -53,16 +53,19 @@ def pytest_collect_file(parent, file_path):
 
 @pytest.fixture(autouse=True)
 def importable(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The plugin importable by name from a suite's own directory, and its workers'."""
+    """The plugin importable by name from a suite's own directory, and its workers'; of the
+    installed plugins only xdist, named below: loading them all (locust, schemathesis,
+    hypothesis) was most of each small suite's time."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     monkeypatch.setenv("PYTHONPATH", path)
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
 
 
 def _run(pytester: pytest.Pytester, workers: str, *args: str) -> pytest.RunResult:
     # The suite's own ini pins its rootdir, so node ids are named from its directory whatever
     # a parent directory holds (a stray setup.py in /tmp made pytest root the run there).
     pytester.makeini("[pytest]\n")
-    options = ["-p", "tests.collected", "-p", "no:cacheprovider", "-p", "no:asyncio"]
+    options = ["-p", "tests.collected", "-p", "xdist.plugin", "-p", "no:cacheprovider"]
     options += ["-n", workers, *args]
     if workers == "0":
         return pytester.runpytest_inprocess(*options)
