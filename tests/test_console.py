@@ -24,7 +24,7 @@ from tests.support import Client, HubNode, eventually, token
 SCREENSHOT = Path(__file__).parent.parent / "docs" / "console.png"
 NO_FIGURE = "\u2013"
 """What the stats panel shows for a figure it does not have yet (an en dash)."""
-FLEET = int(os.environ.get("CONSOLE_FLEET", "5000"))
+FLEET = int(os.environ.get("CONSOLE_FLEET", "2000"))
 """Devices of the large-fleet test (one node takes up to `HUB_MAX_CONNECTIONS`, 18,000)."""
 
 
