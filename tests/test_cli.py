@@ -4,6 +4,7 @@ a node run without `hub serve` says. Every refusal is one line on stderr and exi
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import httpx
@@ -20,6 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
 import hub
+from hub import cli
 from hub.config import Settings
 from tests.support import HTTP, SECRET, START_TIMEOUT, HubNode, free_port, token, wait_until
 
@@ -38,13 +41,32 @@ def clean_env(**env: str) -> dict[str, str]:
 
 
 def run_hub(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hub", *args],
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=FAILS_WITHIN,
-    )
+    """`hub *args` as `python -m hub` runs it (`hub.cli.main`), in this process, for a command
+    that ends by itself: a refusal, a token, the help. A process of its own was most of each
+    such test's time, and a refusal comes before anything a process would add;
+    `test_a_refusal_is_exit_status_2_of_the_process` holds the process to the same. Logs stay
+    as they are only for text logs: a test of JSON logs runs a process."""
+    out, err = io.StringIO(), io.StringIO()
+    status = 0
+    with _environ(clean_env(**env)), redirect_stdout(out), redirect_stderr(err):
+        try:
+            cli.main(list(args))
+        except SystemExit as exit:
+            status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    return subprocess.CompletedProcess(["hub", *args], status, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """`os.environ` is `env` for the time of the block."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def refusal(*args: str, **env: str) -> list[str]:
@@ -85,6 +107,22 @@ def accepted(port: int, *args: str, **env: str) -> list[str]:
     *before, last = refusal("serve", "--port", str(port), *args, **env)
     assert last == f"hub: cannot listen on 127.0.0.1:{port}: address already in use", last
     return before
+
+
+def test_a_refusal_is_exit_status_2_of_the_process() -> None:
+    """The command as a process refuses as `run_hub` sees it in this one."""
+    command = [sys.executable, "-m", "hub", "serve", "--workers", "2"]
+    result = subprocess.run(
+        command,
+        env=clean_env(HUB_JWT_SECRET=SECRET),
+        capture_output=True,
+        text=True,
+        timeout=FAILS_WITHIN,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    expected = "hub: --workers > 1 needs HUB_REDIS_URL: workers share rooms through Redis\n"
+    assert result.stderr == expected
 
 
 def test_serve_help_lists_every_setting() -> None:
