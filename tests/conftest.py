@@ -16,21 +16,25 @@ collected test ran, and `pytester`, which runs pytest on small suites (to test t
 
 
 LONGEST_FIRST = (
-    "test_soak.py",
-    "test_openapi.py",
-    "test_closing.py",
     "test_history.py",
-    "test_node_death.py",
-    "test_packaging.py",
+    "test_openapi.py",
     "test_client.py",
     "test_hostile.py",
+    "test_closing.py",
+    "test_idempotency.py",
+    "test_packaging.py",
+    "test_redis_ha.py",
+    "test_node_death.py",
     "test_loadtest.py",
+    "test_soak.py",
     "test_drain.py",
     "test_bench_scenarios.py",
-    "test_idempotency.py",
-    "test_redis_ha.py",
+    "test_lifecycle.py",
+    "test_cluster.py",
     "test_state.py",
-    "test_cli.py",
+    "test_console.py",
+    "test_readme.py",
+    "test_fleet.py",
 )
 """The files that take longest, longest first. Each file runs whole on one worker, in the
 order collected: started last, one of these would leave the other workers idle at the end."""
