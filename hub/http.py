@@ -23,7 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from hub.config import Settings
 from hub.errors import error_body
-from hub.linger import LINGER_BYTES, LINGER_SECONDS
+from hub.linger import LINGER_BYTES, LINGER_SECONDS, drop
 
 MAX_LINE = 8192
 """The longest header line: what the WebSocket handshake parser takes."""
@@ -155,7 +155,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         if linger and transport.can_write_eof():
             transport.write_eof()
             self._lingered = 0
-            self._deadline = self.loop.call_later(LINGER_SECONDS, transport.abort)
+            self._deadline = self.loop.call_later(LINGER_SECONDS, drop, transport)
         else:
             transport.close()
 
@@ -163,4 +163,4 @@ class HubHttpProtocol(HttpToolsProtocol):
         """Discard what a refused peer still sends; drop it past `LINGER_BYTES`."""
         self._lingered = (self._lingered or 0) + size
         if self._lingered > LINGER_BYTES:
-            self.transport.abort()
+            drop(self.transport)

@@ -18,7 +18,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import BytesLike
 
 from hub.disconnect import INVALID_UTF8, PING_TIMEOUT, SHUTDOWN, Disconnect, refused_frame
-from hub.linger import LINGER_BYTES, LINGER_PARSED_BYTES
+from hub.linger import LINGER_BYTES, LINGER_PARSED_BYTES, drop
 from hub.wire import Message, Peer
 
 WIRE_EXTENSION = "hub.wire"
@@ -199,7 +199,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         parsed = self._lingered
         self._lingered += len(data)
         if self._lingered > LINGER_BYTES:
-            self.transport.abort()
+            drop(self.transport)
             return
         if parsed >= LINGER_PARSED_BYTES:
             return
@@ -261,7 +261,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.close_sent:
             self.cause = self.cause or SHUTDOWN
         super().shutdown()
-        self.loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
+        self.loop.call_later(CLOSE_TIMEOUT, drop, self.transport)
 
     def close(self, cause: Disconnect) -> None:
         if self.close_sent or self.transport.is_closing():
@@ -279,7 +279,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         self.read_paused = False
         unread, self._unread = self._unread, b""
         self.transport.resume_reading()
-        self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
+        self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, drop, self.transport)
         if unread:
             self._linger(unread)
 

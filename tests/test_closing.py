@@ -11,12 +11,14 @@ import base64
 import contextlib
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from websockets.frames import Frame, Opcode
 
+from hub.transport import CLOSE_TIMEOUT
 from loadtest.wire import RawSocket, open_many
 from tests.conftest import NodeFactory
 from tests.support import HubNode, eventually, metric, token
@@ -242,6 +244,31 @@ async def test_a_ping_flood_that_never_reads_barely_grows_the_node(
         10,
         "the pings past the budget to be counted",
     )
+
+
+def test_a_peer_that_stopped_reading_is_reset_after_the_close_timeout(strict: HubNode) -> None:
+    """Pings past the rate from a peer that reads nothing: the node closes, and once
+    `CLOSE_TIMEOUT` has passed with its pongs still unread, resets the connection. Closed
+    instead, the socket stayed in the kernel for minutes, trying to deliver them, while a
+    flooding peer waited on it (the ping flood above took 108 s instead of 1)."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(15)
+    raw.connect(("127.0.0.1", strict.port))
+    raw.sendall(upgrade(token("dashboard", "mute")))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += raw.recv(1)
+    raw.sendall(client_frame(Opcode.PING, b"p" * 125) * 2000)
+    time.sleep(CLOSE_TIMEOUT + 2)
+    with pytest.raises(ConnectionResetError):
+        _read_to_end(raw)  # after a plain close: every pong, then the close, then the end
+    raw.close()
+
+
+def _read_to_end(raw: socket.socket) -> None:
+    while raw.recv(65536):
+        pass
 
 
 async def test_sockets_that_come_and_go_leave_nothing_behind(hub_node: NodeFactory) -> None:
