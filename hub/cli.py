@@ -8,6 +8,8 @@ a token the hub would refuse.
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import logging
 import logging.config
 import math
@@ -15,7 +17,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import jwt
 from pydantic import ValidationError
@@ -26,6 +28,9 @@ from hub.config import Settings, check_secret, problems, unknown_variables
 from hub.descriptors import TooFewFiles, fitted
 from hub.listen import add_listen
 from hub.logs import uvicorn_log_config
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 WS_PROTOCOL = "hub.transport:HubWebSocketProtocol"
 HTTP_PROTOCOL = "hub.http:HubHttpProtocol"
@@ -124,7 +129,9 @@ def _check_tracing(settings: Settings) -> None:
         _fail(str(error))
 
 
-def serve(args: argparse.Namespace) -> None:
+def _checked(args: argparse.Namespace) -> tuple[Settings, str, int]:
+    """The settings `hub serve` runs with, and the address it listens on; refused in one
+    line, exit 2, when they cannot work."""
     try:
         settings = Settings()
     except ValidationError as error:
@@ -145,10 +152,38 @@ def serve(args: argparse.Namespace) -> None:
             _fail("HUB_METRICS_PORT is one port; leave it unset with --workers > 1")
     _fit_open_files(settings)
     _check_listen(host, port)
+    return settings, host, port
+
+
+def _app(settings: Settings, workers: int) -> str | Callable[[], ASGIApp]:
+    """The app factory uvicorn runs: in one process, `create_app` given the settings read
+    here, rather than reading them again; each worker process reads its own."""
+    if workers > 1:
+        return "hub.app:create_app"
+    from hub.app import create_app
+
+    return functools.partial(create_app, settings)
+
+
+def serve(args: argparse.Namespace) -> None:
+    # The collector rests while the node starts (`python -m hub` stops it before its first
+    # import): start-up makes tens of thousands of objects that nearly all live on, and
+    # collecting them again and again took a tenth of the start. The node's lifespan
+    # collects once, freezes what start-up made and starts the collector again
+    # (`hub.process.tune_collector`); a refusal, or a process that only watches its
+    # workers (each a process of its own), starts it at once.
+    gc.disable()
+    try:
+        settings, host, port = _checked(args)
+    except BaseException:
+        gc.enable()
+        raise
+    if args.workers > 1:
+        gc.enable()
     import uvicorn
 
     uvicorn.run(
-        "hub.app:create_app",
+        _app(settings, args.workers),
         factory=True,
         host=host,
         port=port,
@@ -249,4 +284,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    if args.func is not serve:
+        gc.enable()  # off since `python -m hub` began: only `hub serve` starts without it
     args.func(args)

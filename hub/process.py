@@ -10,10 +10,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 def tune_collector(threshold: int) -> None:
     """Long-lived sockets make every full collection expensive: collect rarely, and keep
-    what start-up allocated out of the collector's sight."""
+    what start-up allocated out of the collector's sight. `hub serve` starts with the
+    collector off (hub/cli.py): it is on from here."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(threshold, 50, 100)
+    gc.enable()
 
 
 class Exporter:

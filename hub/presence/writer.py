@@ -84,7 +84,9 @@ class Writer:
         backoff = reconnect_backoff()
         while True:
             await self._wake.wait()
-            if not self._queue.waited_on:
+            # The first registration has no reports to gather (none is queued before it),
+            # and the node is not ready until it is done.
+            if self.registered and not self._queue.waited_on:
                 await asyncio.sleep(FLUSH_SECONDS)
             self._wake.clear()
             try:
