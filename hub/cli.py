@@ -8,7 +8,6 @@ a token the hub would refuse.
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import logging
 import logging.config
@@ -17,7 +16,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import jwt
 from pydantic import ValidationError
@@ -28,9 +27,6 @@ from hub.config import Settings, check_secret, problems, unknown_variables
 from hub.descriptors import TooFewFiles, fitted
 from hub.listen import add_listen
 from hub.logs import uvicorn_log_config
-
-if TYPE_CHECKING:
-    from starlette.types import ASGIApp
 
 WS_PROTOCOL = "hub.transport:HubWebSocketProtocol"
 HTTP_PROTOCOL = "hub.http:HubHttpProtocol"
@@ -155,16 +151,6 @@ def _checked(args: argparse.Namespace) -> tuple[Settings, str, int]:
     return settings, host, port
 
 
-def _app(settings: Settings, workers: int) -> str | Callable[[], ASGIApp]:
-    """The app factory uvicorn runs: in one process, `create_app` given the settings read
-    here, rather than reading them again; each worker process reads its own."""
-    if workers > 1:
-        return "hub.app:create_app"
-    from hub.app import create_app
-
-    return functools.partial(create_app, settings)
-
-
 def serve(args: argparse.Namespace) -> None:
     # The collector rests while the node starts (`python -m hub` stops it before its first
     # import): start-up makes tens of thousands of objects that nearly all live on, and
@@ -183,7 +169,7 @@ def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     uvicorn.run(
-        _app(settings, args.workers),
+        "hub.app:create_app",
         factory=True,
         host=host,
         port=port,
