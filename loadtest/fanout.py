@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import multiprocessing as mp
-import os
 import signal
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
 from hub.auth import Role, issue_token
-from loadtest.processes import SECRET, raise_file_limit, start_node
+from loadtest.processes import SECRET, free_port, raise_file_limit, start_node
 from loadtest.wire import RawSocket, open_many
 
 
@@ -158,7 +157,7 @@ class Swarm:
             raise ValueError("subscribers must divide evenly into rooms")
         self.setup = setup
         nodes = setup.nodes if setup.redis_url else 1
-        self.ports = [20000 + os.getpid() % 10000 + i for i in range(nodes)]
+        self.ports = [free_port() for _ in range(nodes)]  # clear of the clusters' ports
         self._servers: list[subprocess.Popen[bytes]] = []
         self._receivers: list[BaseProcess] = []
         self._pipes: list[Connection] = []

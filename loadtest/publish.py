@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import time
 
@@ -20,7 +19,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection
 
 from loadtest.fanout import publisher
-from loadtest.processes import start_node
+from loadtest.processes import free_port, start_node
 
 
 def publish_frame(room: str) -> str:
@@ -70,7 +69,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     settings = dict(item.split("=", 1) for item in args.set)
-    port = 30000 + os.getpid() % 10000
+    port = free_port()
     for size in args.history_size.split(","):
         server = start_node(
             "publish-bench", port, args.redis_url, args.server_cpu, **settings, history_size=size
