@@ -125,9 +125,7 @@ def _check_tracing(settings: Settings) -> None:
         _fail(str(error))
 
 
-def _checked(args: argparse.Namespace) -> tuple[Settings, str, int]:
-    """The settings `hub serve` runs with, and the address it listens on; refused in one
-    line, exit 2, when they cannot work."""
+def serve(args: argparse.Namespace) -> None:
     try:
         settings = Settings()
     except ValidationError as error:
@@ -148,24 +146,8 @@ def _checked(args: argparse.Namespace) -> tuple[Settings, str, int]:
             _fail("HUB_METRICS_PORT is one port; leave it unset with --workers > 1")
     _fit_open_files(settings)
     _check_listen(host, port)
-    return settings, host, port
-
-
-def serve(args: argparse.Namespace) -> None:
-    # The collector rests while the node starts (`python -m hub` stops it before its first
-    # import): start-up makes tens of thousands of objects that nearly all live on, and
-    # collecting them again and again took a tenth of the start. The node's lifespan
-    # collects once, freezes what start-up made and starts the collector again
-    # (`hub.process.tune_collector`); a refusal, or a process that only watches its
-    # workers (each a process of its own), starts it at once.
-    gc.disable()
-    try:
-        settings, host, port = _checked(args)
-    except BaseException:
-        gc.enable()
-        raise
     if args.workers > 1:
-        gc.enable()
+        gc.enable()  # this process only watches its workers, each a node of its own
     import uvicorn
 
     uvicorn.run(
@@ -271,5 +253,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.func is not serve:
-        gc.enable()  # off since `python -m hub` began: only `hub serve` starts without it
+        # Off since `python -m hub` began (hub/__main__.py): a node starts without it, and
+        # its lifespan turns it on (`hub.process.tune_collector`); every other command now.
+        gc.enable()
     args.func(args)

@@ -80,9 +80,15 @@ def sent_whole(node: HubNode, data: bytes) -> socket.socket:
     return raw
 
 
-def opened(node: HubNode, bearer: str) -> socket.socket:
-    """A raw socket past its handshake (a client sends frames only after the 101)."""
-    raw = socket.create_connection(("127.0.0.1", node.port), timeout=15)
+def opened(node: HubNode, bearer: str, receive_buffer: int | None = None) -> socket.socket:
+    """A raw socket past its handshake (a client sends frames only after the 101); with
+    `receive_buffer`, a peer that can take only that much unread (set before it connects,
+    so that its window is that small from the start)."""
+    raw = socket.socket()
+    if receive_buffer is not None:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    raw.settimeout(15)
+    raw.connect(("127.0.0.1", node.port))
     raw.sendall(upgrade(bearer))
     head = b""
     while b"\r\n\r\n" not in head:
@@ -251,15 +257,10 @@ def test_a_peer_that_stopped_reading_is_reset_after_the_close_timeout(strict: Hu
     `CLOSE_TIMEOUT` has passed with its pongs still unread, resets the connection. Closed
     instead, the socket stayed in the kernel for minutes, trying to deliver them, while a
     flooding peer waited on it (the ping flood above took 108 s instead of 1)."""
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.settimeout(15)
-    raw.connect(("127.0.0.1", strict.port))
-    raw.sendall(upgrade(token("dashboard", "mute")))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += raw.recv(1)
+    raw = opened(strict, token("dashboard", "mute"), receive_buffer=4096)
     raw.sendall(client_frame(Opcode.PING, b"p" * 125) * 2000)
+    # Not a wait for something to happen: the peer must read nothing until the node has
+    # given up on it, which is all there is to observe.
     time.sleep(CLOSE_TIMEOUT + 2)
     with pytest.raises(ConnectionResetError):
         _read_to_end(raw)  # after a plain close: every pong, then the close, then the end
