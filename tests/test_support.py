@@ -1,14 +1,18 @@
-"""`eventually`: the wait that async tests rely on keeps their own clients served."""
+"""The test support itself: `eventually` keeps the test's own clients served, and a node
+under test is the node, not whatever else answers on its port."""
 
 from __future__ import annotations
 
 import asyncio
+import http.server
 import threading
 import time
+from collections.abc import Iterator
 
+import httpx
 import pytest
 
-from tests.support import eventually
+from tests.support import HubNode, eventually
 
 
 async def test_a_blocking_check_leaves_the_event_loop_running() -> None:
@@ -68,3 +72,48 @@ async def test_an_error_in_the_check_is_not_mistaken_for_the_deadline() -> None:
 
     with pytest.raises(TimeoutError, match="the check's own"):
         await eventually(broken, 30, "a broken check")
+
+
+class _Stranger(http.server.BaseHTTPRequestHandler):
+    """Another test's server on the port a node was given: it says yes to every ask."""
+
+    def do_GET(self) -> None:
+        body = b'{"status": "ok", "ready": true, "node": "stranger"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the test reads the node's answers, not the stranger's log."""
+
+
+@pytest.fixture
+def node() -> Iterator[HubNode]:
+    node = HubNode("itself")
+    yield node
+    node.stop()
+
+
+def test_a_stranger_on_the_port_is_not_taken_for_the_node(node: HubNode) -> None:
+    taken = node.port
+    stranger = http.server.ThreadingHTTPServer(("127.0.0.1", taken), _Stranger)
+    serving = threading.Thread(target=stranger.serve_forever, daemon=True)
+    serving.start()
+    try:
+        node.start()
+    finally:
+        stranger.shutdown()
+        stranger.server_close()
+    assert node.port != taken
+    assert httpx.get(node.url + "/readyz").json() == {"ready": True, "node": "itself"}
+
+
+def test_a_restart_keeps_the_port_clients_know(node: HubNode) -> None:
+    node.start()
+    known = node.port
+    node.stop()
+    node.start()
+    assert node.port == known
+    assert httpx.get(node.url + "/healthz").json()["node"] == "itself"
