@@ -478,6 +478,8 @@ class HubClient:
             return await asyncio.wait_for(waiter, REQUEST_TIMEOUT)
         finally:
             self._waiting.pop(ref, None)
+            if waiter.done() and not waiter.cancelled():
+                waiter.exception()  # a loss the send met first is raised by the send
 
     def _fail_waiters(self) -> None:
         for waiter in self._waiting.values():

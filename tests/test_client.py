@@ -4,6 +4,7 @@ trouble retried with a warning, permanent refusals raised or reported, never ret
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import re
@@ -482,6 +483,34 @@ async def test_a_hub_that_answers_wrongly_is_retried_with_a_warning(
     assert any(said in line for line in _retries(caplog)), _retries(caplog)
     _no_errors(caplog)
     assert [f for frames in sent for f in frames if f.get("op") == "heartbeat"] == []
+
+
+async def _paced(ws: ServerConnection) -> None:
+    await ws.send(_welcome(limits={"rate": 1, "burst": 2}))  # one frame, then one a second
+    await ws.wait_closed()
+
+
+async def test_a_request_the_pace_held_when_the_connection_died_leaves_no_stray_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The loss fails the held request's waiter before its send meets the closed socket:
+    what the caller sees is the send's error, and the waiter's must not surface later as
+    "Future exception was never retrieved"."""
+    async with _fake_hub(_paced) as (url, sent):
+        client = HubClient([url], token("dashboard", "d1"), backoff=QUICK)
+        running = asyncio.create_task(client.run())
+        await asyncio.wait_for(client.connected.wait(), 10)
+        requests = [asyncio.create_task(client.publish("feed", "x.y", {})) for _ in range(2)]
+        await eventually(lambda: len(sent[0]) == 1, 10, "the first publish at the hub")
+        await client.drop()  # the second still waits for the pace
+        failures = await asyncio.gather(*requests, return_exceptions=True)
+        assert type(failures[0]) is ConnectionError
+        assert isinstance(failures[1], ConnectionClosed)
+        del requests, failures
+        gc.collect()
+        await client.stop()
+        await asyncio.wait_for(running, 10)
+    _no_errors(caplog)
 
 
 async def test_a_503_with_retry_after_is_retried_no_sooner(
