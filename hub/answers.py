@@ -150,7 +150,7 @@ class Answers:
             request.ref, room, result.recovered, result.epoch, result.last, result.state
         )
         try:
-            await sender.write_paced([*result.frames, websocket_text_frame(ack)])
+            await sender.write_paced([*result.replay, websocket_text_frame(ack), *result.live])
         finally:
             sender.release()
 

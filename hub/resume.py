@@ -3,10 +3,12 @@ without a gap or a repeat, while the room's live events keep arriving.
 
 A stand-in (`Seam`) takes the member's place in the room first, so events published from
 then on are kept; the history read that follows holds every earlier one, and the room's
-state as it was then, so no state event published after that snapshot is missed either. Live events
-published before the read can still be on their way from the broker when its answer
-arrives, so the seam then forwards only events newer than the last one replayed, and gives
-the member its place back as soon as one such event has passed.
+state as it was then, so no state event published after that snapshot is missed either.
+Live events published before the read can still be on their way from the broker when its
+answer arrives, so the seam then forwards only events newer than the last one replayed,
+and gives the member its place back as soon as one such event has passed. The replay goes
+before the ack, and what the seam kept after it: a client takes the ack's state as its
+snapshot and what follows as newer.
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ class Subscribed:
     epoch: str
     last: str | None
     recovered: bool
-    frames: list[bytes]
+    replay: list[bytes]
+    """What the member missed, from history: it goes before the ack."""
+    live: list[bytes]
+    """Events the seam kept that the read did not hold: they go after the ack, which is
+    where the contract has a client look for events newer than its snapshot."""
     state: list[bytes]
     """The room's current state, read with the history: what the ack carries."""
 
@@ -101,16 +107,16 @@ class Resumes:
             rooms.stand_down(key, member, seam)
             raise
         if size <= 0:
-            return Subscribed(page.epoch, page.last, False, seam.release(None), page.state)
-        frames = [websocket_text_frame(event) for event in page.events]
+            return Subscribed(page.epoch, page.last, False, [], seam.release(None), page.state)
+        replay = [websocket_text_frame(event) for event in page.events]
         if page.events:
             after: tuple[int, int] | None = id_of(page.events[-1])
         elif since is not None:
             after = parse_id(since)
         else:
             after = parse_id(page.last) if page.last else None
-        frames += seam.release(after)
-        return Subscribed(page.epoch, page.last, page.recovers(since, epoch), frames, page.state)
+        recovered = page.recovers(since, epoch)
+        return Subscribed(page.epoch, page.last, recovered, replay, seam.release(after), page.state)
 
     def _settle(self, key: RoomKey, member: Member, seam: Seam) -> None:
         """Give a seam's place back to its member, outside any fan-out loop."""

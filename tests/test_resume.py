@@ -73,12 +73,31 @@ async def test_a_resume_has_no_gap_and_no_repeat_while_live_events_race_the_hist
     resumes = Resumes(rooms, occupy, read)
     done = await resumes.subscribe(KEY, inbox, "2-0", "e", KEEP)
     assert done.recovered
-    assert [read_frames(f)[0]["id"] for f in done.frames] == ["3-0", "4-0"]
+    assert [read_frames(f)[0]["id"] for f in done.replay] == ["3-0", "4-0"]
+    assert done.live == []
     rooms.fan_out(KEY, [event(4), event(5)])  # 4 again, late from the broker
     await asyncio.sleep(0)  # the seam gives its place back outside the fan-out
     rooms.fan_out(KEY, [event(6)])
     assert inbox.ids() == ["5-0", "6-0"]
     assert rooms.has(KEY, inbox)
+
+
+async def test_an_event_newer_than_the_read_goes_after_the_ack_not_before() -> None:
+    """A subscribe without `since`: the ack's state is the snapshot, and a client takes what
+    comes before the ack as older than it. An event published after the read that reached
+    the seam before the read's answer is live: it must follow the ack."""
+    rooms = Rooms()
+
+    async def occupy(key: RoomKey, member: Member, new: bool) -> None:
+        assert new
+
+    async def read(key: RoomKey, since: str | None, limit: int, kept: Retention) -> HistoryPage:
+        rooms.fan_out(key, [event(3), event(4)])  # 3 before the snapshot, 4 after it
+        return HistoryPage("e", [], "3-0", (0, 0), state=[event(3)])
+
+    done = await Resumes(rooms, occupy, read).subscribe(KEY, Inbox(), None, None, KEEP)
+    assert done.replay == []
+    assert [read_frames(f)[0]["id"] for f in done.live] == ["4-0"]
 
 
 async def test_a_resume_with_another_epoch_or_a_trimmed_since_is_not_recovered() -> None:
