@@ -8,6 +8,7 @@ import http.server
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -90,8 +91,8 @@ class _Stranger(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def node() -> Iterator[HubNode]:
-    node = HubNode("itself")
+def node(tmp_path: Path) -> Iterator[HubNode]:
+    node = HubNode("itself", log_dir=tmp_path)
     yield node
     node.stop()
 
