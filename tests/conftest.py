@@ -60,6 +60,18 @@ Servers = TypeVar("Servers", RedisServer, RedisCluster, SentinelSet)
 def hub_node(tmp_path: Path) -> Iterator[NodeFactory]:
     """Start `hub serve` processes: `hub_node("a", redis_url=..., max_frame_bytes=2048)`.
     Their output is kept with the test's other files, which pytest keeps for a few runs."""
+    yield from _nodes(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeFactory]:
+    """`hub_node` for nodes a module's tests share: a node's start is most of the time of
+    a test that only talks to it. Tests on such a node keep to their own tenant, subjects
+    and rooms, and read counters as differences, so that none depends on another's order."""
+    yield from _nodes(tmp_path_factory.mktemp("shared"))
+
+
+def _nodes(log_dir: Path) -> Iterator[NodeFactory]:
     nodes: list[HubNode] = []
 
     def start(
@@ -69,7 +81,7 @@ def hub_node(tmp_path: Path) -> Iterator[NodeFactory]:
         environ: Mapping[str, str] | None = None,
         **settings: Any,
     ) -> HubNode:
-        node = HubNode(name, redis_url, environ=environ, log_dir=tmp_path, **settings)
+        node = HubNode(name, redis_url, environ=environ, log_dir=log_dir, **settings)
         nodes.append(node)
         node.start()
         return node
@@ -89,14 +101,16 @@ def single(hub_node: NodeFactory) -> HubNode:
 
 
 @pytest.fixture(scope="module")
-def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubNode]:
+def refusing(module_nodes: NodeFactory) -> HubNode:
     """One node alone shared by a module's tests that leave nothing on it: they send it
-    only what it refuses, or read what no request changes (files, health, headers). A
-    node's start would be most of each such test's time."""
-    node = HubNode("refusing", log_dir=tmp_path_factory.mktemp("refusing"))
-    node.start()
-    yield node
-    node.stop()
+    only what it refuses, or read what no request changes (files, health, headers)."""
+    return module_nodes("refusing")
+
+
+@pytest.fixture(scope="module")
+def module_redis() -> Iterator[RedisServer]:
+    """A redis-server a module's tests share, with the nodes of `module_nodes`."""
+    yield from _running(RedisServer)
 
 
 def _running(made: Callable[[], Servers]) -> Iterator[Servers]:
