@@ -91,6 +91,23 @@ def _nodes(log_dir: Path) -> Iterator[NodeFactory]:
     for node in nodes:
         node.begin_stop()
     for node in nodes:
+        if "HUB_REDIS_URL" in node.env:
+            node.wait_stopped()  # it may still write to a Redis the next test uses
+        else:
+            _STOPPING.append(node)
+    _STOPPING[:] = [node for node in _STOPPING if not node.stopped()]
+
+
+_STOPPING: list[HubNode] = []
+"""Nodes alone that were told to stop: the next test need not wait for them, since they
+share nothing with it (a port it may be given is taken at start, `HubNode.start`)."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nodes_stopped_at_the_end() -> Iterator[None]:
+    """Every node gone before the session ends, its coverage data written."""
+    yield
+    for node in _STOPPING:
         node.wait_stopped()
 
 

@@ -465,6 +465,12 @@ class HubNode:
         if self.process is not None:
             self.signal(sig)
 
+    def stopped(self) -> bool:
+        """Whether the process has ended (and is reaped)."""
+        if self.process is not None and self.process.poll() is not None:
+            self.process = None
+        return self.process is None
+
     def wait_stopped(self) -> None:
         """Wait for a signalled process to end; kill it past 15 s."""
         if self.process is None:
