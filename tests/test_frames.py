@@ -5,30 +5,52 @@ from __future__ import annotations
 import time
 
 import orjson
+import pytest
 
 from tests.conftest import NodeFactory
 from tests.support import Client, HubNode, token
 
 
-async def test_welcome_is_first_and_describes_the_session(single: HubNode) -> None:
-    client = await Client.connect(single, token("device", "p1", loc="lobby", groups=["g1"]))
+@pytest.fixture(scope="module")
+def shared(module_nodes: NodeFactory) -> HubNode:
+    """One default node for the tests that only talk to it: its start was most of each
+    one's time. Each keeps to a tenant of its own, so none sees what another left."""
+    return module_nodes("solo")
+
+
+@pytest.fixture(scope="module")
+def refusing(shared: HubNode) -> HubNode:
+    """The tests that send only what is refused share that node too: one start fewer."""
+    return shared
+
+
+@pytest.fixture(scope="module")
+def small_frames(module_nodes: NodeFactory) -> HubNode:
+    """The frame-limit tests' node: a frame over the limit closes only its own socket."""
+    return module_nodes("frames", max_frame_bytes=2048)
+
+
+async def test_welcome_is_first_and_describes_the_session(shared: HubNode) -> None:
+    bearer = token("device", "p1", "frames-welcome", loc="lobby", groups=["g1"])
+    client = await Client.connect(shared, bearer)
     welcome = client.welcome
     assert welcome["v"] == 1
     assert welcome["node"] == "solo"
     assert welcome["role"] == "device"
     assert welcome["sub"] == "p1"
-    assert welcome["tenant"] == "acme"
+    assert welcome["tenant"] == "frames-welcome"
     assert welcome["rooms"] == ["device:p1", "devices", "location:lobby", "group:g1"]
     assert welcome["heartbeat"] == {"interval": 15.0, "timeout": 45.0}
     assert welcome["conn"]
     await client.close()
 
 
-async def test_device_receives_events_of_its_auto_joined_rooms(single: HubNode) -> None:
-    device = await Client.connect(single, token("device", "p1", loc="lobby", groups=["g1"]))
-    operator = token("operator", "o1")
+async def test_device_receives_events_of_its_auto_joined_rooms(shared: HubNode) -> None:
+    tenant = "frames-auto-joined"
+    device = await Client.connect(shared, token("device", "p1", tenant, loc="lobby", groups=["g1"]))
+    operator = token("operator", "o1", tenant)
     for room in ["device:p1", "devices", "location:lobby", "group:g1"]:
-        answer = single.broadcast(operator, room=room, event="command", data={"name": "reboot"})
+        answer = shared.broadcast(operator, room=room, event="command", data={"name": "reboot"})
         assert answer.status_code == 202
         event = await device.next_event()
         assert event["room"] == room
@@ -38,30 +60,34 @@ async def test_device_receives_events_of_its_auto_joined_rooms(single: HubNode) 
     await device.close()
 
 
-async def test_ping_gets_pong_with_the_same_ref(single: HubNode) -> None:
-    client = await Client.connect(single, token("dashboard", "d1"))
+async def test_ping_gets_pong_with_the_same_ref(shared: HubNode) -> None:
+    client = await Client.connect(shared, token("dashboard", "d1", "frames-ping"))
     await client.send({"op": "ping", "ref": "abc"})
     assert await client.recv() == {"type": "pong", "ref": "abc"}
     await client.close()
 
 
-async def test_subscribe_ack_then_events_then_unsubscribe_stops_them(single: HubNode) -> None:
-    dashboard = await Client.connect(single, token("dashboard", "d1"))
+async def test_subscribe_ack_then_events_then_unsubscribe_stops_them(shared: HubNode) -> None:
+    tenant = "frames-unsubscribe"
+    dashboard = await Client.connect(shared, token("dashboard", "d1", tenant))
     ack = await dashboard.subscribe("location:lobby")
     assert ack["room"] == "location:lobby"
     assert ack["recovered"] is False
-    operator = token("operator", "o1")
-    single.broadcast(operator, room="location:lobby", event="alert", data=_alert("one"))
+    operator = token("operator", "o1", tenant)
+    shared.broadcast(operator, room="location:lobby", event="alert", data=_alert("one"))
     assert (await dashboard.next_event())["data"]["message"] == "one"
     assert (await dashboard.request("unsubscribe", room="location:lobby"))["type"] == "ack"
-    single.broadcast(operator, room="location:lobby", event="alert", data=_alert("two"))
+    shared.broadcast(operator, room="location:lobby", event="alert", data=_alert("two"))
     await dashboard.no_event()
     await dashboard.close()
 
 
-async def test_publish_over_the_socket_with_a_publish_claim(single: HubNode) -> None:
-    publisher = await Client.connect(single, token("dashboard", "d1", publish=["location:*"]))
-    listener = await Client.connect(single, token("dashboard", "d2"))
+async def test_publish_over_the_socket_with_a_publish_claim(shared: HubNode) -> None:
+    tenant = "frames-publish"
+    publisher = await Client.connect(
+        shared, token("dashboard", "d1", tenant, publish=["location:*"])
+    )
+    listener = await Client.connect(shared, token("dashboard", "d2", tenant))
     await listener.subscribe("location:lobby")
     answer = await publisher.request(
         "publish", room="location:lobby", event="x.note", data={"free": ["form", 1]}
@@ -76,7 +102,7 @@ async def test_publish_over_the_socket_with_a_publish_claim(single: HubNode) -> 
 
 
 async def test_malformed_frames_get_bad_request_and_the_socket_lives(refusing: HubNode) -> None:
-    client = await Client.connect(refusing, token("dashboard", "d1"))
+    client = await Client.connect(refusing, token("dashboard", "d1", "frames-malformed"))
     for text in ["not json", "[1, 2]", '{"ref": 1}', '{"op": "subscribe", "ref": 2}']:
         await client.ws.send(text)
         answer = await client.recv()
@@ -137,28 +163,26 @@ async def test_frames_over_the_rate_get_rate_limited_then_a_flood_closes_4029(
 
 
 async def test_binary_frame_closes_1003(refusing: HubNode) -> None:
-    client = await Client.connect(refusing, token("dashboard", "d1"))
+    client = await Client.connect(refusing, token("dashboard", "d1", "frames-binary"))
     await client.ws.send(b"\x00\x01")
     assert await client.closed_with() == 1003
 
 
-async def test_frame_over_the_limit_closes_1009(hub_node: NodeFactory) -> None:
-    node = hub_node("frames", max_frame_bytes=2048)
-    client = await Client.connect(node, token("dashboard", "d1"))
+async def test_frame_over_the_limit_closes_1009(small_frames: HubNode) -> None:
+    client = await Client.connect(small_frames, token("dashboard", "d1", "frames-over"))
     await client.ws.send(orjson.dumps({"op": "ping", "ref": "x" * 4096}).decode())
     assert await client.closed_with() == 1009
 
 
-async def test_frame_within_the_limit_is_answered(hub_node: NodeFactory) -> None:
-    node = hub_node("frames-ok", max_frame_bytes=2048)
-    client = await Client.connect(node, token("dashboard", "d1"))
+async def test_frame_within_the_limit_is_answered(small_frames: HubNode) -> None:
+    client = await Client.connect(small_frames, token("dashboard", "d1", "frames-within"))
     await client.send({"op": "ping", "ref": "x" * 1500})
     assert (await client.recv())["type"] == "pong"
     await client.close()
 
 
-async def test_token_expiring_during_the_session_closes_1008(single: HubNode) -> None:
-    client = await Client.connect(single, token("dashboard", "d1", ttl=2))
+async def test_token_expiring_during_the_session_closes_1008(shared: HubNode) -> None:
+    client = await Client.connect(shared, token("dashboard", "d1", "frames-expiring", ttl=2))
     started = time.monotonic()
     assert await client.closed_with(timeout=10) == 1008
     assert time.monotonic() - started < 8

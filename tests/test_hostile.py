@@ -26,6 +26,28 @@ from tests.support import Client, HubNode, RedisServer, eventually, token
 _PING = 0x9
 
 
+@pytest.fixture(scope="module")
+def shared(module_nodes: NodeFactory) -> HubNode:
+    """One default node for the tests whose attack ends with their own sockets: its start
+    was most of each one's time. Each keeps to a tenant of its own, and reads only the log
+    lines written after it began."""
+    return module_nodes("solo")
+
+
+@pytest.fixture(scope="module")
+def refusing(shared: HubNode) -> HubNode:
+    """The tests that send only what is refused share that node too: one start fewer."""
+    return shared
+
+
+@pytest.fixture(scope="module")
+def shared_redis(module_redis: RedisServer, module_nodes: NodeFactory) -> HubNode:
+    """One node on a shared Redis for the tests that count only their own tenant's rooms
+    and events; none that counts or changes what is in Redis as a whole. (Redis first: it
+    is stopped after the node.)"""
+    return module_nodes("a", module_redis.url)
+
+
 async def test_pongs_count_against_the_send_queue() -> None:
     async with running(send_queue_bytes=4096, client_rate=0) as hub:
         peer = await hub.connect(token("dashboard", "d"))
@@ -94,33 +116,35 @@ async def test_a_peer_that_pings_and_never_reads_is_shed(hub_node: NodeFactory) 
 
 
 async def test_an_id_redis_would_reject_is_a_bad_request_and_leaves_no_room(
-    hub_node: NodeFactory, redis_server: RedisServer
+    shared_redis: HubNode,
 ) -> None:
-    node = hub_node("a", redis_server.url)
-    rooms_before = node.get("/v1/stats", token("operator", "o")).json()["node"]["rooms"]
+    node, tenant = shared_redis, "hostile-bad-id"
+    operator = token("operator", "o", tenant)  # its stats count this tenant's rooms only
+    rooms_before = node.get("/v1/stats", operator).json()["node"]["rooms"]
     for since in ("1-0\n", "18446744073709551616-0", "1-99999999999999999999"):
-        client = await Client.connect(node, token("dashboard", "d"))
+        client = await Client.connect(node, token("dashboard", "d", tenant))
         answer = await client.request("subscribe", room=f"location:{len(since)}", since=since)
         assert (answer["type"], answer["code"]) == ("error", "bad_request")
         assert "2^64" in answer["message"]
         await client.close()
     # The largest id passes the check, and nothing can follow it: input, not an outage.
-    client = await Client.connect(node, token("dashboard", "d"))
+    client = await Client.connect(node, token("dashboard", "d", tenant))
     answer = await client.request("subscribe", room="location:last", since=LAST_ID)
     assert (answer["type"], answer["recovered"]) == ("ack", False)
     await client.close()
-    page = node.get(f"/v1/rooms/location:last/history?since={LAST_ID}", token("operator", "o"))
+    page = node.get(f"/v1/rooms/location:last/history?since={LAST_ID}", operator)
     assert (page.status_code, page.json()["events"]) == (200, [])
 
     def rooms_back() -> bool:
-        stats = node.get("/v1/stats", token("operator", "o")).json()
+        stats = node.get("/v1/stats", operator).json()
         return bool(stats["node"]["rooms"] == rooms_before)
 
     await eventually(rooms_back, 10, "the refused rooms to be left")
 
 
 async def test_data_nested_too_deep_is_refused_not_a_1011(refusing: HubNode) -> None:
-    client = await Client.connect(refusing, token("dashboard", "d", publish=["r"]))
+    bearer = token("dashboard", "d", "hostile-deep", publish=["r"])
+    client = await Client.connect(refusing, bearer)
     deep = '{"a":' * 300 + "1" + "}" * 300  # deeper than any encoder here takes
     await client.ws.send('{"op":"publish","room":"r","event":"x.deep","ref":1,"data":' + deep + "}")
     answer = await client.recv()
@@ -129,16 +153,24 @@ async def test_data_nested_too_deep_is_refused_not_a_1011(refusing: HubNode) -> 
     await client.close()
 
 
+def _output_since(node: HubNode, began: int) -> str:
+    """What the node wrote after `began` bytes of its log: on a shared node, this test's."""
+    with node.log.open("rb") as log:
+        log.seek(began)
+        return log.read().decode(errors="replace")
+
+
 async def test_a_token_behind_a_quote_in_the_query_is_redacted_and_the_access_line_kept(
-    single: HubNode,
+    shared: HubNode,
 ) -> None:
-    secret = token("dashboard", "d")
-    answer = httpx.get(f"{single.url}/healthz", params={"a": '"', "token": secret})
+    began = shared.log.stat().st_size
+    secret = token("dashboard", "d", "hostile-quote")
+    answer = httpx.get(f"{shared.url}/healthz", params={"a": '"', "token": secret})
     assert answer.status_code == 200
-    ws = await connect(f"{single.ws_url}?a=%22&token={secret}", compression=None)
+    ws = await connect(f"{shared.ws_url}?a=%22&token={secret}", compression=None)
     await ws.close()
-    await eventually(lambda: "[accepted]" in single.output(), 5, "the accept log line")
-    log = single.output()
+    await eventually(lambda: "[accepted]" in _output_since(shared, began), 5, "the accept line")
+    log = _output_since(shared, began)
     assert secret not in log
     assert "Traceback" not in log
     assert 'GET /healthz?a=%22&token=[redacted] HTTP/1.1" 200' in log
@@ -270,15 +302,16 @@ async def test_tokens_living_longer_than_the_maximum_are_refused(hub_node: NodeF
     assert await _handshake_status(node, token("dashboard", "d", ttl=300)) == 101
 
 
-async def test_presence_is_answered_in_pages(single: HubNode) -> None:
-    clients = [await Client.connect(single, token("device", f"p{n}")) for n in range(5)]
-    operator = token("operator", "o")
+async def test_presence_is_answered_in_pages(shared: HubNode) -> None:
+    tenant = "hostile-pages"
+    clients = [await Client.connect(shared, token("device", f"p{n}", tenant)) for n in range(5)]
+    operator = token("operator", "o", tenant)
     subs: list[str] = []
     after: str | None = None
     pages = 0
     while True:
         params = {"limit": "2", **({"after": after} if after else {})}
-        answer = single.get("/v1/rooms/devices/presence", operator, **params)
+        answer = shared.get("/v1/rooms/devices/presence", operator, **params)
         assert answer.status_code == 200, answer.text
         body = answer.json()
         subs += [member["sub"] for member in body["members"]]
@@ -287,7 +320,7 @@ async def test_presence_is_answered_in_pages(single: HubNode) -> None:
         if after is None:
             break
     assert (subs, pages) == ([f"p{n}" for n in range(5)], 3)
-    bad = single.get("/v1/rooms/devices/presence", operator, after="nospace")
+    bad = shared.get("/v1/rooms/devices/presence", operator, after="nospace")
     assert bad.status_code == 400
     for client in clients:
         await client.close()
@@ -421,9 +454,9 @@ def test_headers_that_never_finish_are_answered_408_and_closed(hub_node: NodeFac
     ],
 )
 def test_oversized_headers_are_answered_431_and_closed(
-    single: HubNode, request_: bytes, what: str
+    shared: HubNode, request_: bytes, what: str
 ) -> None:
-    raw = _raw(single)
+    raw = _raw(shared)
     with contextlib.suppress(OSError):  # the node may close while the rest is on its way
         raw.sendall(request_)
     answer = _answer_of(raw)
@@ -560,17 +593,17 @@ async def test_reading_rooms_holds_nothing_in_a_single_node(
 
 
 async def test_a_message_on_a_room_channel_that_is_no_event_is_dropped(
-    redis_server: RedisServer, hub_node: NodeFactory
+    module_redis: RedisServer, shared_redis: HubNode
 ) -> None:
     """Whatever else writes to a Redis the hub shares: an empty message, or one holding no
     event, on a room's channel reaches no socket and stops nothing."""
-    node = hub_node("a", redis_server.url)
-    listener = await Client.connect(node, token("dashboard", "d1"))
+    node, tenant = shared_redis, "hostile-junk"
+    listener = await Client.connect(node, token("dashboard", "d1", tenant))
     await listener.subscribe("location:lobby")
     for junk in ("", "00-not-an-event"):
-        redis_server.command("PUBLISH", "hub:room:{acme}:location:lobby", junk)
+        module_redis.command("PUBLISH", f"hub:room:{{{tenant}}}:location:lobby", junk)
     sent = node.broadcast(
-        token("operator", "o1"),
+        token("operator", "o1", tenant),
         room="location:lobby",
         event="alert",
         data={"level": "info", "message": "m"},

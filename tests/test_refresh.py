@@ -18,9 +18,12 @@ from tests.support import Client, HubNode, eventually, metric, token
 NOTICE = 2.0
 
 
-@pytest.fixture
-def node(hub_node: NodeFactory) -> HubNode:
-    return hub_node("refreshing", refresh_notice=NOTICE)
+@pytest.fixture(scope="module")
+def node(module_nodes: NodeFactory) -> HubNode:
+    """One node with a short notice for the tests that use it: its start was most of each
+    one's time. A refresh touches only its own socket; each test keeps to a tenant of its
+    own and reads the refresh counter as a difference."""
+    return module_nodes("refreshing", refresh_notice=NOTICE)
 
 
 async def _frame_of_type(client: Client, kind: str, timeout: float = 10) -> dict[str, object]:
@@ -31,23 +34,25 @@ async def _frame_of_type(client: Client, kind: str, timeout: float = 10) -> dict
 
 
 async def test_a_refresh_keeps_a_socket_past_its_first_tokens_exp(node: HubNode) -> None:
-    first = token("device", "p1", ttl=3)
+    tenant = "refresh-kept"
+    refreshes = metric(node, "hub_token_refreshes_total")
+    first = token("device", "p1", tenant, ttl=3)
     client = await Client.connect(node, first)
     notice = await _frame_of_type(client, "expiring")
     assert isinstance(notice["exp"], int)
     assert notice["exp"] - time.time() <= NOTICE + 0.5
-    answer = await client.request("refresh", token=token("device", "p1", ttl=60))
+    answer = await client.request("refresh", token=token("device", "p1", tenant, ttl=60))
     assert answer["type"] == "ack"
     assert isinstance(answer["exp"], int)
     assert answer["exp"] > time.time() + 50
-    assert metric(node, "hub_token_refreshes_total") == 1
+    assert metric(node, "hub_token_refreshes_total") - refreshes == 1
     await asyncio.sleep(3.5)  # past the first token's exp
     assert (await client.request("ping"))["type"] == "pong"
     await client.close()
 
 
 async def test_a_socket_not_refreshed_is_noticed_once_and_closed_at_exp(node: HubNode) -> None:
-    client = await Client.connect(node, token("dashboard", "d1", ttl=2))
+    client = await Client.connect(node, token("dashboard", "d1", "refresh-unrefreshed", ttl=2))
     notice = await _frame_of_type(client, "expiring")  # less than the notice left: at once
     assert notice["type"] == "expiring"
     assert await client.closed_with(timeout=10) == Close.POLICY
@@ -66,10 +71,11 @@ async def test_a_socket_not_refreshed_is_noticed_once_and_closed_at_exp(node: Hu
 async def test_a_refresh_naming_another_principal_is_forbidden(
     node: HubNode, claims: dict[str, object], says: str
 ) -> None:
+    changed = next(iter(claims))
     base: dict[str, object] = {
         "role": "device",
         "sub": "p1",
-        "tenant": "acme",
+        "tenant": f"refresh-{changed}",  # a tenant of each case's own
         "loc": "lobby",
         "groups": ["g1"],
     }
@@ -83,10 +89,11 @@ async def test_a_refresh_naming_another_principal_is_forbidden(
 
 
 async def test_a_token_that_does_not_verify_changes_nothing(node: HubNode) -> None:
-    client = await Client.connect(node, token("dashboard", "d1", ttl=3))
+    tenant = "refresh-unverified"
+    client = await Client.connect(node, token("dashboard", "d1", tenant, ttl=3))
     for bad in (
         "not-a-jwt",
-        token("dashboard", "d1", secret="another-secret-of-32-bytes-or-more!"),
+        token("dashboard", "d1", tenant, secret="another-secret-of-32-bytes-or-more!"),
     ):
         answer = await client.request("refresh", token=bad)
         assert (answer["type"], answer["code"]) == ("error", "forbidden")
@@ -97,10 +104,11 @@ async def test_a_token_that_does_not_verify_changes_nothing(node: HubNode) -> No
 
 
 async def test_the_rights_of_a_refreshed_token_apply_to_later_requests(node: HubNode) -> None:
-    client = await Client.connect(node, token("dashboard", "d1", rooms=["a:*"]))
+    tenant = "refresh-rights"
+    client = await Client.connect(node, token("dashboard", "d1", tenant, rooms=["a:*"]))
     refused = await client.request("subscribe", room="b:x")
     assert (refused["type"], refused["code"]) == ("error", "forbidden")
-    answer = await client.request("refresh", token=token("dashboard", "d1", rooms=["b:*"]))
+    answer = await client.request("refresh", token=token("dashboard", "d1", tenant, rooms=["b:*"]))
     assert answer["type"] == "ack"
     assert (await client.request("subscribe", room="b:x"))["type"] == "ack"
     assert (await client.request("subscribe", room="a:y"))["code"] == "forbidden"
@@ -108,12 +116,13 @@ async def test_the_rights_of_a_refreshed_token_apply_to_later_requests(node: Hub
 
 
 async def test_hub_client_refreshes_with_its_async_provider(node: HubNode) -> None:
+    tenant = "refresh-provider"
     calls: list[float] = []
 
     async def fresh() -> str:
         calls.append(time.time())
         # The first token lives 3 s, the ones after a minute.
-        return token("device", "p1", ttl=3 if len(calls) == 1 else 60)
+        return token("device", "p1", tenant, ttl=3 if len(calls) == 1 else 60)
 
     seen: list[dict[str, object]] = []
     client = HubClient([node.ws_url], fresh, on_event=seen.append)
@@ -123,7 +132,7 @@ async def test_hub_client_refreshes_with_its_async_provider(node: HubNode) -> No
     await eventually(lambda: len(calls) >= 2, 10, "the provider to be asked on `expiring`")
     await asyncio.sleep(3)  # past the first token's exp: the same socket still serves
     assert client.welcome is welcome
-    answer = node.broadcast(token("operator", "o"), room="device:p1", event="x.n", data={})
+    answer = node.broadcast(token("operator", "o", tenant), room="device:p1", event="x.n", data={})
     assert answer.status_code == 202
     await eventually(lambda: len(seen) == 1, 10, "the event on the refreshed socket")
     assert client.welcome is welcome
@@ -147,7 +156,7 @@ async def test_a_provider_that_gives_the_same_token_again_is_not_asked_in_a_loop
 ) -> None:
     """The hub notices a token with less than HUB_REFRESH_NOTICE left at once: handing it
     the same token again would be noticed again, and again."""
-    same = token("device", "p9", ttl=3)
+    same = token("device", "p9", "refresh-same-token", ttl=3)
     asked = 0
 
     def provider() -> str:
