@@ -47,9 +47,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(hub_node: Nodes) -> Iterator[RedisServer]:
     """A redis-server of this test's own, which the test may stop and restart."""
-    yield from _running(RedisServer)
+    yield from _running(RedisServer, lambda server: hub_node.stop(server.url))
 
 
 NodeFactory = Callable[..., HubNode]
@@ -57,45 +57,57 @@ Servers = TypeVar("Servers", RedisServer, RedisCluster, SentinelSet)
 
 
 @pytest.fixture
-def hub_node(tmp_path: Path) -> Iterator[NodeFactory]:
+def hub_node(tmp_path: Path) -> Iterator[Nodes]:
     """Start `hub serve` processes: `hub_node("a", redis_url=..., max_frame_bytes=2048)`.
     Their output is kept with the test's other files, which pytest keeps for a few runs."""
-    yield from _nodes(tmp_path)
+    nodes = Nodes(tmp_path)
+    yield nodes
+    nodes.stop()
 
 
 @pytest.fixture(scope="module")
-def module_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeFactory]:
+def module_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     """`hub_node` for nodes a module's tests share: a node's start is most of the time of
     a test that only talks to it. Tests on such a node keep to their own tenant, subjects
     and rooms, and read counters as differences, so that none depends on another's order."""
-    yield from _nodes(tmp_path_factory.mktemp("shared"))
+    nodes = Nodes(tmp_path_factory.mktemp("shared"))
+    yield nodes
+    nodes.stop()
 
 
-def _nodes(log_dir: Path) -> Iterator[NodeFactory]:
-    nodes: list[HubNode] = []
+class Nodes:
+    """The `hub serve` processes a fixture started, stopped together at its end."""
 
-    def start(
+    def __init__(self, log_dir: Path) -> None:
+        self._log_dir = log_dir
+        self._nodes: list[HubNode] = []
+
+    def __call__(
+        self,
         name: str,
         redis_url: str | None = None,
         *,
         environ: Mapping[str, str] | None = None,
         **settings: Any,
     ) -> HubNode:
-        node = HubNode(name, redis_url, environ=environ, log_dir=log_dir, **settings)
-        nodes.append(node)
+        node = HubNode(name, redis_url, environ=environ, log_dir=self._log_dir, **settings)
+        self._nodes.append(node)
         node.start()
         return node
 
-    yield start
-    # All at once: each takes a fifth of a second to stop, and tests start several.
-    for node in nodes:
-        node.begin_stop()
-    for node in nodes:
-        if "HUB_REDIS_URL" in node.env:
-            node.wait_stopped()  # it may still write to a Redis the next test uses
-        else:
-            _STOPPING.append(node)
-    _STOPPING[:] = [node for node in _STOPPING if not node.stopped()]
+    def stop(self, redis_url: str | None = None) -> None:
+        """Stop them all (or those on the Redis at `redis_url`) at once: each takes a fifth
+        of a second. A node alone is not waited for (`_STOPPING`)."""
+        going = [n for n in self._nodes if redis_url in (None, n.env.get("HUB_REDIS_URL"))]
+        self._nodes = [node for node in self._nodes if node not in going]
+        for node in going:
+            node.begin_stop()
+        for node in going:
+            if "HUB_REDIS_URL" in node.env:
+                node.wait_stopped()  # it may still write to a Redis the next test uses
+            else:
+                _STOPPING.append(node)
+        _STOPPING[:] = [node for node in _STOPPING if not node.stopped()]
 
 
 _STOPPING: list[HubNode] = []
@@ -125,19 +137,24 @@ def refusing(module_nodes: NodeFactory) -> HubNode:
 
 
 @pytest.fixture(scope="module")
-def module_redis() -> Iterator[RedisServer]:
+def module_redis(module_nodes: Nodes) -> Iterator[RedisServer]:
     """A redis-server a module's tests share, with the nodes of `module_nodes`."""
-    yield from _running(RedisServer)
+    yield from _running(RedisServer, lambda server: module_nodes.stop(server.url))
 
 
-def _running(made: Callable[[], Servers]) -> Iterator[Servers]:
-    """Start what `made` makes, hand it over, and always stop it."""
+def _running(
+    made: Callable[[], Servers], first: Callable[[Servers], None] | None = None
+) -> Iterator[Servers]:
+    """Start what `made` makes, hand it over, and always stop it; `first` stops the nodes
+    on it before (a node whose Redis went first cannot hand its presence over)."""
     required("redis-server")
     servers = made()
     servers.start()
     try:
         yield servers
     finally:
+        if first is not None:
+            first(servers)
         servers.stop()
 
 

@@ -11,29 +11,33 @@ import pytest
 
 from hub import openapi
 from hub.history import parse_id
+from hub.protocol import is_tenant
 from tests.conftest import NodeFactory, Redis
-from tests.support import Client, HubNode, RedisServer, eventually, token
+from tests.support import Client, HubNode, RedisCluster, RedisServer, eventually, token
 
 OPERATOR = token("operator", "o1")
 PUBLISHER = token("dashboard", "pub", publish=["*"])
+SHORT_LIVED = '{"short:": {"ttl": 1}}'
+"""`history_rooms` of the tests of ages: events in `short:` rooms are kept a second."""
 
 
 def _order(event_id: str) -> tuple[int, int]:
     return parse_id(event_id) or (0, 0)
 
 
-def _tick(node: HubNode, room: str, n: int) -> str:
-    answer = node.broadcast(OPERATOR, room=room, event="x.tick", data={"n": n})
+def _tick(node: HubNode, tenant: str, room: str, n: int) -> str:
+    operator = token("operator", "o1", tenant)
+    answer = node.broadcast(operator, room=room, event="x.tick", data={"n": n})
     assert answer.status_code == 202, answer.text
     event_id: str = answer.json()["ids"][room]
     return event_id
 
 
-def _history(node: HubNode, room: str, **params: Any) -> dict[str, Any]:
+def _history(node: HubNode, tenant: str, room: str, **params: Any) -> dict[str, Any]:
     answer = httpx.get(
         f"{node.url}/v1/rooms/{room}/history",
         params=params,
-        headers={"Authorization": f"Bearer {OPERATOR}"},
+        headers={"Authorization": f"Bearer {token('operator', 'o1', tenant)}"},
     )
     assert answer.status_code == 200, answer.text
     body: dict[str, Any] = answer.json()
@@ -44,62 +48,113 @@ async def _ticks(client: Client, count: int) -> list[int]:
     return [(await client.next_event())["data"]["n"] for _ in range(count)]
 
 
+@pytest.fixture
+def tenant(request: pytest.FixtureRequest) -> str:
+    """This test's own tenant, named after it: on a node the module's tests share, no
+    other test's rooms, history, epoch or rate buckets are its. (The runs of one test on
+    other backends keep their events apart: each backend has its own store.)"""
+    name: str = request.node.originalname.removeprefix("test_")
+    assert is_tenant(name), f"{name!r} cannot name a tenant"
+    return name
+
+
+@pytest.fixture(scope="module")
+def kept_alone(module_nodes: NodeFactory) -> HubNode:
+    """`node` without Redis, for all the module's tests."""
+    return module_nodes("solo", history_size=5)
+
+
+@pytest.fixture(scope="module")
+def kept_on_redis(module_redis: RedisServer, module_nodes: NodeFactory) -> HubNode:
+    """`node` with a Redis, for all the module's tests."""
+    return module_nodes("with-redis", module_redis.url, history_size=5)
+
+
 @pytest.fixture(params=["memory", "redis", "cluster"])
 def node(request: pytest.FixtureRequest, hub_node: NodeFactory) -> HubNode:
     """A single node without Redis, a node with one, and one with a Redis Cluster, for
-    behaviour all must share."""
-    if request.param == "memory":
-        return hub_node("solo", history_size=5)
-    fixture = "redis_server" if request.param == "redis" else "redis_cluster"
-    redis: Redis = request.getfixturevalue(fixture)
-    return hub_node("with-redis", redis.url, history_size=5, **redis.settings)
+    behaviour all must share. The first two serve every test of the module, each in its
+    own `tenant`; the cluster's is the test's own, as other tests empty the cluster."""
+    if request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return hub_node("with-redis", cluster.url, history_size=5, **cluster.settings)
+    shared: HubNode = request.getfixturevalue(
+        "kept_alone" if request.param == "memory" else "kept_on_redis"
+    )
+    return shared
 
 
-async def test_events_carry_increasing_ids_that_acks_and_rest_report(node: HubNode) -> None:
-    listener = await Client.connect(node, token("dashboard", "d1"))
+@pytest.fixture(scope="module")
+def aging_alone(module_nodes: NodeFactory) -> HubNode:
+    """`aging` without Redis, for all the module's tests."""
+    return module_nodes("aging", history_rooms=SHORT_LIVED)
+
+
+@pytest.fixture(scope="module")
+def aging_on_redis(module_redis: RedisServer, module_nodes: NodeFactory) -> HubNode:
+    """`aging` with a Redis, for all the module's tests."""
+    return module_nodes("aging", module_redis.url, history_rooms=SHORT_LIVED)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def aging(request: pytest.FixtureRequest) -> HubNode:
+    """A node whose `short:` rooms keep events a second, alone or with a Redis: the tests
+    of ages, which all run on that setting, share it, each in its own `tenant`."""
+    shared: HubNode = request.getfixturevalue(
+        "aging_alone" if request.param == "memory" else "aging_on_redis"
+    )
+    return shared
+
+
+async def test_events_carry_increasing_ids_that_acks_and_rest_report(
+    node: HubNode, tenant: str
+) -> None:
+    listener = await Client.connect(node, token("dashboard", "d1", tenant))
     await listener.subscribe("room")
-    ids = [_tick(node, "room", n) for n in range(3)]
+    ids = [_tick(node, tenant, "room", n) for n in range(3)]
     events = [await listener.next_event() for _ in range(3)]
     assert [event["id"] for event in events] == ids
     assert sorted(ids, key=_order) == ids
-    publisher = await Client.connect(node, PUBLISHER)
+    publisher = await Client.connect(node, token("dashboard", "pub", tenant, publish=["*"]))
     ack = await publisher.request("publish", room="room", event="x.tick", data={"n": 3})
     assert ack["id"] == (await listener.next_event())["id"]
     await listener.close()
     await publisher.close()
 
 
-async def test_resume_replays_what_was_missed_then_goes_live(node: HubNode) -> None:
-    first = await Client.connect(node, token("dashboard", "d1"))
+async def test_resume_replays_what_was_missed_then_goes_live(node: HubNode, tenant: str) -> None:
+    first = await Client.connect(node, token("dashboard", "d1", tenant))
     ack = await first.subscribe("room")
     assert ack["recovered"] is False
-    _tick(node, "room", 0)
+    _tick(node, tenant, "room", 0)
     seen = await first.next_event()
     await first.close()
-    _tick(node, "room", 1)
-    _tick(node, "room", 2)
+    _tick(node, tenant, "room", 1)
+    _tick(node, tenant, "room", 2)
 
-    again = await Client.connect(node, token("dashboard", "d1"))
+    again = await Client.connect(node, token("dashboard", "d1", tenant))
     resumed = await again.request("subscribe", room="room", since=seen["id"], epoch=ack["epoch"])
     assert resumed["type"] == "ack"
     assert resumed["recovered"] is True
     assert resumed["epoch"] == ack["epoch"]
-    _tick(node, "room", 3)
+    _tick(node, tenant, "room", 3)
     assert await _ticks(again, 1) == [3]
     await again.close()
 
 
-async def test_a_room_first_seen_empty_resumes_from_nothing_seen(node: HubNode) -> None:
+async def test_a_room_first_seen_empty_resumes_from_nothing_seen(
+    node: HubNode, tenant: str
+) -> None:
     """A client that saw no event resumes with `0-0`, and gets what was published while it
     was away, recovered, whether or not the room had history in between."""
-    first = await Client.connect(node, token("dashboard", "d1"))
+    first = await Client.connect(node, token("dashboard", "d1", tenant))
     ack = await first.subscribe("quiet")
     await first.close()
-    again = await Client.connect(node, token("dashboard", "d1"))
+    again = await Client.connect(node, token("dashboard", "d1", tenant))
     assert (await again.subscribe("quiet", since="0-0", epoch=ack["epoch"]))["recovered"]
     await again.close()
-    _tick(node, "quiet", 0)
-    last = await Client.connect(node, token("dashboard", "d1"))
+    _tick(node, tenant, "quiet", 0)
+    last = await Client.connect(node, token("dashboard", "d1", tenant))
     await last.send({"op": "subscribe", "room": "quiet", "since": "0-0", "epoch": ack["epoch"]})
     assert (await last.recv())["data"] == {"n": 0}
     resumed = await last.recv()
@@ -107,11 +162,11 @@ async def test_a_room_first_seen_empty_resumes_from_nothing_seen(node: HubNode) 
     await last.close()
 
 
-async def test_replayed_events_come_before_the_ack(node: HubNode) -> None:
-    first_id = _tick(node, "room", 0)
-    _tick(node, "room", 1)
-    client = await Client.connect(node, token("dashboard", "d1"))
-    epoch = _history(node, "room")["epoch"]
+async def test_replayed_events_come_before_the_ack(node: HubNode, tenant: str) -> None:
+    first_id = _tick(node, tenant, "room", 0)
+    _tick(node, tenant, "room", 1)
+    client = await Client.connect(node, token("dashboard", "d1", tenant))
+    epoch = _history(node, tenant, "room")["epoch"]
     await client.send({"op": "subscribe", "room": "room", "since": first_id, "epoch": epoch})
     replayed = await client.recv()
     assert (replayed["type"], replayed["data"]) == ("event", {"n": 1})
@@ -120,12 +175,12 @@ async def test_replayed_events_come_before_the_ack(node: HubNode) -> None:
     await client.close()
 
 
-async def test_since_older_than_retention_is_not_recovered(node: HubNode) -> None:
-    first_id = _tick(node, "room", 0)
+async def test_since_older_than_retention_is_not_recovered(node: HubNode, tenant: str) -> None:
+    first_id = _tick(node, tenant, "room", 0)
     for n in range(1, 8):
-        _tick(node, "room", n)
-    epoch = _history(node, "room")["epoch"]
-    client = await Client.connect(node, token("dashboard", "d1"))
+        _tick(node, tenant, "room", n)
+    epoch = _history(node, tenant, "room")["epoch"]
+    client = await Client.connect(node, token("dashboard", "d1", tenant))
     await client.send({"op": "subscribe", "room": "room", "since": first_id, "epoch": epoch})
     assert await _ticks(client, 5) == [3, 4, 5, 6, 7]
     ack = await client.recv()
@@ -134,55 +189,49 @@ async def test_since_older_than_retention_is_not_recovered(node: HubNode) -> Non
     await client.close()
 
 
-@pytest.mark.parametrize("broker", ["memory", "redis"])
 async def test_events_past_their_age_are_dropped_and_not_recovered(
-    request: pytest.FixtureRequest, hub_node: NodeFactory, broker: str
+    aging: HubNode, tenant: str
 ) -> None:
-    redis_url = request.getfixturevalue("redis_server").url if broker == "redis" else None
-    node = hub_node("aging", redis_url, history_rooms='{"short:": {"ttl": 1}}')
-    first_id = _tick(node, "short:room", 0)
-    _tick(node, "short:room", 1)
-    epoch = _history(node, "short:room")["epoch"]
+    first_id = _tick(aging, tenant, "short:room", 0)
+    _tick(aging, tenant, "short:room", 1)
+    epoch = _history(aging, tenant, "short:room")["epoch"]
     await asyncio.sleep(0.7)
-    _tick(node, "short:room", 2)
+    _tick(aging, tenant, "short:room", 2)
     await asyncio.sleep(0.7)
-    _tick(node, "short:room", 3)  # 0 and 1 are now over a second old
-    history = _history(node, "short:room")
+    _tick(aging, tenant, "short:room", 3)  # 0 and 1 are now over a second old
+    history = _history(aging, tenant, "short:room")
     assert [event["data"]["n"] for event in history["events"]] == [2, 3]
     assert history["epoch"] == epoch
-    client = await Client.connect(node, token("dashboard", "d1"))
+    client = await Client.connect(aging, token("dashboard", "d1", tenant))
     ack = await client.subscribe("short:room", since=first_id, epoch=epoch)
     assert ack["recovered"] is False  # event 1 came after `since` and is gone
     await client.close()
 
 
-@pytest.mark.parametrize("broker", ["memory", "redis"])
 async def test_a_room_idle_past_its_age_is_not_recovered_and_starts_afresh(
-    request: pytest.FixtureRequest, hub_node: NodeFactory, broker: str
+    aging: HubNode, tenant: str
 ) -> None:
     """Once every event has aged out the room's history is gone whole; a resume from
     before that is told events may be missing, and the room's ids go on increasing."""
-    redis_url = request.getfixturevalue("redis_server").url if broker == "redis" else None
-    node = hub_node("idle", redis_url, history_rooms='{"short:": {"ttl": 1}}')
-    first_id = _tick(node, "short:room", 0)
-    second_id = _tick(node, "short:room", 1)
-    epoch = _history(node, "short:room")["epoch"]
+    first_id = _tick(aging, tenant, "short:room", 0)
+    second_id = _tick(aging, tenant, "short:room", 1)
+    epoch = _history(aging, tenant, "short:room")["epoch"]
     await asyncio.sleep(1.3)
-    gone = _history(node, "short:room", since=first_id)
+    gone = _history(aging, tenant, "short:room", since=first_id)
     assert (gone["events"], gone["last"]) == ([], None)
-    client = await Client.connect(node, token("dashboard", "d1"))
+    client = await Client.connect(aging, token("dashboard", "d1", tenant))
     ack = await client.subscribe("short:room", since=first_id, epoch=epoch)
     assert ack["recovered"] is False  # event 1 came after `since` and aged out
-    assert _order(_tick(node, "short:room", 2)) > _order(second_id)
+    assert _order(_tick(aging, tenant, "short:room", 2)) > _order(second_id)
     await client.close()
 
 
-async def test_publishes_sent_without_waiting_keep_their_order(node: HubNode) -> None:
+async def test_publishes_sent_without_waiting_keep_their_order(node: HubNode, tenant: str) -> None:
     """More publishes in flight than one socket may have (64): acked in order, published
     in order, with increasing ids."""
-    watcher = await Client.connect(node, token("dashboard", "w"))
+    watcher = await Client.connect(node, token("dashboard", "w", tenant))
     await watcher.subscribe("burst")
-    publisher = await Client.connect(node, PUBLISHER)
+    publisher = await Client.connect(node, token("dashboard", "pub", tenant, publish=["*"]))
     count = 90
     for n in range(count):
         frame = {"op": "publish", "room": "burst", "event": "x.tick", "data": {"n": n}, "ref": n}
@@ -197,17 +246,17 @@ async def test_publishes_sent_without_waiting_keep_their_order(node: HubNode) ->
     await watcher.close()
 
 
-async def test_another_epoch_is_not_recovered(node: HubNode) -> None:
-    first_id = _tick(node, "room", 0)
-    client = await Client.connect(node, token("dashboard", "d1"))
+async def test_another_epoch_is_not_recovered(node: HubNode, tenant: str) -> None:
+    first_id = _tick(node, tenant, "room", 0)
+    client = await Client.connect(node, token("dashboard", "d1", tenant))
     ack = await client.subscribe("room", since=first_id, epoch="not-this-one")
     assert ack["recovered"] is False
     await client.close()
 
 
-async def test_history_endpoint_pages_after_since(node: HubNode) -> None:
-    ids = [_tick(node, "room", n) for n in range(4)]
-    page = _history(node, "room", since=ids[0], limit=2)
+async def test_history_endpoint_pages_after_since(node: HubNode, tenant: str) -> None:
+    ids = [_tick(node, tenant, "room", n) for n in range(4)]
+    page = _history(node, tenant, "room", since=ids[0], limit=2)
     assert page["room"] == "room"
     assert [event["data"]["n"] for event in page["events"]] == [1, 2]
     assert page["last"] == ids[-1]
@@ -234,25 +283,25 @@ async def test_no_history_means_no_ids(hub_node: NodeFactory) -> None:
     await client.close()
 
 
-async def test_retention_per_room_prefix(hub_node: NodeFactory) -> None:
+async def test_retention_per_room_prefix(hub_node: NodeFactory, tenant: str) -> None:
     node = hub_node("prefixed", history_rooms='{"brief:": {"size": 2}}')
     for n in range(4):
-        _tick(node, "brief:room", n)
-        _tick(node, "long:room", n)
-    assert len(_history(node, "brief:room")["events"]) == 2
-    assert len(_history(node, "long:room")["events"]) == 4
+        _tick(node, tenant, "brief:room", n)
+        _tick(node, tenant, "long:room", n)
+    assert len(_history(node, tenant, "brief:room")["events"]) == 2
+    assert len(_history(node, tenant, "long:room")["events"]) == 4
 
 
 async def test_redis_losing_its_data_changes_the_epoch(
-    hub_node: NodeFactory, redis_server: RedisServer
+    hub_node: NodeFactory, redis_server: RedisServer, tenant: str
 ) -> None:
     node = hub_node("a", redis_server.url)
-    first_id = _tick(node, "room", 0)
-    epoch = _history(node, "room")["epoch"]
+    first_id = _tick(node, tenant, "room", 0)
+    epoch = _history(node, tenant, "room")["epoch"]
     redis_server.stop()
     redis_server.start()
     await eventually(node.ready, 20, "the node to reconnect")
-    client = await Client.connect(node, token("dashboard", "d1"))
+    client = await Client.connect(node, token("dashboard", "d1", tenant))
     ack = await client.subscribe("room", since=first_id, epoch=epoch)
     assert ack["recovered"] is False
     assert ack["epoch"] != epoch
@@ -303,15 +352,17 @@ async def test_resume_has_no_gap_and_no_repeat_while_both_nodes_publish(
         await client.close()
 
 
-async def test_a_device_resumes_its_own_rooms_by_subscribing_to_them(node: HubNode) -> None:
-    device = await Client.connect(node, token("device", "p1"))
+async def test_a_device_resumes_its_own_rooms_by_subscribing_to_them(
+    node: HubNode, tenant: str
+) -> None:
+    device = await Client.connect(node, token("device", "p1", tenant))
     ack = await device.subscribe("device:p1")
-    _tick(node, "device:p1", 0)
+    _tick(node, tenant, "device:p1", 0)
     seen = await device.next_event()
     await device.close()
-    _tick(node, "device:p1", 1)
+    _tick(node, tenant, "device:p1", 1)
 
-    again = await Client.connect(node, token("device", "p1"))
+    again = await Client.connect(node, token("device", "p1", tenant))
     assert "device:p1" in again.welcome["rooms"]
     await again.send(
         {"op": "subscribe", "room": "device:p1", "since": seen["id"], "epoch": ack["epoch"]}
@@ -319,7 +370,7 @@ async def test_a_device_resumes_its_own_rooms_by_subscribing_to_them(node: HubNo
     assert (await again.recv())["data"] == {"n": 1}
     resumed = await again.recv()
     assert (resumed["type"], resumed["recovered"]) == ("ack", True)
-    _tick(node, "device:p1", 2)
+    _tick(node, tenant, "device:p1", 2)
     assert await _ticks(again, 1) == [2]
     await again.close()
 

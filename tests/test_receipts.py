@@ -12,7 +12,8 @@ import pytest
 
 from hub.backoff import Backoff
 from hub.client import HubClient
-from tests.conftest import Start
+from hub.protocol import is_tenant
+from tests.conftest import NodeFactory, Start
 from tests.support import Client, HubNode, eventually, metric, token
 
 OPERATOR = token("operator", "o1")
@@ -20,8 +21,10 @@ DASHBOARD = token("dashboard", "d1")
 LOBBY = "location:lobby"
 
 
-def command(node: HubNode, room: str = LOBBY, name: str = "reboot") -> str:
-    answer = node.broadcast(OPERATOR, room=room, event="command", data={"name": name})
+def command(
+    node: HubNode, room: str = LOBBY, name: str = "reboot", operator: str = OPERATOR
+) -> str:
+    answer = node.broadcast(operator, room=room, event="command", data={"name": name})
     assert answer.status_code == 202, answer.text
     event_id: str = answer.json()["ids"][room]
     return event_id
@@ -34,6 +37,23 @@ def receipts(node: HubNode, event_id: str, room: str = LOBBY) -> list[dict[str, 
     assert (body["room"], body["id"]) == (room, event_id)
     listed: list[dict[str, Any]] = body["receipts"]
     return listed
+
+
+@pytest.fixture
+def tenant(request: pytest.FixtureRequest) -> str:
+    """This test's own tenant, named after it: on a node the module's tests share, no
+    other test's rooms, events, receipts or rate buckets are its."""
+    name: str = request.node.originalname.removeprefix("test_")
+    assert is_tenant(name), f"{name!r} cannot name a tenant"
+    return name
+
+
+@pytest.fixture(scope="module")
+def alone(module_nodes: NodeFactory) -> HubNode:
+    """One node alone with the default settings, for all the module's tests that need no
+    other: those it refuses, and the one of the receipt rate in its own `tenant` (what
+    that one leaves, no other test can read)."""
+    return module_nodes("alone")
 
 
 async def test_a_receipt_is_stored_announced_and_replaced_by_the_next(start: Start) -> None:
@@ -89,9 +109,9 @@ async def test_a_receipt_is_stored_announced_and_replaced_by_the_next(start: Sta
     ],
 )
 async def test_a_receipt_that_cannot_be_taken_is_refused(
-    refusing: HubNode, fields: dict[str, Any], code: str
+    alone: HubNode, fields: dict[str, Any], code: str
 ) -> None:
-    device = await Client.connect(refusing, token("device", "p1", loc="lobby"))
+    device = await Client.connect(alone, token("device", "p1", loc="lobby"))
     answer = await device.request("receipt", **fields)
     assert (answer["type"], answer["code"]) == ("error", code)
     await device.close()
@@ -107,22 +127,23 @@ async def test_a_receipt_for_an_event_history_dropped_is_not_found(start: Start)
     assert receipts(node, first) == []
 
 
-async def test_receipts_past_their_rate_are_refused(single: HubNode) -> None:
-    device = await Client.connect(single, token("device", "p1", loc="lobby"))
-    event_id = command(single)
+async def test_receipts_past_their_rate_are_refused(alone: HubNode, tenant: str) -> None:
+    device = await Client.connect(alone, token("device", "p1", tenant, loc="lobby"))
+    event_id = command(alone, operator=token("operator", "o1", tenant))
     codes = []
     for _ in range(25):
         answer = await device.request("receipt", room=LOBBY, id=event_id, status="received")
         codes.append(answer.get("code", answer["type"]))
     assert codes[:20] == ["ack"] * 20
     assert "rate_limited" in codes[20:]
+    await device.close()  # not left open on the shared node
 
 
-def test_who_may_read_receipts_and_what_an_id_must_be(refusing: HubNode) -> None:
+def test_who_may_read_receipts_and_what_an_id_must_be(alone: HubNode) -> None:
     path = f"/v1/rooms/{LOBBY}/events/1-0/receipts"
-    assert refusing.get(path, token("device", "p1")).status_code == 403
-    assert refusing.get(path, OPERATOR).json()["receipts"] == []
-    bad = refusing.get(f"/v1/rooms/{LOBBY}/events/latest/receipts", OPERATOR)
+    assert alone.get(path, token("device", "p1")).status_code == 403
+    assert alone.get(path, OPERATOR).json()["receipts"] == []
+    bad = alone.get(f"/v1/rooms/{LOBBY}/events/latest/receipts", OPERATOR)
     assert bad.status_code == 400
 
 
