@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+from hub.protocol import is_tenant
 from tests.support import HubNode, RedisCluster, RedisServer, SentinelSet, required
 
 pytest_plugins = ["tests.browser", "tests.collected", "pytester"]
@@ -129,11 +131,44 @@ def single(hub_node: NodeFactory) -> HubNode:
     return hub_node("solo")
 
 
+@pytest.fixture
+def tenant(request: pytest.FixtureRequest) -> str:
+    """A tenant of this test's own (each parametrized run its own too): on the nodes a
+    module's tests share, no other test's rooms, history, presence or limits are its."""
+    readable = request.node.originalname.removeprefix("test_")[:40]
+    name = f"{readable}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]}"
+    assert is_tenant(name), name
+    return name
+
+
 @pytest.fixture(scope="module")
-def refusing(module_nodes: NodeFactory) -> HubNode:
-    """One node alone shared by a module's tests that leave nothing on it: they send it
-    only what it refuses, or read what no request changes (files, health, headers)."""
-    return module_nodes("refusing")
+def shared_single(module_nodes: NodeFactory) -> HubNode:
+    """One node alone that a module's tests share, each in its own `tenant`."""
+    return module_nodes("solo")
+
+
+@pytest.fixture(scope="module")
+def refusing(shared_single: HubNode) -> HubNode:
+    """The same node, for tests that leave nothing on it: they send it only what it
+    refuses, or read what no request changes (files, health, headers)."""
+    return shared_single
+
+
+@pytest.fixture(scope="module")
+def shared_pair(module_redis: RedisServer, module_nodes: NodeFactory) -> tuple[HubNode, HubNode]:
+    """Two nodes on one redis-server that a module's tests share, each in its own `tenant`."""
+    return pair_on(module_nodes, module_redis)
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def tenant_pair(request: pytest.FixtureRequest, hub_node: NodeFactory) -> tuple[HubNode, HubNode]:
+    """`pair` for tests that keep to their own `tenant`: through one redis-server, the
+    module's `shared_pair`; through the cluster, the test's own (the session shares the
+    cluster and empties it for every test)."""
+    if request.param == "redis":
+        shared: tuple[HubNode, HubNode] = request.getfixturevalue("shared_pair")
+        return shared
+    return pair_on(hub_node, request.getfixturevalue("redis_cluster"))
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +233,39 @@ def redis(request: pytest.FixtureRequest) -> Redis:
 @pytest.fixture
 def pair(hub_node: NodeFactory, redis: Redis) -> tuple[HubNode, HubNode]:
     """Two nodes meeting through Redis: one server, or a cluster."""
-    return hub_node("a", redis.url, **redis.settings), hub_node("b", redis.url, **redis.settings)
+    return pair_on(hub_node, redis)
+
+
+def pair_on(nodes: NodeFactory, redis: Redis) -> tuple[HubNode, HubNode]:
+    """Nodes `a` and `b` on `redis`."""
+    return nodes("a", redis.url, **redis.settings), nodes("b", redis.url, **redis.settings)
+
+
+@pytest.fixture(scope="module")
+def started_alone(module_nodes: NodeFactory) -> HubNode:
+    """What `start()` starts alone, once for a module's tests that keep to their `tenant`."""
+    return module_nodes("solo", broadcast_rate=0)
+
+
+@pytest.fixture(scope="module")
+def started_on_redis(module_redis: RedisServer, module_nodes: NodeFactory) -> HubNode:
+    """What `start()` starts with a Redis, once for a module's tests that keep to their
+    `tenant`."""
+    return module_nodes("a", module_redis.url, broadcast_rate=0)
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def tenant_node(request: pytest.FixtureRequest, hub_node: NodeFactory) -> HubNode:
+    """`start()` with no settings, for tests that keep to their own `tenant`: the module's
+    shared node alone and on one redis-server; on the cluster the test's own (the session
+    shares the cluster and empties it for every test)."""
+    if request.param == "cluster":
+        cluster: Redis = request.getfixturevalue("redis_cluster")
+        return hub_node("a", cluster.url, broadcast_rate=0, **cluster.settings)
+    shared: HubNode = request.getfixturevalue(
+        "started_alone" if request.param == "memory" else "started_on_redis"
+    )
+    return shared
 
 
 Start = Callable[..., HubNode]

@@ -707,9 +707,9 @@ class Client:
         return cls(ws, welcome)
 
     @classmethod
-    async def watching_status(cls, node: HubNode) -> Client:
-        """A dashboard on `node` subscribed to its tenant's lifecycle events."""
-        client = await cls.connect(node, token("dashboard", "status-watcher"))
+    async def watching_status(cls, node: HubNode, tenant: str = "acme") -> Client:
+        """A dashboard on `node` subscribed to `tenant`'s lifecycle events."""
+        client = await cls.connect(node, token("dashboard", "status-watcher", tenant))
         await client.subscribe("status")
         return client
 

@@ -24,16 +24,17 @@ def _subscribers(redis: RedisServer, channel: str) -> int:
 
 
 async def test_broadcast_on_one_node_reaches_sockets_on_the_other_both_ways(
-    pair: tuple[HubNode, HubNode],
+    tenant_pair: tuple[HubNode, HubNode], tenant: str
 ) -> None:
-    a, b = pair
-    on_a = await Client.connect(a, token("dashboard", "da"))
-    on_b = await Client.connect(b, token("dashboard", "db"))
+    a, b = tenant_pair
+    on_a = await Client.connect(a, token("dashboard", "da", tenant))
+    on_b = await Client.connect(b, token("dashboard", "db", tenant))
     await on_a.subscribe("location:lobby")
     await on_b.subscribe("location:lobby")
+    operator = token("operator", "o1", tenant)
     for node in (a, b):
         answer = node.broadcast(
-            OPERATOR, room="location:lobby", event="alert", data=_alert(f"from {node.name}")
+            operator, room="location:lobby", event="alert", data=_alert(f"from {node.name}")
         )
         assert answer.status_code == 202
     for client in (on_a, on_b):
@@ -44,11 +45,11 @@ async def test_broadcast_on_one_node_reaches_sockets_on_the_other_both_ways(
 
 
 async def test_socket_publish_on_one_node_reaches_the_other(
-    pair: tuple[HubNode, HubNode],
+    tenant_pair: tuple[HubNode, HubNode], tenant: str
 ) -> None:
-    a, b = pair
-    listener = await Client.connect(b, token("device", "p1", loc="lobby"))
-    publisher = await Client.connect(a, token("dashboard", "d1", publish=["location:*"]))
+    a, b = tenant_pair
+    listener = await Client.connect(b, token("device", "p1", tenant, loc="lobby"))
+    publisher = await Client.connect(a, token("dashboard", "d1", tenant, publish=["location:*"]))
     data = {"content_id": "c9", "version": 3}
     answer = await publisher.request(
         "publish", room="location:lobby", event="content.update", data=data
@@ -63,14 +64,17 @@ async def test_socket_publish_on_one_node_reaches_the_other(
     await publisher.close()
 
 
-async def test_same_room_name_in_two_tenants_never_mixes(pair: tuple[HubNode, HubNode]) -> None:
-    a, b = pair
-    acme = await Client.connect(a, token("dashboard", "d1", tenant="acme"))
-    globex = await Client.connect(b, token("dashboard", "d2", tenant="globex"))
+async def test_same_room_name_in_two_tenants_never_mixes(
+    tenant_pair: tuple[HubNode, HubNode], tenant: str
+) -> None:
+    a, b = tenant_pair
+    first, second = f"{tenant}.acme", f"{tenant}.globex"
+    acme = await Client.connect(a, token("dashboard", "d1", tenant=first))
+    globex = await Client.connect(b, token("dashboard", "d2", tenant=second))
     await acme.subscribe("location:lobby")
     await globex.subscribe("location:lobby")
-    acme_operator = token("operator", "o1", tenant="acme")
-    globex_operator = token("operator", "o2", tenant="globex")
+    acme_operator = token("operator", "o1", tenant=first)
+    globex_operator = token("operator", "o2", tenant=second)
     a.broadcast(acme_operator, room="location:lobby", event="alert", data=_alert("acme only"))
     assert (await acme.next_event())["data"]["message"] == "acme only"
     await globex.no_event()
@@ -82,13 +86,14 @@ async def test_same_room_name_in_two_tenants_never_mixes(pair: tuple[HubNode, Hu
 
 
 async def test_multi_room_broadcast_reaches_every_room_across_nodes(
-    pair: tuple[HubNode, HubNode],
+    tenant_pair: tuple[HubNode, HubNode], tenant: str
 ) -> None:
-    a, b = pair
-    lobby = await Client.connect(a, token("device", "p1", loc="lobby"))
-    hall = await Client.connect(b, token("device", "p2", loc="hall"))
+    a, b = tenant_pair
+    lobby = await Client.connect(a, token("device", "p1", tenant, loc="lobby"))
+    hall = await Client.connect(b, token("device", "p2", tenant, loc="hall"))
+    rooms = ["location:lobby", "location:hall"]
     answer = a.broadcast(
-        OPERATOR, rooms=["location:lobby", "location:hall"], event="command", data={"name": "x"}
+        token("operator", "o1", tenant), rooms=rooms, event="command", data={"name": "x"}
     )
     assert answer.status_code == 202
     assert set(answer.json()["ids"]) == {"location:lobby", "location:hall"}
@@ -99,17 +104,19 @@ async def test_multi_room_broadcast_reaches_every_room_across_nodes(
 
 
 async def test_a_node_holds_a_room_channel_only_while_it_has_a_member_there(
-    hub_node: NodeFactory, redis_server: RedisServer
+    module_redis: RedisServer, shared_pair: tuple[HubNode, HubNode], tenant: str
 ) -> None:
-    a, b = hub_node("a", redis_server.url), hub_node("b", redis_server.url)
-    channel = "hub:room:{acme}:location:lobby"
+    """On the shared pair: the channel is of the test's own tenant, which no other test
+    subscribes to, so no other test moves its subscriber count."""
+    (a, b), redis_server = shared_pair, module_redis
+    channel = f"hub:room:{{{tenant}}}:location:lobby"
     assert channel not in _room_channels(redis_server)
-    first = await Client.connect(a, token("dashboard", "d1"))
-    second = await Client.connect(a, token("dashboard", "d2"))
+    first = await Client.connect(a, token("dashboard", "d1", tenant))
+    second = await Client.connect(a, token("dashboard", "d2", tenant))
     await first.subscribe("location:lobby")
     await second.subscribe("location:lobby")
     assert _subscribers(redis_server, channel) == 1
-    other = await Client.connect(b, token("dashboard", "d3"))
+    other = await Client.connect(b, token("dashboard", "d3", tenant))
     await other.subscribe("location:lobby")
     assert _subscribers(redis_server, channel) == 2
     await first.request("unsubscribe", room="location:lobby")
@@ -169,12 +176,13 @@ async def test_a_node_started_while_redis_is_down_becomes_ready_when_it_comes_up
 
 
 async def test_concurrent_joins_of_a_new_room_all_get_live_subscriptions(
-    pair: tuple[HubNode, HubNode],
+    tenant_pair: tuple[HubNode, HubNode], tenant: str
 ) -> None:
-    a, b = pair
-    clients = [await Client.connect(a, token("dashboard", f"d{i}")) for i in range(20)]
+    a, b = tenant_pair
+    clients = [await Client.connect(a, token("dashboard", f"d{i}", tenant)) for i in range(20)]
     await asyncio.gather(*(client.subscribe("group:new") for client in clients))
-    answer = b.broadcast(OPERATOR, room="group:new", event="command", data={"name": "go"})
+    operator = token("operator", "o1", tenant)
+    answer = b.broadcast(operator, room="group:new", event="command", data={"name": "go"})
     assert answer.status_code == 202
     for client in clients:
         assert (await client.next_event())["data"] == {"name": "go"}

@@ -13,7 +13,7 @@ import pytest
 from hub.broker.base import Claim, IdempotencyConflict
 from hub.broker.memory import _Claims
 from tests.conftest import NodeFactory, Redis, Start
-from tests.support import Client, HubNode, eventually, history_ids, metric, token
+from tests.support import Client, HubNode, RedisServer, eventually, history_ids, metric, token
 
 OPERATOR = token("operator", "o1")
 REPLAYED = "idempotent-replayed"
@@ -37,70 +37,92 @@ def _error(answer: httpx.Response, status: int, code: str) -> None:
     assert REPLAYED not in answer.headers
 
 
+@pytest.fixture(scope="module")
+def second_on_redis(module_redis: RedisServer, module_nodes: NodeFactory) -> HubNode:
+    """A second node beside `started_on_redis`, with its settings."""
+    return module_nodes("b", module_redis.url, broadcast_rate=0)
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def two_nodes(request: pytest.FixtureRequest, hub_node: NodeFactory) -> tuple[HubNode, HubNode]:
+    """Two nodes as `pair` has them, but with `start()`'s settings: shared by the module
+    through one redis-server, the test's own on the cluster (see `node`)."""
+    if request.param == "cluster":
+        cluster: Redis = request.getfixturevalue("redis_cluster")
+        a = hub_node("a", cluster.url, broadcast_rate=0, **cluster.settings)
+        return a, hub_node("b", cluster.url, broadcast_rate=0, **cluster.settings)
+    a, b = request.getfixturevalue("started_on_redis"), request.getfixturevalue("second_on_redis")
+    return a, b
+
+
 async def test_the_same_key_and_body_replay_the_first_answer_and_publish_once(
-    start: Start,
+    tenant_node: HubNode, tenant: str
 ) -> None:
-    node = start()
-    device = await Client.connect(node, token("device", "p1"))
-    first = post(node, REBOOT, "retry-1")
+    operator = token("operator", "o1", tenant)
+    device = await Client.connect(tenant_node, token("device", "p1", tenant))
+    replays = metric(tenant_node, "hub_idempotent_replays_total")
+    first = post(tenant_node, REBOOT, "retry-1", operator)
     assert first.status_code == 202, first.text
     assert REPLAYED not in first.headers
     event = await device.next_event()
     assert event["id"] == first.json()["ids"]["device:p1"]
     assert event["ts"] == first.json()["ts"]
-    again = post(node, REBOOT, "retry-1")
+    again = post(tenant_node, REBOOT, "retry-1", operator)
     assert again.status_code == 202
     assert again.content == first.content
     assert again.headers[REPLAYED] == "true"
-    assert metric(node, "hub_idempotent_replays_total") == 1
+    assert metric(tenant_node, "hub_idempotent_replays_total") == replays + 1
     await device.no_event()
     await device.close()
 
 
 async def test_the_same_key_with_another_body_is_a_conflict_and_publishes_nothing(
-    start: Start,
+    tenant_node: HubNode, tenant: str
 ) -> None:
-    node = start()
-    device = await Client.connect(node, token("device", "p1"))
-    assert post(node, REBOOT, "k").status_code == 202
+    operator = token("operator", "o1", tenant)
+    device = await Client.connect(tenant_node, token("device", "p1", tenant))
+    assert post(tenant_node, REBOOT, "k", operator).status_code == 202
     await device.next_event()
     other = orjson.dumps({"room": "device:p1", "event": "command", "data": {"name": "wipe"}})
-    _error(post(node, other, "k"), 409, "conflict")
-    _error(post(node, REBOOT + b" ", "k"), 409, "conflict")
+    _error(post(tenant_node, other, "k", operator), 409, "conflict")
+    _error(post(tenant_node, REBOOT + b" ", "k", operator), 409, "conflict")
     await device.no_event()
     await device.close()
 
 
 @pytest.mark.parametrize("key", ["k" * 129, "a b", "", "caf\u00e9".encode(), "a/b"])
-def test_a_bad_key_is_refused_before_anything_else(refusing: HubNode, key: str | bytes) -> None:
-    _error(post(refusing, REBOOT, key), 400, "bad_request")
-    _error(post(refusing, REBOOT, key, bearer=None), 400, "bad_request")
-    _error(post(refusing, b"not json", key), 400, "bad_request")
+def test_a_bad_key_is_refused_before_anything_else(
+    shared_single: HubNode, key: str | bytes
+) -> None:
+    _error(post(shared_single, REBOOT, key), 400, "bad_request")
+    _error(post(shared_single, REBOOT, key, bearer=None), 400, "bad_request")
+    _error(post(shared_single, b"not json", key), 400, "bad_request")
 
 
-def test_several_keys_are_refused(refusing: HubNode) -> None:
+def test_several_keys_are_refused(shared_single: HubNode) -> None:
     headers = [
         ("Authorization", f"Bearer {OPERATOR}"),
         ("Idempotency-Key", "a"),
         ("Idempotency-Key", "b"),
     ]
-    answer = httpx.post(f"{refusing.url}/v1/broadcast", content=REBOOT, headers=headers)
+    answer = httpx.post(f"{shared_single.url}/v1/broadcast", content=REBOOT, headers=headers)
     _error(answer, 400, "bad_request")
 
 
-def test_a_key_of_128_allowed_characters_is_taken(single: HubNode) -> None:
+def test_a_key_of_128_allowed_characters_is_taken(shared_single: HubNode, tenant: str) -> None:
     key = ("Az09_.:-" * 16)[:128]
-    assert post(single, REBOOT, key).status_code == 202
-    assert post(single, REBOOT, key).headers[REPLAYED] == "true"
+    operator = token("operator", "o1", tenant)
+    assert post(shared_single, REBOOT, key, operator).status_code == 202
+    assert post(shared_single, REBOOT, key, operator).headers[REPLAYED] == "true"
 
 
-async def test_a_refused_request_claims_no_key(start: Start) -> None:
-    node = start()
-    device = await Client.connect(node, token("device", "p1"))
-    _error(post(node, REBOOT, "once", bearer=token("device", "p2")), 403, "forbidden")
-    _error(post(node, b'{"room": "device:p1"}', "once"), 400, "bad_request")
-    _error(post(node, b"{", "once"), 400, "bad_request")
-    answer = post(node, REBOOT, "once")
+async def test_a_refused_request_claims_no_key(tenant_node: HubNode, tenant: str) -> None:
+    operator = token("operator", "o1", tenant)
+    device = await Client.connect(tenant_node, token("device", "p1", tenant))
+    _error(post(tenant_node, REBOOT, "once", token("device", "p2", tenant)), 403, "forbidden")
+    _error(post(tenant_node, b'{"room": "device:p1"}', "once", operator), 400, "bad_request")
+    _error(post(tenant_node, b"{", "once", operator), 400, "bad_request")
+    answer = post(tenant_node, REBOOT, "once", operator)
     assert answer.status_code == 202, answer.text
     assert REPLAYED not in answer.headers
     assert (await device.next_event())["id"] == answer.json()["ids"]["device:p1"]
@@ -119,12 +141,14 @@ def test_a_publish_a_tenant_bound_refuses_claims_no_key(start: Start) -> None:
     assert len(history_ids(node, "r1")) == 2
 
 
-async def test_another_tenant_uses_the_same_key_independently(start: Start) -> None:
-    node = start()
-    acme = await Client.connect(node, token("device", "p1", tenant="acme"))
-    globex = await Client.connect(node, token("device", "p1", tenant="globex"))
-    assert post(node, REBOOT, "shared").status_code == 202
-    other = post(node, REBOOT, "shared", bearer=token("operator", "o1", tenant="globex"))
+async def test_another_tenant_uses_the_same_key_independently(
+    tenant_node: HubNode, tenant: str
+) -> None:
+    other_tenant = f"{tenant}.globex"
+    acme = await Client.connect(tenant_node, token("device", "p1", tenant))
+    globex = await Client.connect(tenant_node, token("device", "p1", other_tenant))
+    assert post(tenant_node, REBOOT, "shared", token("operator", "o1", tenant)).status_code == 202
+    other = post(tenant_node, REBOOT, "shared", token("operator", "o1", other_tenant))
     assert other.status_code == 202, other.text
     assert REPLAYED not in other.headers
     assert (await acme.next_event())["event"] == "command"
@@ -148,13 +172,13 @@ async def test_a_key_is_free_again_after_the_ttl(start: Start) -> None:
 
 
 async def test_one_key_sent_to_two_nodes_at_once_publishes_once(
-    hub_node: NodeFactory, redis: Redis
+    two_nodes: tuple[HubNode, HubNode], tenant: str
 ) -> None:
-    a = hub_node("a", redis.url, broadcast_rate=0, **redis.settings)
-    b = hub_node("b", redis.url, broadcast_rate=0, **redis.settings)
-    watcher = await Client.connect(a, token("dashboard", "d1", rooms=["location:*"]))
+    a, b = two_nodes
+    watcher = await Client.connect(a, token("dashboard", "d1", tenant, rooms=["location:*"]))
     await watcher.subscribe("location:lobby")
-    headers = {"Authorization": f"Bearer {OPERATOR}", "Content-Type": "application/json"}
+    operator = token("operator", "o1", tenant)
+    headers = {"Authorization": f"Bearer {operator}", "Content-Type": "application/json"}
     count = 100
     async with httpx.AsyncClient(headers=headers, timeout=10) as http:
 
@@ -180,7 +204,10 @@ async def test_one_key_sent_to_two_nodes_at_once_publishes_once(
     assert sorted(event["data"]["n"] for event in events) == list(range(count))
     assert {event["id"] for event in events} == ids
     await watcher.no_event()
-    assert sorted(history_ids(b, "location:lobby")) == sorted(ids)
+    reader = token("operator", "reader", tenant)  # history_ids, in this test's tenant
+    history = b.get("/v1/rooms/location:lobby/history", reader, limit="1000")
+    assert history.status_code == 200, history.text
+    assert sorted(event["id"] for event in history.json()["events"]) == sorted(ids)
     await watcher.close()
 
 

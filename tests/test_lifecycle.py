@@ -8,22 +8,33 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import NodeFactory, Redis
+from tests.conftest import NodeFactory, Redis, pair_on
 from tests.support import Client, HubNode, eventually, metric, token
 
-OPERATOR = token("operator", "o1")
+
+@pytest.fixture(params=["redis", "cluster"])
+def through_redis(request: pytest.FixtureRequest, hub_node: NodeFactory) -> HubNode:
+    """One node through Redis: the shared pair's first on one redis-server, the test's
+    own on the cluster (its peer would be started for nothing)."""
+    if request.param == "redis":
+        node: HubNode = request.getfixturevalue("shared_pair")[0]
+        return node
+    cluster: Redis = request.getfixturevalue("redis_cluster")
+    return hub_node("a", cluster.url, **cluster.settings)
 
 
 @pytest.fixture(params=["one node", "two nodes", "two nodes on a cluster"])
 def nodes(request: pytest.FixtureRequest, hub_node: NodeFactory) -> tuple[HubNode, HubNode]:
     """Where the device and where the dashboard connect: the same node, or two through
-    Redis (one server, or a Redis Cluster)."""
+    Redis (one server, or a Redis Cluster); the first two shared by the module's tests,
+    each in its own `tenant`."""
     if request.param == "one node":
-        node = hub_node("solo")
+        node: HubNode = request.getfixturevalue("shared_single")
         return node, node
-    fixture = "redis_server" if request.param == "two nodes" else "redis_cluster"
-    redis: Redis = request.getfixturevalue(fixture)
-    return hub_node("a", redis.url, **redis.settings), hub_node("b", redis.url, **redis.settings)
+    if request.param == "two nodes":
+        shared: tuple[HubNode, HubNode] = request.getfixturevalue("shared_pair")
+        return shared
+    return pair_on(hub_node, request.getfixturevalue("redis_cluster"))
 
 
 def _lifecycle(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -35,11 +46,12 @@ def _lifecycle(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 async def test_online_heartbeat_and_offline_reach_the_status_room_and_presence(
-    nodes: tuple[HubNode, HubNode],
+    nodes: tuple[HubNode, HubNode], tenant: str
 ) -> None:
     device_node, dashboard_node = nodes
-    dashboard = await Client.watching_status(dashboard_node)
-    device = await Client.connect(device_node, token("device", "p1", loc="lobby"))
+    operator = token("operator", "o1", tenant)
+    dashboard = await Client.watching_status(dashboard_node, tenant)
+    device = await Client.connect(device_node, token("device", "p1", tenant, loc="lobby"))
 
     online = await dashboard.next_event()
     assert (online["room"], online["event"]) == ("status", "device.online")
@@ -51,11 +63,11 @@ async def test_online_heartbeat_and_offline_reach_the_status_room_and_presence(
     assert beat["data"] == {"device": "p1", "status": "playing", "cpu": 12.5}
 
     def recorded() -> bool:
-        members = dashboard_node.presence("location:lobby", OPERATOR)
+        members = dashboard_node.presence("location:lobby", operator)
         return len(members) == 1 and members[0]["heartbeat"] is not None
 
     await eventually(recorded, 5, "the heartbeat to show in presence")
-    [member] = dashboard_node.presence("location:lobby", OPERATOR)
+    [member] = dashboard_node.presence("location:lobby", operator)
     assert member["sub"] == "p1"
     assert member["role"] == "device"
     assert member["node"] == device_node.name
@@ -70,19 +82,21 @@ async def test_online_heartbeat_and_offline_reach_the_status_room_and_presence(
     assert offline["event"] == "device.offline"
     assert offline["data"] == {"device": "p1", "node": device_node.name, "reason": "closed"}
     await eventually(
-        lambda: not dashboard_node.presence("devices", OPERATOR), 5, "presence to empty"
+        lambda: not dashboard_node.presence("devices", operator), 5, "presence to empty"
     )
     await dashboard.close()
 
 
 async def test_a_batch_of_heartbeats_alone_is_one_round_trip_and_a_connect_two(
-    hub_node: NodeFactory, redis: Redis
+    through_redis: HubNode, tenant: str
 ) -> None:
     """A batch that may add a socket first tells the registry its tenants (`ENROL`); one
-    of heartbeats alone only writes for sockets Redis holds, and goes straight out."""
-    node = hub_node("a", redis.url, **redis.settings)
-    dashboard = await Client.watching_status(node)
-    device = await Client.connect(node, token("device", "p1"))
+    of heartbeats alone only writes for sockets Redis holds, and goes straight out. On a
+    shared node the counters are read as differences, from when this test's connect has
+    gone out: what other tests left queued went out no later (the queue is flushed whole)."""
+    node = through_redis
+    dashboard = await Client.watching_status(node, tenant)
+    device = await Client.connect(node, token("device", "p1", tenant))
     await dashboard.next_event()  # online: the connect's batch has gone out
 
     def sent() -> tuple[float, float]:
@@ -106,17 +120,17 @@ async def test_a_batch_of_heartbeats_alone_is_one_round_trip_and_a_connect_two(
 
 
 async def test_a_device_with_a_socket_on_each_node_stays_online_until_the_last_goes(
-    nodes: tuple[HubNode, HubNode],
+    nodes: tuple[HubNode, HubNode], tenant: str
 ) -> None:
     first_node, second_node = nodes
-    dashboard = await Client.watching_status(second_node)
-    first = await Client.connect(first_node, token("device", "p1"))
+    dashboard = await Client.watching_status(second_node, tenant)
+    first = await Client.connect(first_node, token("device", "p1", tenant))
     assert _lifecycle([await dashboard.next_event()]) == [("device.online", "p1")]
-    second = await Client.connect(second_node, token("device", "p1"))
+    second = await Client.connect(second_node, token("device", "p1", tenant))
     await first.close()
 
     def only_the_second() -> bool:
-        members = first_node.presence("device:p1", OPERATOR)
+        members = first_node.presence("device:p1", token("operator", "o1", tenant))
         return [member["conn"] for member in members] == [second.welcome["conn"]]
 
     await eventually(only_the_second, 5, "presence to keep only the second socket")
@@ -127,19 +141,20 @@ async def test_a_device_with_a_socket_on_each_node_stays_online_until_the_last_g
 
 
 async def test_presence_lists_dashboards_and_devices_of_a_room_on_every_node(
-    pair: tuple[HubNode, HubNode],
+    tenant_pair: tuple[HubNode, HubNode], tenant: str
 ) -> None:
-    a, b = pair
-    watcher_a = await Client.connect(a, token("dashboard", "wa"))
-    watcher_b = await Client.connect(b, token("dashboard", "wb"))
+    a, b = tenant_pair
+    operator = token("operator", "o1", tenant)
+    watcher_a = await Client.connect(a, token("dashboard", "wa", tenant))
+    watcher_b = await Client.connect(b, token("dashboard", "wb", tenant))
     await watcher_a.subscribe("location:lobby")
     await watcher_b.subscribe("location:lobby")
-    player = await Client.connect(b, token("device", "p1", loc="lobby"))
-    elsewhere = await Client.connect(a, token("device", "p2", loc="hall"))
+    player = await Client.connect(b, token("device", "p1", tenant, loc="lobby"))
+    elsewhere = await Client.connect(a, token("device", "p2", tenant, loc="hall"))
     expected = {("p1", "device", "b"), ("wa", "dashboard", "a"), ("wb", "dashboard", "b")}
 
     def listed(node: HubNode) -> set[tuple[str, str, str]]:
-        return {(m["sub"], m["role"], m["node"]) for m in node.presence("location:lobby", OPERATOR)}
+        return {(m["sub"], m["role"], m["node"]) for m in node.presence("location:lobby", operator)}
 
     await eventually(lambda: listed(a) == listed(b) == expected, 5, "both nodes to list the lobby")
     await watcher_a.request("unsubscribe", room="location:lobby")
@@ -148,33 +163,36 @@ async def test_presence_lists_dashboards_and_devices_of_a_room_on_every_node(
         await client.close()
 
 
-async def test_presence_is_refused_or_scoped_like_history(single: HubNode) -> None:
-    device = await Client.connect(single, token("device", "p1", tenant="globex", loc="lobby"))
+async def test_presence_is_refused_or_scoped_like_history(
+    shared_single: HubNode, tenant: str
+) -> None:
+    single, globex, operator = shared_single, f"{tenant}.globex", token("operator", "o1", tenant)
+    device = await Client.connect(single, token("device", "p1", tenant=globex, loc="lobby"))
     path = "/v1/rooms/location:lobby/presence"
     assert single.get(path).status_code == 401
-    assert single.get(path, token("device", "p2")).status_code == 403
-    assert single.get(path, token("dashboard", "d1", rooms=["status"])).status_code == 403
-    assert single.get("/v1/rooms/-bad/presence", OPERATOR).status_code == 400
-    assert single.get(path, OPERATOR, tenant="globex").status_code == 403
+    assert single.get(path, token("device", "p2", tenant)).status_code == 403
+    assert single.get(path, token("dashboard", "d1", tenant, rooms=["status"])).status_code == 403
+    assert single.get("/v1/rooms/-bad/presence", operator).status_code == 400
+    assert single.get(path, operator, tenant=globex).status_code == 403
     await eventually(
-        lambda: bool(single.presence("devices", token("operator", "g", tenant="globex"))),
+        lambda: bool(single.presence("devices", token("operator", "g", tenant=globex))),
         5,
         "the globex device to be present",
     )
-    assert single.presence("location:lobby", OPERATOR) == []
+    assert single.presence("location:lobby", operator) == []
     admin = token("admin", "root", tenant=None)
     assert single.get(path, admin).status_code == 400
-    answer = single.get(path, admin, tenant="globex").json()
+    answer = single.get(path, admin, tenant=globex).json()
     assert [member["sub"] for member in answer["members"]] == ["p1"]
     await device.close()
 
 
 async def test_presence_equals_the_truth_after_random_churn_across_two_nodes(
-    pair: tuple[HubNode, HubNode],
+    tenant_pair: tuple[HubNode, HubNode], tenant: str
 ) -> None:
-    a, b = pair
+    a, b = tenant_pair
     rng = random.Random(4)
-    dashboard = await Client.watching_status(a)
+    dashboard = await Client.watching_status(a, tenant)
     open_sockets: list[tuple[str, Client]] = []
     for _ in range(120):
         if open_sockets and rng.random() < 0.45:
@@ -186,13 +204,14 @@ async def test_presence_equals_the_truth_after_random_churn_across_two_nodes(
         else:
             sub = f"p{rng.randrange(12)}"
             node = rng.choice((a, b))
-            open_sockets.append((sub, await Client.connect(node, token("device", sub))))
+            open_sockets.append((sub, await Client.connect(node, token("device", sub, tenant))))
         await asyncio.sleep(rng.uniform(0, 0.02))
 
     truth = sorted((sub, client.welcome["conn"]) for sub, client in open_sockets)
 
     def present(node: HubNode) -> list[tuple[str, str]]:
-        return sorted((m["sub"], m["conn"]) for m in node.presence("devices", OPERATOR))
+        operator = token("operator", "o1", tenant)
+        return sorted((m["sub"], m["conn"]) for m in node.presence("devices", operator))
 
     await eventually(lambda: present(a) == present(b) == truth, 10, "presence to equal the truth")
 

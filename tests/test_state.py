@@ -18,18 +18,18 @@ DASHBOARD = token("dashboard", "d1")
 ROOM = "location:lobby"
 
 
-def content(node: HubNode, version: int, room: str = ROOM) -> str:
+def content(node: HubNode, version: int, room: str = ROOM, operator: str = OPERATOR) -> str:
     answer = node.broadcast(
-        OPERATOR, room=room, event="content.update", data={"content_id": "c", "version": version}
+        operator, room=room, event="content.update", data={"content_id": "c", "version": version}
     )
     assert answer.status_code == 202, answer.text
     event_id: str = answer.json()["ids"][room]
     return event_id
 
 
-def alert(node: HubNode, room: str = ROOM) -> None:
+def alert(node: HubNode, room: str = ROOM, operator: str = OPERATOR) -> None:
     answer = node.broadcast(
-        OPERATOR, room=room, event="alert", data={"level": "info", "message": "hello"}
+        operator, room=room, event="alert", data={"level": "info", "message": "hello"}
     )
     assert answer.status_code == 202, answer.text
 
@@ -47,36 +47,44 @@ def state_of(node: HubNode, room: str = ROOM, bearer: str = DASHBOARD) -> list[d
     return events
 
 
-async def test_the_newest_event_of_each_state_name_is_the_rooms_state(start: Start) -> None:
-    node = start()
-    watcher = await Client.connect(node, DASHBOARD)
+async def test_the_newest_event_of_each_state_name_is_the_rooms_state(
+    tenant_node: HubNode, tenant: str
+) -> None:
+    operator, dashboard = token("operator", "o1", tenant), token("dashboard", "d1", tenant)
+    watcher = await Client.connect(tenant_node, dashboard)
     assert (await watcher.subscribe(ROOM))["state"] == []
-    content(node, 1)
-    playlist = node.broadcast(
-        OPERATOR, room=ROOM, event="playlist.update", data={"playlist_id": "p"}
+    publishes = metric(tenant_node, "hub_state_publishes_total")
+    content(tenant_node, 1, operator=operator)
+    playlist = tenant_node.broadcast(
+        operator, room=ROOM, event="playlist.update", data={"playlist_id": "p"}
     ).json()["ids"][ROOM]
-    alert(node)  # not state
-    newest = content(node, 2)
+    alert(tenant_node, operator=operator)  # not state
+    newest = content(tenant_node, 2, operator=operator)
     delivered = {event["id"]: event for event in await watcher.events(lambda e: len(e) == 4, 5)}
 
-    state = (await (await Client.connect(node, DASHBOARD)).subscribe(ROOM))["state"]
+    state = (await (await Client.connect(tenant_node, dashboard)).subscribe(ROOM))["state"]
     assert [event["id"] for event in state] == [playlist, newest]
-    assert metric(node, "hub_state_publishes_total") == 3  # the alert is not state
+    assert (
+        metric(tenant_node, "hub_state_publishes_total") == publishes + 3
+    )  # the alert is not state
     assert state == [delivered[playlist], delivered[newest]]  # exactly the frames delivered
-    assert state_of(node) == state
-    assert state_of(node, "location:elsewhere") == []
+    assert state_of(tenant_node, bearer=dashboard) == state
+    assert state_of(tenant_node, "location:elsewhere", dashboard) == []
 
 
-async def test_a_device_is_welcomed_with_the_state_of_its_rooms(start: Start) -> None:
-    node = start()
-    first = content(node, 1)
-    content(node, 2, room="group:screens")
-    device = await Client.connect(node, token("device", "p1", loc="lobby", groups=["screens"]))
+async def test_a_device_is_welcomed_with_the_state_of_its_rooms(
+    tenant_node: HubNode, tenant: str
+) -> None:
+    operator = token("operator", "o1", tenant)
+    first = content(tenant_node, 1, operator=operator)
+    content(tenant_node, 2, room="group:screens", operator=operator)
+    device_token = token("device", "p1", tenant, loc="lobby", groups=["screens"])
+    device = await Client.connect(tenant_node, device_token)
     state = device.welcome["state"]
     assert [event["id"] for event in state[ROOM]] == [first]
     assert state["group:screens"][0]["data"]["version"] == 2
     assert "device:p1" not in state  # rooms without state may be left out
-    later = content(node, 3)
+    later = content(tenant_node, 3, operator=operator)
     assert (await device.next_event())["id"] == later  # nothing after the snapshot is missed
 
 
@@ -120,15 +128,18 @@ async def test_names_and_prefixes_name_state_and_rooms_without_history_keep_it(
     assert "id" not in state[0]  # the room keeps no history: its events have no id
 
 
-async def test_who_may_read_a_rooms_state(single: HubNode) -> None:
-    device = single.get(f"/v1/rooms/{ROOM}/state", token("device", "p1"))
+async def test_who_may_read_a_rooms_state(shared_single: HubNode, tenant: str) -> None:
+    device = shared_single.get(f"/v1/rooms/{ROOM}/state", token("device", "p1", tenant))
     assert device.status_code == 403
-    limited = token("dashboard", "d2", rooms=["group:*"])
-    assert single.get(f"/v1/rooms/{ROOM}/state", limited).status_code == 403
-    content(single, 1)
-    admin = single.get(f"/v1/rooms/{ROOM}/state", token("admin", "root", None), tenant="acme")
+    limited = token("dashboard", "d2", tenant, rooms=["group:*"])
+    assert shared_single.get(f"/v1/rooms/{ROOM}/state", limited).status_code == 403
+    content(shared_single, 1, operator=token("operator", "o1", tenant))
+    admin = shared_single.get(
+        f"/v1/rooms/{ROOM}/state", token("admin", "root", None), tenant=tenant
+    )
     assert [event["event"] for event in admin.json()["events"]] == ["content.update"]
-    assert single.get("/v1/rooms/bad room/state", DASHBOARD).status_code == 400
+    dashboard = token("dashboard", "d1", tenant)
+    assert shared_single.get("/v1/rooms/bad room/state", dashboard).status_code == 400
 
 
 def test_a_hub_only_event_cannot_be_state(hub_node: NodeFactory) -> None:
@@ -203,25 +214,28 @@ async def test_no_state_event_published_during_subscribes_is_missed(
         assert seen == last[last.index(state[0]) if state else 0 :], (state, seen, last)
 
 
-async def test_hub_client_hands_state_over_before_live_events(single: HubNode) -> None:
+async def test_hub_client_hands_state_over_before_live_events(
+    shared_single: HubNode, tenant: str
+) -> None:
     """Without `on_state`, state events reach `on_event` flagged, once, before the rest."""
-    first = content(single, 1)
+    operator = token("operator", "o1", tenant)
+    first = content(shared_single, 1, operator=operator)
     seen: list[tuple[str, bool]] = []
     client = HubClient(
-        [single.ws_url],
-        DASHBOARD,
+        [shared_single.ws_url],
+        token("dashboard", "d1", tenant),
         rooms=[ROOM],
         on_event=lambda event: seen.append((event["id"], event.get("state", False))),
     )
     running = asyncio.create_task(client.run())
     try:
         await asyncio.wait_for(client.connected.wait(), 5)
-        later = content(single, 2)
+        later = content(shared_single, 2, operator=operator)
         await eventually(lambda: len(seen) == 2, 5, "the live event")
         assert seen == [(first, True), (later, False)]
         await client.drop()  # a resume that recovers: the state is not handed over again
         await eventually(lambda: client.connected.is_set(), 5, "the resume")
-        newest = content(single, 3)
+        newest = content(shared_single, 3, operator=operator)
         await eventually(lambda: len(seen) == 3, 5, "the next live event")
         assert seen[-1] == (newest, False)
     finally:
@@ -229,12 +243,14 @@ async def test_hub_client_hands_state_over_before_live_events(single: HubNode) -
         await running
 
 
-async def test_hub_client_gives_on_state_the_state_of_every_subscribe(single: HubNode) -> None:
-    first = content(single, 1)
+async def test_hub_client_gives_on_state_the_state_of_every_subscribe(
+    shared_single: HubNode, tenant: str
+) -> None:
+    first = content(shared_single, 1, operator=token("operator", "o1", tenant))
     states: list[tuple[str, list[str]]] = []
     client = HubClient(
-        [single.ws_url],
-        token("device", "p1", loc="lobby"),
+        [shared_single.ws_url],
+        token("device", "p1", tenant, loc="lobby"),
         on_state=lambda room, events: states.append((room, [e["id"] for e in events])),
     )
     running = asyncio.create_task(client.run())
