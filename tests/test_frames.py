@@ -12,27 +12,14 @@ from tests.support import Client, HubNode, token
 
 
 @pytest.fixture(scope="module")
-def shared(module_nodes: NodeFactory) -> HubNode:
-    """One default node for the tests that only talk to it: its start was most of each
-    one's time. Each keeps to a tenant of its own, so none sees what another left."""
-    return module_nodes("solo")
-
-
-@pytest.fixture(scope="module")
-def refusing(shared: HubNode) -> HubNode:
-    """The tests that send only what is refused share that node too: one start fewer."""
-    return shared
-
-
-@pytest.fixture(scope="module")
 def small_frames(module_nodes: NodeFactory) -> HubNode:
     """The frame-limit tests' node: a frame over the limit closes only its own socket."""
     return module_nodes("frames", max_frame_bytes=2048)
 
 
-async def test_welcome_is_first_and_describes_the_session(shared: HubNode) -> None:
+async def test_welcome_is_first_and_describes_the_session(shared_single: HubNode) -> None:
     bearer = token("device", "p1", "frames-welcome", loc="lobby", groups=["g1"])
-    client = await Client.connect(shared, bearer)
+    client = await Client.connect(shared_single, bearer)
     welcome = client.welcome
     assert welcome["v"] == 1
     assert welcome["node"] == "solo"
@@ -45,12 +32,16 @@ async def test_welcome_is_first_and_describes_the_session(shared: HubNode) -> No
     await client.close()
 
 
-async def test_device_receives_events_of_its_auto_joined_rooms(shared: HubNode) -> None:
+async def test_device_receives_events_of_its_auto_joined_rooms(shared_single: HubNode) -> None:
     tenant = "frames-auto-joined"
-    device = await Client.connect(shared, token("device", "p1", tenant, loc="lobby", groups=["g1"]))
+    device = await Client.connect(
+        shared_single, token("device", "p1", tenant, loc="lobby", groups=["g1"])
+    )
     operator = token("operator", "o1", tenant)
     for room in ["device:p1", "devices", "location:lobby", "group:g1"]:
-        answer = shared.broadcast(operator, room=room, event="command", data={"name": "reboot"})
+        answer = shared_single.broadcast(
+            operator, room=room, event="command", data={"name": "reboot"}
+        )
         assert answer.status_code == 202
         event = await device.next_event()
         assert event["room"] == room
@@ -60,34 +51,36 @@ async def test_device_receives_events_of_its_auto_joined_rooms(shared: HubNode) 
     await device.close()
 
 
-async def test_ping_gets_pong_with_the_same_ref(shared: HubNode) -> None:
-    client = await Client.connect(shared, token("dashboard", "d1", "frames-ping"))
+async def test_ping_gets_pong_with_the_same_ref(shared_single: HubNode) -> None:
+    client = await Client.connect(shared_single, token("dashboard", "d1", "frames-ping"))
     await client.send({"op": "ping", "ref": "abc"})
     assert await client.recv() == {"type": "pong", "ref": "abc"}
     await client.close()
 
 
-async def test_subscribe_ack_then_events_then_unsubscribe_stops_them(shared: HubNode) -> None:
+async def test_subscribe_ack_then_events_then_unsubscribe_stops_them(
+    shared_single: HubNode,
+) -> None:
     tenant = "frames-unsubscribe"
-    dashboard = await Client.connect(shared, token("dashboard", "d1", tenant))
+    dashboard = await Client.connect(shared_single, token("dashboard", "d1", tenant))
     ack = await dashboard.subscribe("location:lobby")
     assert ack["room"] == "location:lobby"
     assert ack["recovered"] is False
     operator = token("operator", "o1", tenant)
-    shared.broadcast(operator, room="location:lobby", event="alert", data=_alert("one"))
+    shared_single.broadcast(operator, room="location:lobby", event="alert", data=_alert("one"))
     assert (await dashboard.next_event())["data"]["message"] == "one"
     assert (await dashboard.request("unsubscribe", room="location:lobby"))["type"] == "ack"
-    shared.broadcast(operator, room="location:lobby", event="alert", data=_alert("two"))
+    shared_single.broadcast(operator, room="location:lobby", event="alert", data=_alert("two"))
     await dashboard.no_event()
     await dashboard.close()
 
 
-async def test_publish_over_the_socket_with_a_publish_claim(shared: HubNode) -> None:
+async def test_publish_over_the_socket_with_a_publish_claim(shared_single: HubNode) -> None:
     tenant = "frames-publish"
     publisher = await Client.connect(
-        shared, token("dashboard", "d1", tenant, publish=["location:*"])
+        shared_single, token("dashboard", "d1", tenant, publish=["location:*"])
     )
-    listener = await Client.connect(shared, token("dashboard", "d2", tenant))
+    listener = await Client.connect(shared_single, token("dashboard", "d2", tenant))
     await listener.subscribe("location:lobby")
     answer = await publisher.request(
         "publish", room="location:lobby", event="x.note", data={"free": ["form", 1]}
@@ -181,8 +174,8 @@ async def test_frame_within_the_limit_is_answered(small_frames: HubNode) -> None
     await client.close()
 
 
-async def test_token_expiring_during_the_session_closes_1008(shared: HubNode) -> None:
-    client = await Client.connect(shared, token("dashboard", "d1", "frames-expiring", ttl=2))
+async def test_token_expiring_during_the_session_closes_1008(shared_single: HubNode) -> None:
+    client = await Client.connect(shared_single, token("dashboard", "d1", "frames-expiring", ttl=2))
     started = time.monotonic()
     assert await client.closed_with(timeout=10) == 1008
     assert time.monotonic() - started < 8

@@ -11,7 +11,6 @@ import pytest
 
 from hub import openapi
 from hub.history import parse_id
-from hub.protocol import is_tenant
 from tests.conftest import NodeFactory, Redis
 from tests.support import Client, HubNode, RedisCluster, RedisServer, eventually, token
 
@@ -46,16 +45,6 @@ def _history(node: HubNode, tenant: str, room: str, **params: Any) -> dict[str, 
 
 async def _ticks(client: Client, count: int) -> list[int]:
     return [(await client.next_event())["data"]["n"] for _ in range(count)]
-
-
-@pytest.fixture
-def tenant(request: pytest.FixtureRequest) -> str:
-    """This test's own tenant, named after it: on a node the module's tests share, no
-    other test's rooms, history, epoch or rate buckets are its. (The runs of one test on
-    other backends keep their events apart: each backend has its own store.)"""
-    name: str = request.node.originalname.removeprefix("test_")
-    assert is_tenant(name), f"{name!r} cannot name a tenant"
-    return name
 
 
 @pytest.fixture(scope="module")

@@ -27,20 +27,6 @@ _PING = 0x9
 
 
 @pytest.fixture(scope="module")
-def shared(module_nodes: NodeFactory) -> HubNode:
-    """One default node for the tests whose attack ends with their own sockets: its start
-    was most of each one's time. Each keeps to a tenant of its own, and reads only the log
-    lines written after it began."""
-    return module_nodes("solo")
-
-
-@pytest.fixture(scope="module")
-def refusing(shared: HubNode) -> HubNode:
-    """The tests that send only what is refused share that node too: one start fewer."""
-    return shared
-
-
-@pytest.fixture(scope="module")
 def shared_redis(module_redis: RedisServer, module_nodes: NodeFactory) -> HubNode:
     """One node on a shared Redis for the tests that count only their own tenant's rooms
     and events; none that counts or changes what is in Redis as a whole. (Redis first: it
@@ -161,16 +147,18 @@ def _output_since(node: HubNode, began: int) -> str:
 
 
 async def test_a_token_behind_a_quote_in_the_query_is_redacted_and_the_access_line_kept(
-    shared: HubNode,
+    shared_single: HubNode,
 ) -> None:
-    began = shared.log.stat().st_size
+    began = shared_single.log.stat().st_size
     secret = token("dashboard", "d", "hostile-quote")
-    answer = httpx.get(f"{shared.url}/healthz", params={"a": '"', "token": secret})
+    answer = httpx.get(f"{shared_single.url}/healthz", params={"a": '"', "token": secret})
     assert answer.status_code == 200
-    ws = await connect(f"{shared.ws_url}?a=%22&token={secret}", compression=None)
+    ws = await connect(f"{shared_single.ws_url}?a=%22&token={secret}", compression=None)
     await ws.close()
-    await eventually(lambda: "[accepted]" in _output_since(shared, began), 5, "the accept line")
-    log = _output_since(shared, began)
+    await eventually(
+        lambda: "[accepted]" in _output_since(shared_single, began), 5, "the accept line"
+    )
+    log = _output_since(shared_single, began)
     assert secret not in log
     assert "Traceback" not in log
     assert 'GET /healthz?a=%22&token=[redacted] HTTP/1.1" 200' in log
@@ -302,16 +290,18 @@ async def test_tokens_living_longer_than_the_maximum_are_refused(hub_node: NodeF
     assert await _handshake_status(node, token("dashboard", "d", ttl=300)) == 101
 
 
-async def test_presence_is_answered_in_pages(shared: HubNode) -> None:
+async def test_presence_is_answered_in_pages(shared_single: HubNode) -> None:
     tenant = "hostile-pages"
-    clients = [await Client.connect(shared, token("device", f"p{n}", tenant)) for n in range(5)]
+    clients = [
+        await Client.connect(shared_single, token("device", f"p{n}", tenant)) for n in range(5)
+    ]
     operator = token("operator", "o", tenant)
     subs: list[str] = []
     after: str | None = None
     pages = 0
     while True:
         params = {"limit": "2", **({"after": after} if after else {})}
-        answer = shared.get("/v1/rooms/devices/presence", operator, **params)
+        answer = shared_single.get("/v1/rooms/devices/presence", operator, **params)
         assert answer.status_code == 200, answer.text
         body = answer.json()
         subs += [member["sub"] for member in body["members"]]
@@ -320,7 +310,7 @@ async def test_presence_is_answered_in_pages(shared: HubNode) -> None:
         if after is None:
             break
     assert (subs, pages) == ([f"p{n}" for n in range(5)], 3)
-    bad = shared.get("/v1/rooms/devices/presence", operator, after="nospace")
+    bad = shared_single.get("/v1/rooms/devices/presence", operator, after="nospace")
     assert bad.status_code == 400
     for client in clients:
         await client.close()
@@ -454,9 +444,9 @@ def test_headers_that_never_finish_are_answered_408_and_closed(hub_node: NodeFac
     ],
 )
 def test_oversized_headers_are_answered_431_and_closed(
-    shared: HubNode, request_: bytes, what: str
+    shared_single: HubNode, request_: bytes, what: str
 ) -> None:
-    raw = _raw(shared)
+    raw = _raw(shared_single)
     with contextlib.suppress(OSError):  # the node may close while the rest is on its way
         raw.sendall(request_)
     answer = _answer_of(raw)

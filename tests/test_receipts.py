@@ -12,8 +12,7 @@ import pytest
 
 from hub.backoff import Backoff
 from hub.client import HubClient
-from hub.protocol import is_tenant
-from tests.conftest import NodeFactory, Start
+from tests.conftest import Start
 from tests.support import Client, HubNode, eventually, metric, token
 
 OPERATOR = token("operator", "o1")
@@ -37,23 +36,6 @@ def receipts(node: HubNode, event_id: str, room: str = LOBBY) -> list[dict[str, 
     assert (body["room"], body["id"]) == (room, event_id)
     listed: list[dict[str, Any]] = body["receipts"]
     return listed
-
-
-@pytest.fixture
-def tenant(request: pytest.FixtureRequest) -> str:
-    """This test's own tenant, named after it: on a node the module's tests share, no
-    other test's rooms, events, receipts or rate buckets are its."""
-    name: str = request.node.originalname.removeprefix("test_")
-    assert is_tenant(name), f"{name!r} cannot name a tenant"
-    return name
-
-
-@pytest.fixture(scope="module")
-def alone(module_nodes: NodeFactory) -> HubNode:
-    """One node alone with the default settings, for all the module's tests that need no
-    other: those it refuses, and the one of the receipt rate in its own `tenant` (what
-    that one leaves, no other test can read)."""
-    return module_nodes("alone")
 
 
 async def test_a_receipt_is_stored_announced_and_replaced_by_the_next(start: Start) -> None:
@@ -109,9 +91,9 @@ async def test_a_receipt_is_stored_announced_and_replaced_by_the_next(start: Sta
     ],
 )
 async def test_a_receipt_that_cannot_be_taken_is_refused(
-    alone: HubNode, fields: dict[str, Any], code: str
+    shared_single: HubNode, fields: dict[str, Any], code: str
 ) -> None:
-    device = await Client.connect(alone, token("device", "p1", loc="lobby"))
+    device = await Client.connect(shared_single, token("device", "p1", loc="lobby"))
     answer = await device.request("receipt", **fields)
     assert (answer["type"], answer["code"]) == ("error", code)
     await device.close()
@@ -127,9 +109,9 @@ async def test_a_receipt_for_an_event_history_dropped_is_not_found(start: Start)
     assert receipts(node, first) == []
 
 
-async def test_receipts_past_their_rate_are_refused(alone: HubNode, tenant: str) -> None:
-    device = await Client.connect(alone, token("device", "p1", tenant, loc="lobby"))
-    event_id = command(alone, operator=token("operator", "o1", tenant))
+async def test_receipts_past_their_rate_are_refused(shared_single: HubNode, tenant: str) -> None:
+    device = await Client.connect(shared_single, token("device", "p1", tenant, loc="lobby"))
+    event_id = command(shared_single, operator=token("operator", "o1", tenant))
     codes = []
     for _ in range(25):
         answer = await device.request("receipt", room=LOBBY, id=event_id, status="received")
@@ -139,11 +121,11 @@ async def test_receipts_past_their_rate_are_refused(alone: HubNode, tenant: str)
     await device.close()  # not left open on the shared node
 
 
-def test_who_may_read_receipts_and_what_an_id_must_be(alone: HubNode) -> None:
+def test_who_may_read_receipts_and_what_an_id_must_be(shared_single: HubNode) -> None:
     path = f"/v1/rooms/{LOBBY}/events/1-0/receipts"
-    assert alone.get(path, token("device", "p1")).status_code == 403
-    assert alone.get(path, OPERATOR).json()["receipts"] == []
-    bad = alone.get(f"/v1/rooms/{LOBBY}/events/latest/receipts", OPERATOR)
+    assert shared_single.get(path, token("device", "p1")).status_code == 403
+    assert shared_single.get(path, OPERATOR).json()["receipts"] == []
+    bad = shared_single.get(f"/v1/rooms/{LOBBY}/events/latest/receipts", OPERATOR)
     assert bad.status_code == 400
 
 
