@@ -259,13 +259,24 @@ def tenant_node(request: pytest.FixtureRequest, hub_node: NodeFactory) -> HubNod
     """`start()` with no settings, for tests that keep to their own `tenant`: the module's
     shared node alone and on one redis-server; on the cluster the test's own (the session
     shares the cluster and empties it for every test)."""
+    return by_backend(request, hub_node, ("started_alone", "started_on_redis"), broadcast_rate=0)
+
+
+def by_backend(
+    request: pytest.FixtureRequest,
+    hub_node: NodeFactory,
+    shared: tuple[str, str],
+    **settings: object,
+) -> HubNode:
+    """The node for `request.param` of a test that keeps to its own `tenant`: the module's
+    fixtures named in `shared` for "memory" and "redis"; for "cluster", a node of the
+    test's own with `settings`, as the session shares the cluster and empties it for every
+    test."""
     if request.param == "cluster":
         cluster: Redis = request.getfixturevalue("redis_cluster")
-        return hub_node("a", cluster.url, broadcast_rate=0, **cluster.settings)
-    shared: HubNode = request.getfixturevalue(
-        "started_alone" if request.param == "memory" else "started_on_redis"
-    )
-    return shared
+        return hub_node("a", cluster.url, **settings, **cluster.settings)
+    node: HubNode = request.getfixturevalue(shared[0] if request.param == "memory" else shared[1])
+    return node
 
 
 Start = Callable[..., HubNode]

@@ -11,8 +11,8 @@ import pytest
 
 from hub import openapi
 from hub.history import parse_id
-from tests.conftest import NodeFactory, Redis
-from tests.support import Client, HubNode, RedisCluster, RedisServer, eventually, token
+from tests.conftest import NodeFactory, Redis, by_backend
+from tests.support import Client, HubNode, RedisServer, eventually, token
 
 OPERATOR = token("operator", "o1")
 PUBLISHER = token("dashboard", "pub", publish=["*"])
@@ -64,13 +64,7 @@ def node(request: pytest.FixtureRequest, hub_node: NodeFactory) -> HubNode:
     """A single node without Redis, a node with one, and one with a Redis Cluster, for
     behaviour all must share. The first two serve every test of the module, each in its
     own `tenant`; the cluster's is the test's own, as other tests empty the cluster."""
-    if request.param == "cluster":
-        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-        return hub_node("with-redis", cluster.url, history_size=5, **cluster.settings)
-    shared: HubNode = request.getfixturevalue(
-        "kept_alone" if request.param == "memory" else "kept_on_redis"
-    )
-    return shared
+    return by_backend(request, hub_node, ("kept_alone", "kept_on_redis"), history_size=5)
 
 
 @pytest.fixture(scope="module")
