@@ -191,28 +191,39 @@ class _Subscriptions:
                 frame["epoch"] = subscription.epoch
         try:
             ack = await self._request(frame)
-        except BaseException:
-            subscription.pending = None
-            raise
-        held, subscription.pending = subscription.pending or [], None
-        try:
             epoch, last = _subscribed(room, ack)
+            recovered = "since" in frame and ack.get("recovered") is True
+            if "since" in frame and not recovered and self._on_lost is not None:
+                await _call(self._on_lost, room)
+            subscription.epoch = epoch
+            current = await self._hand_state(room, ack, recovered)
+            await self._hand_held(subscription, current)
+            # From here on every event counts; an empty room resumes from its beginning. On a
+            # first subscribe the held events all went: a device's came after its welcome.
+            newest = parse_id(last) if last else None
+            if newest is not None and (subscription.last is None or newest > subscription.last):
+                subscription.last = newest
+            if subscription.last is None:
+                subscription.last = (0, 0)
         except RoomRefused:
             if self._rooms.get(room) is subscription:
                 del self._rooms[room]
             raise
-        recovered = "since" in frame and ack.get("recovered") is True
-        if "since" in frame and not recovered and self._on_lost is not None:
-            await _call(self._on_lost, room)
-        subscription.epoch = epoch
-        if subscription.last is None:
-            # From here on every event counts; an empty room resumes from its beginning.
-            subscription.last = parse_id(last) if last else (0, 0)
-        current = await self._hand_state(room, ack, recovered)
-        for event in sorted(held, key=_order):
-            if _id(event) not in current:
-                await self._deliver(subscription, event)
+        finally:
+            subscription.pending = None
         return ack
+
+    async def _hand_held(self, subscription: _Subscription, current: set[tuple[int, int]]) -> None:
+        """Hand over the events held until the ack, in id order, and those that arrive while
+        the handlers run: the room holds them until none is left, as a live event handed
+        over first would make the held ones before it look like repeats."""
+        held = subscription.pending or []
+        while held:
+            events = sorted(held, key=_order)
+            held.clear()
+            for event in events:
+                if _id(event) not in current:
+                    await self._deliver(subscription, event)
 
     async def _hand_state(self, room: str, ack: Event, recovered: bool) -> set[tuple[int, int]]:
         """Hand the room's state over before its other events: to `on_state` on every

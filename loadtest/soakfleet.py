@@ -194,18 +194,22 @@ class Device(Client):
         track = self.tracks.get(ref) if isinstance(ref, str) else None
         if track is None or track.held is None:
             return
-        if track.since is not None and message.get("recovered") is True:
+        first = track.since is None
+        if not first and message.get("recovered") is True:
             self.tally.resumes += 1
-        elif track.since is not None:
+        elif not first:
             self.tally.unrecovered += 1
             track.next_seq = None
-        else:
-            track.since = message.get("last") or "0-0"
-            track.last = parse_id(track.since) or (0, 0)
         track.epoch = message.get("epoch")
         held, track.held = track.held, None
         for event in sorted(held, key=lambda e: parse_id(e["id"]) or (0, 0)):
             self.tally.caught_up += self._event(str(ref), track, event)
+        newest = parse_id(message.get("last") or "0-0") or (0, 0)
+        if first and newest > track.last:
+            # What came before the ack came after the welcome: taken, not skipped.
+            track.last, track.since = newest, message.get("last")
+        elif first:
+            track.since = f"{track.last[0]}-{track.last[1]}"
 
     def _event(self, room: str, track: Track, message: dict[str, Any]) -> int:
         """Take one event: 1 when it is new, 0 when it is one already taken."""

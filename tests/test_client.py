@@ -485,6 +485,50 @@ async def test_a_hub_that_answers_wrongly_is_retried_with_a_warning(
     assert [f for frames in sent for f in frames if f.get("op") == "heartbeat"] == []
 
 
+def _numbered(n: int) -> str:
+    frame = {"type": "event", "room": "feed", "event": "x.n", "data": {"n": n}, "id": f"{n}-0"}
+    return orjson.dumps(frame).decode()
+
+
+def _held_then_live(last: str) -> Script:
+    """Two events before the ack (held by the client), one live just behind it; the ack
+    says `last` (a device's room counts events since its welcome, which the ack's read
+    may already hold)."""
+
+    async def script(ws: ServerConnection) -> None:
+        await ws.send(_welcome())
+        request = orjson.loads(await ws.recv())
+        await ws.send(_numbered(1))
+        await ws.send(_numbered(2))
+        ack = {"type": "ack", "ref": request["ref"], "room": "feed", "recovered": False}
+        await ws.send(orjson.dumps({**ack, "epoch": "e", "last": last, "state": []}).decode())
+        await asyncio.sleep(0.02)  # while the client's handler is busy with the first
+        await ws.send(_numbered(3))
+        await ws.wait_closed()
+
+    return script
+
+
+@pytest.mark.parametrize("last", ["0-0", "2-0"])
+async def test_the_held_events_of_a_first_subscribe_all_go_before_a_live_one(last: str) -> None:
+    """A handler that awaits lets the client read on while it hands the held events over:
+    the live one must not overtake them, or the held ones left would count as repeats; and
+    on a first subscribe every held event is new, whatever the ack's `last`."""
+    seen: list[int] = []
+
+    async def slow(event: Event) -> None:
+        seen.append(event["data"]["n"])
+        await asyncio.sleep(0.05)
+
+    async with _fake_hub(_held_then_live(last)) as (url, _):
+        client = HubClient([url], token("dashboard", "d1"), rooms=["feed"], on_event=slow)
+        running = asyncio.create_task(client.run())
+        await eventually(lambda: len(seen) >= 3, 10, "three events")
+        await client.stop()
+        await asyncio.wait_for(running, 10)
+    assert seen == [1, 2, 3]
+
+
 async def _paced(ws: ServerConnection) -> None:
     await ws.send(_welcome(limits={"rate": 1, "burst": 2}))  # one frame, then one a second
     await ws.wait_closed()
