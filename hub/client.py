@@ -200,11 +200,8 @@ class _Subscriptions:
             await self._hand_held(subscription, current)
             # From here on every event counts; an empty room resumes from its beginning. On a
             # first subscribe the held events all went: a device's came after its welcome.
-            newest = parse_id(last) if last else None
-            if newest is not None and (subscription.last is None or newest > subscription.last):
-                subscription.last = newest
-            if subscription.last is None:
-                subscription.last = (0, 0)
+            newest = (parse_id(last) if last else None) or (0, 0)
+            subscription.last = max(subscription.last or newest, newest)
         except RoomRefused:
             if self._rooms.get(room) is subscription:
                 del self._rooms[room]

@@ -204,11 +204,8 @@ class Device(Client):
         held, track.held = track.held, None
         for event in sorted(held, key=lambda e: parse_id(e["id"]) or (0, 0)):
             self.tally.caught_up += self._event(str(ref), track, event)
-        newest = parse_id(message.get("last") or "0-0") or (0, 0)
-        if first and newest > track.last:
-            # What came before the ack came after the welcome: taken, not skipped.
-            track.last, track.since = newest, message.get("last")
-        elif first:
+        if first:  # what came before the ack came after the welcome: taken, not skipped
+            track.last = max(track.last, parse_id(message.get("last") or "0-0") or (0, 0))
             track.since = f"{track.last[0]}-{track.last[1]}"
 
     def _event(self, room: str, track: Track, message: dict[str, Any]) -> int:
