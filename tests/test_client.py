@@ -490,10 +490,14 @@ def _numbered(n: int) -> str:
     return orjson.dumps(frame).decode()
 
 
-def _held_then_live(last: str) -> Script:
-    """Two events before the ack (held by the client), one live just behind it; the ack
-    says `last` (a device's room counts events since its welcome, which the ack's read
-    may already hold)."""
+@pytest.mark.parametrize("last", ["0-0", "2-0"])
+async def test_the_held_events_of_a_first_subscribe_all_go_before_a_live_one(last: str) -> None:
+    """Two events before the ack (held by the client), then a live one sent while the first
+    handler still runs: it must not overtake the held ones, or those left would count as
+    repeats. On a first subscribe every held event is new, whatever the ack's `last` (a
+    device's room counts from its welcome, and the ack's read may already hold them)."""
+    handling, third_sent = asyncio.Event(), asyncio.Event()
+    seen: list[int] = []
 
     async def script(ws: ServerConnection) -> None:
         await ws.send(_welcome())
@@ -502,25 +506,18 @@ def _held_then_live(last: str) -> Script:
         await ws.send(_numbered(2))
         ack = {"type": "ack", "ref": request["ref"], "room": "feed", "recovered": False}
         await ws.send(orjson.dumps({**ack, "epoch": "e", "last": last, "state": []}).decode())
-        await asyncio.sleep(0.02)  # while the client's handler is busy with the first
+        await handling.wait()
         await ws.send(_numbered(3))
+        third_sent.set()
         await ws.wait_closed()
-
-    return script
-
-
-@pytest.mark.parametrize("last", ["0-0", "2-0"])
-async def test_the_held_events_of_a_first_subscribe_all_go_before_a_live_one(last: str) -> None:
-    """A handler that awaits lets the client read on while it hands the held events over:
-    the live one must not overtake them, or the held ones left would count as repeats; and
-    on a first subscribe every held event is new, whatever the ack's `last`."""
-    seen: list[int] = []
 
     async def slow(event: Event) -> None:
         seen.append(event["data"]["n"])
-        await asyncio.sleep(0.05)
+        handling.set()
+        await third_sent.wait()
+        await asyncio.sleep(0.05)  # the client's reader takes the third meanwhile
 
-    async with _fake_hub(_held_then_live(last)) as (url, _):
+    async with _fake_hub(script) as (url, _):
         client = HubClient([url], token("dashboard", "d1"), rooms=["feed"], on_event=slow)
         running = asyncio.create_task(client.run())
         await eventually(lambda: len(seen) >= 3, 10, "three events")
