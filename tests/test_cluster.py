@@ -199,3 +199,20 @@ async def test_a_node_without_rooms_stays_connected_across_health_pings(
         await asyncio.sleep(0.2)
     assert "reconnecting" not in node.output()
     assert " lost (subscriber)" not in node.output()
+
+
+async def test_a_node_hears_its_canary_on_every_deployment(
+    tenant_pair: tuple[HubNode, HubNode], tenant: str
+) -> None:
+    """The canary that tells a deaf subscriber is published in the deployment's dialect:
+    on a Redis Cluster, sent as bytes, SPUBLISH was refused before it left the client,
+    and the watch stopped at its first canary unheard."""
+    node, _ = tenant_pair
+    listener = await Client.connect(node, token("dashboard", "d1", tenant))
+    await listener.subscribe("location:lobby")
+    await eventually(
+        lambda: "hub_canary_round_trip_seconds{" in node.get("/metrics").text,
+        10,
+        "the canary's round trip",
+    )
+    await listener.close()

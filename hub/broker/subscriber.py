@@ -53,7 +53,8 @@ class Verbs:
     subscribe: bytes
     unsubscribe: bytes
     message: bytes
-    publish: bytes
+    publish: str
+    """A command's name, as redis-py takes it: a cluster client refuses one in bytes."""
 
     @property
     def subscribed(self) -> bytes:
@@ -64,8 +65,8 @@ class Verbs:
         return self.unsubscribe.lower()
 
 
-PLAIN = Verbs(b"SUBSCRIBE", b"UNSUBSCRIBE", b"message", b"PUBLISH")
-SHARDED = Verbs(b"SSUBSCRIBE", b"SUNSUBSCRIBE", b"smessage", b"SPUBLISH")
+PLAIN = Verbs(b"SUBSCRIBE", b"UNSUBSCRIBE", b"message", "PUBLISH")
+SHARDED = Verbs(b"SSUBSCRIBE", b"SUNSUBSCRIBE", b"smessage", "SPUBLISH")
 
 LostChannels = Callable[[list[bytes]], None]
 """Told the channels a subscriber lost, or was refused (a moved slot)."""
