@@ -1,8 +1,8 @@
 """The composition root: the one place that chooses a node's implementations from the
 settings and builds its parts. `HUB_REDIS_URL` picks Redis for the broker, presence, the
-figures board and the shared rate limits together; a collector picks OpenTelemetry's
-tracer. Both are imported only then: a node alone loads neither the Redis client nor
-OpenTelemetry."""
+figures board, the stream sessions' mailbox and the shared rate limits together; a
+collector picks OpenTelemetry's tracer. Both are imported only then: a node alone loads
+neither the Redis client nor OpenTelemetry."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from hub.config import Settings
 from hub.figures import Board, MemoryBoard
 from hub.limits import Limit
 from hub.liveness import HeartbeatWatch
+from hub.mailbox import Mailbox, MemoryMailbox, OnRequest, no_sessions
 from hub.metrics import Metrics
 from hub.node import Node
 from hub.presence import MemoryPresence, Presence
@@ -40,6 +41,8 @@ class Parts:
     node: Node
     publisher: Publisher
     presence: Presence
+    mailbox: Mailbox
+    """Stream sessions: which node holds each, and the POSTs forwarded to it."""
     heartbeats: HeartbeatWatch
     board: Board
     tracer: Tracer
@@ -65,13 +68,17 @@ class Parts:
             verify,
         )
 
-    async def start(self) -> None:
+    async def start(self, on_request: OnRequest = no_sessions) -> None:
+        """Start the parts; `on_request` answers the stream requests forwarded to this
+        node (see `hub.mailbox.base.OnRequest`)."""
         await self.node.start()
         await self.presence.start()
+        await self.mailbox.start(on_request)
         self.heartbeats.start()
 
     async def stop(self) -> None:
         await self.heartbeats.stop()
+        await self.mailbox.stop()
         await self.presence.stop()
         await self.node.stop()
         await self.tracer.stop()
@@ -81,6 +88,7 @@ class Parts:
 class _Backends:
     broker: Broker
     presence: Presence
+    mailbox: Mailbox
     board: Board
     broadcasts: Limit | None
     reads: Limit | None
@@ -102,7 +110,8 @@ def assemble(
         node=node,
         publisher=Publisher(settings, chosen.broker, retention, metrics, tally),
         presence=chosen.presence,
-        heartbeats=HeartbeatWatch(settings.heartbeat_timeout),
+        mailbox=chosen.mailbox,
+        heartbeats=HeartbeatWatch(settings.heartbeat_timeout, settings.shortest_heartbeat_timeout),
         board=chosen.board,
         tracer=tracer,
         tally=tally,
@@ -138,6 +147,7 @@ def _alone(settings: Settings, tally: Tally) -> _Backends:
     return _Backends(
         memory,
         presence,
+        MemoryMailbox(),
         MemoryBoard(),
         _limit("broadcasts", settings.broadcast_rate, None),
         _limit("reads", settings.read_rate, None),
@@ -147,6 +157,7 @@ def _alone(settings: Settings, tally: Tally) -> _Backends:
 def _redis(settings: Settings, run: str, metrics: Metrics, tally: Tally) -> _Backends:
     from hub.broker.redis import RedisBroker
     from hub.figures.redis import RedisBoard
+    from hub.mailbox.redis import RedisMailbox
     from hub.outage import Outage
     from hub.presence.redis import RedisPresence
     from hub.presence.registry import Registry
@@ -180,6 +191,7 @@ def _redis(settings: Settings, run: str, metrics: Metrics, tally: Tally) -> _Bac
     return _Backends(
         redis,
         presence,
+        RedisMailbox(connections, run, settings.node_ttl, outage),
         board,
         _limit("broadcasts", settings.broadcast_rate, redis.client),
         _limit("reads", settings.read_rate, redis.reader),

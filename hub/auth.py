@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from hub.config import Settings
+from hub.config import DEFAULT_HEARTBEAT_MAX, DEFAULT_HEARTBEAT_MIN, Settings
 from hub.errors import ErrorCode, HubError
 from hub.keys import Key, Keyring, NoKey
 from hub.protocol import is_room, is_tenant
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 STATUS_ROOM = "status"
 SUB_RE = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
+HEARTBEAT_BOUNDS = (DEFAULT_HEARTBEAT_MIN, DEFAULT_HEARTBEAT_MAX)
+"""The heartbeat intervals a device token may claim on a node with the default settings."""
 
 
 class Role(StrEnum):
@@ -76,6 +78,8 @@ class Principal:
     groups: tuple[str, ...] = ()
     rooms: tuple[str, ...] = ()
     publish: tuple[str, ...] = ()
+    heartbeat: int | None = None
+    """A device's own heartbeat interval, s (its token's `heartbeat`); None: the node's."""
     _rooms_re: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
     _publish_re: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
 
@@ -173,6 +177,7 @@ class Authenticator:
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway
         self._max_ttl = settings.max_token_ttl
+        self._heartbeats = settings.heartbeat_bounds
 
     async def start(self) -> None:
         """Fetch the keys that come from the network (a JWKS document), and keep them fresh."""
@@ -203,7 +208,7 @@ class Authenticator:
             raise AuthError(401, "invalid token: exp must be a number (NumericDate)")
         if self._max_ttl and exp - time.time() > self._max_ttl:
             raise AuthError(401, f"token lives longer than {self._max_ttl:g} s (HUB_MAX_TOKEN_TTL)")
-        principal = principal_from_claims(claims)
+        principal = principal_from_claims(claims, self._heartbeats)
         # A socket lives as long as its token would still verify here: exp plus the leeway.
         return replace(principal, exp=principal.exp + self._leeway) if self._leeway else principal
 
@@ -245,8 +250,31 @@ def _str_list(claims: Mapping[str, Any], name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
-    """Check the hub's own claims; a token that fails here is genuine but unusable (403)."""
+def _heartbeat(claims: Mapping[str, Any], role: Role, bounds: tuple[int, int]) -> int | None:
+    """A device's claimed heartbeat interval: a whole number of seconds within `bounds`
+    (null is no claim). Anything else is refused with 401, as the contract has it, and so
+    is a claim on a token of another role, which sends no heartbeats: a token minted wrong
+    is told at once rather than taking an interval it would never use."""
+    value = claims.get("heartbeat")
+    if value is None:
+        return None
+    if role is not Role.DEVICE:
+        raise AuthError(401, "claim 'heartbeat' is for device tokens only")
+    least, most = bounds
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        raise AuthError(
+            401,
+            f"claim 'heartbeat' must be a whole number of seconds from {least} to {most} "
+            "(HUB_HEARTBEAT_MIN to HUB_HEARTBEAT_MAX)",
+        )
+    return value
+
+
+def principal_from_claims(
+    claims: Mapping[str, Any], heartbeats: tuple[int, int] = HEARTBEAT_BOUNDS
+) -> Principal:
+    """Check the hub's own claims; a token that fails here is genuine but unusable (403),
+    but for a `heartbeat` claim outside `heartbeats` (401)."""
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise AuthError(403, "claim 'sub' is required")
@@ -273,6 +301,7 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
         groups=_str_list(claims, "groups"),
         rooms=_str_list(claims, "rooms"),
         publish=_str_list(claims, "publish"),
+        heartbeat=_heartbeat(claims, role, heartbeats),
     )
     for room in principal.auto_rooms:
         if not is_room(room):

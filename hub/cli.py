@@ -22,7 +22,7 @@ import jwt
 from pydantic import ValidationError
 
 from hub import __version__
-from hub.auth import AuthError, Role, issue_token, principal_from_claims
+from hub.auth import HEARTBEAT_BOUNDS, AuthError, Role, issue_token, principal_from_claims
 from hub.config import Settings, check_secret, problems, unknown_variables
 from hub.descriptors import TooFewFiles, fitted
 from hub.listen import add_listen
@@ -187,14 +187,33 @@ def token(args: argparse.Namespace) -> None:
     for claim in ("groups", "rooms", "publish"):
         if getattr(args, claim):
             extra[claim] = getattr(args, claim)
+    bounds = HEARTBEAT_BOUNDS
+    if args.heartbeat is not None:
+        extra["heartbeat"] = args.heartbeat
+        bounds = _heartbeat_bounds()
     minted = issue_token(
         secret, sub=args.sub, role=Role(args.role), tenant=args.tenant, ttl=args.ttl, extra=extra
     )
     try:
-        principal_from_claims(jwt.decode(minted, secret, algorithms=["HS256"]))
+        principal_from_claims(jwt.decode(minted, secret, algorithms=["HS256"]), bounds)
     except AuthError as error:
         _fail(f"the hub would refuse this token: {error.message}")
     print(minted)
+
+
+def _heartbeat_bounds() -> tuple[int, int]:
+    """The intervals the hub started from this environment lets a token claim: its
+    settings read as `hub serve` reads them, refused as it refuses them."""
+    try:
+        return Settings().heartbeat_bounds
+    except ValidationError as error:
+        _refuse(error)
+
+
+def _whole_seconds(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds")
+    return int(text)
 
 
 def _port(text: str) -> int:
@@ -244,6 +263,12 @@ def parser() -> argparse.ArgumentParser:
     tok.add_argument("--room", dest="rooms", action="append", help="room pattern (repeat)")
     tok.add_argument("--publish", action="append", help="publishable room pattern (repeat)")
     tok.add_argument("--ttl", type=_seconds, default=3600, help="seconds until expiry [3600]")
+    tok.add_argument(
+        "--heartbeat",
+        type=_whole_seconds,
+        help="a device's own heartbeat interval, s, within HUB_HEARTBEAT_MIN and "
+        "HUB_HEARTBEAT_MAX [the node's]",
+    )
     tok.set_defaults(func=token)
 
     add_listen(commands)

@@ -33,7 +33,17 @@ from hub.redact import safe_url
 from hub.state import StateEvents
 
 NODE_LOST_GRACE = 15.0
-"""The contract: a dead node's devices are offline within `heartbeat_timeout` + this."""
+"""The contract: a dead node's devices are offline within `heartbeat_timeout` + this. It is
+kept for the node's own timeout: a device whose token claims a longer interval has a longer
+timeout, so the bound holds for it too; one that claims a shorter interval is still offline
+within the node's timeout + this, not within its own."""
+DEFAULT_HEARTBEAT_MIN = 5
+DEFAULT_HEARTBEAT_MAX = 300
+"""The heartbeat intervals a device token may claim unless `HUB_HEARTBEAT_MIN` and
+`HUB_HEARTBEAT_MAX` say otherwise, s."""
+LONGEST_HEARTBEAT = 3600
+"""Highest `HUB_HEARTBEAT_MAX`: a claim of an hour leaves a device silent for three before
+it is reaped, and bounds the distinct timeouts a node watches (`hub.liveness`)."""
 MIN_SECRET_BYTES = 32
 """An HS256 key shorter than the hash itself is refused (RFC 7518 section 3.2)."""
 REAP_ALLOWANCE = 2.0
@@ -111,6 +121,16 @@ def _default_node_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Keepalive:
+    """One device's heartbeat interval and what follows from it: how long it may stay
+    silent before it is closed with 4008, and how often the hub pings its socket."""
+
+    interval: float
+    timeout: float
+    ping: float
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     """Where Redis is: the URL (one server, or a cluster's seeds, comma-separated), and
     whether it is a cluster or a master that Sentinels name."""
@@ -182,15 +202,40 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("HUB_PORT", "PORT"),
         description="port to bind; PORT too, as platforms set it (--port wins)",
     )
-    heartbeat_interval: float = Field(15.0, gt=0, description="device heartbeat interval, s")
-    heartbeat_timeout: float = Field(45.0, gt=0, description="device heartbeat timeout, s")
+    heartbeat_interval: float = Field(
+        15.0,
+        gt=0,
+        description="device heartbeat interval, s, unless the device's token claims its own "
+        "(`heartbeat`, within HUB_HEARTBEAT_MIN and HUB_HEARTBEAT_MAX)",
+    )
+    heartbeat_timeout: float = Field(
+        45.0,
+        gt=0,
+        description="device heartbeat timeout, s; a device that claims its own interval gets "
+        "a timeout in the same ratio to it (45/15: three intervals)",
+    )
+    heartbeat_min: int = Field(
+        DEFAULT_HEARTBEAT_MIN,
+        ge=1,
+        le=LONGEST_HEARTBEAT,
+        description="shortest heartbeat interval a device token may claim (`heartbeat`, whole "
+        "seconds); its timeout and ping interval keep the node's ratios to "
+        "HUB_HEARTBEAT_INTERVAL",
+    )
+    heartbeat_max: int = Field(
+        DEFAULT_HEARTBEAT_MAX,
+        ge=1,
+        le=LONGEST_HEARTBEAT,
+        description="longest heartbeat interval a device token may claim, s (at most 3600); "
+        "a token outside the bounds is refused with 401",
+    )
     node_ttl: float = Field(
         DEFAULT_NODE_TTL,
         gt=0,
         description="seconds a node stays registered in Redis without refreshing; a node "
         "silent for longer is declared dead and its devices reported offline, within "
-        "HUB_HEARTBEAT_TIMEOUT + 15 s: unset, it is shorter when that needs it (a timeout "
-        "under 7.2 s)",
+        "HUB_HEARTBEAT_TIMEOUT + 15 s whatever interval they claim: unset, it is shorter "
+        "when that needs it (a timeout under 7.2 s)",
     )
     drain_seconds: float = Field(
         10.0, ge=0, description="how long a SIGTERM drain spreads its 1012 closes over, s"
@@ -261,7 +306,12 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="also serve /metrics, without the stats key, here"
     )
-    ping_interval: float = Field(20.0, gt=0, description="WebSocket ping interval, s")
+    ping_interval: float = Field(
+        20.0,
+        gt=0,
+        description="WebSocket ping interval, s; a device that claims its own heartbeat "
+        "interval is pinged in the same ratio to it",
+    )
     ping_timeout: float = Field(20.0, gt=0, description="WebSocket pong deadline, s")
     max_frame_bytes: int = Field(65536, ge=1024, description="largest client frame before 1009")
     max_event_bytes: int = Field(
@@ -517,6 +567,43 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _claims_fit(self) -> Settings:
+        """The node's own interval need not lie within the bounds: they say what a token
+        may claim, and a node may beat its unclaiming devices more or less often."""
+        if self.heartbeat_min > self.heartbeat_max:
+            raise ValueError("HUB_HEARTBEAT_MIN must not be more than HUB_HEARTBEAT_MAX")
+        return self
+
+    @cached_property
+    def _own_keepalive(self) -> Keepalive:
+        return Keepalive(self.heartbeat_interval, self.heartbeat_timeout, self.ping_interval)
+
+    def keepalive(self, claim: int | None) -> Keepalive:
+        """A device's keepalive: the node's, or, for a token's `heartbeat` claim, that
+        interval with a timeout and a ping interval in the node's ratios to its own."""
+        if claim is None:
+            return self._own_keepalive
+        interval = self.heartbeat_interval
+        return Keepalive(
+            claim, claim * self.heartbeat_timeout / interval, claim * self.ping_interval / interval
+        )
+
+    @property
+    def heartbeat_bounds(self) -> tuple[int, int]:
+        """The heartbeat intervals a device token may claim, both included."""
+        return self.heartbeat_min, self.heartbeat_max
+
+    @property
+    def shortest_heartbeat_timeout(self) -> float:
+        """The shortest silence any device of the node is allowed."""
+        return min(self.heartbeat_timeout, self.keepalive(self.heartbeat_min).timeout)
+
+    @property
+    def longest_heartbeat_timeout(self) -> float:
+        """The longest silence any device of the node is allowed."""
+        return max(self.heartbeat_timeout, self.keepalive(self.heartbeat_max).timeout)
+
     @property
     def tenant_bounds(self) -> TenantBounds:
         return TenantBounds(
@@ -563,7 +650,8 @@ class Settings(BaseSettings):
             f"sockets and {self.max_pending_requests} connections waiting for their headers, "
             f"frames of {self.max_frame_bytes} B, events of {self.max_event_bytes} B, "
             f"{self.send_queue_bytes} B queued per socket; heartbeat every "
-            f"{self.heartbeat_interval:g} s, timeout {self.heartbeat_timeout:g} s"
+            f"{self.heartbeat_interval:g} s, timeout {self.heartbeat_timeout:g} s, tokens may "
+            f"claim {self.heartbeat_min} to {self.heartbeat_max} s"
         )
 
     @property

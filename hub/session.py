@@ -12,6 +12,7 @@ import logging
 from hub.answers import Answers
 from hub.auth import Principal, Role
 from hub.broker import BrokerUnavailable
+from hub.config import Keepalive
 from hub.disconnect import (
     BINARY_FRAME,
     BROKER_UNAVAILABLE,
@@ -61,10 +62,13 @@ class Session(Answers):
         read = self._wire.read
         self._watch_expiry()
         device = principal.role is Role.DEVICE
+        keepalive = parts.settings.keepalive(principal.heartbeat)
         if device:
-            parts.heartbeats.beat(sender)
+            parts.heartbeats.watch(sender, keepalive.timeout)
+            if principal.heartbeat is not None:
+                self._wire.keepalive(keepalive.ping)
         try:
-            await self._open()
+            await self._open(keepalive)
             while True:
                 message = await read()
                 if message is None:
@@ -98,9 +102,9 @@ class Session(Answers):
             await parts.node.leave(key, sender)
         self._rooms.clear()
 
-    async def _open(self) -> None:
+    async def _open(self, keepalive: Keepalive) -> None:
         """Join the device's rooms and enter presence before the welcome goes out, holding
-        events meanwhile.
+        events meanwhile; the welcome tells the device its `keepalive`.
 
         So the welcome means what a subscribe ack means: every event accepted after it
         is delivered; and every node knows the socket.
@@ -128,7 +132,7 @@ class Session(Answers):
         states = await parts.node.states(keys) if keys else []
         state = {key.room: events for key, events in zip(keys, states, strict=True)}
         settings = parts.settings
-        heartbeat = {"interval": settings.heartbeat_interval, "timeout": settings.heartbeat_timeout}
+        heartbeat = {"interval": keepalive.interval, "timeout": keepalive.timeout}
         limits = {"rate": settings.client_rate, "burst": settings.client_burst}
         self.sender.open(
             welcome_frame(
@@ -141,6 +145,7 @@ class Session(Answers):
                 heartbeat,
                 limits,
                 state,
+                self._wire.hello,
             )
         )
 

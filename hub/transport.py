@@ -58,6 +58,8 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
 
     cause: Disconnect | None
     peer: Peer | None
+    hello = None
+    """A socket's welcome says nothing of its wire."""
     _unread: bytes
     """What arrived while the app had a message to take: parsed once it takes it."""
     _lingered: int
@@ -249,6 +251,15 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         elif kind == "websocket.http.response.body" and not message.get("more_body"):
             # A refused handshake is a finished exchange, not an error to answer with 500.
             self.handshake_complete = True
+
+    def keepalive(self, interval: float) -> None:
+        """Ping every `interval` seconds: the next ping, already due at the node's interval
+        from the accept, is moved to `interval` from now (one in flight keeps its pong
+        deadline, and the next follows it at `interval`)."""
+        self.ping_interval = interval
+        if self.ping_timer is not None:
+            self.ping_timer.cancel()
+            self.schedule_ping()
 
     def keepalive_timeout(self) -> None:
         """The peer missed a pong: record why the socket goes, then drop it."""

@@ -11,7 +11,7 @@ and calling it again resumes them.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from hub.disconnect import Disconnect
 
@@ -34,6 +34,10 @@ class Wire(Protocol):
     """Told of the peer's pings; None until a session takes the wire."""
 
     @property
+    def hello(self) -> dict[str, Any] | None:
+        """What the welcome says of the wire, if anything (an event stream's session)."""
+
+    @property
     def cause(self) -> Disconnect | None:
         """Why the hub closed the connection, if it did (None: the peer went)."""
 
@@ -49,6 +53,10 @@ class Wire(Protocol):
 
     async def drained(self) -> None:
         """Return once the kernel has taken most of what waits (or the connection is gone)."""
+
+    def keepalive(self, interval: float) -> None:
+        """Keep the connection alive every `interval` seconds from now on, in place of the
+        node's (`HUB_PING_INTERVAL`): for a device that claims its own heartbeat interval."""
 
     def close(self, cause: Disconnect) -> None:
         """Say why in a close, and drop the connection if the peer does not answer in time."""

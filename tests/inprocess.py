@@ -61,6 +61,9 @@ class LoopbackWire:
         self.incoming: asyncio.Queue[Message | None] = asyncio.Queue()
         self.wrote = asyncio.Event()
         self.peer: Peer | None = None
+        self.ping_interval: float | None = None
+        """What the session asked `keepalive` for: None, the node's."""
+        self.hello: dict[str, str] | None = None
 
     def ping(self, size: int) -> None:
         """A ping of `size` bytes from a peer that never reads its pongs."""
@@ -90,6 +93,9 @@ class LoopbackWire:
         """The peer reads: whatever waited is taken."""
         await asyncio.sleep(0)
         self.waiting = 0
+
+    def keepalive(self, interval: float) -> None:
+        self.ping_interval = interval
 
     def close(self, cause: Disconnect) -> None:
         if self.cause is None:

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hub.config import NODE_LOST_GRACE, Settings
+from hub.config import NODE_LOST_GRACE, Keepalive, Settings
 from tests.conftest import NodeFactory
 from tests.support import SECRET, HubNode, free_port
 from tests.test_cli import (
@@ -223,6 +223,51 @@ def test_the_default_node_ttl_always_keeps_the_bound(timeout: float) -> None:
     )
     assert 0 < settings.node_ttl <= 15
     assert settings.node_death_bound <= timeout + NODE_LOST_GRACE
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        (
+            {"HUB_HEARTBEAT_MIN": "60", "HUB_HEARTBEAT_MAX": "30"},
+            "HUB_HEARTBEAT_MIN must not be more than HUB_HEARTBEAT_MAX",
+        ),
+        ({"HUB_HEARTBEAT_MAX": "3601"}, "HUB_HEARTBEAT_MAX: Input should be less than or equal"),
+        ({"HUB_HEARTBEAT_MIN": "0"}, "HUB_HEARTBEAT_MIN: Input should be greater than or equal"),
+        ({"HUB_HEARTBEAT_MIN": "7.5"}, "HUB_HEARTBEAT_MIN: Input should be a valid integer"),
+    ],
+)
+def test_heartbeat_bounds_that_cannot_be_claimed_are_refused(
+    env: dict[str, str], reason: str
+) -> None:
+    assert _serve(**env).startswith(f"hub: {reason}")
+
+
+def test_a_claimed_interval_keeps_the_nodes_ratios() -> None:
+    settings = _settings(heartbeat_interval=10, heartbeat_timeout=25, ping_interval=30)
+    assert settings.keepalive(4) == Keepalive(4, 10.0, 12.0)
+    assert settings.keepalive(None) == Keepalive(10, 25, 30)
+    default = _settings()
+    assert default.keepalive(240) == Keepalive(240, 720.0, 320.0)
+    assert (default.shortest_heartbeat_timeout, default.longest_heartbeat_timeout) == (15, 900)
+
+
+def test_the_nodes_own_interval_need_not_be_one_a_token_may_claim() -> None:
+    settings = _settings(heartbeat_interval=3000, heartbeat_timeout=6000)
+    assert settings.heartbeat_bounds == (5, 300)
+    assert settings.longest_heartbeat_timeout == 6000
+    assert settings.shortest_heartbeat_timeout == 10
+
+
+def test_claims_leave_the_node_death_bound_to_the_nodes_own_timeout() -> None:
+    """A dead node's devices are offline within HUB_HEARTBEAT_TIMEOUT + 15 s whatever they
+    claim, and so within their own timeout + 15 s when they claim more than the node's
+    interval: a short claim does not shorten the node TTL."""
+    settings = _settings(redis_url="redis://x", heartbeat_min=1)
+    assert settings.node_ttl == 15
+    assert settings.node_death_bound <= settings.heartbeat_timeout + NODE_LOST_GRACE
+    longest = settings.keepalive(settings.heartbeat_max).timeout
+    assert settings.node_death_bound <= longest + NODE_LOST_GRACE
 
 
 def test_the_start_up_line_says_what_a_lone_node_runs_with(hub_node: NodeFactory) -> None:

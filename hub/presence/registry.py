@@ -37,9 +37,12 @@ TENANTS_PER_PASS = 200
 def fleet_keep(settings: Settings) -> float:
     """Seconds a tenant's fleet keys outlive their last write: the fleet TTL, plus more
     than the longest a device still online goes without one (silent until its heartbeat
-    timeout, then reported offline after a drain's handover window or its node's death),
-    so that the keys never expire under an online device, whatever the TTL."""
-    silence = settings.heartbeat_timeout + settings.handover_seconds + settings.node_death_bound
+    timeout, the longest any claimed interval makes, then reported offline after a drain's
+    handover window or its node's death), so that the keys never expire under an online
+    device, whatever the TTL."""
+    silence = (
+        settings.longest_heartbeat_timeout + settings.handover_seconds + settings.node_death_bound
+    )
     return settings.fleet_ttl + silence
 
 
