@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,21 +21,24 @@ from hub import openapi, web
 from hub.admission import Admission, Denied
 from hub.assembly import assemble
 from hub.auth import Authenticator
-from hub.broker import BrokerUnavailable
 from hub.cli import WS_PROTOCOL
 from hub.config import Settings
+from hub.cors import Cors
 from hub.descriptors import fitted
 from hub.disconnect import INTERNAL_ERROR
-from hub.errors import HTTP_STATUS
+from hub.errors import HTTP_STATUS, ErrorCode, HubError
 from hub.figures.local import LocalFigures
 from hub.http import HubHttpProtocol
 from hub.logs import configure as configure_logs
 from hub.metrics import Metrics
 from hub.process import Exporter, tune_collector
+from hub.protocol import Transport
 from hub.rest import Rest, RestParts, refusal_response
 from hub.session import Session
 from hub.shutdown import drain_on_sigterm
 from hub.sockets import Sockets
+from hub.stream import STREAM_PATH
+from hub.streams import Streams
 from hub.tasks import cancel
 from hub.transport import WIRE_EXTENSION
 from hub.verified import VerifiedTokens
@@ -44,6 +46,8 @@ from hub.verified import VerifiedTokens
 log = logging.getLogger("hub")
 
 SOCKET_PATH = "/v1/ws"
+MAX_PATH_SHOWN = 200
+"""The longest path a refused upgrade's answer repeats."""
 
 
 class Hub:
@@ -66,6 +70,8 @@ class Hub:
         self.sessions = parts.for_sessions(
             settings, metrics, functools.partial(auth.verify, socket=True)
         )
+        tokens = VerifiedTokens(auth.verify)
+        self.streams = Streams(self.admission, sockets, self.sessions, tokens, parts.mailbox)
         self.rest = Rest(
             RestParts(
                 settings.node_id,
@@ -77,7 +83,7 @@ class Hub:
                 parts.board,
                 sockets,
                 self.figures,
-                VerifiedTokens(auth.verify),
+                tokens,
                 metrics,
                 settings.stats_key,
                 parts.broadcasts,
@@ -89,7 +95,7 @@ class Hub:
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         configure_logs()
         await self.auth.start()
-        await self.parts.start()
+        await self.parts.start(self.streams.taken)
         drain_on_sigterm(self.drain)
         sharing = asyncio.create_task(self.figures.share(), name="figures")
         self.metrics.count_tasks(asyncio.get_running_loop())
@@ -145,20 +151,7 @@ class Hub:
             await websocket.close(INTERNAL_ERROR.code)
             return
         await websocket.accept()
-        session = Session(self.sessions, admitted, wire)
-        self.sockets.add(session)
-        try:
-            await session.run()
-        except BrokerUnavailable:
-            log.warning(
-                "closed %s: broker unavailable while joining its rooms",
-                session.id,
-                extra=session.log_fields,
-            )
-        except Exception:
-            log.exception("closed %s after an internal error", session.id, extra=session.log_fields)
-        finally:
-            self.sockets.remove(session)
+        await self.sockets.serve(Session(self.sessions, admitted, wire), Transport.WEBSOCKET)
 
     async def _refuse(self, websocket: WebSocket, refused: Denied, client: str | None) -> None:
         """Refuse before the upgrade with the refusal's status; a full or draining node
@@ -192,10 +185,21 @@ class _App:
         self._http = http
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == SOCKET_PATH:
+        if scope["type"] != "websocket":
+            await self._http(scope, receive, send)
+        elif scope["path"] == SOCKET_PATH:
             await self._hub.socket(WebSocket(scope, receive, send))
         else:
-            await self._http(scope, receive, send)
+            await _no_socket_at(WebSocket(scope, receive, send))
+
+
+async def _no_socket_at(websocket: WebSocket) -> None:
+    """Refuse an upgrade on another path with a 404 that names the socket's: Starlette's
+    bare 403 left `ws://host:8000` looking like a bad token."""
+    path = websocket.scope["path"]
+    shown = path if len(path) <= MAX_PATH_SHOWN else path[: MAX_PATH_SHOWN - 3] + "..."
+    said = f"no socket at {shown}: the hub's socket is {SOCKET_PATH}"
+    await websocket.send_denial_response(refusal_response(HubError(ErrorCode.NOT_FOUND, said)))
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
@@ -207,20 +211,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
 def _http(hub: Hub) -> Starlette:
     rest = hub.rest
-    middleware = []
-    if hub.settings.cors:
-        # Browsers on these origins may call the REST API with an operator's token; the
-        # socket needs no CORS (browsers send its Origin, and its token decides).
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=hub.settings.cors,
-                allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "traceparent"],
-                expose_headers=["Idempotent-Replayed", "Retry-After"],
-                max_age=600,
-            )
-        )
+    # Browsers on these origins may call the REST API with an operator's token; the
+    # socket needs no CORS (browsers send its Origin, and its token decides).
+    middleware = [Middleware(Cors, origins=hub.settings.cors)]
     return Starlette(
         middleware=middleware,
         routes=[
@@ -233,6 +226,8 @@ def _http(hub: Hub) -> Starlette:
             Route("/v1/devices", rest.devices),
             Route("/v1/stats", rest.stats),
             Route(SOCKET_PATH, hub.probe),
+            Route(STREAM_PATH, hub.streams.open),
+            Route(STREAM_PATH + "/{session}", hub.streams.post, methods=["POST"]),
             Route("/healthz", rest.healthz),
             Route("/readyz", rest.readyz),
             Route("/metrics", rest.prometheus),

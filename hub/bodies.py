@@ -18,7 +18,7 @@ from hub.auth import SUB_RE, Role
 from hub.events import FREE_FORM_PREFIX, ReceiptStatus
 from hub.fleet import MAX_FLEET_LIMIT
 from hub.history import ID_PATTERN
-from hub.protocol import EVENT_MAX_LEN, EVENT_RE, ROOM_RE, TENANT_RE
+from hub.protocol import EVENT_MAX_LEN, EVENT_RE, MAX_POST_FRAMES, ROOM_RE, TENANT_RE
 
 MAX_BODY_BYTES = 1 << 20
 MAX_BROADCAST_ROOMS = 100
@@ -76,6 +76,10 @@ HistoryLimit = Annotated[int, Field(ge=1, le=MAX_HISTORY_LIMIT, default=DEFAULT_
 PresenceLimit = Annotated[int, Field(ge=1, le=MAX_PRESENCE_LIMIT, default=MAX_PRESENCE_LIMIT)]
 FleetLimit = Annotated[int, Field(ge=1, le=MAX_FLEET_LIMIT, default=MAX_FLEET_LIMIT)]
 RetryAfter = Annotated[int, Field(ge=1)]
+StreamSession = Annotated[str, StringConstraints(pattern="^[A-Za-z0-9_-]{22}$")]
+"""An event stream's session: 128 random bits in base64url."""
+ClientFrames = dict[str, Any] | Annotated[list[dict[str, Any]], Field(max_length=MAX_POST_FRAMES)]
+"""What a POST to an event stream carries: one client frame, or an array of them."""
 """Seconds to wait before trying again."""
 Unready = Literal["draining", "broker unreachable", "full"]
 Heartbeat = dict[str, Any]

@@ -25,6 +25,9 @@ from hub.config import Settings
 from hub.errors import error_body
 from hub.linger import LINGER_BYTES, LINGER_SECONDS, drop
 
+TRANSPORT_EXTENSION = "hub.transport"
+"""The connection's transport, in each request's scope: an event stream's write buffer is
+what waits for its peer, and a stream that will not take its last message is dropped."""
 MAX_LINE = 8192
 """The longest header line: what the WebSocket handshake parser takes."""
 
@@ -89,6 +92,8 @@ class HubHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._headers_done()
         super().on_headers_complete()
+        extensions: dict[str, Any] = {TRANSPORT_EXTENSION: self.transport}
+        self.scope["extensions"] = extensions
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._headers_done()

@@ -124,11 +124,19 @@ class _Live(Collector):
     def collect(self) -> Iterator[Metric]:
         figures = self._figures()
         connections = GaugeMetricFamily(
-            "hub_connections", "Open WebSockets on this node", labels=["role"]
+            "hub_connections", "Open sessions on this node, sockets and streams", labels=["role"]
         )
         for role, count in figures.connections.items():
             connections.add_metric([role], count)
         yield connections
+        transports = GaugeMetricFamily(
+            "hub_transport_connections",
+            "Open sessions on this node by what carries them (websocket, stream)",
+            labels=["transport"],
+        )
+        for transport, count in figures.transports.items():
+            transports.add_metric([transport], count)
+        yield transports
         yield GaugeMetricFamily(
             "hub_capacity_connections",
             "Sockets this node accepts before refusing with 1013 (HUB_MAX_CONNECTIONS)",

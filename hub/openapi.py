@@ -19,6 +19,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode
 from hub import __version__, bodies
 from hub.errors import HTTP_STATUS, ErrorCode
 from hub.events import PUBLIC
+from hub.stream import STREAM_PATH
 
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
@@ -243,6 +244,53 @@ def _node() -> Json:
     }
 
 
+def _stream() -> Json:
+    """The event stream: the same session as a socket's, for screens behind proxies that
+    refuse upgrades (docs/protocol.md)."""
+    opened = "Server-Sent Events: each message's `data` is a server frame, the welcome first"
+    post = (
+        "Any node takes it and hands it to the node that holds the session. The frames' "
+        "answers come on the stream, in order."
+    )
+    refused = (ErrorCode.BAD_REQUEST, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND)
+    return {
+        STREAM_PATH: _get(
+            "Open an event stream: refused as a WebSocket handshake is",
+            {
+                "200": _text(opened, "text/event-stream"),
+                **_errors(ErrorCode.FORBIDDEN, ErrorCode.RATE_LIMITED),
+                **_unavailable(),
+            },
+            security=[{"bearer": []}, {"queryToken": []}],
+        ),
+        STREAM_PATH + "/{session}": {
+            "post": {
+                "operationId": "streamFrames",
+                "summary": "Send client frames to an event stream's session",
+                "description": post,
+                "security": [{"bearer": []}, {"queryToken": []}],
+                "parameters": [
+                    {
+                        "name": "session",
+                        "in": "path",
+                        "required": True,
+                        "schema": bodies.StreamSession,
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": bodies.ClientFrames}},
+                },
+                "responses": {
+                    "202": {"description": "taken: their answers come on the stream"},
+                    **_errors(*refused, ErrorCode.TOO_LARGE, ErrorCode.RATE_LIMITED),
+                    **_unavailable(),
+                },
+            }
+        },
+    }
+
+
 def _files() -> Json:
     """Public files: the same bytes for everyone."""
     return {
@@ -252,6 +300,14 @@ def _files() -> Json:
         ),
         "/client.d.ts": _get(
             "The browser client's TypeScript declarations",
+            {"200": _text("the file", "application/typescript")},
+        ),
+        "/client.legacy.js": _get(
+            "The browser client as a classic script defining `window.Hub`, for older screens",
+            {"200": _text("the file", "text/javascript")},
+        ),
+        "/client.legacy.d.ts": _get(
+            "The declarations of the classic script's `window.Hub`",
             {"200": _text("the file", "application/typescript")},
         ),
         "/console": _get(
@@ -319,7 +375,7 @@ def _schemas(*parts: Any) -> Json:
 def document() -> Json:
     """The typed events join the broadcast body's schema last: which model goes with which
     event name is a mapping (`hub.events.PUBLIC`), not a type."""
-    paths = {"/v1/broadcast": _broadcast(), **_reads(), **_node(), **_files()}
+    paths = {"/v1/broadcast": _broadcast(), **_reads(), **_node(), **_stream(), **_files()}
     events = _events()
     components = _schemas(paths, events)
     components["Broadcast"]["anyOf"] = events

@@ -21,6 +21,19 @@ from hub.history import parse_id
 
 PROTOCOL_VERSION = 1
 
+
+MAX_POST_FRAMES = 100
+"""Client frames one POST to an event stream may carry (a JSON array of them)."""
+
+
+class Transport(StrEnum):
+    """What carries a session: a WebSocket, or the event stream for screens behind proxies
+    that refuse upgrades. Operators see how many use each."""
+
+    WEBSOCKET = "websocket"
+    STREAM = "stream"
+
+
 ROOM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
 TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 EVENT_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*")
@@ -312,9 +325,14 @@ def welcome_frame(
     heartbeat: dict[str, float],
     limits: dict[str, float],
     state: dict[str, list[bytes]],
+    stream: dict[str, Any] | None = None,
 ) -> bytes:
     """`state` maps each auto-joined room that has state to its current state events;
-    `limits` is how fast the socket may send, for clients to pace themselves."""
+    `limits` is how fast the socket may send, for clients to pace themselves; `stream` is
+    an event stream's session and where its frames go (`hub.stream`)."""
+    fields: dict[str, Any] = {}
+    if stream is not None:
+        fields["stream"] = stream
     head = encode(
         {
             "type": "welcome",
@@ -327,6 +345,7 @@ def welcome_frame(
             "rooms": rooms,
             "heartbeat": heartbeat,
             "limits": limits,
+            **fields,
         }
     )
     rooms_state = b",".join(

@@ -129,22 +129,17 @@ def _cursor(after: str) -> Place:
     return sub, conn
 
 
-async def read_body(request: Request) -> bytes:
-    """The body, refused as soon as it is known to be over `MAX_BODY_BYTES`."""
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, refused as soon as it is known to be over `limit` bytes."""
     declared = request.headers.get("content-length")
-    if (
-        declared is not None
-        and declared.isascii()
-        and declared.isdigit()
-        and int(declared) > MAX_BODY_BYTES
-    ):
-        raise HubError(ErrorCode.TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise HubError(ErrorCode.TOO_LARGE, f"body over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HubError(ErrorCode.TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
+        if size > limit:
+            raise HubError(ErrorCode.TOO_LARGE, f"body over {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -11,12 +11,14 @@ from enum import StrEnum
 from typing import Any
 
 from hub.auth import Principal
+from hub.broker import BrokerUnavailable
 from hub.config import Settings
 from hub.disconnect import DRAINING
 from hub.logs import decision
+from hub.protocol import Transport
 from hub.ratelimit import KeyedBuckets
 from hub.session import Session
-from hub.stats import ROLES
+from hub.stats import ROLES, TRANSPORTS
 
 log = logging.getLogger("hub")
 
@@ -49,11 +51,14 @@ class Sockets:
         self.max_connections = settings.max_connections
         rate = settings.connect_rate
         self._handshakes = KeyedBuckets(rate, max(rate, 1.0)) if rate > 0 else None
-        self._open: dict[Session, None] = {}
+        self._open: dict[Session, Transport] = {}
         self._roles: Counter[str] = Counter()
+        self._transports: Counter[str] = Counter()
         self._subs: Counter[tuple[str | None, str]] = Counter()
         self._tenants: dict[str, Counter[str]] = {}
         """Open sockets of each tenant, by role."""
+        self._tenant_streams: Counter[str] = Counter()
+        """Of those, the ones on an event stream."""
         self._per_sub = settings.max_sockets_per_sub
         self._per_tenant = settings.max_sockets_per_tenant
         self.draining = False
@@ -89,28 +94,50 @@ class Sockets:
                 return f"at most {self._per_tenant} sockets per tenant on a node"
         return None
 
-    def add(self, session: Session) -> None:
+    def add(self, session: Session, transport: Transport = Transport.WEBSOCKET) -> None:
         principal = session.principal
-        self._open[session] = None
+        self._open[session] = transport
         self._roles[principal.role.value] += 1
+        self._transports[transport] += 1
         self._subs[principal.tenant, principal.sub] += 1
         if principal.tenant is not None:
             self._tenants.setdefault(principal.tenant, Counter())[principal.role.value] += 1
+            if transport is Transport.STREAM:
+                self._tenant_streams[principal.tenant] += 1
 
     def remove(self, session: Session) -> None:
         if session not in self._open:
             return
         principal = session.principal
-        del self._open[session]
+        transport = self._open.pop(session)
+        self._transports[transport] -= 1
         self._roles[principal.role.value] -= 1
         _decrement(self._subs, (principal.tenant, principal.sub))
         if principal.tenant is not None:
             held = self._tenants[principal.tenant]
+            if transport is Transport.STREAM:
+                _decrement(self._tenant_streams, principal.tenant)
             _decrement(held, principal.role.value)
             if not held:
                 del self._tenants[principal.tenant]
         if not self._open:
             self._emptied.set()
+
+    async def serve(self, session: Session, transport: Transport) -> None:
+        """Run a session to its end, counted while it is open, whatever carries it."""
+        self.add(session, transport)
+        try:
+            await session.run()
+        except BrokerUnavailable:
+            log.warning(
+                "closed %s: broker unavailable while joining its rooms",
+                session.id,
+                extra=session.log_fields,
+            )
+        except Exception:
+            log.exception("closed %s after an internal error", session.id, extra=session.log_fields)
+        finally:
+            self.remove(session)
 
     def by_tenant(self) -> dict[str, dict[str, int]]:
         """Each tenant's open sockets on this node, by role."""
@@ -121,6 +148,19 @@ class Sockets:
     def by_role(self) -> dict[str, int]:
         """Open sockets of every role, none left out."""
         return {role: self._roles[role] for role in ROLES}
+
+    def tenant_transports(self) -> dict[str, dict[str, int]]:
+        """Each tenant's open sessions on this node, by what carries them."""
+        shares: dict[str, dict[str, int]] = {}
+        for tenant, held in self._tenants.items():
+            streams = self._tenant_streams[tenant]
+            sockets = held.total() - streams
+            shares[tenant] = {Transport.WEBSOCKET: sockets, Transport.STREAM: streams}
+        return shares
+
+    def by_transport(self) -> dict[str, int]:
+        """Open sessions by what carries them, none left out."""
+        return {transport: self._transports[transport] for transport in TRANSPORTS}
 
     def backlog(self) -> tuple[int, int]:
         """Bytes waiting to be written, all sockets together, and how many sockets have some."""

@@ -15,8 +15,12 @@ from enum import StrEnum
 from typing import Any
 
 from hub.auth import Role
+from hub.protocol import Transport
 
 ROLES = tuple(role.value for role in Role)
+
+
+TRANSPORTS = tuple(transport.value for transport in Transport)
 MESSAGES = ("in", "out", "dropped")
 
 
@@ -90,12 +94,15 @@ class Figures:
     broker_up: bool
     tenants: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each tenant's share: `connections` by role, `rooms`, `messages` in and out."""
+    transports: dict[str, int] = field(default_factory=dict)
+    """Open sessions by what carries them."""
 
     def as_json(self) -> dict[str, Any]:
         total = sum(self.connections.values())
         return {
             "node": self.node,
             "connections": {"total": total, **self.connections},
+            "transports": _transports(self.transports),
             "rooms": self.rooms,
             "messages": {**self.messages, "per_second": self.per_second},
             "dropped": self.dropped,
@@ -117,6 +124,7 @@ def cluster(nodes: list[dict[str, Any]]) -> dict[str, Any]:
     """
     nodes = sorted(nodes, key=lambda node: str(node["node"]))
     connections = {"total": 0, **dict.fromkeys(ROLES, 0)}
+    transports = dict.fromkeys(TRANSPORTS, 0)
     messages: dict[str, Any] = {**dict.fromkeys(MESSAGES, 0)}
     per_second = dict.fromkeys(MESSAGES, 0.0)
     dropped: Counter[str] = Counter()
@@ -125,6 +133,8 @@ def cluster(nodes: list[dict[str, Any]]) -> dict[str, Any]:
     for node in nodes:
         for name in connections:
             connections[name] += node["connections"].get(name, 0)
+        for name, count in _transports(node.get("transports")).items():
+            transports[name] += count
         for name in MESSAGES:
             messages[name] += node["messages"][name]
             per_second[name] += node["messages"]["per_second"][name]
@@ -137,6 +147,7 @@ def cluster(nodes: list[dict[str, Any]]) -> dict[str, Any]:
     messages["per_second"] = {name: round(value, 1) for name, value in per_second.items()}
     return {
         "connections": connections,
+        "transports": transports,
         "rooms": rooms,
         "messages": messages,
         "dropped": dict(dropped),
@@ -152,13 +163,24 @@ def cluster(nodes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def tenant_share(
-    connections: dict[str, int], rooms: int, messages_in: int, messages_out: int
+    connections: dict[str, int],
+    rooms: int,
+    messages_in: int,
+    messages_out: int,
+    transports: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     return {
         "connections": connections,
+        "transports": _transports(transports),
         "rooms": rooms,
         "messages": {"in": messages_in, "out": messages_out},
     }
+
+
+def _transports(counted: dict[str, int] | None) -> dict[str, int]:
+    """Every transport's count; none counted (a node of an older release) is none open."""
+    counted = counted or {}
+    return {name: counted.get(name, 0) for name in TRANSPORTS}
 
 
 def _share(node: dict[str, Any], tenant: str) -> dict[str, Any]:
@@ -175,6 +197,7 @@ def tenant_node(node: dict[str, Any], tenant: str) -> dict[str, Any]:
         "node": node["node"],
         "tenant": tenant,
         "connections": {"total": total, **share["connections"]},
+        "transports": _transports(share.get("transports")),
         "rooms": share["rooms"],
         "messages": share["messages"],
         "draining": node["draining"],
@@ -184,10 +207,13 @@ def tenant_node(node: dict[str, Any], tenant: str) -> dict[str, Any]:
 def tenant_cluster(nodes: list[dict[str, Any]], tenant: str) -> dict[str, Any]:
     """A tenant's share of every live node, summed."""
     connections = {"total": 0, **dict.fromkeys(ROLES, 0)}
+    transports = dict.fromkeys(TRANSPORTS, 0)
     messages = {"in": 0, "out": 0}
     rooms = 0
     for node in nodes:
         share = _share(node, tenant)
+        for name, count in _transports(share.get("transports")).items():
+            transports[name] += count
         for role, count in share["connections"].items():
             connections[role] = connections.get(role, 0) + count
             connections["total"] += count
@@ -197,6 +223,7 @@ def tenant_cluster(nodes: list[dict[str, Any]], tenant: str) -> dict[str, Any]:
     return {
         "tenant": tenant,
         "connections": connections,
+        "transports": transports,
         "rooms": rooms,
         "messages": messages,
         "nodes": len(nodes),

@@ -88,6 +88,7 @@ async def test_an_operator_sees_its_own_tenants_share_only(
         "node": "a",
         "tenant": "acme",
         "connections": {"total": 3, "device": 3, "dashboard": 0, "operator": 0, "admin": 0},
+        "transports": {"websocket": 3, "stream": 0},
         "rooms": 4,
         "messages": {"in": 0, "out": 3},
         "draining": False,

@@ -53,11 +53,13 @@ class LocalFigures:
             draining=sockets.draining,
             broker_up=self._broker.available,
             tenants=self._tenants(),
+            transports=sockets.by_transport(),
         )
 
     def _tenants(self) -> dict[str, dict[str, Any]]:
         """Each tenant's share of this node: the tenants with a socket or a message here."""
         tally, sockets = self._tally, self._sockets.by_tenant()
+        transports = self._sockets.tenant_transports()
         rooms = self._rooms.by_tenant()
         idle = dict.fromkeys(ROLES, 0)
         return {
@@ -66,6 +68,7 @@ class LocalFigures:
                 rooms[tenant],
                 tally.tenants_in[tenant],
                 tally.tenants_out[tenant],
+                transports.get(tenant),
             )
             for tenant in {*sockets, *tally.tenants_in, *tally.tenants_out}
         }
