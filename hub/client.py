@@ -3,7 +3,8 @@ says so loudly when the hub refuses it for good.
 
 It reconnects on any transient drop (a refused or reset connection, a node draining with
 1012 or full with 1013, a handshake answered 408, 429 or 5xx) with full-jitter exponential
-backoff, logging each at warning with the time of the next try; it resubscribes every room
+backoff (for a minute after a 1012, doubling only to 5 s: that node comes back soon),
+logging each at warning with the time of the next try; it resubscribes every room
 with the last id it saw and that room's epoch, resuming each room on its own, hands each
 event to the handler exactly once and in id order, tells the handler when a room could not
 be recovered, and sends device heartbeats on the interval the welcome frame gives, every
@@ -32,17 +33,19 @@ import inspect
 import itertools
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidURI
 from websockets.uri import parse_uri
 
 from hub.backoff import Backoff
+from hub.dial import CONNECTION_ERRORS, Answer, Connection, Dialer, cut
 from hub.history import parse_id
+from hub.protocol import Transport
 from hub.ratelimit import TokenBucket
 from hub.redact import redact_path
 
@@ -61,8 +64,6 @@ WELCOME_TIMEOUT = 10.0
 """Seconds an accepted socket may take to send its welcome."""
 REQUEST_TIMEOUT = 30.0
 """Seconds a subscribe, unsubscribe or publish may wait for its answer."""
-RETRY_AFTER_CAP = 300.0
-"""The longest `Retry-After` honoured: a hostile or broken answer cannot park the client."""
 MAX_HELD = 100_000
 """Events of one room held while its subscribe waits for the ack (the replay, and live
 events behind it); past it the connection is dropped and resumed."""
@@ -72,9 +73,21 @@ MAX_TEXT = 300
 """The longest message from the hub kept in an exception or a log line."""
 TRANSIENT_STATUSES = frozenset({408, 429})
 """Handshake answers in 4xx that are worth retrying; every other 4xx is a refusal."""
+RESTART = 1012
+"""The close of a node that is draining or restarting: it comes back soon."""
+RESTART_CAP = 5.0
+"""The longest wait before a retry in the `RESTART_WINDOW` seconds after a 1012. A lone
+node's drain answers every retry with 1012 until it stops, and a backoff doubling to its
+cap meanwhile kept clients away for up to half a minute after the node was back."""
+RESTART_WINDOW = 60.0
+"""Seconds after a 1012 in which a node is expected back: past them, the backoff doubles
+to its cap again."""
+WEBSOCKET_RETRY = 300.0
+"""Seconds on the event stream between two tries of a WebSocket."""
+NO_CLOSE_FRAME = 1006
+"""The close code of a connection that ended without a close frame (dropped, refused)."""
 TRANSIENT_CODES = frozenset({"rate_limited", "unavailable"})
 """`error` codes of a subscribe that a later connection may not get; any other is final."""
-_CONNECTION_ERRORS = (OSError, WebSocketException, TimeoutError)
 
 
 class Refused(Exception):
@@ -266,6 +279,10 @@ class _Token:
         self._in_use: str | None = None
         """The token the current connection holds (its handshake's, or its last refresh's)."""
 
+    def held(self) -> str:
+        """The token the current connection holds: what its stream's POSTs carry."""
+        return self._in_use or ""
+
     async def for_handshake(self) -> str:
         """The token a new connection presents, and holds from then on."""
         self._in_use = await self._current()
@@ -298,7 +315,7 @@ class _Token:
             return
         try:
             answer = await self._request({"op": "refresh", "token": fresh})
-        except _CONNECTION_ERRORS:
+        except CONNECTION_ERRORS:
             return  # the next connection takes a fresh token anyway (ConnectionError is an OSError)
         if answer.get("type") != "ack":
             code, message = _text(answer.get("code")), _text(answer.get("message"))
@@ -323,8 +340,12 @@ class HubClient:
         backoff: Backoff | None = None,
         on_state: StateHandler | None = None,
         acknowledge_commands: bool = False,
+        websocket_retry: float = WEBSOCKET_RETRY,
     ) -> None:
         self._urls = _checked_urls(urls)
+        self._dialer = Dialer()
+        self._websocket_retry = websocket_retry
+        """Seconds on the event stream between two tries of a WebSocket."""
         self._token = _Token(token, self._request)
         self._subscriptions = _Subscriptions(
             rooms,
@@ -338,9 +359,14 @@ class HubClient:
         )
         self._heartbeat = heartbeat
         self._backoff = backoff or Backoff(base=0.5, cap=30.0)
+        self._soon = Backoff(self._backoff.base, min(self._backoff.cap, RESTART_CAP))
+        """The backoff after a node said it was restarting: jittered, and short."""
+        self._restarted: float | None = None
+        """When a node last closed a connection with 1012 (`time.monotonic`), while every
+        try since ended in 1012 again or in no answer at all."""
         self._refs = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Event]] = {}
-        self._ws: ClientConnection | None = None
+        self._ws: Connection | None = None
         self._pace: TokenBucket | None = None
         """The connection's frame rate, from its welcome: frames past it would be refused."""
         self._stopping = asyncio.Event()
@@ -359,20 +385,39 @@ class HubClient:
             ended, least_wait = await self._attempt(self._urls[attempt % len(self._urls)])
             if self._stopping.is_set():
                 return
-            delay = max(self._backoff.next(), least_wait)
+            delay = max(self._wait(), least_wait)
             log.warning("%s; retrying in %.1f s", ended, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def _wait(self) -> float:
+        """The wait before the next attempt: full jitter, doubling to the backoff's cap,
+        but only to `RESTART_CAP` within `RESTART_WINDOW` of a node's 1012, while its
+        tries end in 1012 again or in no answer (a node restarting). A crowd still spreads
+        over the jitter, and comes back seconds after the node, not up to the cap after
+        it. Any other answer (full, rate-limited, unavailable) ends that: the backoff,
+        which counted every try meanwhile, goes on doubling from where it stands."""
+        later = self._backoff.next()
+        restarted = self._restarted
+        if restarted is not None and time.monotonic() - restarted < RESTART_WINDOW:
+            return self._soon.next()
+        return later
 
     async def stop(self) -> None:
         self._stopping.set()
         if self._ws is not None:
             await self._ws.close()
 
+    @property
+    def transport(self) -> Transport:
+        """What carries the connection: a WebSocket, or the event stream (a proxy refuses
+        WebSockets); the next connection's, between two."""
+        return self._dialer.transport
+
     async def drop(self) -> None:
         """Cut the current connection without a closing handshake, as a network would."""
         if self._ws is not None:
-            self._ws.transport.abort()
+            cut(self._ws)
 
     async def subscribe(self, room: str) -> Event:
         """Join `room` and keep it across reconnects. Raises `RoomRefused` (the room is
@@ -410,7 +455,7 @@ class HubClient:
             frame["data"] = data
         await self._send(ws, orjson.dumps(frame).decode())
 
-    async def _send(self, ws: ClientConnection, text: str) -> None:
+    async def _send(self, ws: Connection, text: str) -> None:
         """Send at the pace the welcome gave, in the order asked: a client resubscribing
         more rooms than the hub's burst would otherwise be refused past it, and closed."""
         if self._pace is not None and (wait := self._pace.reserve()) > 0.0:
@@ -423,41 +468,52 @@ class HubClient:
         shown = redact_path(url)
         token = await self._token.for_handshake()
         try:
-            ws = await connect(
-                url, additional_headers={"Authorization": f"Bearer {token}"}, compression=None
-            )
-        except InvalidStatus as error:
-            status, message, code = _handshake_answer(error)
-            if 400 <= status < 500 and status not in TRANSIENT_STATUSES:
-                raise HubRefused(status, message, code) from None
-            return f"{shown} answered {status} {message}", _retry_after(error)
-        except _CONNECTION_ERRORS as error:
+            ws = await self._dialer.open(url, token, self._token.held)
+        except Answer as answer:
+            self._restarted = None
+            status = answer.status
+            if answer.code is not None and 400 <= status < 500 and status not in TRANSIENT_STATUSES:
+                raise HubRefused(status, answer.message, answer.code) from None
+            return f"{shown} answered {answer}", answer.retry_after
+        except CONNECTION_ERRORS as error:
             return f"cannot connect to {shown}: {_describe(error)}", 0.0
         self._ws = ws
         try:
             if not self._stopping.is_set():  # `stop` came during the handshake
-                await self._session(ws)
-        except (*_CONNECTION_ERRORS, _Broken) as error:
+                await self._session(ws, url)
+        except (*CONNECTION_ERRORS, _Broken) as error:
             return f"connection to {shown} ended: {_describe(error)}", 0.0
         finally:
             self._ws = None
             self.connected.clear()
             self._fail_waiters()
             await ws.close()
+            if ws.close_code == RESTART:
+                self._restarted = time.monotonic()
+            elif ws.close_code != NO_CLOSE_FRAME:
+                self._restarted = None
         return f"connection to {shown} ended: {_closed(ws.close_code, ws.close_reason)}", 0.0
 
-    async def _session(self, ws: ClientConnection) -> None:
+    async def _session(self, ws: Connection, url: str) -> None:
         welcome = _welcome(await asyncio.wait_for(ws.recv(), WELCOME_TIMEOUT))
         self.welcome = welcome
         self._pace = _pace(welcome)
-        log.info("connected to node %s as %s", _text(welcome.get("node")), _text(welcome["role"]))
+        node, role, transport = _text(welcome.get("node")), _text(welcome["role"]), self.transport
+        log.info("connected to node %s as %s over a %s", node, role, transport.value)
         for room in welcome["rooms"]:
             self._subscriptions.keep(room)
         reader = asyncio.create_task(self._read(ws))
         beats = asyncio.create_task(self._beat(ws, welcome))
+        switching = (
+            asyncio.create_task(self._websocket_again(ws, url))
+            if transport is Transport.STREAM
+            else None
+        )
         try:
             await self._subscriptions.resume_all()
             self._backoff.reset()
+            self._soon.reset()
+            self._restarted = None
             self.connected.set()
             await reader
         except ConnectionError:
@@ -469,10 +525,22 @@ class HubClient:
         finally:
             beats.cancel()
             reader.cancel()
+            if switching is not None:
+                switching.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, _Broken):
                 await reader
             with contextlib.suppress(asyncio.CancelledError):
                 await beats
+
+    async def _websocket_again(self, ws: Connection, url: str) -> None:
+        """On the event stream, try a WebSocket every `websocket_retry` seconds; once one
+        opens, end the stream: the next connection is a socket, and resumes every room."""
+        while True:
+            await asyncio.sleep(self._websocket_retry)
+            if await self._dialer.websocket_opens(url, self._token.held()):
+                log.warning("a WebSocket to %s opens again: leaving the event stream", url)
+                await ws.close()
+                return
 
     async def _request(self, frame: dict[str, Any]) -> Event:
         ws = self._ws
@@ -495,7 +563,7 @@ class HubClient:
                 waiter.set_exception(ConnectionError("connection lost"))
         self._waiting.clear()
 
-    async def _read(self, ws: ClientConnection) -> None:
+    async def _read(self, ws: Connection) -> None:
         try:
             await self._dispatch(ws)
         finally:
@@ -504,7 +572,7 @@ class HubClient:
                 self._ws = None
             self._fail_waiters()
 
-    async def _dispatch(self, ws: ClientConnection) -> None:
+    async def _dispatch(self, ws: Connection) -> None:
         async for message in ws:
             frame = _frame(message)
             kind = frame.get("type")
@@ -521,7 +589,7 @@ class HubClient:
                 code, message = _text(frame.get("code")), _text(frame.get("message"))
                 log.warning("the hub refused a heartbeat or a receipt: %s: %s", code, message)
 
-    async def _beat(self, ws: ClientConnection, welcome: Event) -> None:
+    async def _beat(self, ws: Connection, welcome: Event) -> None:
         """A device's heartbeats, on the welcome's interval, until the connection ends."""
         if welcome["role"] != "device":
             return
@@ -642,29 +710,6 @@ def _text(value: Any) -> str:
     text = value if isinstance(value, str) else str(value)
     text = "".join(char if char.isprintable() else " " for char in text)
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
-
-
-def _handshake_answer(error: InvalidStatus) -> tuple[int, str, str | None]:
-    """A refused handshake's status, message and code: the hub's JSON body when it has
-    one, else the HTTP reason phrase."""
-    response = error.response
-    message, code = response.reason_phrase, None
-    with contextlib.suppress(orjson.JSONDecodeError):
-        body = orjson.loads(response.body or b"")
-        said = body.get("error") if isinstance(body, dict) else None
-        if isinstance(said, dict) and isinstance(said.get("message"), str):
-            message = said["message"]
-            code = _text(said["code"]) if isinstance(said.get("code"), str) else None
-    return response.status_code, _text(message), code
-
-
-def _retry_after(error: InvalidStatus) -> float:
-    """The seconds a refused handshake's `Retry-After` asks for (delta-seconds only), at
-    most `RETRY_AFTER_CAP`; 0 when there is none."""
-    value = error.response.headers.get("Retry-After", "").strip()
-    if not value.isascii() or not value.isdigit():
-        return 0.0
-    return min(float(value[:6]), RETRY_AFTER_CAP)
 
 
 def _closed(code: int | None, reason: str | None) -> str:

@@ -7,7 +7,8 @@ room's current state comes first, each event flagged `"state": true`; `--ack-com
 makes a device acknowledge each `command` event it prints (`received`, then `done`).
 Transient trouble (an unreachable node, a drain, a full node) is one warning line on
 stderr per attempt, then a retry with backoff; a permanent refusal (a bad token, a
-forbidden room) is `hub: refused: ...` and exit 1.
+forbidden room) is `hub: refused: ...` and exit 1. When nobody reads stdout any more
+(`hub listen | head -1`), it ends at once, quietly, with status 0.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ import contextlib
 import functools
 import logging
 import os
+import stat
 import sys
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import jwt
 import orjson
 
 if TYPE_CHECKING:
-    from hub.client import Event
+    from hub.client import Event, HubClient
 
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/ws"
 
@@ -91,7 +94,7 @@ def listen(args: argparse.Namespace, usage: argparse.ArgumentParser) -> None:
     except ValueError as error:
         usage.error(str(error))
     try:
-        asyncio.run(client.run())
+        done = asyncio.run(_run(client)) or done
     except Refused as refusal:
         sys.exit(f"hub: refused: {refusal}")
     except KeyboardInterrupt:
@@ -99,6 +102,46 @@ def listen(args: argparse.Namespace, usage: argparse.ArgumentParser) -> None:
     if done:
         # Nobody reads stdout any more: let the interpreter's last flush go nowhere.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+async def _run(client: HubClient) -> bool:
+    """Run `client` until it ends; True when it ended because nobody reads stdout."""
+    stopping: list[asyncio.Task[None]] = []
+
+    def unread() -> None:
+        stopping.append(asyncio.create_task(client.stop()))
+
+    with _watching_reader(unread):
+        await client.run()
+    return bool(stopping)
+
+
+@contextlib.contextmanager
+def _watching_reader(gone: Callable[[], None]) -> Iterator[None]:
+    """Call `gone` once the pipe on stdout has lost its reader (`hub listen | head -1`
+    after its line), not at the next write, which a quiet room may not bring for hours.
+    The kernel marks a pipe's write end in error when its last reader goes, and a watch
+    for reading sees only that. Stdout that is not a pipe (a terminal, a file) is not
+    watched: a terminal would wake it for every key typed."""
+    try:
+        stdout = sys.stdout.fileno()
+        piped = stat.S_ISFIFO(os.fstat(stdout).st_mode)
+    except (OSError, ValueError):
+        piped = False
+    if not piped:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+
+    def once() -> None:
+        loop.remove_reader(stdout)
+        gone()
+
+    loop.add_reader(stdout, once)
+    try:
+        yield
+    finally:
+        loop.remove_reader(stdout)
 
 
 def _role(bearer: str) -> str | None:

@@ -563,11 +563,16 @@ class Crowd:
 
 
 async def publish_numbered(
-    url: str, room: str, count: int, published: list[str], pause: float = 0.02
+    url: str,
+    room: str,
+    count: int,
+    published: list[str],
+    pause: float = 0.02,
+    tenant: str = "acme",
 ) -> None:
-    """Broadcast `count` numbered events to `room` through `url`; keep trying through
-    refusals and outages; record each accepted event's id."""
-    bearer = token("operator", "publisher")
+    """Broadcast `count` numbered events to `room` of `tenant` through `url`; keep trying
+    through refusals and outages; record each accepted event's id."""
+    bearer = token("operator", "publisher", tenant)
     async with httpx.AsyncClient(base_url=url) as http:
         n = 0
         while n < count:
@@ -683,6 +688,61 @@ backend nodes
     def _answers(self) -> bool:
         try:
             return HTTP.get(self.url + "/healthz", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+class UpgradeRefusingProxy(_Daemon):
+    """HAProxy as the forward proxy of a hotel's or a shop's network, with the balancer of
+    the nodes behind it: plain HTTP (absolute-form requests) goes to the healthy nodes in
+    turn, never the same twice in a row, and `CONNECT` or any request asking for an
+    upgrade is refused, as proxies that break WebSockets do. Clients use it as their HTTP
+    proxy (`http://127.0.0.1:<port>`)."""
+
+    def __init__(self, nodes: list[HubNode]) -> None:
+        self.binary = required("haproxy")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._health = f"{nodes[0].url}/healthz"
+        servers = "\n".join(f"    server {node.name} 127.0.0.1:{node.port}" for node in nodes)
+        self.config = Path(tempfile.mkstemp(prefix="proxy-", suffix=".cfg")[1])
+        self.config.write_text(
+            f"""global
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 1h
+    timeout server 1h
+
+frontend proxy
+    bind 127.0.0.1:{self.port}
+    http-request deny deny_status 403 if METH_CONNECT
+    http-request deny deny_status 403 if {{ req.hdr(upgrade) -m found }}
+    default_backend nodes
+
+backend nodes
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server check inter 200ms fall 1 rise 2
+{servers}
+"""
+        )
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "-db", "-f", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self._answers, START_TIMEOUT, "the proxy to answer")
+
+    def _answers(self) -> bool:
+        try:
+            with httpx.Client(proxy=self.url) as through:
+                return through.get(self._health).status_code == 200
         except httpx.HTTPError:
             return False
 
