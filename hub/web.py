@@ -1,5 +1,7 @@
 """The browser side, served by every node: the client module players and dashboards
-import, and the operators' console. Plain files from `hub/web/`, read once at start."""
+import, the same client as a classic script for older screens (`client.legacy.js`, built by
+`scripts/build-clients`), and the operators' console. Plain files from `hub/web/`, read once
+at start."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from starlette.types import Scope
 
 WEB = Path(__file__).parent / "web"
 JAVASCRIPT = "text/javascript; charset=utf-8"
+TYPESCRIPT = "application/typescript"
 ANYWHERE = {"Access-Control-Allow-Origin": "*", "Cache-Control": "no-cache"}
 """The client module is public code: any page, wherever it is served from, may import it
 (a module script is fetched in CORS mode)."""
@@ -42,7 +45,9 @@ class _File:
 def routes() -> list[Route | Mount]:
     return [
         Route("/client.js", _File("client.js", JAVASCRIPT, ANYWHERE).serve),
-        Route("/client.d.ts", _File("client.d.ts", "application/typescript", ANYWHERE).serve),
+        Route("/client.legacy.js", _File("client.legacy.js", JAVASCRIPT, ANYWHERE).serve),
+        Route("/client.d.ts", _File("client.d.ts", TYPESCRIPT, ANYWHERE).serve),
+        Route("/client.legacy.d.ts", _File("client.legacy.d.ts", TYPESCRIPT, ANYWHERE).serve),
         Route("/console", _File("console.html", "text/html; charset=utf-8", CONSOLE).serve),
         Mount("/console", _Assets(directory=WEB / "console")),
     ]

@@ -7,12 +7,13 @@ one is broken, whatever it shows.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
 
-from tests.support import required
+from tests.support import HubNode, required
 
 CHROMIUM_FLAGS = [
     "--headless=new",
@@ -26,6 +27,26 @@ CHROMIUM_FLAGS = [
 ]
 """This machine's network is closed: without the background-networking flags Chromium
 keeps dialling out, and is refused many times over."""
+
+OLD_ENGINE = """(() => {
+  delete window.BigInt;
+  delete window.AbortController;
+  delete Object.getOwnPropertyDescriptors;
+  delete Promise.prototype.finally;
+  delete String.prototype.trimEnd;
+  window.EventTarget = function EventTarget() { throw new TypeError("Illegal constructor"); };
+  window.RegExp = new Proxy(RegExp, {
+    construct(target, args) {
+      if (String(args[0]).includes("\\\\p{")) throw new SyntaxError("Invalid escape");
+      return Reflect.construct(target, args);
+    },
+  });
+})()"""
+"""An older screen's engine, as far as a current Chromium can play one: what the client uses
+that Chromium 53 (webOS 4) lacks, taken from a page before /client.legacy.js runs in it
+(BigInt, AbortController, Object.getOwnPropertyDescriptors, Promise.prototype.finally,
+String.prototype.trimEnd, a constructible EventTarget, Unicode property escapes). Its
+syntax is es-check's to hold (tests/test_legacy_client.py)."""
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -69,3 +90,68 @@ async def page(browser_context: BrowserContext) -> AsyncIterator[Page]:
     await opened.close()
     if errors:
         pytest.fail("the page reported errors:\n" + "\n".join(errors))
+
+
+MODULE = "module"
+CLASSIC = "classic"
+
+OPEN = """async ({urls, token, options, bundle}) => {
+  const { HubClient } = bundle === "module" ? await import("/client.js") : window.Hub;
+  const record = { ids: [], events: [], states: [], lost: [], errors: [], nodes: [],
+                   warnings: [], retries: 0, refused: null, tokens: 0, beats: 0 };
+  const tokens = [token, ...(options.later ?? [])];
+  const provider = async () => tokens[Math.min(record.tokens++, tokens.length - 1)];
+  const client = new HubClient(urls, options.provider ? provider : token, {
+    ...options,
+    backoff: { base: 0.05, cap: 0.5 },
+    log: {
+      info: () => {},
+      warn: (...said) => { record.warnings.push(said.join(" ")); console.warn(...said); },
+      error: (...said) => console.error(...said),
+    },
+    onEvent: (event) => {
+      record.ids.push(event.id);
+      record.events.push({ event: event.event, id: event.id, state: event.state === true });
+    },
+    onState: options.withState
+      ? (room, events) => { record.states.push({ room, ids: events.map((e) => e.id) }); }
+      : undefined,
+    onLost: (room) => { record.lost.push(room); },
+    onError: (error) => {
+      record.errors.push({ name: error.name, room: error.room, code: error.code });
+    },
+    heartbeat: options.beats ? () => ({ status: "playing", uptime: ++record.beats }) : undefined,
+  });
+  client.addEventListener("welcome", (event) => record.nodes.push(event.detail.node));
+  client.addEventListener("disconnected", () => { record.retries += 1; });
+  client.run().catch((error) => {
+    record.refused = { name: error.name, status: error.status, code: error.code,
+                       message: error.message };
+  });
+  (window.clients ??= []).push({ client, record });
+  if (options.wait !== false) await client.whenConnected();
+  return window.clients.length - 1;
+}"""
+"""Take the client the page loaded from the node it came from, start one, and keep what it
+hands over in `window.clients[n].record`."""
+
+
+async def start_client(
+    page: Page, node: HubNode, urls: list[str], bearer: str, bundle: str = MODULE, **options: Any
+) -> int:
+    """A HubClient in `page`, loaded from `node`; its index in `window.clients`."""
+    if not page.url.startswith(node.url):
+        if bundle == CLASSIC:
+            await page.add_init_script(OLD_ENGINE)
+        # Any page of the node's origin will do.
+        await page.goto(node.url + "/healthz")
+        if bundle == CLASSIC:
+            await page.add_script_tag(url="/client.legacy.js")  # <script src="...">
+    arguments = {"urls": urls, "token": bearer, "options": options, "bundle": bundle}
+    index: int = await page.evaluate(OPEN, arguments)
+    return index
+
+
+async def record(page: Page, index: int = 0) -> dict[str, Any]:
+    value: dict[str, Any] = await page.evaluate("n => window.clients[n].record", index)
+    return value

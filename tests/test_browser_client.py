@@ -1,6 +1,8 @@
 """The browser client, /client.js, in a real Chromium against real nodes: nothing lost or
 repeated across a node's death, heartbeats that make a device online, state before
-events, command receipts, and refusals reported instead of retried for ever."""
+events, command receipts, and refusals reported instead of retried for ever. Each of those
+runs twice: with the module, and with the classic script for older screens,
+/client.legacy.js, in a page without what their engines lack."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ import asyncio
 import signal
 from typing import Any
 
+import pytest
 from playwright.async_api import BrowserContext, ConsoleMessage, Page
 
+from tests.browser import CLASSIC, MODULE, record, start_client
 from tests.conftest import NodeFactory
 from tests.support import (
     HubNode,
@@ -23,61 +27,13 @@ from tests.support import (
 OPERATOR = token("operator", "back-office")
 EVENTS = 120
 
-OPEN = """async ({urls, token, options}) => {
-  const { HubClient } = await import("/client.js");
-  const record = { ids: [], events: [], states: [], lost: [], errors: [], nodes: [],
-                   warnings: [], retries: 0, refused: null, tokens: 0, beats: 0 };
-  const tokens = [token, ...(options.later ?? [])];
-  const provider = async () => tokens[Math.min(record.tokens++, tokens.length - 1)];
-  const client = new HubClient(urls, options.provider ? provider : token, {
-    ...options,
-    backoff: { base: 0.05, cap: 0.5 },
-    log: {
-      info: () => {},
-      warn: (...said) => { record.warnings.push(said.join(" ")); console.warn(...said); },
-      error: (...said) => console.error(...said),
-    },
-    onEvent: (event) => {
-      record.ids.push(event.id);
-      record.events.push({ event: event.event, id: event.id, state: event.state === true });
-    },
-    onState: options.withState
-      ? (room, events) => { record.states.push({ room, ids: events.map((e) => e.id) }); }
-      : undefined,
-    onLost: (room) => { record.lost.push(room); },
-    onError: (error) => {
-      record.errors.push({ name: error.name, room: error.room, code: error.code });
-    },
-    heartbeat: options.beats ? () => ({ status: "playing", uptime: ++record.beats }) : undefined,
-  });
-  client.addEventListener("welcome", (event) => record.nodes.push(event.detail.node));
-  client.addEventListener("disconnected", () => { record.retries += 1; });
-  client.run().catch((error) => {
-    record.refused = { name: error.name, status: error.status, code: error.code,
-                       message: error.message };
-  });
-  (window.clients ??= []).push({ client, record });
-  if (options.wait !== false) await client.whenConnected();
-  return window.clients.length - 1;
-}"""
-"""Load the client from the node the page came from, start one, and keep what it hands
-over in `window.clients[n].record`."""
 
-
-async def start_client(
-    page: Page, node: HubNode, urls: list[str], bearer: str, **options: Any
-) -> int:
-    """A HubClient in `page`, loaded from `node`; its index in `window.clients`."""
-    if not page.url.startswith(node.url):
-        # Any page of the node's origin will do.
-        await page.goto(node.url + "/healthz")
-    index: int = await page.evaluate(OPEN, {"urls": urls, "token": bearer, "options": options})
-    return index
-
-
-async def record(page: Page, index: int = 0) -> dict[str, Any]:
-    value: dict[str, Any] = await page.evaluate("n => window.clients[n].record", index)
-    return value
+@pytest.fixture(params=[MODULE, CLASSIC])
+def bundle(request: pytest.FixtureRequest) -> str:
+    """Which client a test's pages load: the module, or the classic script as an older
+    screen runs it."""
+    which: str = request.param
+    return which
 
 
 def devices(node: HubNode) -> dict[str, dict[str, Any]]:
@@ -87,11 +43,12 @@ def devices(node: HubNode) -> dict[str, dict[str, Any]]:
 
 
 async def test_a_page_keeps_every_event_once_in_order_while_its_node_is_killed(
-    hub_node: NodeFactory, redis_server: RedisServer, page: Page
+    hub_node: NodeFactory, redis_server: RedisServer, page: Page, bundle: str
 ) -> None:
     a = hub_node("a", redis_server.url, broadcast_rate=0)
     b = hub_node("b", redis_server.url, broadcast_rate=0)
-    await start_client(page, a, [a.ws_url, b.ws_url], token("dashboard", "wall"), rooms=["feed"])
+    wall = token("dashboard", "wall")
+    await start_client(page, a, [a.ws_url, b.ws_url], wall, bundle, rooms=["feed"])
 
     published: list[str] = []
     publishing = asyncio.create_task(publish_numbered(b.url, "feed", EVENTS, published))
@@ -107,13 +64,15 @@ async def test_a_page_keeps_every_event_once_in_order_while_its_node_is_killed(
 
 
 async def test_a_device_page_heartbeats_online_and_goes_offline_when_closed(
-    hub_node: NodeFactory, page: Page
+    hub_node: NodeFactory, page: Page, bundle: str
 ) -> None:
     # The token expires within the refresh notice: `expiring` comes right after the welcome.
     node = hub_node("solo", heartbeat_interval=1, heartbeat_timeout=5, refresh_notice=3600)
     device = token("device", "screen-1", loc="lobby", ttl=600)
     fresh = token("device", "screen-1", loc="lobby", ttl=7200)
-    await start_client(page, node, [node.ws_url], device, beats=True, provider=True, later=[fresh])
+    await start_client(
+        page, node, [node.ws_url], device, bundle, beats=True, provider=True, later=[fresh]
+    )
 
     def beating() -> bool:
         listed = devices(node).get("screen-1", {})
@@ -134,7 +93,7 @@ async def test_a_device_page_heartbeats_online_and_goes_offline_when_closed(
 
 
 async def test_state_comes_first_and_commands_are_acknowledged(
-    hub_node: NodeFactory, page: Page
+    hub_node: NodeFactory, page: Page, bundle: str
 ) -> None:
     node = hub_node("solo")
     playlist = node.broadcast(
@@ -146,7 +105,7 @@ async def test_state_comes_first_and_commands_are_acknowledged(
     # A player: the lobby's state as its first event; the `status` room is not a device's.
     device = token("device", "screen-2", loc="lobby")
     await start_client(
-        page, node, [node.ws_url], device, rooms=["status"], acknowledgeCommands=True
+        page, node, [node.ws_url], device, bundle, rooms=["status"], acknowledgeCommands=True
     )
     # A dashboard with `onState`: the state apart, before any event of the room.
     await start_client(
@@ -154,6 +113,7 @@ async def test_state_comes_first_and_commands_are_acknowledged(
         node,
         [node.ws_url],
         token("dashboard", "wall"),
+        bundle,
         rooms=["location:lobby"],
         withState=True,
     )
@@ -185,7 +145,7 @@ async def test_state_comes_first_and_commands_are_acknowledged(
 
 
 async def test_a_refused_token_is_reported_and_an_unreachable_node_is_retried(
-    hub_node: NodeFactory, browser_context: BrowserContext
+    hub_node: NodeFactory, browser_context: BrowserContext, bundle: str
 ) -> None:
     """A browser cannot read a refused handshake's status: the client asks the node
     (`GET /v1/ws` without an upgrade) and stops at its 401, with the hub's code. A node
@@ -204,7 +164,7 @@ async def test_a_refused_token_is_reported_and_an_unreachable_node_is_retried(
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
         forged = token("device", "screen-3", secret="another-secret-that-is-long-enough")
-        await start_client(page, node, [node.ws_url], forged, wait=False)
+        await start_client(page, node, [node.ws_url], forged, bundle, wait=False)
         await page.wait_for_function("() => window.clients[0].record.refused !== null")
         refused = (await record(page, 0))["refused"]
         assert (refused["name"], refused["status"], refused["code"]) == (
@@ -215,10 +175,15 @@ async def test_a_refused_token_is_reported_and_an_unreachable_node_is_retried(
         assert "Signature verification failed" in refused["message"]
 
         gone = f"ws://127.0.0.1:{free_port()}/v1/ws"
-        await start_client(page, node, [gone], token("device", "screen-4"), wait=False)
+        await start_client(page, node, [gone], token("device", "screen-4"), bundle, wait=False)
         await page.wait_for_function("() => window.clients[1].record.retries >= 5")
         assert (await record(page, 1))["refused"] is None
         await page.evaluate("() => window.clients[1].client.stop()")
+
+        wrong = f"ws://127.0.0.1:{node.port}/"  # no socket there: the hub's is /v1/ws
+        await start_client(page, node, [wrong], token("device", "screen-5"), bundle, wait=False)
+        await page.wait_for_function("() => window.clients[2].record.refused !== null")
+        assert (await record(page, 2))["refused"]["status"] == 404
     finally:
         await page.close()
     assert errors == []

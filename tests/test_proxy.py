@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from playwright.async_api import Browser, ConsoleMessage
 
 from hub.backoff import Backoff
 from hub.client import HubClient
 from hub.protocol import Transport
+from tests.browser import CLASSIC, MODULE, record, start_client
 from tests.conftest import NodeFactory
 from tests.support import (
     HubNode,
@@ -130,3 +132,73 @@ async def test_the_client_goes_back_to_a_websocket_once_one_opens(
         await client.stop()
         await asyncio.gather(running, return_exceptions=True)
         proxy.stop()
+
+
+@pytest.mark.parametrize("bundle", [MODULE, CLASSIC])
+async def test_a_player_page_falls_back_behind_the_proxy_and_loses_nothing(
+    redis_server: RedisServer,
+    hub_node: NodeFactory,
+    browser: Browser,
+    tenant: str,
+    bundle: str,
+) -> None:
+    """Chromium with the proxy as its own (loopback included), a player page on either
+    client: it falls back to the event stream, gets every event once and in order while
+    the node holding its stream is killed, stays online by its heartbeats, and a command
+    gets its receipts."""
+    a = hub_node("a", redis_server.url)
+    b = hub_node("b", redis_server.url)
+    proxy = UpgradeRefusingProxy([a, b])
+    proxy.start()
+    context = await browser.new_context(proxy={"server": proxy.url, "bypass": "<-loopback>"})
+    page = await context.new_page()
+    errors: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        # Chromium logs each WebSocket the proxy refuses, and each request to a dead node.
+        expected = ("WebSocket connection to", "Failed to load resource", "EventSource")
+        if message.type == "error" and not message.text.startswith(expected):
+            errors.append(message.text)
+
+    page.on("console", console)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        device = token("device", "screen-1", tenant, loc="lobby")
+        await start_client(
+            page, a, [a.ws_url], device, bundle, beats=True, acknowledgeCommands=True
+        )
+        assert await page.evaluate("() => window.clients[0].client.transport") == "stream"
+        welcome = await page.evaluate("() => window.clients[0].client.welcome")
+        holder, survivor = (a, b) if welcome["node"] == a.name else (b, a)
+
+        published: list[str] = []
+        room = "device:screen-1"
+        publishing = asyncio.create_task(
+            publish_numbered(survivor.url, room, 60, published, tenant=tenant)
+        )
+        await eventually(lambda: len(published) >= 20, 20, "some events published")
+        await asyncio.to_thread(holder.stop, signal.SIGKILL)
+        await publishing
+
+        async def all_there() -> bool:
+            ids = (await record(page))["ids"]
+            return bool(ids == published)
+
+        await eventually(all_there, 30, "every event once and in order across the kill")
+        assert await page.evaluate("() => window.clients[0].client.transport") == "stream"
+
+        operator = token("operator", "o1", tenant)
+        online = survivor.get("/v1/devices", operator, online="true").json()
+        assert [listed["sub"] for listed in online["devices"]] == ["screen-1"]
+        sent = survivor.broadcast(operator, room=room, event="command", data={"name": "reboot"})
+        event_id = sent.json()["ids"][room]
+
+        def done() -> bool:
+            answer = survivor.get(f"/v1/rooms/{room}/events/{event_id}/receipts", operator)
+            return [r["status"] for r in answer.json()["receipts"]] == ["done"]
+
+        await eventually(done, 20, "the command's receipt")
+    finally:
+        await context.close()
+        proxy.stop()
+    assert errors == []

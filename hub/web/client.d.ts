@@ -34,6 +34,8 @@ export interface Welcome {
    * itself within them */
   limits?: { rate: number; burst: number };
   state?: Record<string, HubEvent[]>;
+  /** on an event stream only: its session, and where its frames are POSTed */
+  stream?: { session: string; post: string };
   [field: string]: unknown;
 }
 
@@ -79,6 +81,8 @@ export interface HubClientOptions {
   backoff?: { base?: number; cap?: number };
   /** sockets refused in a row, while the node's /healthz answers, that end `run()` (3) */
   refusals?: number;
+  /** ms on the event stream between two tries of a WebSocket (300000) */
+  websocketRetry?: number;
   /** where the client logs (default `console`) */
   log?: Pick<Console, "info" | "warn" | "error">;
 }
@@ -87,7 +91,8 @@ export interface HubClientOptions {
 export class Refused extends Error {}
 
 /** The handshake was refused for good: `status` 401 or 403 with the hub's `code` and
- * `reason`, or 0 when the browser kept blocking a socket the hub would accept. */
+ * `reason`, 404 when there is no socket at that URL, or 0 when the browser kept blocking
+ * a socket the hub would accept. */
 export class HubRefused extends Refused {
   readonly url: string;
   readonly status: number;
@@ -126,6 +131,9 @@ export class HubClient extends EventTarget {
   welcome: Welcome | null;
   /** true from the moment every room is resumed until the connection ends */
   readonly connected: boolean;
+  /** what carries the connection: a WebSocket, or the event stream when a proxy refuses
+   * WebSockets and plain HTTP gets through */
+  readonly transport: "websocket" | "stream";
   /** the rooms the client keeps, a device's own included */
   readonly rooms: string[];
 

@@ -4,8 +4,9 @@
  *
  * It reconnects on any drop (a node gone, draining with 1012, full with 1013, 1011, 4008,
  * 4009, 4029) with full-jitter exponential backoff over the node URLs it is given, in
- * turn; it resubscribes every room with the last id it saw and that room's epoch, each
- * room on its own, hands each event to `onEvent` once and in id order, calls `onLost` for
+ * turn (for a minute after a 1012, doubling only to 5 s: the node comes back soon); it
+ * resubscribes every room with the last id it saw and that room's epoch, each room on
+ * its own, hands each event to `onEvent` once and in id order, calls `onLost` for
  * a room that could not be recovered, and sends a device's heartbeats on the interval the
  * welcome gives, every frame at the pace the welcome's `limits` allow. A room's current
  * state comes before its other events, to `onState`, or else to `onEvent` flagged
@@ -16,12 +17,17 @@
  * A browser is never told why a handshake failed (no HTTP status reaches the page), so
  * after a socket that closed before it opened the client asks the node: `GET /v1/ws`
  * without an upgrade answers what the handshake would. A 401 or 403 (a bad or expired
- * token, one the hub cannot use) ends `run()` with `HubRefused`, with the hub's status,
- * code and message; a 429 or 503 (too many handshakes or sockets, a full or draining
- * node), or no answer at all, is retried. When the node says the token would be accepted
- * yet the socket keeps failing, the browser is blocking it (Content-Security-Policy, local
- * network access): `refusals` such attempts in a row (3), with no welcome between, end
- * `run()` with `HubRefused` too.
+ * token, one the hub cannot use), or a 404 (no socket at that URL), ends `run()` with
+ * `HubRefused`, with the status, the hub's code and message; a 429 or 503 (too many
+ * handshakes or sockets, a full or draining node), or no answer at all, is retried.
+ *
+ * When the node says the token would be accepted yet no socket opened, a proxy may be
+ * refusing WebSocket upgrades: the client goes on over the event stream (Server-Sent
+ * Events in, POSTs out), with every promise above, and tries a WebSocket again every
+ * `websocketRetry` ms (5 minutes); `transport` says which carries it. When the stream
+ * fails too, the browser is blocking it (Content-Security-Policy, local network access):
+ * `refusals` such attempts in a row (3), with no welcome between, end `run()` with
+ * `HubRefused` too.
  *
  *     import { HubClient, socketUrl } from "/client.js";
  *     const client = new HubClient([socketUrl()], token, { rooms: ["status"], onEvent: show });
@@ -33,7 +39,8 @@
 const WELCOME_TIMEOUT = 10_000; // ms an accepted socket may take to send its welcome
 const REQUEST_TIMEOUT = 30_000; // ms a subscribe, unsubscribe, publish or refresh may wait
 const PROBE_TIMEOUT = 5_000; // ms the handshake probe after a failed handshake may take
-const REFUSALS = new Set([401, 403]); // handshake answers that no retry can change
+// Handshake answers that no retry can change: a token refused, or no socket at that URL.
+const REFUSALS = new Set([401, 403, 404]);
 const MAX_HELD = 100_000; // events of one room held while its subscribe waits for the ack
 const MAX_INBOX = 100_000; // frames waiting for the handlers before the connection is dropped
 const MIN_HEARTBEAT_INTERVAL = 100; // ms: a broken welcome cannot make a flood
@@ -41,8 +48,30 @@ const MAX_TEXT = 300; // the longest text from the hub kept in an error or a log
 // Subscribe errors a later connection may not get; any other is final.
 const TRANSIENT_CODES = new Set(["rate_limited", "unavailable"]);
 const ID = /^([0-9]{1,20})-([0-9]{1,20})$/;
-const MAX_PART = 2n ** 64n - 1n;
+// 2**64 - 1 in decimal: ids are compared as digits, not BigInts, which older screens lack.
+const MAX_PART = "18446744073709551615";
 const NORMAL = 1000;
+const CONNECTING = 0; // a socket's readyState before it opens (WebSocket.CONNECTING)
+const RESTART = 1012; // a node draining or restarting: it comes back soon
+const NO_CLOSE_FRAME = 1006; // a socket refused, or dropped, without a close frame
+const WEBSOCKET_RETRY = 300_000; // ms on the event stream between two tries of a WebSocket
+const MAX_POST_FRAMES = 100; // client frames one POST to an event stream may carry
+const POST_TIMEOUT = 30_000; // ms a POST's frames may take to be taken, retries included
+// The longest wait, in seconds, within RESTART_WINDOW ms of a 1012: a backoff that went on
+// doubling while a lone node drained and restarted kept its clients away for half a minute.
+const RESTART_CAP = 5;
+const RESTART_WINDOW = 60_000;
+/** What a log line must not carry: Unicode's "other" characters (controls, format,
+ * surrogates, private use, unassigned). Engines older than Chromium 64 cannot write that
+ * class: there, the controls, format characters, lone surrogates and private use it
+ * names. */
+const CONTROLS = (() => {
+  try {
+    return new RegExp("[\\p{C}]", "gu");
+  } catch {
+    return /[\0-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\uf8ff\u{f0000}-\u{10ffff}]/gu;
+  }
+})();
 
 /** The hub refused something for good: retrying the same thing cannot succeed. */
 export class Refused extends Error {
@@ -50,7 +79,8 @@ export class Refused extends Error {
 }
 
 /** The hub refused the handshake for good (`status` 401 or 403, with its `code` and
- * `reason`), or the browser kept blocking a socket the hub would accept (`status` 0). */
+ * `reason`; 404: no socket at that URL), or the browser kept blocking a socket the hub
+ * would accept (`status` 0). */
 export class HubRefused extends Refused {
   name = "HubRefused";
 
@@ -107,7 +137,14 @@ export class HubClient extends EventTarget {
   #options;
   #log;
   #backoff;
+  #soon; // the backoff after a 1012: jittered, and short
+  /** When a node last closed a socket with 1012 (`performance.now()`), while every try
+   * since ended in 1012 again or in no answer at all. @type {number | null} */
+  #restarted = null;
   #refusalLimit;
+  /** What carries the connections: "websocket", or "stream" (a proxy refuses WebSockets). */
+  #transport = "websocket";
+  #websocketRetry;
   #refs = 0;
   #refusals = 0;
   /** @type {Link | null} */ #link = null;
@@ -133,8 +170,19 @@ export class HubClient extends EventTarget {
     this.#options = options;
     this.#log = options.log ?? console;
     this.#backoff = new Backoff(options.backoff?.base ?? 0.5, options.backoff?.cap ?? 30);
+    this.#soon = new Backoff(this.#backoff.base, Math.min(this.#backoff.cap, RESTART_CAP));
     this.#refusalLimit = options.refusals ?? 3;
+    this.#websocketRetry = options.websocketRetry ?? WEBSOCKET_RETRY;
     for (const room of options.rooms ?? []) this.#rooms.set(room, newRoom());
+  }
+
+  /**
+   * What carries the connection: "websocket", or "stream" when WebSockets do not get
+   * through (a proxy that refuses upgrades) and the event stream does.
+   * @returns {"websocket" | "stream"}
+   */
+  get transport() {
+    return /** @type {"websocket" | "stream"} */ (this.#transport);
   }
 
   /** True from the moment every room is resumed on a connection until it ends. */
@@ -247,7 +295,13 @@ export class HubClient extends EventTarget {
       if (this.#stopping) return;
       const ended = await this.#attempt(this.#urls[attempt % this.#urls.length]);
       if (this.#stopping) return;
-      const delay = this.#backoff.next();
+      // Within a minute of a 1012, while the tries end in 1012 again or in no answer, the
+      // node is restarting: short waits. Any other answer ends that, and the backoff,
+      // which counted every try meanwhile, goes on doubling from where it stands.
+      const later = this.#backoff.next();
+      const restarting =
+        this.#restarted !== null && performance.now() - this.#restarted < RESTART_WINDOW;
+      const delay = restarting ? this.#soon.next() : later;
       this.#log.warn(`hub client: ${ended}; retrying in ${delay.toFixed(1)} s`);
       this.dispatchEvent(new CustomEvent("disconnected", { detail: { reason: ended, delay } }));
       await new Promise((resolve) => {
@@ -271,14 +325,21 @@ export class HubClient extends EventTarget {
       return `the token provider failed: ${describe(error)}`;
     }
     if (this.#stopping) return "stopped";
-    const link = new Link(withToken(url, token), (frame) => this.#process(link, frame));
+    const socket =
+      this.#transport === "stream"
+        ? new StreamSocket(streamUrl(url, token), () => link.token)
+        : new WebSocket(withToken(url, token));
+    const link = new Link(socket, (frame) => this.#process(link, frame), (code) => {
+      if (code === RESTART) this.#restarted = performance.now();
+      else if (code !== NO_CLOSE_FRAME) this.#restarted = null;
+    });
     link.token = token;
     this.#link = link;
     try {
       if (!(await link.opened)) {
         return this.#stopping ? "stopped" : await this.#refusal(url, shown, token);
       }
-      await this.#session(link);
+      await this.#session(link, url);
     } catch (error) {
       if (error instanceof Refused) throw error;
       link.end(describe(error)); // unless it had ended already, which then says why
@@ -291,7 +352,26 @@ export class HubClient extends EventTarget {
     return `connection to ${shown} ended: ${link.endedWith}`;
   }
 
-  async #session(link) {
+  /**
+   * On the event stream, try a WebSocket now and then; once one opens, end the stream:
+   * the next connection is a socket, and resumes every room.
+   */
+  #tryWebSockets(link, url) {
+    const timer = setInterval(() => {
+      const socket = new WebSocket(withToken(url, link.token));
+      socket.onerror = () => {}; // still refused: the stream goes on
+      socket.onopen = () => {
+        socket.close(NORMAL);
+        clearInterval(timer);
+        this.#transport = "websocket";
+        this.#log.warn("hub client: a WebSocket opens again: leaving the event stream");
+        link.end("leaving the event stream for a WebSocket");
+      };
+    }, this.#websocketRetry);
+    void link.closed.then(() => clearInterval(timer));
+  }
+
+  async #session(link, url) {
     const welcome = await link.welcomed;
     if (welcome === null) return; // ended before it: `endedWith` says why
     this.welcome = welcome;
@@ -300,8 +380,11 @@ export class HubClient extends EventTarget {
     this.dispatchEvent(new CustomEvent("welcome", { detail: welcome }));
     for (const room of welcome.rooms) if (!this.#rooms.has(room)) this.#rooms.set(room, newRoom());
     this.#beat(link, welcome);
+    if (this.#transport === "stream") this.#tryWebSockets(link, url);
     await Promise.all(this.rooms.map((room) => this.#keep(link, room)));
     this.#backoff.reset();
+    this.#soon.reset();
+    this.#restarted = null;
     this.#connected = true;
     this.dispatchEvent(new CustomEvent("connected", { detail: welcome }));
     await link.closed;
@@ -311,10 +394,16 @@ export class HubClient extends EventTarget {
   async #refusal(url, shown, token) {
     const answer = await probe(url, token);
     if (answer === null) return `cannot connect to ${shown}`;
+    this.#restarted = null; // the node answers, and not that it is restarting
     if (REFUSALS.has(answer.status)) {
       throw new HubRefused(shown, answer.status, answer.code, answer.reason);
     }
     if (answer.status !== 200) return `${shown} answered ${answer.status} ${answer.reason}`;
+    if (this.#transport === "websocket") {
+      // The hub would take the socket, yet none opened: a proxy that refuses upgrades?
+      this.#transport = "stream";
+      return `${shown} accepts the token, yet no WebSocket opened: trying the event stream`;
+    }
     this.#refusals += 1;
     const attempts = `${this.#refusals} of ${this.#refusalLimit}`;
     if (this.#refusals >= this.#refusalLimit) {
@@ -382,7 +471,7 @@ export class HubClient extends EventTarget {
     for (const event of held) await this.#deliver(room, event);
     // From here on every event counts; an empty room resumes from its beginning.
     if (last !== null && (room.last === null || compareIds(last, room.last) > 0)) room.last = last;
-    room.last ??= [0n, 0n];
+    room.last ??= ["0", "0"];
     return ack;
   }
 
@@ -556,21 +645,28 @@ class Link {
   /** @type {Pace | null} */ #pace = null;
   #resolve;
 
-  /** @param {string} url @param {(frame: Record<string, any>) => Promise<void> | void} handle */
-  constructor(url, handle) {
+  /**
+   * @param {WebSocket | StreamSocket} socket
+   * @param {(frame: Record<string, any>) => Promise<void> | void} handle
+   * @param {(code: number) => void} closed told the close code, if the socket closes
+   */
+  constructor(socket, handle, closed) {
     const settle = {};
     this.opened = new Promise((resolve) => (settle.opened = resolve));
     this.welcomed = new Promise((resolve) => (settle.welcomed = resolve));
     this.closed = new Promise((resolve) => (settle.closed = resolve));
     this.#resolve = settle;
     this.handle = handle;
-    this.ws = new WebSocket(url);
+    this.ws = socket;
     this.ws.onopen = () => {
       settle.opened(true);
       this.#timers.welcome = setTimeout(() => this.end("no welcome within 10 s"), WELCOME_TIMEOUT);
     };
     this.ws.onmessage = (message) => this.#receive(message.data);
-    this.ws.onclose = (event) => this.end(`closed ${event.code} ${text(event.reason)}`.trimEnd());
+    this.ws.onclose = (event) => {
+      closed(event.code);
+      this.end(`closed ${event.code} ${text(event.reason)}`.trimEnd());
+    };
     this.ws.onerror = () => {}; // a close follows, and says more
   }
 
@@ -663,7 +759,7 @@ class Link {
     this.#resolve.opened(false);
     this.#resolve.welcomed(null);
     this.#resolve.closed(reason);
-    if (this.ws.readyState === WebSocket.CONNECTING) {
+    if (this.ws.readyState === CONNECTING) {
       // Closing a socket still connecting makes the browser log an error: close it once open.
       this.ws.onopen = () => this.ws.close(NORMAL);
     } else {
@@ -718,6 +814,118 @@ class Link {
       this.#head = 0;
       this.#draining = null;
     }
+  }
+}
+
+/**
+ * An event stream with the part of a WebSocket that `Link` uses, for networks whose
+ * proxies refuse WebSocket upgrades: frames come as Server-Sent Events, frames go as
+ * POSTs, one at a time and in order, each with every frame queued meanwhile. A POST
+ * carries its token in the query and its body as text/plain, so a page of another origin
+ * sends it without a preflight. The hub's `close` event closes it as a close frame would.
+ */
+class StreamSocket {
+  readyState = CONNECTING;
+  /** @type {(() => void) | null} */ onopen = null;
+  /** @type {((message: {data: string}) => void) | null} */ onmessage = null;
+  /** @type {((event: {code: number, reason: string}) => void) | null} */ onclose = null;
+  /** @type {(() => void) | null} */ onerror = null;
+  #source;
+  #url;
+  /** @type {string | null} where the frames go, from the welcome */ #post = null;
+  /** @type {string[]} */ #outbox = [];
+  #posting = false;
+  #token;
+
+  /** @param {string} url the node's `/v1/stream?token=` @param {() => string} token */
+  constructor(url, token) {
+    this.#url = url;
+    this.#token = token;
+    this.#source = new EventSource(url);
+    this.#source.onopen = () => {
+      this.readyState = 1;
+      if (this.onopen) this.onopen();
+    };
+    this.#source.onmessage = (message) => {
+      if (this.#post === null) {
+        try {
+          this.#post = new URL(JSON.parse(message.data).stream.post, this.#url).href;
+        } catch {
+          return this.#closed(NO_CLOSE_FRAME, "the stream's welcome says nowhere to send");
+        }
+      }
+      if (this.onmessage) this.onmessage({ data: message.data });
+    };
+    this.#source.addEventListener("close", (message) => {
+      let said = {};
+      try {
+        said = JSON.parse(/** @type {MessageEvent} */ (message).data);
+      } catch {}
+      const code = typeof said.code === "number" ? said.code : NO_CLOSE_FRAME;
+      this.#closed(code, typeof said.reason === "string" ? said.reason : "");
+    });
+    // EventSource would reconnect by itself, without resuming: the client does that.
+    this.#source.onerror = () => this.#closed(NO_CLOSE_FRAME, "");
+  }
+
+  /** @param {string} frame */
+  send(frame) {
+    if (this.readyState !== 1) return;
+    this.#outbox.push(frame);
+    if (!this.#posting) void this.#flush();
+  }
+
+  close(code = NORMAL) {
+    this.#closed(code, "");
+  }
+
+  async #flush() {
+    this.#posting = true;
+    try {
+      while (this.#outbox.length > 0 && this.readyState === 1) {
+        const batch = this.#outbox.splice(0, MAX_POST_FRAMES);
+        if (!(await this.#deliver(`[${batch.join(",")}]`))) {
+          this.#closed(NO_CLOSE_FRAME, "frames not taken");
+        }
+      }
+    } finally {
+      this.#posting = false;
+    }
+  }
+
+  /** POST until the session takes the frames: what may pass (429, a node or the balancer
+   * failing, a lost connection) is tried again within POST_TIMEOUT; false otherwise. */
+  async #deliver(body) {
+    const deadline = Date.now() + POST_TIMEOUT;
+    let wait = 100;
+    for (;;) {
+      let status = 0;
+      try {
+        const target = new URL(/** @type {string} */ (this.#post));
+        target.searchParams.set("token", this.#token());
+        const answer = await fetch(target.href, {
+          method: "POST",
+          body,
+          headers: { "Content-Type": "text/plain" },
+          cache: "no-store",
+          credentials: "omit",
+        });
+        status = answer.status;
+      } catch {}
+      if (status === 202) return true;
+      if (status !== 0 && status !== 429 && status < 500) return false;
+      if (this.readyState !== 1 || Date.now() + wait > deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      wait = Math.min(wait * 2, 2000);
+    }
+  }
+
+  #closed(code, reason) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.#source.close();
+    this.#outbox = [];
+    if (this.onclose) this.onclose({ code, reason });
   }
 }
 
@@ -790,13 +998,15 @@ class Backoff {
  *   before `onEvent`, `done` or `failed` (it threw) after
  * @property {{base?: number, cap?: number}} [backoff] seconds (0.5, 30)
  * @property {number} [refusals] refused sockets in a row that end `run()` (3)
+ * @property {number} [websocketRetry] ms on the event stream between two tries of a
+ *   WebSocket (300000)
  * @property {Pick<Console, "info" | "warn" | "error">} [log] where it logs (`console`)
  *
  * @typedef {Record<string, any> & {type: "event", room: string, event: string, data: any,
  *   ts: number, id?: string, state?: true}} HubEvent
  *
  * @typedef {object} Room What the client knows of one room.
- * @property {[bigint, bigint] | null} last the last id seen
+ * @property {[string, string] | null} last the last id seen, each part in decimal
  * @property {string | null} epoch
  * @property {Record<string, any>[] | null} pending events held until the subscribe's ack
  * @property {Set<string>} handed ids handed over as the room's state
@@ -835,6 +1045,15 @@ function checkedUrls(urls) {
 function withToken(url, token) {
   const parsed = new URL(url);
   parsed.searchParams.set("token", token);
+  return parsed.href;
+}
+
+/** A node's socket URL as its event stream's, with the token. */
+function streamUrl(url, token) {
+  const parsed = new URL(withToken(url, token));
+  parsed.protocol = parsed.protocol === "wss:" ? "https:" : "http:";
+  parsed.pathname = "/v1/stream";
+  parsed.hash = "";
   return parsed.href;
 }
 
@@ -920,12 +1139,23 @@ function isObject(value) {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-/** `<ms>-<seq>` as a pair of integers, or null when it is not an id. */
+/** `<ms>-<seq>` as a pair of integers (decimal, no leading zeros), or null when it is not
+ * an id. */
 function parseId(value) {
   const match = typeof value === "string" ? ID.exec(value) : null;
   if (match === null) return null;
-  const pair = /** @type {[bigint, bigint]} */ ([BigInt(match[1]), BigInt(match[2])]);
-  return pair[0] > MAX_PART || pair[1] > MAX_PART ? null : pair;
+  const pair = /** @type {[string, string]} */ ([integer(match[1]), integer(match[2])]);
+  return comparePart(pair[0], MAX_PART) > 0 || comparePart(pair[1], MAX_PART) > 0 ? null : pair;
+}
+
+function integer(digits) {
+  return digits.replace(/^0+(?=.)/, "");
+}
+
+/** Order of two integers written in decimal without leading zeros. */
+function comparePart(a, b) {
+  if (a.length !== b.length) return a.length < b.length ? -1 : 1;
+  return a === b ? 0 : a < b ? -1 : 1;
 }
 
 function formatId(pair) {
@@ -935,13 +1165,12 @@ function formatId(pair) {
 /** Order of two ids; one that is not an id comes first. */
 function compareIds(a, b) {
   if (a === null || b === null) return (a === null ? 0 : 1) - (b === null ? 0 : 1);
-  if (a[0] !== b[0]) return a[0] < b[0] ? -1 : 1;
-  return a[1] === b[1] ? 0 : a[1] < b[1] ? -1 : 1;
+  return comparePart(a[0], b[0]) || comparePart(a[1], b[1]);
 }
 
 /** Something the hub said, made safe for one log line: a string, short, no controls. */
 function text(value) {
-  const said = (typeof value === "string" ? value : String(value)).replace(/[\p{C}]/gu, " ");
+  const said = (typeof value === "string" ? value : String(value)).replace(CONTROLS, " ");
   return said.length <= MAX_TEXT ? said : `${said.slice(0, MAX_TEXT - 3)}...`;
 }
 
