@@ -258,20 +258,23 @@ def test_hub_token_puts_a_claim_in_and_refuses_what_the_hub_would() -> None:
         assert f"argument --heartbeat: {bad!r} is not a whole number of seconds" in result.stderr
 
 
-def test_the_wire_cost_tool_counts_both_ways_and_extrapolates_a_month() -> None:
+@pytest.mark.parametrize("transport", ["websocket", "stream"])
+def test_the_wire_cost_tool_counts_both_ways_and_extrapolates_a_month(transport: str) -> None:
     command = [sys.executable, "-m", "loadtest.wirecost", "--heartbeat", "1", "--cycles", "2"]
+    command += ["--transport", transport]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
     (line,) = done.stdout.splitlines()
     fields = dict(re.findall(r"(\w+)=(\S+)", line))
-    assert fields["transport"] == "websocket"
+    assert fields["transport"] == transport
     assert (fields["heartbeat"], fields["cycles"]) == ("1", "2")
     handshake = int(fields["handshake_up"]) + int(fields["handshake_down"])
     up, down = float(fields["cycle_up"]), float(fields["cycle_down"])
     assert int(fields["handshake_up"]) > 0
     assert int(fields["handshake_down"]) > 0
-    assert up > 0  # heartbeats and pongs
-    assert down > 0  # the hub's pings
+    assert up > 0  # heartbeats (and pongs, or POSTs)
+    assert down > 0  # the hub's pings (or the POSTs' answers and comments)
     per_day = float(fields["cycles_per_day"])
     assert per_day == 86400
     month = (handshake + 30 * per_day * (up + down)) / 1e6
