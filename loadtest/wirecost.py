@@ -13,8 +13,8 @@ time a run takes (three cycles of 240 s: 12 minutes).
 
 A month is 30 days of cycles and one handshake (a connection that stays up); TCP/IP
 headers, TLS and a token's refresh are not counted. The device is a transport's function
-(`TRANSPORTS`): a second transport is a second function that connects through the relay,
-tells the meter when it is welcomed, and beats.
+(`TRANSPORTS`: `--transport websocket`, or `stream` for the event stream, whose POSTs go
+through the same relay).
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from hub.auth import Role, issue_token
+from hub.stream_client import StreamConnection
 from loadtest.processes import SECRET, free_port, start_node
 
 DAY = 86400.0
@@ -104,7 +106,35 @@ async def _read_on(recv: Callable[[], Awaitable[object]]) -> None:
         await recv()
 
 
-TRANSPORTS: dict[str, Device] = {"websocket": websocket_device}
+async def stream_device(port: int, token: str, cycles: int, meter: Meter) -> float:
+    """A device on the event stream as the Python client runs it (`hub.stream_client`):
+    its stream, and a heartbeat POSTed at the welcome and then every interval."""
+    url = f"http://127.0.0.1:{port}/v1/stream"
+    connection = await StreamConnection.open(url, token, lambda: token, 10.0)
+    try:
+        welcome = orjson.loads(await connection.recv())
+        if welcome.get("type") != "welcome":
+            raise RuntimeError(f"expected a welcome, got {welcome}")
+        meter.mark()
+        interval = float(welcome["heartbeat"]["interval"])
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        reading = asyncio.create_task(_read_on(connection.recv))
+        try:
+            for cycle in range(cycles):
+                await connection.send(HEARTBEAT)
+                await asyncio.sleep(start + (cycle + 1) * interval - loop.time())
+            meter.mark()
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await reading
+    finally:
+        await connection.close()
+    return interval
+
+
+TRANSPORTS: dict[str, Device] = {"websocket": websocket_device, "stream": stream_device}
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: Count) -> None:
@@ -125,9 +155,12 @@ async def relay(node_port: int, meter: Meter) -> asyncio.Server:
 
     async def relayed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", node_port)
-        await asyncio.gather(
-            _pump(reader, upstream_writer, meter.up), _pump(upstream_reader, writer, meter.down)
-        )
+        # A connection still open when the run ends (a kept-alive one) ends with it, quietly.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(
+                _pump(reader, upstream_writer, meter.up),
+                _pump(upstream_reader, writer, meter.down),
+            )
 
     return await asyncio.start_server(relayed, "127.0.0.1", 0)
 
