@@ -320,3 +320,15 @@ async def test_a_post_for_a_killed_nodes_stream_is_not_found(
         answer = other.post(f"/v1/stream/{session}", {"op": "ping"}, device)
         assert answer.status_code == 404
         assert answer.json()["error"]["code"] == "not_found"
+
+
+async def test_posted_frames_count_against_the_frame_rate_as_a_sockets_do(
+    hub_node: Any, tenant: str
+) -> None:
+    node = hub_node("paced", client_rate=5, client_burst=5)
+    async with streaming(node, token(Role.DEVICE, "d1", tenant)) as stream:
+        answer = await stream.post([{"op": "ping", "ref": n} for n in range(100)])
+        assert answer.status_code == 202
+        refused = await stream.frame("error")
+        assert refused["code"] == "rate_limited"
+        assert (await stream.closed())["code"] == 4029
