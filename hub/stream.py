@@ -157,6 +157,10 @@ class StreamWire:
             self._transport.abort()
 
     def _ended(self) -> None:
+        """The response is over: nothing more goes either way. The session and its wire
+        would otherwise hold each other in a cycle, kept until a full collection (the
+        socket's transport lets go of its session the same way)."""
+        self.peer = None
         self._gone = True
         self._readable.set()
         self._writable.set()
