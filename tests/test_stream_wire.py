@@ -45,10 +45,12 @@ def test_frames_become_one_sse_message_each_whatever_their_length() -> None:
 async def test_a_stream_whose_client_went_leaves_nothing_behind(no_collector: None) -> None:
     async with running() as harness:
         sent: list[dict[str, Any]] = []
-        gone = asyncio.Event()
+        gone, welcomed = asyncio.Event(), asyncio.Event()
 
         async def send(message: Any) -> None:
             sent.append(message)
+            if len(sent) == 2:  # the headers, then the welcome
+                welcomed.set()
 
         async def receive() -> Any:
             await gone.wait()
@@ -59,8 +61,7 @@ async def test_a_stream_whose_client_went_leaves_nothing_behind(no_collector: No
         session = Session(harness._sessions, principal, wire)
         running_session = asyncio.create_task(session.run())
         serving = asyncio.create_task(wire.serve(send, receive))
-        while len(sent) < 2:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(welcomed.wait(), 5)
         assert sent[0]["status"] == 200
         welcome = orjson.loads(sent[1]["body"].removeprefix(b"data: "))
         assert welcome["stream"]["session"] == wire.id
