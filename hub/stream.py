@@ -3,8 +3,10 @@ Events) one way, and by POSTed frames the other, for screens behind proxies that
 WebSocket upgrades.
 
 It is a `hub.wire.Wire` like a socket: the session, its rooms, limits and reaping do not
-know the difference. Writes never wait: what the response has not sent yet is counted as
-waiting, so a stream that is not read is shed by its sender as a socket is (4009).
+know the difference. Once the response's headers are out, a write goes straight to the
+connection's transport as one HTTP chunk, as a socket's frame does: no task wakes for it,
+and nothing waits. What the transport holds is what waits for the peer, so a stream that
+is not read is shed by its sender as a socket is (4009).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from hub import sse
 from hub.disconnect import Disconnect
 from hub.wire import Message, Peer
 
+DRAIN_POLL = 0.05
+"""Seconds between two looks at a paced replay's backlog."""
 CLOSE_TIMEOUT = 5.0
 """How long a stream the node ended may take to send its last message before it is dropped."""
 STREAM_PATH = "/v1/stream"
@@ -45,17 +49,17 @@ class StreamWire:
     __slots__ = (
         "_cause",
         "_closing",
-        "_drained",
+        "_early",
+        "_finished",
         "_gone",
         "_in",
-        "_in_flight",
         "_inbox_limit",
-        "_out",
-        "_out_bytes",
         "_quiet",
         "_readable",
+        "_started",
+        "_ticking",
         "_transport",
-        "_writable",
+        "_wrote",
         "id",
         "peer",
         "sub",
@@ -68,7 +72,7 @@ class StreamWire:
         tenant: str | None,
         quiet: float,
         inbox_limit: int,
-        transport: asyncio.WriteTransport | None,
+        transport: asyncio.WriteTransport,
     ) -> None:
         self.id = new_session_id()
         self.sub = sub
@@ -81,13 +85,17 @@ class StreamWire:
         self._cause: Disconnect | None = None
         self._closing = False
         self._gone = False
+        self._started = False
+        """The headers are out: writes go to the transport."""
+        self._early: list[bytes] = []
+        """Written before the headers went out (the welcome, most often)."""
+        self._wrote = False
+        """Something was written since the last tick of the quiet timer."""
+        self._ticking: asyncio.TimerHandle | None = None
         self._in: deque[str] = deque()
-        self._out: list[bytes] = []
-        self._out_bytes = 0
-        self._in_flight = 0
         self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._drained = asyncio.Event()
+        self._finished = asyncio.Event()
+        """The node ended the session, or the client went: the response ends."""
 
     @property
     def hello(self) -> dict[str, Any]:
@@ -126,35 +134,44 @@ class StreamWire:
     def write(self, frames: bytes) -> int:
         if not self.open:
             return 0
-        data = sse.messages(frames)
-        self._out.append(data)
-        self._out_bytes += len(data)
-        self._writable.set()
+        self._send(sse.messages(frames))
         return self.buffered()
 
+    def _send(self, data: bytes) -> None:
+        if self._started:
+            self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+            self._wrote = True
+        else:
+            self._early.append(data)
+
     def buffered(self) -> int:
-        transport = self._transport
-        kernel = transport.get_write_buffer_size() if transport is not None else 0
-        return self._out_bytes + self._in_flight + kernel
+        early = sum(map(len, self._early)) if self._early else 0
+        return early + self._transport.get_write_buffer_size()
 
     async def drained(self) -> None:
         while self.open and self.buffered() > 0:
-            self._drained.clear()
-            await self._drained.wait()
+            await asyncio.sleep(DRAIN_POLL)
 
     def close(self, cause: Disconnect) -> None:
         if not self.open:
             return
         self._cause = cause
-        self._out.append(sse.close_message(cause))
+        self._send(sse.close_message(cause))
         self._closing = True
         self._readable.set()
-        self._writable.set()
+        self._finished.set()
         asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._drop)
 
     def _drop(self) -> None:
-        if self._transport is not None and not self._gone:
+        if not self._gone:
             self._transport.abort()
+
+    def _tick(self) -> None:
+        """Every quiet interval: a comment, unless something else was written meanwhile."""
+        if not self._wrote and self.open:
+            self._send(sse.COMMENT)
+        self._wrote = False
+        self._ticking = asyncio.get_running_loop().call_later(self._quiet, self._tick)
 
     def _ended(self) -> None:
         """The response is over: nothing more goes either way. The session and its wire
@@ -162,42 +179,33 @@ class StreamWire:
         socket's transport lets go of its session the same way)."""
         self.peer = None
         self._gone = True
+        if self._ticking is not None:
+            self._ticking.cancel()
+            self._ticking = None
         self._readable.set()
-        self._writable.set()
-        self._drained.set()
+        self._finished.set()
 
     async def serve(self, send: Send, receive: Receive) -> None:
-        """The response: headers, then what is written as it comes, a comment when the
-        stream was quiet too long, until the node ends the session or the client goes."""
+        """The response: its headers and what was written before them through ASGI (which
+        makes it chunked), then, from the transport, what is written as it comes and a
+        comment when the stream was quiet too long, until the node ends the session or
+        the client goes; the last chunk through ASGI again."""
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        early, self._early = b"".join(self._early) or sse.COMMENT, []
+        await send({"type": "http.response.body", "body": early, "more_body": True})
+        self._started = True
+        if self._early:  # written while the headers went out
+            late, self._early = b"".join(self._early), []
+            self._send(late)
         watch = asyncio.create_task(self._watch(receive))
+        self._ticking = asyncio.get_running_loop().call_later(self._quiet, self._tick)
         try:
-            await self._pump(send)
+            await self._finished.wait()
             if not self._gone:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watch.cancel()
             self._ended()
-
-    async def _pump(self, send: Send) -> None:
-        while not self._gone:
-            if not self._out:
-                if self._closing:
-                    return
-                self._writable.clear()
-                try:
-                    await asyncio.wait_for(self._writable.wait(), self._quiet)
-                except TimeoutError:
-                    self._out.append(sse.COMMENT)
-                    self._out_bytes += len(sse.COMMENT)
-                continue
-            chunk = b"".join(self._out)
-            self._out.clear()
-            self._out_bytes = 0
-            self._in_flight = len(chunk)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            self._in_flight = 0
-            self._drained.set()
 
     async def _watch(self, receive: Receive) -> None:
         """The client's side of the connection: its end ends the session."""

@@ -101,6 +101,9 @@ class Streams:
             return refusal_response(admitted.error)
         settings = self._sessions.settings
         transport = request.scope.get("extensions", {}).get(TRANSPORT_EXTENSION)
+        if transport is None:
+            log.error("no transport for an event stream: run with `hub serve`")
+            raise HubError(ErrorCode.UNAVAILABLE, "event streams need `hub serve`")
         wire = StreamWire(
             admitted.sub, admitted.tenant, settings.heartbeat_interval, INBOX_FRAMES, transport
         )

@@ -20,6 +20,23 @@ from tests.inprocess import running
 from tests.support import token
 
 
+class Transport(asyncio.WriteTransport):
+    """A connection's transport that keeps what is written to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def abort(self) -> None:
+        pass
+
+
 @pytest.fixture
 def no_collector() -> Iterator[None]:
     """Only reference counting frees objects: what a cycle holds stays, as it would until
@@ -57,7 +74,8 @@ async def test_a_stream_whose_client_went_leaves_nothing_behind(no_collector: No
             return {"type": "http.disconnect"}
 
         principal = await harness._auth.verify(token("device", "d1"))
-        wire = StreamWire(principal.sub, principal.tenant, 15.0, 200, None)
+        transport = Transport()
+        wire = StreamWire(principal.sub, principal.tenant, 15.0, 200, transport)
         session = Session(harness._sessions, principal, wire)
         running_session = asyncio.create_task(session.run())
         serving = asyncio.create_task(wire.serve(send, receive))
@@ -65,6 +83,8 @@ async def test_a_stream_whose_client_went_leaves_nothing_behind(no_collector: No
         assert sent[0]["status"] == 200
         welcome = orjson.loads(sent[1]["body"].removeprefix(b"data: "))
         assert welcome["stream"]["session"] == wire.id
+        wire.write(websocket_text_frame(b'{"n":1}'))
+        assert transport.written == [b'f\r\ndata: {"n":1}\n\n\r\n']  # one chunk, straight out
 
         gone.set()
         await asyncio.gather(running_session, serving)
