@@ -149,7 +149,9 @@ class StreamWire:
         return early + self._transport.get_write_buffer_size()
 
     async def drained(self) -> None:
-        while self.open and self.buffered() > 0:
+        """Looked at every `DRAIN_POLL`: the transport tells uvicorn's protocol when it
+        drains, not the wire (only a paced replay waits here)."""
+        while self.open and self.buffered() > 0:  # noqa: ASYNC110
             await asyncio.sleep(DRAIN_POLL)
 
     def close(self, cause: Disconnect) -> None:
