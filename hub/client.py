@@ -33,7 +33,6 @@ import inspect
 import itertools
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +41,7 @@ import orjson
 from websockets.exceptions import ConnectionClosed, InvalidURI
 from websockets.uri import parse_uri
 
-from hub.backoff import Backoff
+from hub.backoff import Backoff, Retries
 from hub.dial import CONNECTION_ERRORS, Answer, Connection, Dialer, cut
 from hub.history import parse_id
 from hub.protocol import Transport
@@ -73,19 +72,8 @@ MAX_TEXT = 300
 """The longest message from the hub kept in an exception or a log line."""
 TRANSIENT_STATUSES = frozenset({408, 429})
 """Handshake answers in 4xx that are worth retrying; every other 4xx is a refusal."""
-RESTART = 1012
-"""The close of a node that is draining or restarting: it comes back soon."""
-RESTART_CAP = 5.0
-"""The longest wait before a retry in the `RESTART_WINDOW` seconds after a 1012. A lone
-node's drain answers every retry with 1012 until it stops, and a backoff doubling to its
-cap meanwhile kept clients away for up to half a minute after the node was back."""
-RESTART_WINDOW = 60.0
-"""Seconds after a 1012 in which a node is expected back: past them, the backoff doubles
-to its cap again."""
 WEBSOCKET_RETRY = 300.0
 """Seconds on the event stream between two tries of a WebSocket."""
-NO_CLOSE_FRAME = 1006
-"""The close code of a connection that ended without a close frame (dropped, refused)."""
 TRANSIENT_CODES = frozenset({"rate_limited", "unavailable"})
 """`error` codes of a subscribe that a later connection may not get; any other is final."""
 
@@ -168,6 +156,14 @@ class _Subscriptions:
     def forget(self, room: str) -> None:
         self._rooms.pop(room, None)
 
+    def hold_all(self) -> None:
+        """From a welcome on, hold every room's events until its subscribe's ack: the
+        welcome's own rooms get live events at once, and one handed over before the ack
+        would make the ack's replay of older ones look like repeats."""
+        for subscription in self._rooms.values():
+            if subscription.pending is None:
+                subscription.pending = []
+
     async def resume_all(self) -> None:
         await asyncio.gather(*(self._keep(room) for room in list(self._rooms)))
 
@@ -196,7 +192,8 @@ class _Subscriptions:
     async def resume(self, room: str) -> Event:
         """(Re)subscribe from the last id seen; hold the room's events until the ack."""
         subscription = self._rooms[room]
-        subscription.pending = []
+        if subscription.pending is None:
+            subscription.pending = []
         frame: dict[str, Any] = {"op": "subscribe", "room": room}
         if subscription.last is not None:
             frame["since"] = f"{subscription.last[0]}-{subscription.last[1]}"
@@ -358,14 +355,8 @@ class HubClient:
             acknowledge=acknowledge_commands,
         )
         self._heartbeat = heartbeat
-        self._backoff = backoff or Backoff(base=0.5, cap=30.0)
-        self._soon = Backoff(self._backoff.base, min(self._backoff.cap, RESTART_CAP))
-        """The backoff after a node said it was restarting: jittered, and short."""
-        self._restarted: float | None = None
-        """When a node last closed a connection with 1012 (`time.monotonic`), while every
-        try since ended in 1012 again or in no answer at all."""
-        self._refs = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[Event]] = {}
+        self._retries = Retries(backoff or Backoff(base=0.5, cap=30.0))
+        self._waiting = _Waiting()
         self._ws: Connection | None = None
         self._pace: TokenBucket | None = None
         """The connection's frame rate, from its welcome: frames past it would be refused."""
@@ -385,23 +376,10 @@ class HubClient:
             ended, least_wait = await self._attempt(self._urls[attempt % len(self._urls)])
             if self._stopping.is_set():
                 return
-            delay = max(self._wait(), least_wait)
+            delay = max(self._retries.next(), least_wait)
             log.warning("%s; retrying in %.1f s", ended, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
-
-    def _wait(self) -> float:
-        """The wait before the next attempt: full jitter, doubling to the backoff's cap,
-        but only to `RESTART_CAP` within `RESTART_WINDOW` of a node's 1012, while its
-        tries end in 1012 again or in no answer (a node restarting). A crowd still spreads
-        over the jitter, and comes back seconds after the node, not up to the cap after
-        it. Any other answer (full, rate-limited, unavailable) ends that: the backoff,
-        which counted every try meanwhile, goes on doubling from where it stands."""
-        later = self._backoff.next()
-        restarted = self._restarted
-        if restarted is not None and time.monotonic() - restarted < RESTART_WINDOW:
-            return self._soon.next()
-        return later
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -470,7 +448,7 @@ class HubClient:
         try:
             ws = await self._dialer.open(url, token, self._token.held)
         except Answer as answer:
-            self._restarted = None
+            self._retries.answered()
             status = answer.status
             if answer.code is not None and 400 <= status < 500 and status not in TRANSIENT_STATUSES:
                 raise HubRefused(status, answer.message, answer.code) from None
@@ -486,12 +464,9 @@ class HubClient:
         finally:
             self._ws = None
             self.connected.clear()
-            self._fail_waiters()
+            self._waiting.fail()
             await ws.close()
-            if ws.close_code == RESTART:
-                self._restarted = time.monotonic()
-            elif ws.close_code != NO_CLOSE_FRAME:
-                self._restarted = None
+            self._retries.closed(ws.close_code)
         return f"connection to {shown} ended: {_closed(ws.close_code, ws.close_reason)}", 0.0
 
     async def _session(self, ws: Connection, url: str) -> None:
@@ -502,18 +477,19 @@ class HubClient:
         log.info("connected to node %s as %s over a %s", node, role, transport.value)
         for room in welcome["rooms"]:
             self._subscriptions.keep(room)
+        self._subscriptions.hold_all()
         reader = asyncio.create_task(self._read(ws))
         beats = asyncio.create_task(self._beat(ws, welcome))
         switching = (
-            asyncio.create_task(self._websocket_again(ws, url))
+            asyncio.create_task(
+                self._dialer.websocket_again(ws, url, self._token.held, self._websocket_retry)
+            )
             if transport is Transport.STREAM
             else None
         )
         try:
             await self._subscriptions.resume_all()
-            self._backoff.reset()
-            self._soon.reset()
-            self._restarted = None
+            self._retries.reset()
             self.connected.set()
             await reader
         except ConnectionError:
@@ -532,36 +508,16 @@ class HubClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await beats
 
-    async def _websocket_again(self, ws: Connection, url: str) -> None:
-        """On the event stream, try a WebSocket every `websocket_retry` seconds; once one
-        opens, end the stream: the next connection is a socket, and resumes every room."""
-        while True:
-            await asyncio.sleep(self._websocket_retry)
-            if await self._dialer.websocket_opens(url, self._token.held()):
-                log.warning("a WebSocket to %s opens again: leaving the event stream", url)
-                await ws.close()
-                return
-
     async def _request(self, frame: dict[str, Any]) -> Event:
         ws = self._ws
         if ws is None:
             raise ConnectionError("not connected")
-        ref = next(self._refs)
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiting[ref] = waiter
+        ref, waiter = self._waiting.new()
         try:
             await self._send(ws, orjson.dumps({**frame, "ref": ref}).decode())
             return await asyncio.wait_for(waiter, REQUEST_TIMEOUT)
         finally:
-            self._waiting.pop(ref, None)
-            if waiter.done() and not waiter.cancelled():
-                waiter.exception()  # a loss the send met first is raised by the send
-
-    def _fail_waiters(self) -> None:
-        for waiter in self._waiting.values():
-            if not waiter.done():
-                waiter.set_exception(ConnectionError("connection lost"))
-        self._waiting.clear()
+            self._waiting.forget(ref, waiter)
 
     async def _read(self, ws: Connection) -> None:
         try:
@@ -570,7 +526,7 @@ class HubClient:
             # Nothing will be answered any more: no request may wait from here on.
             if self._ws is ws:
                 self._ws = None
-            self._fail_waiters()
+            self._waiting.fail()
 
     async def _dispatch(self, ws: Connection) -> None:
         async for message in ws:
@@ -580,10 +536,9 @@ class HubClient:
                 await self._subscriptions.take(frame)
                 continue
             ref = frame.get("ref")
-            waiter = self._waiting.get(ref) if isinstance(ref, int) else None
-            if waiter is not None and not waiter.done():
-                waiter.set_result(frame)
-            elif kind == "expiring":
+            if self._waiting.answer(ref, frame):
+                continue
+            if kind == "expiring":
                 self._token.expiring(frame.get("exp"))
             elif kind == "error" and ref is None:
                 code, message = _text(frame.get("code")), _text(frame.get("message"))
@@ -595,17 +550,58 @@ class HubClient:
             return
         interval = max(MIN_HEARTBEAT_INTERVAL, welcome["heartbeat"]["interval"])
         while True:
-            try:
-                data = self._heartbeat() if self._heartbeat is not None else {"status": "ok"}
-                text = orjson.dumps({"op": "heartbeat", "data": data}).decode()
-            except Exception:
-                log.exception("heartbeat callback failed: no heartbeat sent this time")
-            else:
+            text = _heartbeat(self._heartbeat)
+            if text is not None:
                 try:
                     await self._send(ws, text)
                 except ConnectionClosed:
                     return
             await asyncio.sleep(interval)
+
+
+def _heartbeat(data: Callable[[], dict[str, Any]] | None) -> str | None:
+    """A heartbeat frame with what `data` says (`{"status": "ok"}` without it); None, and
+    the failure logged, when `data` raises."""
+    try:
+        said = data() if data is not None else {"status": "ok"}
+        return orjson.dumps({"op": "heartbeat", "data": said}).decode()
+    except Exception:
+        log.exception("heartbeat callback failed: no heartbeat sent this time")
+        return None
+
+
+class _Waiting:
+    """Requests waiting for their answers, by `ref`."""
+
+    def __init__(self) -> None:
+        self._refs = itertools.count(1)
+        self._futures: dict[int, asyncio.Future[Event]] = {}
+
+    def new(self) -> tuple[int, asyncio.Future[Event]]:
+        ref = next(self._refs)
+        waiter: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        self._futures[ref] = waiter
+        return ref, waiter
+
+    def answer(self, ref: Any, frame: Event) -> bool:
+        """Hand `frame` to the request `ref` names, if one waits for it."""
+        waiter = self._futures.get(ref) if isinstance(ref, int) else None
+        if waiter is None or waiter.done():
+            return False
+        waiter.set_result(frame)
+        return True
+
+    def forget(self, ref: int, waiter: asyncio.Future[Event]) -> None:
+        self._futures.pop(ref, None)
+        if waiter.done() and not waiter.cancelled():
+            waiter.exception()  # a loss the send met first is raised by the send
+
+    def fail(self) -> None:
+        """The connection is gone: no answer comes any more."""
+        for waiter in self._futures.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("connection lost"))
+        self._futures.clear()
 
 
 def _checked_urls(urls: Sequence[str]) -> list[str]:

@@ -9,6 +9,7 @@ refusing the client, a proxy's page never is.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -117,15 +118,22 @@ class Dialer:
         )
         return connection
 
-    async def websocket_opens(self, url: str, token: str) -> bool:
-        """Whether a WebSocket opens now; if it does, the next connection is one."""
-        try:
-            probe = await _socket(url, token)
-        except (Answer, *CONNECTION_ERRORS):
-            return False
-        await probe.close()
-        self.transport = Transport.WEBSOCKET
-        return True
+    async def websocket_again(
+        self, stream: Connection, url: str, token: Callable[[], str], every: float
+    ) -> None:
+        """On the event stream, try a WebSocket every `every` seconds; once one opens, end
+        the stream: the next connection is a socket, and resumes every room."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                probe = await _socket(url, token())
+            except (Answer, *CONNECTION_ERRORS):
+                continue
+            await probe.close()
+            self.transport = Transport.WEBSOCKET
+            log.warning("a WebSocket to %s opens again: leaving the event stream", url)
+            await stream.close()
+            return
 
 
 async def _socket(url: str, token: str) -> Connection:

@@ -527,6 +527,53 @@ async def test_the_held_events_of_a_first_subscribe_all_go_before_a_live_one(las
     assert seen == [1, 2, 3]
 
 
+async def test_a_welcome_rooms_live_event_does_not_overtake_the_replay_of_older_ones() -> None:
+    """On a reconnect the hub sends a device's own rooms' live events right after the
+    welcome, before the client's subscribe with `since` is answered with the replay of what
+    it missed. Handed over at once, a live event made the replayed older ones look like
+    repeats: they were lost (seen behind a proxy, on the event stream)."""
+    seen: list[int] = []
+    hub: dict[str, list[list[Any]]] = {}
+    """What each connection sent the fake hub, once it listens."""
+
+    async def subscribe_of(frames: list[Any]) -> dict[str, Any]:
+        await eventually(lambda: any(f.get("op") == "subscribe" for f in frames), 10, "subscribe")
+        return next(f for f in frames if f.get("op") == "subscribe")
+
+    async def script(ws: ServerConnection) -> None:
+        frames = hub["sent"][-1]
+        await ws.send(_welcome(rooms=["feed"]))
+        if len(hub["sent"]) == 1:
+            request = await subscribe_of(frames)
+            ack = {"type": "ack", "ref": request["ref"], "room": "feed", "recovered": False}
+            await ws.send(orjson.dumps({**ack, "epoch": "e", "last": "1-0", "state": []}).decode())
+            await ws.send(_numbered(2))
+            await eventually(lambda: seen == [2], 10, "the first event")
+            await ws.close()
+            return
+        await ws.send(_numbered(4))  # live, right after the welcome
+        request = await subscribe_of(frames)
+        assert request["since"] == "2-0"
+        await ws.send(_numbered(3))  # the replay of what it missed
+        ack = {"type": "ack", "ref": request["ref"], "room": "feed", "recovered": True}
+        await ws.send(orjson.dumps({**ack, "epoch": "e", "last": "3-0", "state": []}).decode())
+        await ws.wait_closed()
+
+    async with _fake_hub(script) as (url, sent):
+        hub["sent"] = sent
+        client = HubClient(
+            [url],
+            token("dashboard", "d1"),
+            on_event=lambda event: seen.append(event["data"]["n"]),
+            backoff=QUICK,
+        )
+        running = asyncio.create_task(client.run())
+        await eventually(lambda: len(seen) >= 3, 10, "three events")
+        await client.stop()
+        await asyncio.wait_for(running, 10)
+    assert seen == [2, 3, 4]
+
+
 async def _paced(ws: ServerConnection) -> None:
     await ws.send(_welcome(limits={"rate": 1, "burst": 2}))  # one frame, then one a second
     await ws.wait_closed()

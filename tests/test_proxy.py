@@ -83,11 +83,15 @@ async def test_the_client_falls_back_behind_the_proxy_and_loses_nothing_when_its
         await eventually(lambda: len(published) >= 20, 20, "some events published")
         holder.stop(signal.SIGKILL)
         await publishing
-        await eventually(
-            lambda: [e["id"] for e in seen if e["room"] == device_room] == published,
-            30,
-            "every event once and in order across the kill",
-        )
+        try:
+            await eventually(
+                lambda: [e["id"] for e in seen if e["room"] == device_room] == published,
+                30,
+                "every event once and in order across the kill",
+            )
+        except TimeoutError:
+            got = [e["id"] for e in seen if e["room"] == device_room]
+            raise AssertionError(f"published {published}\nseen {got}") from None
         assert client.transport is Transport.STREAM
 
         online = survivor.get("/v1/devices", operator, online="true").json()
