@@ -28,7 +28,7 @@ from hub.descriptors import fitted
 from hub.disconnect import INTERNAL_ERROR
 from hub.errors import HTTP_STATUS, ErrorCode, HubError
 from hub.figures.local import LocalFigures
-from hub.http import HubHttpProtocol
+from hub.http import STREAM_PATH, HubHttpProtocol
 from hub.logs import configure as configure_logs
 from hub.metrics import Metrics
 from hub.process import Exporter, tune_collector
@@ -37,7 +37,6 @@ from hub.rest import Rest, RestParts, refusal_response
 from hub.session import Session
 from hub.shutdown import drain_on_sigterm
 from hub.sockets import Sockets
-from hub.stream import STREAM_PATH
 from hub.streams import Streams
 from hub.tasks import cancel
 from hub.transport import WIRE_EXTENSION
@@ -151,7 +150,14 @@ class Hub:
             await websocket.close(INTERNAL_ERROR.code)
             return
         await websocket.accept()
-        await self.sockets.serve(Session(self.sessions, admitted, wire), Transport.WEBSOCKET)
+        session = Session(self.sessions, admitted, wire)
+        self.sockets.add(session, Transport.WEBSOCKET)
+        try:
+            await session.run()
+        except Exception as error:
+            self.sockets.failed(session, error)
+        finally:
+            self.sockets.remove(session)
 
     async def _refuse(self, websocket: WebSocket, refused: Denied, client: str | None) -> None:
         """Refuse before the upgrade with the refusal's status; a full or draining node

@@ -25,9 +25,11 @@ from hub.config import Settings
 from hub.errors import error_body
 from hub.linger import LINGER_BYTES, LINGER_SECONDS, drop
 
+STREAM_PATH = "/v1/stream"
 TRANSPORT_EXTENSION = "hub.transport"
-"""The connection's transport, in each request's scope: an event stream's write buffer is
-what waits for its peer, and a stream that will not take its last message is dropped."""
+"""The connection's transport, in an event stream's scope: the stream writes to it, its
+write buffer is what waits for the peer, and a stream that will not take its last message
+is dropped with it."""
 MAX_LINE = 8192
 """The longest header line: what the WebSocket handshake parser takes."""
 
@@ -92,8 +94,11 @@ class HubHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._headers_done()
         super().on_headers_complete()
-        extensions: dict[str, Any] = {TRANSPORT_EXTENSION: self.transport}
-        self.scope["extensions"] = extensions
+        if self.scope.get("path") == STREAM_PATH and not self.parser.should_upgrade():
+            # Only a stream's scope: an upgraded connection's HTTP protocol waits in a
+            # cycle for the collector, and would keep the dict with it, per socket.
+            extensions: dict[str, Any] = {TRANSPORT_EXTENSION: self.transport}
+            self.scope["extensions"] = extensions
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._headers_done()

@@ -19,7 +19,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode
 from hub import __version__, bodies
 from hub.errors import HTTP_STATUS, ErrorCode
 from hub.events import PUBLIC
-from hub.stream import STREAM_PATH
+from hub.http import STREAM_PATH
 
 REF = "#/components/schemas/{model}"
 JSON = "application/json"

@@ -20,13 +20,13 @@ from starlette.types import Receive, Send
 
 from hub import sse
 from hub.disconnect import Disconnect
+from hub.http import STREAM_PATH
 from hub.wire import Message, Peer
 
 DRAIN_POLL = 0.05
 """Seconds between two looks at a paced replay's backlog."""
 CLOSE_TIMEOUT = 5.0
 """How long a stream the node ended may take to send its last message before it is dropped."""
-STREAM_PATH = "/v1/stream"
 HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache, no-transform"),

@@ -113,10 +113,14 @@ class Streams:
     async def run(self, wire: StreamWire, session: Session, send: Send, receive: Receive) -> None:
         """The stream's response and its session, together, until both are over."""
         self._open[wire.id] = wire
+        self._sockets.add(session, Transport.STREAM)
         serving = asyncio.create_task(wire.serve(send, receive), name="stream")
         try:
-            await self._sockets.serve(session, Transport.STREAM)
+            await session.run()
+        except Exception as error:
+            self._sockets.failed(session, error)
         finally:
+            self._sockets.remove(session)
             del self._open[wire.id]
             try:
                 await self._mailbox.unregister(wire.id)

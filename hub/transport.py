@@ -43,6 +43,26 @@ class PongsWithheld(ServerProtocol):
         else:
             super().recv_frame(frame)
 
+    def pong(self, payload: BytesLike) -> bytes:
+        """The framed pong to a ping, for the transport to send when the budget allows."""
+        self.send_pong(payload)
+        return b"".join(self.data_to_send())
+
+    def close_in(self, data: bytes) -> Frame | None:
+        """After the node's close: the peer's close in `data`, if it is there. Nothing is
+        answered any more."""
+        self.receive_data(data)
+        events = self.events_received()
+        self.data_to_send()
+        closes = [e for e in events if isinstance(e, Frame) and e.opcode is Opcode.CLOSE]
+        return closes[-1] if closes else None
+
+    def refusal(self) -> tuple[bytes, Disconnect]:
+        """The close the parser sends for a frame it refused, framed, and why."""
+        close = self.close_sent
+        assert close is not None, "the parser fails a connection with a close"
+        return b"".join(self.data_to_send()), refused_frame(close.code, close.reason)
+
     def lost(self) -> None:
         """The connection is gone: end the parser, whose suspended frame holds this
         protocol (and the handshake's request) in a cycle."""
@@ -58,8 +78,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
 
     cause: Disconnect | None
     peer: Peer | None
-    hello = None
-    """A socket's welcome says nothing of its wire."""
+    hello = None  # a socket's welcome says nothing of its wire
     _unread: bytes
     """What arrived while the app had a message to take: parsed once it takes it."""
     _lingered: int
@@ -141,9 +160,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         session, send it within `PONG_BOUND`."""
         if self.close_sent:
             return
-        conn = self.conn
-        conn.send_pong(payload)
-        pong = b"".join(conn.data_to_send())
+        pong = cast(PongsWithheld, self.conn).pong(payload)
         peer = self.peer
         if peer is not None:
             peer.pinged(pong)
@@ -188,11 +205,9 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
     def _refuse_frame(self) -> None:
         """A frame the parser refused (too large, malformed): its close goes out, and the
         socket lingers."""
-        conn = self.conn
-        self.transport.write(b"".join(conn.data_to_send()))
-        close = conn.close_sent
-        assert close is not None, "the parser fails a connection with a close"
-        self._sent_close(refused_frame(close.code, close.reason))
+        framed, cause = cast(PongsWithheld, self.conn).refusal()
+        self.transport.write(framed)
+        self._sent_close(cause)
 
     def _linger(self, data: bytes) -> None:
         """After the node's close, read on without answering: find the peer's close in the
@@ -203,14 +218,10 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         if self._lingered > LINGER_BYTES:
             drop(self.transport)
             return
-        if parsed >= LINGER_PARSED_BYTES:
-            return
-        conn = self.conn
-        conn.receive_data(data[: LINGER_PARSED_BYTES - parsed])
-        for event in conn.events_received():
-            if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
-                self.handle_close(event)
-        conn.data_to_send()  # nothing is answered now
+        if parsed < LINGER_PARSED_BYTES:
+            close = cast(PongsWithheld, self.conn).close_in(data[: LINGER_PARSED_BYTES - parsed])
+            if close is not None:
+                self.handle_close(close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Drop what ties the socket to its session in a cycle: a node collects cycles
@@ -233,12 +244,11 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.close_sent or transport.is_closing():
             return 0
         transport.write(frame)
-        waiting: int = transport.get_write_buffer_size()
+        waiting: int = transport.get_write_buffer_size()  # no call on the hot path to say so
         return waiting
 
     def buffered(self) -> int:
-        size: int = self.transport.get_write_buffer_size()
-        return size
+        return int(self.transport.get_write_buffer_size())
 
     async def drained(self) -> None:
         await self.writable.wait()  # uvicorn's flow control, set below the low-water mark
@@ -253,9 +263,8 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
             self.handshake_complete = True
 
     def keepalive(self, interval: float) -> None:
-        """Ping every `interval` seconds: the next ping, already due at the node's interval
-        from the accept, is moved to `interval` from now (one in flight keeps its pong
-        deadline, and the next follows it at `interval`)."""
+        """Ping every `interval` seconds, the next one `interval` from now instead of at the
+        node's interval from the accept (a ping in flight keeps its pong deadline)."""
         self.ping_interval = interval
         if self.ping_timer is not None:
             self.ping_timer.cancel()

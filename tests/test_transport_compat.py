@@ -44,13 +44,21 @@ OVERRIDDEN = {
 REPLACED = {"data_received", "handle_events", "send_receive_event_to_app", "receive"}
 """Methods hub replaces whole: uvicorn must still call them, as they are."""
 
-CALLED = {"handle_pong", "handle_close", "handle_cont", "handle_text", "handle_bytes"}
+CALLED = {
+    "handle_pong",
+    "handle_close",
+    "handle_cont",
+    "handle_text",
+    "handle_bytes",
+    "schedule_ping",
+}
 """uvicorn's methods that hub calls on `self`."""
 
 OWN_VERBS = {
     "write",
     "buffered",
     "drained",
+    "keepalive",
     "close",
     "_closing",
     "cause",
@@ -84,6 +92,8 @@ INSTANCE_ATTRIBUTES: dict[str, type | tuple[type, ...]] = {
     "writable": asyncio.Event,
     "frames": list,
     "curr_msg_data_type": str,
+    "ping_interval": (float, int, type(None)),
+    "ping_timer": (asyncio.TimerHandle, type(None)),
 }
 """State of an accepted socket that hub reads or sets, and what it must be."""
 
