@@ -45,7 +45,8 @@ from loadtest.wire import RawSocket, open_many
 TRANSPORTS = ("stream", "websocket")
 STEPS = ("idle", "fanout")
 IDLE_SETTLE = 3.0
-"""Seconds the node rests before its memory is read (presence writes, the collector)."""
+"""Seconds the node rests before its memory is read (presence writes, the collector), by
+default (`--settle`)."""
 CLOSED_TIMEOUT = 15.0
 """Seconds the node may take to end every session once its clients are gone."""
 QUIET = 2.0
@@ -259,7 +260,9 @@ def _open_sessions(transport: str, port: int) -> int:
     return round(_metric(f'hub_transport_connections{{transport="{transport}"}}', port))
 
 
-def idle(transport: str, devices: int, cpu: str | None, turn: int) -> dict[str, Any]:
+def idle(
+    transport: str, devices: int, cpu: str | None, turn: int, settle: float = IDLE_SETTLE
+) -> dict[str, Any]:
     """Memory per idle session and opens accepted per second on a node of its own. Then the
     clients go, the node must end every session, and as many again must fit in the memory
     the first ones left: a node's RSS seldom shrinks, so a leak shows as growth."""
@@ -270,11 +273,11 @@ def idle(transport: str, devices: int, cpu: str | None, turn: int) -> dict[str, 
     }
     with Nodes("streams-idle", None, cpu, settings) as nodes:
         [pid], [port] = nodes.pids(), nodes.ports
-        time.sleep(IDLE_SETTLE)
+        time.sleep(settle)
         before = rss_bytes(pid)
-        first = _hold(transport, devices, port, pid)
-        left_open = _closed(transport, port)
-        again = _hold(transport, devices, port, pid)
+        first = _hold(transport, devices, port, pid, settle)
+        left_open = _closed(transport, port, settle)
+        again = _hold(transport, devices, port, pid, settle)
         return {
             "step": "idle",
             "transport": transport,
@@ -289,7 +292,7 @@ def idle(transport: str, devices: int, cpu: str | None, turn: int) -> dict[str, 
             "left_open_after_close": left_open,
             "rss_reopened_mib": round(again.rss / 2**20, 1),
             "reopened_growth_mib": round((again.rss - first.rss) / 2**20, 1),
-            "left_open_at_end": _closed(transport, port),
+            "left_open_at_end": _closed(transport, port, settle),
         }
 
 
@@ -305,12 +308,12 @@ class _Held:
     rss: int
 
 
-def _hold(transport: str, devices: int, port: int, pid: int) -> _Held:
+def _hold(transport: str, devices: int, port: int, pid: int, settle: float) -> _Held:
     """Open `devices` idle sessions, read the node's figures, then kill their processes."""
     timeout = connect_timeout(devices) + 30
     with Clients(_devices, devices, port, transport, 1, timeout=timeout) as clients:
         answers = clients.ask("report", 30)
-        time.sleep(IDLE_SETTLE)
+        time.sleep(settle)
         opening = max(answer[1] for answer in answers) - min(answer[0] for answer in answers)
         return _Held(
             held=_open_sessions(transport, port),
@@ -320,12 +323,12 @@ def _hold(transport: str, devices: int, port: int, pid: int) -> _Held:
         )
 
 
-def _closed(transport: str, port: int) -> int:
+def _closed(transport: str, port: int, settle: float) -> int:
     """Sessions the node still holds once it had `CLOSED_TIMEOUT` to end those whose
     clients went, and then a rest."""
     with contextlib.suppress(TimeoutError):  # the row shows how many are left
         wait_until(lambda: _open_sessions(transport, port) == 0, CLOSED_TIMEOUT, "closes")
-    time.sleep(IDLE_SETTLE)
+    time.sleep(settle)
     return _open_sessions(transport, port)
 
 
@@ -447,7 +450,7 @@ def run(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         if "idle" in steps:
             for count in (int(n) for n in args.idle.split(",")):
                 for transport in order:
-                    yield idle(transport, count, args.server_cpu, turn)
+                    yield idle(transport, count, args.server_cpu, turn, args.settle)
         if "fanout" in steps:
             for transport in order:
                 yield from fan_out(transport, args.subscribers, rates, args, turn)
@@ -466,6 +469,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each step")
     parser.add_argument("--size", type=int, default=200, help="approximate event size, bytes")
     parser.add_argument("--sample", type=int, default=50, help="decode every Nth event")
+    parser.add_argument(
+        "--settle", type=float, default=IDLE_SETTLE, help="seconds the node rests before a read"
+    )
     parser.add_argument("--server-cpu", help="pin the node to these CPUs (taskset)")
     parser.add_argument("--out", default="results/streams.json")
     args = parser.parse_args()

@@ -697,12 +697,21 @@ class UpgradeRefusingProxy(_Daemon):
     the nodes behind it: plain HTTP (absolute-form requests) goes to the healthy nodes in
     turn, never the same twice in a row, and `CONNECT` or any request asking for an
     upgrade is refused, as proxies that break WebSockets do. Clients use it as their HTTP
-    proxy (`http://127.0.0.1:<port>`)."""
+    proxy (`http://127.0.0.1:<port>`), or as the nodes' address (origin-form requests go
+    the same way). With `refusing` False, on the `port` of one that was, it is the same
+    network once its proxy lets WebSockets through."""
 
-    def __init__(self, nodes: list[HubNode]) -> None:
+    def __init__(self, nodes: list[HubNode], *, refusing: bool = True, port: int = 0) -> None:
         self.binary = required("haproxy")
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/v1/ws"
+        denials = (
+            "    http-request deny deny_status 403 if METH_CONNECT\n"
+            "    http-request deny deny_status 403 if { req.hdr(upgrade) -m found }\n"
+            if refusing
+            else ""
+        )
         self._health = f"{nodes[0].url}/healthz"
         servers = "\n".join(f"    server {node.name} 127.0.0.1:{node.port}" for node in nodes)
         self.config = Path(tempfile.mkstemp(prefix="proxy-", suffix=".cfg")[1])
@@ -718,9 +727,7 @@ defaults
 
 frontend proxy
     bind 127.0.0.1:{self.port}
-    http-request deny deny_status 403 if METH_CONNECT
-    http-request deny deny_status 403 if {{ req.hdr(upgrade) -m found }}
-    default_backend nodes
+{denials}    default_backend nodes
 
 backend nodes
     balance roundrobin

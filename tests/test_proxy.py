@@ -206,3 +206,49 @@ async def test_a_player_page_falls_back_behind_the_proxy_and_loses_nothing(
         await context.close()
         proxy.stop()
     assert errors == []
+
+
+async def test_a_player_page_goes_back_to_a_websocket_once_one_opens(
+    shared_single: HubNode, browser: Browser, tenant: str
+) -> None:
+    """The page's client reaches the node through the refusing proxy, goes on over the
+    event stream, and once the proxy lets WebSockets through it is back on a socket,
+    every event still handed over once and in order."""
+    proxy = UpgradeRefusingProxy([shared_single])
+    proxy.start()
+    context = await browser.new_context()
+    page = await context.new_page()
+    errors: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        expected = ("WebSocket connection to", "Failed to load resource", "EventSource")
+        if message.type == "error" and not message.text.startswith(expected):
+            errors.append(message.text)
+
+    page.on("console", console)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    transport = "() => window.clients[0].client.transport"
+    try:
+        device = token("device", "screen-9", tenant)
+        await start_client(page, shared_single, [proxy.ws_url], device, websocketRetry=300)
+        assert await page.evaluate(transport) == "stream"
+        published: list[str] = []
+        await publish_numbered(shared_single.url, "device:screen-9", 5, published, tenant=tenant)
+        proxy.stop()
+        proxy = UpgradeRefusingProxy([shared_single], refusing=False, port=proxy.port)
+        proxy.start()
+
+        async def on_a_socket() -> bool:
+            return bool(await page.evaluate(transport) == "websocket")
+
+        await eventually(on_a_socket, 20, "the client back on a WebSocket")
+        await publish_numbered(shared_single.url, "device:screen-9", 5, published, tenant=tenant)
+
+        async def all_there() -> bool:
+            return bool((await record(page))["ids"] == published)
+
+        await eventually(all_there, 20, "every event once and in order across the switch")
+    finally:
+        await context.close()
+        proxy.stop()
+    assert errors == []

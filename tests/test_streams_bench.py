@@ -20,7 +20,7 @@ def test_the_stream_benchmark_measures_both_transports_without_losing_an_event(
     out = tmp_path / "streams.json"
     command = [sys.executable, "-m", "loadtest.streams", "--idle", "60", "--subscribers", "30"]
     command += ["--rate", "5", "--seconds", "1", "--rounds", "1", "--sample", "1"]
-    command += ["--out", str(out)]
+    command += ["--settle", "0.2", "--out", str(out)]  # a rest is for RSS, not this check
     # The load side is not code under test: measuring it would only slow it down.
     subprocess.run(
         command, cwd=ROOT, env=unmeasured_env(), check=True, timeout=240, capture_output=True
@@ -42,4 +42,5 @@ def test_the_stream_benchmark_measures_both_transports_without_losing_an_event(
         assert row["expected"] == row["delivered"] == 5 * 30
         assert (row["loss"], row["ended_by_node"]) == (0, 0)
         assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
-        assert row["delivered_per_cpu_s"] > 0
+        # So small a run may take the node less CPU than its clock's tick (None then).
+        assert row["delivered_per_cpu_s"] is None or row["delivered_per_cpu_s"] > 0
