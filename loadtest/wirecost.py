@@ -32,6 +32,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from hub.auth import Role, issue_token
+from hub.dial import Connection
 from hub.stream_client import StreamConnection
 from loadtest.processes import SECRET, free_port, start_node
 
@@ -80,30 +81,7 @@ async def websocket_device(port: int, token: str, cycles: int, meter: Meter) -> 
     headers = {"Authorization": f"Bearer {token}"}
     url = f"ws://127.0.0.1:{port}/v1/ws"
     async with connect(url, additional_headers=headers, compression=None, ping_interval=None) as ws:
-        welcome = orjson.loads(await ws.recv())
-        if welcome.get("type") != "welcome":
-            raise RuntimeError(f"expected a welcome, got {welcome}")
-        meter.mark()
-        interval = float(welcome["heartbeat"]["interval"])
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        reading = asyncio.create_task(_read_on(ws.recv))
-        try:
-            for cycle in range(cycles):
-                await ws.send(HEARTBEAT)
-                await asyncio.sleep(start + (cycle + 1) * interval - loop.time())
-            meter.mark()
-        finally:
-            reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reading
-    return interval
-
-
-async def _read_on(recv: Callable[[], Awaitable[object]]) -> None:
-    """Take whatever the hub sends (events, notices), as a device does."""
-    while True:
-        await recv()
+        return await _beat(ws, cycles, meter)
 
 
 async def stream_device(port: int, token: str, cycles: int, meter: Meter) -> float:
@@ -112,26 +90,39 @@ async def stream_device(port: int, token: str, cycles: int, meter: Meter) -> flo
     url = f"http://127.0.0.1:{port}/v1/stream"
     connection = await StreamConnection.open(url, token, lambda: token, 10.0)
     try:
-        welcome = orjson.loads(await connection.recv())
-        if welcome.get("type") != "welcome":
-            raise RuntimeError(f"expected a welcome, got {welcome}")
-        meter.mark()
-        interval = float(welcome["heartbeat"]["interval"])
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        reading = asyncio.create_task(_read_on(connection.recv))
-        try:
-            for cycle in range(cycles):
-                await connection.send(HEARTBEAT)
-                await asyncio.sleep(start + (cycle + 1) * interval - loop.time())
-            meter.mark()
-        finally:
-            reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await reading
+        return await _beat(connection, cycles, meter)
     finally:
         await connection.close()
+
+
+async def _beat(connection: Connection, cycles: int, meter: Meter) -> float:
+    """From the welcome, which marks the meter, a heartbeat now and every interval for
+    `cycles` intervals, reading whatever the hub sends; the meter marked again. Returns the
+    welcome's interval."""
+    welcome = orjson.loads(await connection.recv())
+    if welcome.get("type") != "welcome":
+        raise RuntimeError(f"expected a welcome, got {welcome}")
+    meter.mark()
+    interval = float(welcome["heartbeat"]["interval"])
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    reading = asyncio.create_task(_read_on(connection.recv))
+    try:
+        for cycle in range(cycles):
+            await connection.send(HEARTBEAT)
+            await asyncio.sleep(start + (cycle + 1) * interval - loop.time())
+        meter.mark()
+    finally:
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+            await reading
     return interval
+
+
+async def _read_on(recv: Callable[[], Awaitable[object]]) -> None:
+    """Take whatever the hub sends (events, notices), as a device does."""
+    while True:
+        await recv()
 
 
 TRANSPORTS: dict[str, Device] = {"websocket": websocket_device, "stream": stream_device}

@@ -92,6 +92,26 @@ async def page(browser_context: BrowserContext) -> AsyncIterator[Page]:
         pytest.fail("the page reported errors:\n" + "\n".join(errors))
 
 
+DROPPED = ("WebSocket connection to", "Failed to load resource", "EventSource")
+"""What Chromium itself logs as errors for each connection that failed: a refused
+handshake, a node that is down, a stream cut. A page whose connections fail on purpose
+expects them."""
+
+
+def errors_of(page: Page, expected: tuple[str, ...] = DROPPED) -> list[str]:
+    """The errors `page` will log or throw, but for Chromium's own lines about failed
+    connections (`expected`): the test asserts the list empty at its end."""
+    errors: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        if message.type == "error" and not message.text.startswith(expected):
+            errors.append(message.text)
+
+    page.on("console", console)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
 MODULE = "module"
 CLASSIC = "classic"
 

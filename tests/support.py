@@ -638,7 +638,25 @@ class ShippedProxy(_Daemon):
         return httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200
 
 
-class HAProxy(_Daemon):
+class _HAProxyProcess(_Daemon):
+    """HAProxy from its `config`, quiet, started once it answers (`_answers`)."""
+
+    binary: str
+    config: Path
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "-db", "-f", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self._answers, START_TIMEOUT, f"haproxy {self.config.name} to answer")
+
+    def _answers(self) -> bool:
+        raise NotImplementedError
+
+
+class HAProxy(_HAProxyProcess):
     """HAProxy (the Debian package) in front of some nodes: HTTP and WebSockets, with
     health checks on /readyz, as deploy/haproxy.cfg sets it up."""
 
@@ -677,14 +695,6 @@ backend nodes
 """
         )
 
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "-db", "-f", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(self._answers, START_TIMEOUT, "haproxy to answer")
-
     def _answers(self) -> bool:
         try:
             return HTTP.get(self.url + "/healthz", timeout=1.0).status_code == 200
@@ -692,7 +702,7 @@ backend nodes
             return False
 
 
-class UpgradeRefusingProxy(_Daemon):
+class UpgradeRefusingProxy(_HAProxyProcess):
     """HAProxy as the forward proxy of a hotel's or a shop's network, with the balancer of
     the nodes behind it: plain HTTP (absolute-form requests) goes to the healthy nodes in
     turn, never the same twice in a row, and `CONNECT` or any request asking for an
@@ -737,14 +747,6 @@ backend nodes
 {servers}
 """
         )
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "-db", "-f", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(self._answers, START_TIMEOUT, "the proxy to answer")
 
     def _answers(self) -> bool:
         try:

@@ -11,9 +11,9 @@ import signal
 from typing import Any
 
 import pytest
-from playwright.async_api import BrowserContext, ConsoleMessage, Page
+from playwright.async_api import BrowserContext, Page
 
-from tests.browser import CLASSIC, MODULE, record, start_client
+from tests.browser import CLASSIC, MODULE, errors_of, record, start_client
 from tests.conftest import NodeFactory
 from tests.support import (
     HubNode,
@@ -152,16 +152,7 @@ async def test_a_refused_token_is_reported_and_an_unreachable_node_is_retried(
     that is not there is retried however long it takes."""
     node = hub_node("solo")
     page = await browser_context.new_page()
-    errors: list[str] = []
-
-    def console(message: ConsoleMessage) -> None:
-        # Chromium itself logs each failed handshake and each refused connection.
-        expected = ("WebSocket connection to", "Failed to load resource")
-        if message.type == "error" and not message.text.startswith(expected):
-            errors.append(message.text)
-
-    page.on("console", console)
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    errors = errors_of(page)
     try:
         forged = token("device", "screen-3", secret="another-secret-that-is-long-enough")
         await start_client(page, node, [node.ws_url], forged, bundle, wait=False)

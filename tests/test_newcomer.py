@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from playwright.async_api import BrowserContext, ConsoleMessage
+from playwright.async_api import BrowserContext
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -29,6 +29,7 @@ from starlette.routing import Route
 import hub
 from hub.client import Event, HubClient
 from hub.cors import Cors, Seldom
+from tests.browser import errors_of
 from tests.conftest import NodeFactory
 from tests.support import HubNode, eventually, token
 
@@ -272,16 +273,7 @@ async def test_a_page_is_back_within_seconds_of_a_lone_node_restarting(
 ) -> None:
     node = hub_node("lone", unready_seconds=5)
     page = await browser_context.new_page()
-    errors: list[str] = []
-
-    def console(message: ConsoleMessage) -> None:
-        # Chromium itself logs each connection the stopped node refused.
-        expected = ("WebSocket connection to", "Failed to load resource")
-        if message.type == "error" and not message.text.startswith(expected):
-            errors.append(message.text)
-
-    page.on("console", console)
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    errors = errors_of(page)
     try:
         await page.goto(node.url + "/healthz")
         await page.evaluate(BROWSER_CLIENT, {"url": node.ws_url, "token": token("dashboard", "w")})

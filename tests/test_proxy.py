@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage
+from playwright.async_api import Browser
 
 from hub.backoff import Backoff
 from hub.client import HubClient
 from hub.protocol import Transport
-from tests.browser import CLASSIC, MODULE, record, start_client
+from tests.browser import CLASSIC, MODULE, errors_of, record, start_client
 from tests.conftest import NodeFactory
 from tests.support import (
     HubNode,
@@ -156,16 +156,7 @@ async def test_a_player_page_falls_back_behind_the_proxy_and_loses_nothing(
     proxy.start()
     context = await browser.new_context(proxy={"server": proxy.url, "bypass": "<-loopback>"})
     page = await context.new_page()
-    errors: list[str] = []
-
-    def console(message: ConsoleMessage) -> None:
-        # Chromium logs each WebSocket the proxy refuses, and each request to a dead node.
-        expected = ("WebSocket connection to", "Failed to load resource", "EventSource")
-        if message.type == "error" and not message.text.startswith(expected):
-            errors.append(message.text)
-
-    page.on("console", console)
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    errors = errors_of(page)
     try:
         device = token("device", "screen-1", tenant, loc="lobby")
         await start_client(
@@ -218,15 +209,7 @@ async def test_a_player_page_goes_back_to_a_websocket_once_one_opens(
     proxy.start()
     context = await browser.new_context()
     page = await context.new_page()
-    errors: list[str] = []
-
-    def console(message: ConsoleMessage) -> None:
-        expected = ("WebSocket connection to", "Failed to load resource", "EventSource")
-        if message.type == "error" and not message.text.startswith(expected):
-            errors.append(message.text)
-
-    page.on("console", console)
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    errors = errors_of(page)
     transport = "() => window.clients[0].client.transport"
     try:
         device = token("device", "screen-9", tenant)
