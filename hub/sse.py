@@ -50,3 +50,23 @@ def close_message(cause: Disconnect) -> bytes:
     """The stream's last message: why the hub ends the session, in a socket's close codes."""
     body = orjson.dumps({"code": int(cause.code), "reason": cause.reason})
     return b"event: close\n" + _DATA + body + _END
+
+
+def chunked(data: bytes) -> bytes:
+    """`data` as one HTTP/1.1 chunk: once a stream's headers are out, it writes its
+    messages to the connection itself."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+_last: tuple[bytes, bytes] = (b"", b"")
+"""The frames last made into a chunk, and the chunk: a room's fan-out writes the same
+frames object to each member, so each stream of the room takes the chunk made for the
+first (holding the frames here keeps their identity from being reused)."""
+
+
+def chunk(frames: bytes) -> bytes:
+    """`frames` as one chunk of SSE messages, made once for all the streams of a room."""
+    global _last
+    if frames is not _last[0]:
+        _last = (frames, chunked(messages(frames)))
+    return _last[1]

@@ -134,12 +134,16 @@ class StreamWire:
     def write(self, frames: bytes) -> int:
         if not self.open:
             return 0
-        self._send(sse.messages(frames))
+        if self._started:
+            self._transport.write(sse.chunk(frames))
+            self._wrote = True
+        else:
+            self._early.append(sse.messages(frames))
         return self.buffered()
 
     def _send(self, data: bytes) -> None:
         if self._started:
-            self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+            self._transport.write(sse.chunked(data))
             self._wrote = True
         else:
             self._early.append(data)

@@ -54,6 +54,10 @@ def test_frames_become_one_sse_message_each_whatever_their_length() -> None:
     framed = b"".join(websocket_text_frame(payload) for payload in payloads)
     assert sse.messages(framed) == b"".join(b"data: " + p + b"\n\n" for p in payloads)
     assert sse.messages(websocket_text_frame(b"a\nb\r\nc")) == b"data: a\ndata: b\ndata: c\n\n"
+    one_chunk = sse.chunk(framed)  # what each stream of a room writes: made once for all
+    assert one_chunk == b"%x\r\n%b\r\n" % (len(sse.messages(framed)), sse.messages(framed))
+    assert sse.chunk(framed) is one_chunk
+    assert sse.chunk(bytes(framed)) == one_chunk  # other frames: made again, the same
     assert sse.close_message(SLOW_CONSUMER) == (
         b'event: close\ndata: {"code":4009,"reason":"slow consumer"}\n\n'
     )
