@@ -9,6 +9,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,24 @@ def required(binary: str, package: str | None = None) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return found
+
+
+def raw_upgrade(
+    port: int, bearer: str, *, receive_buffer: int | None = None, timeout: float | None = None
+) -> socket.socket:
+    """A WebSocket handshake on a plain socket, as an attacker or a vanished peer sends it;
+    `receive_buffer` set before connecting (a peer that reads little)."""
+    raw = socket.socket()
+    if receive_buffer is not None:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    raw.connect(("127.0.0.1", port))
+    raw.sendall(
+        f"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {bearer}\r\n\r\n".encode()
+    )
+    raw.settimeout(timeout)
+    return raw
 
 
 def unmeasured_env(**extra: str) -> dict[str, str]:

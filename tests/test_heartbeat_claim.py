@@ -8,7 +8,6 @@ small, as the load tools are."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import math
 import re
 import socket
@@ -26,7 +25,7 @@ from hub.disconnect import HEARTBEAT_TIMEOUT, Disconnect
 from hub.liveness import HeartbeatWatch
 from tests.conftest import NodeFactory
 from tests.inprocess import running
-from tests.support import SECRET, Client, HubNode, token
+from tests.support import SECRET, Client, HubNode, raw_upgrade, token
 from tests.test_cli import run_hub, the_reason
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,21 +42,6 @@ async def test_a_claimed_interval_is_the_welcomes_with_a_timeout_in_the_nodes_ra
     assert plain.welcome["heartbeat"] == {"interval": 15, "timeout": 45}
     await claimed.close()
     await plain.close()
-
-
-def _upgrade(node: HubNode, bearer: str) -> socket.socket:
-    """A raw WebSocket handshake, as an attacker or a vanished peer would send it."""
-    raw = socket.create_connection(("127.0.0.1", node.port))
-    key = base64.b64encode(b"0123456789abcdef").decode()
-    raw.sendall(
-        (
-            f"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {bearer}\r\n\r\n"
-        ).encode()
-    )
-    raw.settimeout(30)
-    return raw
 
 
 def _everything(raw: socket.socket) -> bytes:
@@ -78,7 +62,7 @@ async def test_a_short_claim_is_pinged_and_reaped_by_its_own_timeout_and_reporte
     assert (await dashboard.next_event())["data"]["device"] == "plain"
     started = time.monotonic()
     # Claim 1 s: a 3 s timeout and a ping every 1.33 s; it reads and never answers.
-    raw = _upgrade(node, token("device", "short", heartbeat=1))
+    raw = raw_upgrade(node.port, timeout=30, bearer=token("device", "short", heartbeat=1))
     received = await asyncio.to_thread(_everything, raw)
     silent_for = time.monotonic() - started
     assert received.startswith(b"HTTP/1.1 101")
@@ -101,7 +85,7 @@ async def test_a_short_claim_is_pinged_and_reaped_by_its_own_timeout_and_reporte
 
 
 def _refusal(node: HubNode, bearer: str) -> tuple[bytes, dict[str, Any]]:
-    answer = _everything(_upgrade(node, bearer))
+    answer = _everything(raw_upgrade(node.port, timeout=30, bearer=bearer))
     head, _, body = answer.partition(b"\r\n\r\n")
     return head.split(b"\r\n")[0], orjson.loads(body)
 

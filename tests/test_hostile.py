@@ -21,7 +21,7 @@ from hub.rooms import RoomKey
 from loadtest.wire import frame
 from tests.conftest import NodeFactory
 from tests.inprocess import running
-from tests.support import Client, HubNode, RedisServer, eventually, token
+from tests.support import Client, HubNode, RedisServer, eventually, raw_upgrade, token
 
 _PING = 0x9
 
@@ -52,22 +52,9 @@ async def test_pings_count_against_the_frame_rate() -> None:
         assert peer.wire.cause is RATE_LIMITED
 
 
-def _upgraded(port: int, bearer: str) -> socket.socket:
-    """A raw socket past the upgrade, with a small receive buffer, that never reads."""
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.connect(("127.0.0.1", port))
-    raw.sendall(
-        f"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        f"Authorization: Bearer {bearer}\r\n\r\n".encode()
-    )
-    return raw
-
-
 async def test_a_peer_that_pings_and_never_reads_is_shed(hub_node: NodeFactory) -> None:
     node = hub_node("solo", send_queue_bytes=65536, client_rate=0, ping_interval=600)
-    raw = _upgraded(node.port, token("dashboard", "pinger"))
+    raw = raw_upgrade(node.port, receive_buffer=4096, bearer=token("dashboard", "pinger"))
     ping = frame(_PING, b"p" * 120)
     raw.setblocking(False)
     loop = asyncio.get_running_loop()

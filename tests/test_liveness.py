@@ -6,13 +6,11 @@ The deadline table underneath is tested on its own: a sweep looks only at what e
 from __future__ import annotations
 
 import asyncio
-import base64
-import socket
 import time
 
 from hub.liveness import Deadlines
 from tests.conftest import NodeFactory
-from tests.support import Client, HubNode, token
+from tests.support import Client, raw_upgrade, token
 
 
 def test_deadlines_expire_in_the_order_they_were_last_touched() -> None:
@@ -56,27 +54,12 @@ def test_a_sweep_looks_at_the_expired_items_and_one_more() -> None:
     assert Counted.looked == 4
 
 
-def _raw_upgrade(node: HubNode, bearer: str) -> socket.socket:
-    """A WebSocket that reads but will never answer a ping, as a vanished peer would."""
-    raw = socket.create_connection(("127.0.0.1", node.port))
-    key = base64.b64encode(b"0123456789abcdef").decode()
-    raw.sendall(
-        (
-            f"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {bearer}\r\n\r\n"
-        ).encode()
-    )
-    raw.settimeout(10)
-    return raw
-
-
 async def test_a_peer_that_stops_answering_pings_is_reaped_and_reported(
     hub_node: NodeFactory,
 ) -> None:
     node = hub_node("pings", ping_interval=0.5, ping_timeout=0.5)
     dashboard = await Client.watching_status(node)
-    raw = _raw_upgrade(node, token("device", "ghost"))
+    raw = raw_upgrade(node.port, timeout=10, bearer=token("device", "ghost"))
     assert (await dashboard.next_event())["event"] == "device.online"
     received = b""
     started = time.monotonic()
