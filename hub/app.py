@@ -70,7 +70,9 @@ class Hub:
             settings, metrics, functools.partial(auth.verify, socket=True)
         )
         tokens = VerifiedTokens(auth.verify)
-        self.streams = Streams(self.admission, sockets, self.sessions, tokens, parts.mailbox)
+        self.streams = Streams(
+            self.admission, sockets, self.sessions, tokens, parts.mailbox, parts.reads
+        )
         self.rest = Rest(
             RestParts(
                 settings.node_id,

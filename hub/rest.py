@@ -176,7 +176,7 @@ class Rest:
     async def _reader(self, request: Request) -> Principal:
         """The principal of a read, within its token's read rate."""
         principal = await self._principal(request)
-        await _take(self._parts.reads, principal)
+        await within_rate(self._parts.reads, principal)
         return principal
 
     async def broadcast(self, request: Request) -> Response:
@@ -186,7 +186,7 @@ class Rest:
         key = parse_idempotency_key(request)
         principal = await self._principal(request)
         principal.check_broadcast()
-        await _take(self._parts.broadcasts, principal)
+        await within_rate(self._parts.broadcasts, principal)
         body = await read_body(request)
         broadcast = parse_broadcast(load_object(body, "body"))
         tenant = principal.tenant_for(broadcast.tenant)
@@ -342,7 +342,7 @@ class Rest:
         return Response(body, headers={"Content-Type": content_type})
 
 
-async def _take(chosen: Limit | None, principal: Principal) -> None:
+async def within_rate(chosen: Limit | None, principal: Principal) -> None:
     """A token from the principal's bucket, or `rate_limited` with when to retry."""
     if chosen is None:
         return

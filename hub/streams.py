@@ -21,9 +21,10 @@ from hub.admission import Admission, Denied
 from hub.auth import AuthError, bearer
 from hub.errors import HTTP_STATUS, ErrorCode, HubError
 from hub.http import TRANSPORT_EXTENSION
+from hub.limits import Limit
 from hub.mailbox import Mailbox
 from hub.protocol import MAX_POST_FRAMES, Transport
-from hub.rest import read_body, refusal_response
+from hub.rest import read_body, refusal_response, within_rate
 from hub.session import Session
 from hub.session_parts import SessionParts
 from hub.sockets import Sockets
@@ -83,12 +84,16 @@ class Streams:
         sessions: SessionParts,
         tokens: VerifiedTokens,
         mailbox: Mailbox,
+        forwards: Limit | None,
     ) -> None:
         self._admission = admission
         self._sockets = sockets
         self._sessions = sessions
         self._tokens = tokens
         self._mailbox = mailbox
+        self._forwards = forwards
+        """A token's POSTs to sessions of other nodes, within the REST read rate: each
+        costs the cluster a lookup and a message, and ids nobody holds cost it as much."""
         self._open: dict[str, StreamWire] = {}
 
     async def open(self, request: Request) -> Response:
@@ -149,6 +154,7 @@ class Streams:
         if session in self._open:
             status = self.take(session, principal.sub, principal.tenant, body)
         else:
+            await within_rate(self._forwards, principal)
             status = await self._mailbox.forward(session, principal.sub, principal.tenant, body)
         return TAKEN.get(status, TAKEN[503])
 

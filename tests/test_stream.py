@@ -332,3 +332,18 @@ async def test_posted_frames_count_against_the_frame_rate_as_a_sockets_do(
         refused = await stream.frame("error")
         assert refused["code"] == "rate_limited"
         assert (await stream.closed())["code"] == 4029
+
+
+def test_posts_to_sessions_nobody_here_holds_are_held_to_the_read_rate(
+    hub_node: Any, tenant: str
+) -> None:
+    """Each such POST costs the cluster a lookup (and a message when a node holds the id):
+    a token guessing ids, sent as an attacker sends them, is stopped at its read rate."""
+    node = hub_node("guessed", read_rate=5)
+    device = token(Role.DEVICE, "d1", tenant)
+    answers = [
+        _raw_post(node, f"{n:022d}", device, b'{"op":"ping"}').split(b"\r\n", 1)[0]
+        for n in range(12)
+    ]
+    assert answers[0] == b"HTTP/1.1 404 Not Found"
+    assert b"HTTP/1.1 429 Too Many Requests" in answers
