@@ -347,3 +347,14 @@ def test_posts_to_sessions_nobody_here_holds_are_held_to_the_read_rate(
     ]
     assert answers[0] == b"HTTP/1.1 404 Not Found"
     assert b"HTTP/1.1 429 Too Many Requests" in answers
+
+
+async def test_a_stream_on_a_full_node_is_refused_503_as_a_handshake_is(
+    hub_node: Any, tenant: str
+) -> None:
+    node = hub_node("full", max_connections=1)
+    async with streaming(node, token(Role.DEVICE, "d1", tenant)):
+        answer = node.get("/v1/stream", token(Role.DEVICE, "d2", tenant))
+        assert answer.status_code == 503
+        assert answer.json()["error"] == {"code": "unavailable", "message": "the node is full"}
+        assert _streams(node) == 1
