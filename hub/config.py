@@ -401,6 +401,41 @@ class Settings(BaseSettings):
     max_receipt_bytes: int = Field(
         2048, ge=256, description="largest encoded delivery.receipt event (too_large)"
     )
+    webhook_allow_private: bool = Field(
+        False,
+        description="whether webhook URLs may resolve to loopback, private or link-local "
+        "addresses",
+    )
+    webhook_retry_hours: float = Field(
+        24.0, gt=0, le=168, description="hours a webhook message is retried before it fails"
+    )
+    webhook_retry_base: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="seconds before a webhook message's first retry; each next waits about "
+        "twice as long (with jitter), at most an hour",
+    )
+    webhook_offline_grace: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="seconds a device may be gone before its device.offline webhook is sent",
+    )
+    webhook_max_endpoints: int = Field(
+        10, ge=1, le=1000, description="webhook endpoints one tenant may register"
+    )
+    webhook_max_pending: int = Field(
+        10000,
+        ge=10,
+        description="undelivered messages kept per webhook endpoint; past it the oldest fail",
+    )
+    webhook_key: str | None = Field(
+        None,
+        min_length=32,
+        description="key that encrypts webhook secrets at rest (at least 32 characters); "
+        "unset = derived from HUB_JWT_SECRET",
+    )
     cors_origins: str = Field(
         "",
         description="origins whose pages may call the REST API from a browser, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import struct
+import time
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any, TypeGuard
@@ -345,6 +346,7 @@ def welcome_frame(
             "rooms": rooms,
             "heartbeat": heartbeat,
             "limits": limits,
+            "time": now_ms(),
             **fields,
         }
     )
@@ -394,7 +396,13 @@ def published_frame(ref: Ref, event_id: str | None, ts: int) -> bytes:
 
 
 def pong_frame(ref: Ref) -> bytes:
-    return encode({"type": "pong", "ref": ref})
+    return encode({"type": "pong", "ref": ref, "time": now_ms()})
+
+
+def now_ms() -> int:
+    """The hub's clock, ms since the epoch: `welcome` and `pong` carry it, so clients can
+    tell their own clock's offset from it (and hand events over at `apply_at`)."""
+    return int(time.time() * 1000)
 
 
 def refreshed_frame(ref: Ref, exp: float) -> bytes:
