@@ -178,7 +178,7 @@ class Answers:
                 "socket", tenant, [request.room], request.event, conn=self.id
             )
         published = parts.publisher.publish_soon(
-            tenant, [request.room], request.event, request.data, trace=trace
+            tenant, [request.room], request.event, request.data, request.timing, trace=trace
         )
         self._publishing += 1
         published.add_done_callback(lambda done: self._acknowledge(request, done))

@@ -109,6 +109,26 @@ class Broadcast(TypedDict):
     rooms: NotRequired[Annotated[list[Room], Field(min_length=1, max_length=MAX_BROADCAST_ROOMS)]]
     event: EventName
     data: Any
+    ttl: NotRequired[
+        Annotated[
+            int,
+            Field(
+                ge=1,
+                description="Seconds the event counts (at most the room's history TTL): "
+                "after it, it is not replayed, not history and not state",
+            ),
+        ]
+    ]
+    apply_at: NotRequired[
+        Annotated[
+            int,
+            Field(
+                ge=0,
+                description="When clients hand the event to the application, ms since the "
+                "epoch by the hub's clock (at most 24 h ahead)",
+            ),
+        ]
+    ]
 
 
 class Published(TypedDict):
@@ -119,6 +139,13 @@ class Published(TypedDict):
         Field(description="Each room's new event id, null where it keeps no history"),
     ]
     ts: Annotated[int, Field(description="When the hub accepted the broadcast, ms since the epoch")]
+    reach: Annotated[
+        dict[Room, Annotated[int, Field(ge=0)]],
+        Field(
+            description="How many sockets of the cluster were subscribed to each room when "
+            "the event was accepted, as presence knew them (0: nobody is in the room)"
+        ),
+    ]
 
 
 class Event(TypedDict):
@@ -128,6 +155,12 @@ class Event(TypedDict):
     room: Room
     event: str
     data: dict[str, Any]
+    apply_at: NotRequired[
+        Annotated[int, Field(description="When clients hand it over, ms by the hub's clock")]
+    ]
+    expires: NotRequired[
+        Annotated[int, Field(description="When it stops counting (its ttl), ms since the epoch")]
+    ]
     ts: Annotated[int, Field(description="When the hub accepted the event, ms since the epoch")]
     id: NotRequired[
         Annotated[

@@ -7,6 +7,11 @@ without parsing the JSON (a `"` inside `data` is always escaped, so the last `,"
 the event to its room's history, so the node cuts the encoded event where the id goes
 (`parts`) and the broker splices it in: the Lua below is built from the same constants.
 
+An event may carry `apply_at` and `expires` (both ms) just before `ts`: `expires` is read
+off the tail the same way, so history, resume and state leave an expired event out
+without parsing it (`live`). Whatever ends `data` (an object) is never a digit, so a digit
+just before `,"ts":` is one of these fields'.
+
 While tracing is on, pub/sub may carry an event with its publisher's trace context in
 front (`traced`): an event starts with `{`, a `traceparent` never holds one, so a
 subscriber tells the two apart by the first byte and hands on the event alone.
@@ -24,9 +29,44 @@ ID_END = b'"}'
 END = b"}"
 
 
-def encode(room: str, event: str, data: Any, ts: int) -> bytes:
+EXPIRES_FIELD = b',"expires":'
+_DIGITS = frozenset(b"0123456789")
+
+
+def encode(
+    room: str,
+    event: str,
+    data: Any,
+    ts: int,
+    apply_at: int | None = None,
+    expires: int | None = None,
+) -> bytes:
     """The event without its id."""
-    return orjson.dumps({"type": "event", "room": room, "event": event, "data": data, "ts": ts})
+    fields: dict[str, Any] = {"type": "event", "room": room, "event": event, "data": data}
+    if apply_at is not None:
+        fields["apply_at"] = apply_at
+    if expires is not None:
+        fields["expires"] = expires
+    fields["ts"] = ts
+    return orjson.dumps(fields)
+
+
+def expires_of(encoded: bytes) -> int | None:
+    """The `expires` of an encoded event, None when it has none."""
+    end = encoded.rindex(TS_FIELD)
+    start = end
+    while start > 0 and encoded[start - 1] in _DIGITS:
+        start -= 1
+    if start == end or not encoded.endswith(EXPIRES_FIELD, 0, start):
+        return None
+    return int(encoded[start:end])
+
+
+def live(events: list[bytes], now_ms: int) -> list[bytes]:
+    """The events not expired at `now_ms` (the same list when none carries `expires`)."""
+    if not any(EXPIRES_FIELD in event for event in events):
+        return events
+    return [event for event in events if (expires_of(event) or now_ms + 1) > now_ms]
 
 
 OPEN = ord("{")

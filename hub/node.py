@@ -158,7 +158,9 @@ class Node:
         return await self._resumes.subscribe(key, member, since, epoch, self.retention_of(key))
 
     async def history(self, key: RoomKey, since: str | None, limit: int) -> HistoryPage:
-        return await self.broker.history(key, since, limit, self.retention_of(key))
+        """The room's events after `since`, those past their `expires` left out."""
+        page = await self.broker.history(key, since, limit, self.retention_of(key))
+        return replace(page, events=envelope.live(page.events, int(time.time() * 1000)))
 
     async def _read_with_state(
         self, key: RoomKey, since: str | None, limit: int, retention: Retention
@@ -171,7 +173,8 @@ class Node:
         return [self._current(kept) for kept in await self.broker.states(keys)]
 
     def _current(self, kept: list[bytes]) -> list[bytes]:
-        """State events within `HUB_STATE_TTL`, ordered by id (`hub.state`)."""
+        """State events within `HUB_STATE_TTL` and not expired, ordered by id (`hub.state`)."""
         if not kept:
             return kept
-        return snapshot(kept, int(time.time() * 1000), self._state.ttl_ms)
+        now = int(time.time() * 1000)
+        return snapshot(envelope.live(kept, now), now, self._state.ttl_ms)

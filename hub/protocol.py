@@ -109,6 +109,21 @@ class Unsubscribe:
 
 
 @dataclass(frozen=True, slots=True)
+class Timing:
+    """When an event stops counting (`ttl`, s) and when clients hand it over (`apply_at`,
+    ms since the epoch): each None when not given. `hub.publishing` checks them against the
+    room's history TTL and the hub's clock."""
+
+    ttl: int | None = None
+    apply_at: int | None = None
+
+
+NO_TIMING = Timing()
+MAX_APPLY_AHEAD_MS = 86_400_000
+"""`apply_at` at most a day ahead of the hub's clock."""
+
+
+@dataclass(frozen=True, slots=True)
 class Publish:
     """Publish an event to one room."""
 
@@ -117,6 +132,7 @@ class Publish:
     event: str
     data: Any
     tenant: str | None
+    timing: Timing = NO_TIMING
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +210,27 @@ def check_since(since: Any) -> str | None:
     return since
 
 
+def check_timing(fields: dict[str, Any]) -> Timing:
+    """The `ttl` and `apply_at` of a publish frame or broadcast body, as given."""
+    if "ttl" not in fields and "apply_at" not in fields:
+        return NO_TIMING
+    ttl, apply_at = _whole(fields.get("ttl", 1)), _whole(fields.get("apply_at", 0))
+    if ttl is None or ttl < 1:
+        raise HubError(ErrorCode.BAD_REQUEST, "ttl must be a whole number of seconds, at least 1")
+    if apply_at is None or apply_at < 0:
+        raise HubError(
+            ErrorCode.BAD_REQUEST, "apply_at must be a time in ms since the epoch (an integer)"
+        )
+    return Timing(ttl if "ttl" in fields else None, apply_at if "apply_at" in fields else None)
+
+
+def _whole(value: Any) -> int | None:
+    """`value` as an int when JSON would call it an integer (`5.0` is one); else None."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def check_depth(data: Any) -> Any:
     """Refuse `data` nested deeper than `MAX_DATA_DEPTH`, before anything encodes it."""
     level: list[Any] = [data]
@@ -269,7 +306,8 @@ def _room_request(op: Op, frame: dict[str, Any], ref: Ref, tenant: str | None) -
     room = check_room(frame.get("room"))
     if op is Op.PUBLISH:
         event = check_event_name(frame.get("event"))
-        return Publish(ref, room, event, check_depth(frame.get("data")), tenant)
+        data = check_depth(frame.get("data"))
+        return Publish(ref, room, event, data, tenant, check_timing(frame))
     if op is Op.UNSUBSCRIBE:
         return Unsubscribe(ref, room, tenant)
     if op is Op.RECEIPT:

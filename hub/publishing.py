@@ -19,6 +19,7 @@ from hub.config import Settings
 from hub.errors import ErrorCode, HubError
 from hub.history import RetentionRules, TenantLimited
 from hub.metrics import Metrics
+from hub.protocol import MAX_APPLY_AHEAD_MS, NO_TIMING, Timing
 from hub.rooms import RoomKey
 from hub.stats import Tally
 from hub.tracing import UNTRACED, PublishTrace
@@ -30,6 +31,8 @@ class Published:
 
     ids: dict[str, str | None]
     ts: int
+    reach: dict[str, int]
+    """How many sockets of the cluster were in each room as it was published."""
     replayed: bool = False
     """Nothing was published now: this is the answer of the publish that claimed the
     same idempotency key first."""
@@ -114,18 +117,21 @@ class Publisher:
         rooms: Sequence[str],
         event: str,
         data: Any,
+        timing: Timing = NO_TIMING,
         idempotency: IdempotencyKey | None = None,
         trace: PublishTrace = UNTRACED,
     ) -> asyncio.Future[Published]:
         """Encode the event once per room and hand it to the broker now, for every room or
         for none; the future resolves once it is published. With an `idempotency` key,
         the tenant's first publish with it publishes, and later ones are answered as it
-        was (see `Claim`), for `HUB_IDEMPOTENCY_TTL`. `trace` hears how it ended."""
+        was (see `Claim`), for `HUB_IDEMPOTENCY_TTL`. `trace` hears how it ended. An event
+        with a `ttl` carries `expires`, and is no longer replayed, history or state after
+        it."""
         ts = int(time.time() * 1000)
         state = event if self.settings.state.of(event) else None
         claim = None if idempotency is None else self._claim(idempotency, ts)
         try:
-            messages = self._encoded(tenant, rooms, event, data, ts, state)
+            messages = self._encoded(tenant, rooms, event, data, ts, state, timing)
             sent = self.broker.publish_soon(messages, claim, trace.carrier)
         except HubError as error:
             trace.failed(error)
@@ -140,14 +146,15 @@ class Publisher:
                 if isinstance(error, TenantLimited):
                     self.metrics.tenant_limited.labels(error.bound).inc()
                 answer = error
-            elif isinstance(ids := sent.result(), Replay):
-                answer = self._replayed(rooms, ids)
+            elif isinstance(accepted := sent.result(), Replay):
+                answer = self._replayed(rooms, accepted)
             else:
                 if state is not None:
                     self.metrics.state_publishes.inc(len(messages))
                 self.tally.messages_in += len(messages)
                 self.tally.tenants_in[tenant] += len(messages)
-                answer = Published(dict(zip(rooms, ids, strict=True)), ts)
+                ids = dict(zip(rooms, accepted.ids, strict=True))
+                answer = Published(ids, ts, dict(zip(rooms, accepted.reach, strict=True)))
             if trace is not UNTRACED:
                 _tell(trace, answer)
             if published.cancelled():
@@ -173,16 +180,27 @@ class Publisher:
         data: Any,
         ts: int,
         state: str | None,
+        timing: Timing,
     ) -> list[Outgoing]:
         """The event encoded once per room, each within `HUB_MAX_EVENT_BYTES`."""
         limit = self.settings.max_event_bytes
+        apply_at, ttl = timing.apply_at, timing.ttl
+        if apply_at is not None and apply_at > ts + MAX_APPLY_AHEAD_MS:
+            raise HubError(ErrorCode.BAD_REQUEST, "apply_at must be at most 24 h ahead")
+        expires = None if ttl is None else ts + ttl * 1000
         messages = []
         for room in rooms:
-            payload = envelope.encode(room, event, data, ts)
+            kept = self.retention.for_room(room)
+            if ttl is not None and ttl * 1000 > kept.ttl_ms:
+                raise HubError(
+                    ErrorCode.BAD_REQUEST,
+                    f"ttl must be at most the history TTL of {room} ({kept.ttl_ms // 1000} s)",
+                )
+            payload = envelope.encode(room, event, data, ts, apply_at, expires)
             if len(payload) > limit:
                 raise HubError(ErrorCode.TOO_LARGE, f"event is {len(payload)} bytes, limit {limit}")
             key = RoomKey(tenant, room)
-            messages.append(Outgoing.of(key, payload, self.retention.for_room(room), state))
+            messages.append(Outgoing.of(key, payload, kept, state))
         return messages
 
     def _replayed(self, rooms: Sequence[str], replay: Replay) -> Published | IdempotencyConflict:
@@ -190,7 +208,9 @@ class Publisher:
         if len(replay.ids) != len(rooms):  # a stored answer of another shape: not ours
             return IdempotencyConflict()
         self.metrics.idempotent_replays.inc()
-        return Published(dict(zip(rooms, replay.ids, strict=True)), replay.ts, replayed=True)
+        ids = dict(zip(rooms, replay.ids, strict=True))
+        reach = dict(zip(rooms, replay.reach, strict=True))
+        return Published(ids, replay.ts, reach, replayed=True)
 
 
 def _tell(trace: PublishTrace, answer: Published | BaseException) -> None:

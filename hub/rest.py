@@ -41,11 +41,13 @@ from hub.metrics import Metrics
 from hub.node import Node
 from hub.presence import Place, Presence
 from hub.protocol import (
+    Timing,
     check_depth,
     check_event_name,
     check_room,
     check_since,
     check_tenant,
+    check_timing,
     load_object,
     state_body,
 )
@@ -73,6 +75,7 @@ class Broadcast:
     rooms: list[str]
     event: str
     data: Any
+    timing: Timing
 
 
 def parse_broadcast(body: dict[str, Any]) -> Broadcast:
@@ -92,7 +95,7 @@ def parse_broadcast(body: dict[str, Any]) -> Broadcast:
     event = check_event_name(body.get("event"))
     data = check_depth(body.get("data"))
     check_event(event, data)
-    return Broadcast(tenant, rooms, event, data)
+    return Broadcast(tenant, rooms, event, data, check_timing(body))
 
 
 def parse_idempotency_key(request: Request) -> str | None:
@@ -107,6 +110,11 @@ def parse_idempotency_key(request: Request) -> str | None:
             "Idempotency-Key must be one header of 1 to 128 characters of A-Za-z0-9_.:-",
         )
     return given[0]
+
+
+def _digest(fields: dict[str, Any]) -> str:
+    """The sha256 (hex) of a body's JSON value: the same whatever its key order or spacing."""
+    return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def parse_limit(
@@ -187,19 +195,25 @@ class Rest:
         principal = await self._principal(request)
         principal.check_broadcast()
         await within_rate(self._parts.broadcasts, principal)
-        body = await read_body(request)
-        broadcast = parse_broadcast(load_object(body, "body"))
+        fields = load_object(await read_body(request), "body")
+        broadcast = parse_broadcast(fields)
         tenant = principal.tenant_for(broadcast.tenant)
         idempotency = None
         if key is not None:
-            idempotency = IdempotencyKey(key, hashlib.sha256(body).hexdigest())
+            idempotency = IdempotencyKey(key, _digest(fields))
         trace = self._parts.tracer.publish(
             "broadcast", tenant, broadcast.rooms, broadcast.event, parent=request.headers
         )
         published = await self._parts.publisher.publish_soon(
-            tenant, broadcast.rooms, broadcast.event, broadcast.data, idempotency, trace
+            tenant,
+            broadcast.rooms,
+            broadcast.event,
+            broadcast.data,
+            broadcast.timing,
+            idempotency,
+            trace,
         )
-        answer: Published = {"ids": published.ids, "ts": published.ts}
+        answer: Published = {"ids": published.ids, "ts": published.ts, "reach": published.reach}
         return JSONResponse(
             answer,
             status_code=202,

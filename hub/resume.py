@@ -14,11 +14,12 @@ snapshot and what follows as newer.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from hub.broker import HistoryPage
-from hub.envelope import id_of
+from hub.envelope import id_of, live
 from hub.history import Retention, parse_id
 from hub.protocol import websocket_text_frame
 from hub.rooms import Member, RoomKey, Rooms
@@ -108,7 +109,8 @@ class Resumes:
             raise
         if size <= 0:
             return Subscribed(page.epoch, page.last, False, [], seam.release(None), page.state)
-        replay = [websocket_text_frame(event) for event in page.events]
+        now = int(time.time() * 1000)
+        replay = [websocket_text_frame(event) for event in live(page.events, now)]
         if page.events:
             after: tuple[int, int] | None = id_of(page.events[-1])
         elif since is not None:

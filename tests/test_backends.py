@@ -26,7 +26,7 @@ from hub import envelope
 from hub.assembly import assemble
 from hub.auth import STATUS_ROOM, Role
 from hub.broker import Broker, HistoryPage, Outgoing
-from hub.broker.base import Claim, IdempotencyConflict, OutgoingReceipt, Replay
+from hub.broker.base import Accepted, Claim, IdempotencyConflict, OutgoingReceipt, Replay
 from hub.config import Settings
 from hub.disconnect import Gone
 from hub.errors import ErrorCode, HubError
@@ -199,8 +199,8 @@ class Backends:
 
     async def publish(self, *messages: Outgoing, trace: bytes = b"") -> list[str | None]:
         sent = await self.broker.publish_soon(messages, trace=trace)
-        assert isinstance(sent, list)
-        return sent
+        assert isinstance(sent, Accepted)
+        return sent.ids
 
     async def one(self, message: Outgoing) -> str:
         """Publish one event to a room with history: its id."""
@@ -376,7 +376,7 @@ async def test_publishes_in_flight_get_increasing_ids_in_call_order(backends: Op
     await hub.subscribe(ROOM)
     messages = [event(ROOM, data={"n": n}) for n in range(50)]
     futures = [hub.broker.publish_soon([message]) for message in messages]
-    ids = [sent[0] for sent in await asyncio.gather(*futures) if isinstance(sent, list)]
+    ids = [sent.ids[0] for sent in await asyncio.gather(*futures) if isinstance(sent, Accepted)]
     assert len(ids) == len(messages)
     assert [order(event_id) for event_id in ids] == sorted({order(each) for each in ids})
     delivered = await hub.received(ROOM, len(messages))
@@ -555,16 +555,18 @@ async def test_a_claimed_key_answers_later_publishes_as_the_first_and_publishes_
     await hub.subscribe(ROOM)
     both = [event(ROOM), event(LIVE, retention=NO_HISTORY)]
     first, again = claim("retry-1", b"reboot"), claim("retry-1", b"reboot")
-    ids = await hub.broker.publish_soon(both, first)
-    assert isinstance(ids, list)
-    assert ids[1] is None
-    assert await hub.broker.publish_soon(both, again) == Replay(ids, first.ts)
+    accepted = await hub.broker.publish_soon(both, first)
+    assert isinstance(accepted, Accepted)
+    assert accepted.ids[1] is None
+    assert await hub.broker.publish_soon(both, again) == Replay(
+        accepted.ids, first.ts, accepted.reach
+    )
     with pytest.raises(IdempotencyConflict):
         await hub.broker.publish_soon([event(ROOM)], claim("retry-1", b"shutdown"))
     assert len(await hub.marked(ROOM)) == 1
     assert len((await hub.history(ROOM)).events) == 1
     elsewhere = await hub.broker.publish_soon([event(RoomKey(OTHER, ROOM.room))], again)
-    assert isinstance(elsewhere, list)  # another tenant's keys are its own
+    assert isinstance(elsewhere, Accepted)  # another tenant's keys are its own
 
 
 async def test_a_refused_publish_claims_no_key_and_a_key_is_free_after_its_ttl(
@@ -575,10 +577,10 @@ async def test_a_refused_publish_claims_no_key_and_a_key_is_free_after_its_ttl(
     with pytest.raises(TenantLimited):
         await hub.broker.publish_soon([event(RoomKey(TENANT, "location:hall"))], claim("k", b"a"))
     brief = claim("k", b"a", ttl_ms=int(TTL * 1000))
-    assert isinstance(await hub.broker.publish_soon([event(ROOM)], brief), list)
+    assert isinstance(await hub.broker.publish_soon([event(ROOM)], brief), Accepted)
     assert isinstance(await hub.broker.publish_soon([event(ROOM)], brief), Replay)
     await asyncio.sleep(TTL + 0.05)
-    assert isinstance(await hub.broker.publish_soon([event(ROOM)], claim("k", b"b")), list)
+    assert isinstance(await hub.broker.publish_soon([event(ROOM)], claim("k", b"b")), Accepted)
 
 
 # State, and receipts.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from unittest.mock import ANY
 
 import orjson
 import pytest
@@ -54,7 +55,9 @@ async def test_device_receives_events_of_its_auto_joined_rooms(shared_single: Hu
 async def test_ping_gets_pong_with_the_same_ref(shared_single: HubNode) -> None:
     client = await Client.connect(shared_single, token("dashboard", "d1", "frames-ping"))
     await client.send({"op": "ping", "ref": "abc"})
-    assert await client.recv() == {"type": "pong", "ref": "abc"}
+    pong = await client.recv()
+    assert pong == {"type": "pong", "ref": "abc", "time": pong["time"]}
+    assert isinstance(pong["time"], int)
     await client.close()
 
 
@@ -142,7 +145,7 @@ async def test_frames_over_the_rate_get_rate_limited_then_a_flood_closes_4029(
     for ref in range(5):
         await client.send({"op": "ping", "ref": ref})
     for ref in range(5):
-        assert await client.recv() == {"type": "pong", "ref": ref}
+        assert await client.recv() == {"type": "pong", "ref": ref, "time": ANY}
     await client.send({"op": "ping", "ref": "over"})
     assert await client.recv() == {
         "type": "error",

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from hub.broker.base import Claim, IdempotencyConflict
+from hub.broker.base import Accepted, Claim, IdempotencyConflict
 from hub.broker.memory import _Claims
 from tests.conftest import NodeFactory, Redis, Start
 from tests.support import Client, HubNode, RedisServer, eventually, history_ids, metric, token
@@ -85,7 +85,29 @@ async def test_the_same_key_with_another_body_is_a_conflict_and_publishes_nothin
     await device.next_event()
     other = orjson.dumps({"room": "device:p1", "event": "command", "data": {"name": "wipe"}})
     _error(post(tenant_node, other, "k", operator), 409, "conflict")
-    _error(post(tenant_node, REBOOT + b" ", "k", operator), 409, "conflict")
+    later = orjson.dumps({**orjson.loads(REBOOT), "ttl": 60})
+    _error(post(tenant_node, later, "k", operator), 409, "conflict")
+    await device.no_event()
+    await device.close()
+
+
+async def test_the_same_json_value_in_other_words_is_a_replay(
+    tenant_node: HubNode, tenant: str
+) -> None:
+    """Key order and whitespace are not the body's value: a client that serialises again
+    between attempts still gets its first answer."""
+    operator = token("operator", "o1", tenant)
+    device = await Client.connect(tenant_node, token("device", "p1", tenant))
+    first = post(tenant_node, REBOOT, "k", operator)
+    assert first.status_code == 202, first.text
+    await device.next_event()
+    fields = orjson.loads(REBOOT)
+    reordered = orjson.dumps(dict(reversed(fields.items())), option=orjson.OPT_INDENT_2)
+    for body in (REBOOT + b" \n", reordered):
+        again = post(tenant_node, body, "k", operator)
+        assert again.status_code == 202, again.text
+        assert again.content == first.content
+        assert again.headers[REPLAYED] == "true"
     await device.no_event()
     await device.close()
 
@@ -217,13 +239,13 @@ def test_the_node_keeps_a_bounded_number_of_keys_oldest_dropped_first() -> None:
     def claim(key: str, digest: str = "d") -> Claim:
         return Claim(key, digest, ts=1, ttl_ms=60_000)
 
-    claims.store("acme", claim("a"), ["1-0"])
-    claims.store("acme", claim("b"), ["2-0"])
+    claims.store("acme", claim("a"), Accepted(["1-0"], [0]))
+    claims.store("acme", claim("b"), Accepted(["2-0"], [0]))
     assert claims.seen("acme", claim("a")) is not None
     assert claims.seen("globex", claim("a")) is None
-    claims.store("acme", claim("c"), ["3-0"])
+    claims.store("acme", claim("c"), Accepted(["3-0"], [0]))
     assert claims.seen("acme", claim("a")) is None
-    claims.store("acme", claim("d"), ["4-0", "4-1", None])
+    claims.store("acme", claim("d"), Accepted(["4-0", "4-1", None], [0] * 3))
     assert claims.seen("acme", claim("b")) is None
     assert claims.seen("acme", claim("c")) is None
     replay = claims.seen("acme", claim("d"))
@@ -235,6 +257,6 @@ def test_the_node_keeps_a_bounded_number_of_keys_oldest_dropped_first() -> None:
 
 def test_the_node_forgets_expired_keys() -> None:
     claims = _Claims()
-    claims.store("acme", Claim("a", "d", ts=1, ttl_ms=1), ["1-0"])
+    claims.store("acme", Claim("a", "d", ts=1, ttl_ms=1), Accepted(["1-0"], [0]))
     time.sleep(0.05)
     assert claims.seen("acme", Claim("a", "d", ts=2, ttl_ms=1)) is None

@@ -27,7 +27,8 @@ async def test_broadcast_is_accepted_with_ids_and_ts_and_delivered(single: HubNo
     answer = single.broadcast(OPERATOR, room="device:p1", **COMMAND)
     assert answer.status_code == 202
     body = answer.json()
-    assert set(body) == {"ids", "ts"}
+    assert set(body) == {"ids", "ts", "reach"}
+    assert body["reach"] == {"device:p1": 1}
     assert list(body["ids"]) == ["device:p1"]
     event = await device.next_event()
     assert event["ts"] == body["ts"]

@@ -59,15 +59,26 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class Accepted:
+    """A publish done: each room's id (None without history) and reach, in its order."""
+
+    ids: list[str | None]
+    reach: list[int]
+    """How many sockets of the cluster were in each room as the event was published, as
+    presence knew them."""
+
+
+@dataclass(frozen=True, slots=True)
 class Replay:
     """The answer of the publish that claimed a key first: nothing was published now."""
 
     ids: list[str | None]
     ts: int
+    reach: list[int]
 
 
-Sent = list[str | None] | Replay
-"""What a publish resolves to: its ids, or, for a claim already made, the first answer."""
+Sent = Accepted | Replay
+"""What a publish resolves to, or, for a claim already made, the first answer."""
 
 
 class IdempotencyConflict(HubError):

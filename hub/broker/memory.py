@@ -12,11 +12,12 @@ import math
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hub import envelope
 from hub.broker.base import (
+    Accepted,
     Broker,
     Claim,
     Deliver,
@@ -91,9 +92,11 @@ class _Claims:
             raise IdempotencyConflict()
         return claimed.answer
 
-    def store(self, tenant: str, claim: Claim, ids: list[str | None]) -> None:
+    def store(self, tenant: str, claim: Claim, accepted: Accepted) -> None:
         until = time.monotonic() + claim.ttl_ms / 1000
-        self._claimed[tenant, claim.key] = _Claimed(claim.digest, Replay(ids, claim.ts), until)
+        ids = accepted.ids
+        answer = Replay(ids, claim.ts, accepted.reach)
+        self._claimed[tenant, claim.key] = _Claimed(claim.digest, answer, until)
         self._ids += len(ids)
         self._forget(time.monotonic())
 
@@ -132,6 +135,21 @@ class MemoryBroker(Broker):
         self._rooms: dict[RoomKey, _Room] = {}
         self._sweep_at = time.time() + SWEEP_INTERVAL
         self._claims = _Claims()
+        self._reach: Callable[[RoomKey], int] = _nobody
+        self._taps: dict[str, Deliver] = {}
+
+    def counting(self, reach: Callable[[RoomKey], int]) -> None:
+        """Count each publish's reach with `reach` (presence's members of a room)."""
+        self._reach = reach
+
+    def tap(self, room: str, listener: Deliver | None) -> None:
+        """Hand `listener` too every event published to a room named `room`, of any
+        tenant, as it is published (None stops it): the webhooks of a node alone read the
+        `status` rooms so."""
+        if listener is None:
+            self._taps.pop(room, None)
+        else:
+            self._taps[room] = listener
 
     async def connect(self, deliver: Deliver, lost: Lost) -> None:  # noqa: ARG002
         """Nothing is ever lost in the process."""
@@ -168,10 +186,11 @@ class MemoryBroker(Broker):
         verdict = self._bounded(messages)
         if verdict is not None:
             raise self._bounds.refusal(verdict)
-        ids = self.publish_now(messages, trace)
+        reach = [self._reach(message.key) for message in messages]
+        accepted = Accepted(self.publish_now(messages, trace), reach)
         if claim is not None:
-            self._claims.store(tenant, claim, ids)
-        return ids
+            self._claims.store(tenant, claim, accepted)
+        return accepted
 
     def _bounded(self, messages: Sequence[Outgoing]) -> str | None:
         """What the tenant's bounds say of these events (all of one tenant), as the Redis
@@ -231,7 +250,15 @@ class MemoryBroker(Broker):
             for key, payload in encoded:
                 if key in self._keys:
                     deliver(key, envelope.traced(trace, payload) if trace else payload)
+        if self._taps:
+            self._tell_taps(encoded)
         return ids
+
+    def _tell_taps(self, encoded: list[tuple[RoomKey, bytes]]) -> None:
+        for key, payload in encoded:
+            listener = self._taps.get(key.room)
+            if listener is not None:
+                listener(key, payload)
 
     def receipt_soon(self, receipt: OutgoingReceipt) -> asyncio.Future[bool]:
         stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -337,3 +364,8 @@ def _holds(room: _Room, event_id: tuple[int, int], now: float) -> bool:
     events = room.events
     at = bisect.bisect_left(events, (event_id,))
     return at < len(events) and events[at][0] == event_id and events[at][2] > now
+
+
+def _nobody(_key: RoomKey) -> int:
+    """The reach of every room while no presence counts it."""
+    return 0

@@ -10,6 +10,7 @@ from typing import Any
 
 from hub.broker import scripts
 from hub.broker.base import (
+    Accepted,
     Broker,
     Claim,
     Deliver,
@@ -46,9 +47,12 @@ def claim_arg(claim: Claim | None) -> str:
 
 
 def replay_of(verdict: str) -> Replay:
-    """The script's `replay <ts> <ids>`: the answer the key's first publish stored."""
-    _, ts, ids = verdict.split(" ")
-    return Replay([event_id or None for event_id in ids.split(",")], int(ts))
+    """The script's `replay <ts> <ids> <reach>`: the answer the key's first publish stored
+    (with no reach, counted as 0, when a node that did not count it stored it)."""
+    _, ts, ids, reach = verdict.split(" ")
+    rooms = [event_id or None for event_id in ids.split(",")]
+    counted = [int(count) for count in reach.split(",")] if reach else [0] * len(rooms)
+    return Replay(rooms, int(ts), counted)
 
 
 def _stored(future: asyncio.Future[bool], result: Any) -> None:
@@ -135,7 +139,9 @@ class RedisBroker(Broker):
     def _published(self, published: asyncio.Future[Sent], result: Any) -> None:
         """Resolve a publish: its ids, or the word the script answered instead."""
         if not isinstance(result, bytes):
-            published.set_result([event_id.decode() if event_id else None for event_id in result])
+            rooms = len(result) // 2
+            ids = [event_id.decode() if event_id else None for event_id in result[:rooms]]
+            published.set_result(Accepted(ids, result[rooms:]))
             return
         verdict = result.decode()
         if verdict.startswith(scripts.REPLAY):

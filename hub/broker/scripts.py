@@ -41,7 +41,10 @@ RECEIPTS_PREFIX = "hub:rc:"
 IDEMPOTENCY_PREFIX = "hub:idem:"
 """`hub:idem:{<tenant>}:<key>`: a hash of what answered the publish that claimed the key,
 `d` its body's digest, `t` its ts, `i` its ids joined by `,` (empty for a room without
-history)."""
+history), `r` its reach joined by `,`."""
+ROOM_PREFIX = "hub:pr:"
+"""`hub:pr:<key>`: presence's hash of a room's members across the cluster (see
+`hub.presence.scripts`); a publish counts it as the event's reach."""
 REPLAY = "replay"
 CONFLICT = "conflict"
 
@@ -136,9 +139,10 @@ PUBLISH = (
 -- none, else '<ttl ms> <ts> <digest> <key>'), state ttl (ms), the trace context ('' for
 -- none), then per event: room key, prefix, suffix, history size, history ttl (ms), its name
 -- when it is state ('' if not).
--- Returns the ids, or, publishing nothing, 'bytes:<ms to wait>' or 'rooms' when a tenant
--- bound refuses, '{CONFLICT}' when the key was claimed with another digest,
--- '{REPLAY} <ts> <ids>' when with this one. A room keeping state counts as one with history.
+-- Returns the ids then each room's reach (its members as presence knows them), or,
+-- publishing nothing, 'bytes:<ms to wait>' or 'rooms' when a tenant bound refuses,
+-- '{CONFLICT}' when the key was claimed with another digest, '{REPLAY} <ts> <ids> <reach>'
+-- when with this one. A room keeping state counts as one with history.
 local now = now_ms()
 local tenant, rate, burst, most = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local state_ttl = tonumber(ARGV[7])
@@ -148,10 +152,10 @@ if ARGV[6] ~= '' then
   local key
   claim_ttl, ts, digest, key = string.match(ARGV[6], '^(%d+) (%d+) (%x+) (.+)$')
   claim = '{IDEMPOTENCY_PREFIX}' .. tag(tenant) .. ':' .. key
-  local seen = redis.call('HMGET', claim, 'd', 't', 'i')
+  local seen = redis.call('HMGET', claim, 'd', 't', 'i', 'r')
   if seen[1] then
     if seen[1] ~= digest then return '{CONFLICT}' end
-    return '{REPLAY} ' .. seen[2] .. ' ' .. seen[3]
+    return '{REPLAY} ' .. seen[2] .. ' ' .. seen[3] .. ' ' .. (seen[4] or '')
   end
 end
 local events = (#ARGV - 8) / 6
@@ -201,12 +205,16 @@ for i = 0, events - 1 do
     if redis.call('PTTL', rooms) < span then redis.call('PEXPIRE', rooms, span) end
   end
 end
+local reach = {{}}
+for i = 0, events - 1 do reach[i + 1] = redis.call('HLEN', '{ROOM_PREFIX}' .. ARGV[9 + i * 6]) end
 if claim then
   local answer = {{}}
   for i = 1, events do answer[i] = ids[i] or '' end
-  redis.call('HSET', claim, 'd', digest, 't', ts, 'i', table.concat(answer, ','))
+  redis.call('HSET', claim, 'd', digest, 't', ts, 'i', table.concat(answer, ','),
+    'r', table.concat(reach, ','))
   redis.call('PEXPIRE', claim, claim_ttl)
 end
+for i = 1, events do ids[events + i] = reach[i] end
 return ids
 """
 )

@@ -146,6 +146,7 @@ class MemoryPresence(Presence):
     ) -> None:
         super().__init__(settings, retention, tally)
         self._broker = broker
+        broker.counting(self._reach)
         self._rooms: dict[RoomKey, dict[str, Present]] = {}
         self._places: dict[RoomKey, list[Present]] = {}
         """The members of each room read since it was made, in listing order (`_place`),
@@ -153,6 +154,9 @@ class MemoryPresence(Presence):
         device's own) never are, and an order for each would cost every socket."""
         self._sockets: dict[tuple[str, str], int] = {}
         self._fleet = MemoryFleet(self._fleet_ttl_ms)
+
+    def _reach(self, key: RoomKey) -> int:
+        return len(self._rooms.get(key, ()))
 
     async def start(self) -> None:
         """Nothing to register: this node is the whole cluster."""

@@ -8,9 +8,10 @@ import asyncio
 
 import orjson
 
+from hub.broker.scripts import ROOM_PREFIX
 from hub.fleet import SCAN_BUDGET, Device, FleetPage, FleetQuery
 from hub.presence.base import MemberRecord, Place, first_members
-from hub.presence.scripts import FLEET_PAGE, ROOM_PREFIX, heartbeats_key
+from hub.presence.scripts import FLEET_PAGE, heartbeats_key
 from hub.redis.clients import RedisClient
 from hub.redis.failures import unavailable
 from hub.rooms import RoomKey, tag

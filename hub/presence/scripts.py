@@ -65,7 +65,7 @@ of arguments per heartbeat). Its one key is the tenant's tag, for routing.
 
 from __future__ import annotations
 
-from hub.broker.scripts import LIBRARY
+from hub.broker.scripts import LIBRARY, ROOM_PREFIX
 from hub.fleet import FORGET_BATCH
 from hub.redis.clients import RedisClient
 from hub.redis.scripts import load, register
@@ -78,7 +78,6 @@ REAPING = f"hub:{REGISTRY}:reaping"
 DRAINING = f"hub:{REGISTRY}:draining"
 TENANTS_PREFIX = f"hub:{REGISTRY}:it:"
 STATS = f"hub:{REGISTRY}:stats"
-ROOM_PREFIX = "hub:pr:"
 HEARTBEAT_PREFIX = "hub:hb:"
 FLEET_PREFIX = "hub:fd:"
 SEEN_PREFIX = "hub:fs:"
