@@ -403,8 +403,7 @@ class Settings(BaseSettings):
     )
     webhook_allow_private: bool = Field(
         False,
-        description="whether webhook URLs may resolve to loopback, private or link-local "
-        "addresses",
+        description="whether webhook URLs may resolve to loopback, private or link-local addresses",
     )
     webhook_retry_hours: float = Field(
         24.0, gt=0, le=168, description="hours a webhook message is retried before it fails"
