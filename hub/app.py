@@ -41,6 +41,7 @@ from hub.streams import Streams
 from hub.tasks import cancel
 from hub.transport import WIRE_EXTENSION
 from hub.verified import VerifiedTokens
+from hub.webhook_routes import WebhookRoutes
 
 log = logging.getLogger("hub")
 
@@ -91,6 +92,7 @@ class Hub:
                 parts.reads,
             )
         )
+        self.webhooks = WebhookRoutes(tokens, parts.reads, parts.webhooks)
 
     @asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -218,7 +220,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
 
 def _http(hub: Hub) -> Starlette:
-    rest = hub.rest
+    rest, webhooks = hub.rest, hub.webhooks
     # Browsers on these origins may call the REST API with an operator's token; the
     # socket needs no CORS (browsers send its Origin, and its token decides).
     middleware = [Middleware(Cors, origins=hub.settings.cors)]
@@ -232,6 +234,10 @@ def _http(hub: Hub) -> Starlette:
             Route("/v1/rooms/{room}/state", rest.state),
             Route("/v1/rooms/{room}/events/{id}/receipts", rest.receipts),
             Route("/v1/devices", rest.devices),
+            Route("/v1/webhooks", webhooks.collection, methods=["GET", "POST"]),
+            Route("/v1/webhooks/{id}", webhooks.remove, methods=["DELETE"]),
+            Route("/v1/webhooks/{id}/deliveries", webhooks.deliveries),
+            Route("/v1/webhooks/{id}/deliveries/{message}/retry", webhooks.retry, methods=["POST"]),
             Route("/v1/stats", rest.stats),
             Route(SOCKET_PATH, hub.probe),
             Route(STREAM_PATH, hub.streams.open),

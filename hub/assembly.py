@@ -1,6 +1,6 @@
 """The composition root: the one place that chooses a node's implementations from the
 settings and builds its parts. `HUB_REDIS_URL` picks Redis for the broker, presence, the
-figures board, the stream sessions' mailbox and the shared rate limits together; a
+figures board, the stream sessions' mailbox, webhooks and the shared rate limits together; a
 collector picks OpenTelemetry's tracer. Both are imported only then: a node alone loads
 neither the Redis client nor OpenTelemetry."""
 
@@ -26,6 +26,7 @@ from hub.publishing import Publisher
 from hub.session_parts import SessionParts, Verify
 from hub.stats import Tally
 from hub.tracing import Tracer, Untraced, check_tracing
+from hub.webhooks.service import Webhooks, memory_webhooks
 
 if TYPE_CHECKING:  # a node alone never loads the Redis client
     from hub.redis.clients import RedisClient
@@ -51,6 +52,8 @@ class Parts:
     """REST broadcasts per token, shared by the cluster's nodes when there are several."""
     reads: Limit | None
     """REST reads per token, likewise."""
+    webhooks: Webhooks
+    """The tenants' webhook endpoints, and the messages on their way to them."""
 
     def for_sessions(self, settings: Settings, metrics: Metrics, verify: Verify) -> SessionParts:
         """What every session uses of these parts, in the one object each session holds."""
@@ -74,10 +77,12 @@ class Parts:
         await self.node.start()
         await self.presence.start()
         await self.mailbox.start(on_request)
+        await self.webhooks.start()
         self.heartbeats.start()
 
     async def stop(self) -> None:
         await self.heartbeats.stop()
+        await self.webhooks.stop()
         await self.mailbox.stop()
         await self.presence.stop()
         await self.node.stop()
@@ -92,6 +97,7 @@ class _Backends:
     board: Board
     broadcasts: Limit | None
     reads: Limit | None
+    webhooks: Webhooks
 
 
 def assemble(
@@ -101,7 +107,9 @@ def assemble(
     run = f"{settings.node_id}.{secrets.token_hex(3)}"
     tracer = choose_tracer(settings, environ)
     chosen = (
-        _alone(settings, tally) if settings.redis is None else _redis(settings, run, metrics, tally)
+        _alone(settings, metrics, tally)
+        if settings.redis is None
+        else _redis(settings, run, metrics, tally)
     )
     retention = settings.retention
     node = Node(chosen.broker, retention, settings.state, metrics, tally, tracer)
@@ -117,6 +125,7 @@ def assemble(
         tally=tally,
         broadcasts=chosen.broadcasts,
         reads=chosen.reads,
+        webhooks=chosen.webhooks,
     )
 
 
@@ -141,7 +150,7 @@ def _limit(name: str, rate: float, redis: RedisClient | None) -> Limit | None:
     return SharedLimit(name, rate, rate, redis)
 
 
-def _alone(settings: Settings, tally: Tally) -> _Backends:
+def _alone(settings: Settings, metrics: Metrics, tally: Tally) -> _Backends:
     memory = MemoryBroker(settings.tenant_bounds, settings.state.ttl)
     presence = MemoryPresence(memory, settings, settings.retention, tally)
     return _Backends(
@@ -151,6 +160,7 @@ def _alone(settings: Settings, tally: Tally) -> _Backends:
         MemoryBoard(),
         _limit("broadcasts", settings.broadcast_rate, None),
         _limit("reads", settings.read_rate, None),
+        memory_webhooks(settings, metrics, memory),
     )
 
 
@@ -163,6 +173,7 @@ def _redis(settings: Settings, run: str, metrics: Metrics, tally: Tally) -> _Bac
     from hub.presence.registry import Registry
     from hub.presence.scripts import Scripts
     from hub.redis.clients import clients
+    from hub.webhooks.service import redis_webhooks
 
     deployment = settings.redis
     assert deployment is not None
@@ -195,4 +206,5 @@ def _redis(settings: Settings, run: str, metrics: Metrics, tally: Tally) -> _Bac
         board,
         _limit("broadcasts", settings.broadcast_rate, redis.client),
         _limit("reads", settings.read_rate, redis.reader),
+        redis_webhooks(settings, metrics, connections, run),
     )

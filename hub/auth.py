@@ -162,6 +162,11 @@ class Principal:
         if self.role not in (Role.OPERATOR, Role.ADMIN):
             raise HubError(ErrorCode.FORBIDDEN, "stats are for operators and admins")
 
+    def check_webhooks(self) -> None:
+        """A tenant's webhook endpoints carry its secrets: operators and admins only."""
+        if self.role not in (Role.OPERATOR, Role.ADMIN):
+            raise HubError(ErrorCode.FORBIDDEN, "webhooks are for operators and admins")
+
     def check_heartbeat(self) -> None:
         if self.role is not Role.DEVICE or self.tenant is None:
             raise HubError(ErrorCode.FORBIDDEN, "only devices send heartbeats")

@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field, StringConstraints, with_config
 from typing_extensions import TypeAliasType, TypedDict
 
 from hub.auth import SUB_RE, Role
-from hub.events import FREE_FORM_PREFIX, ReceiptStatus
+from hub.events import FREE_FORM_PREFIX, ReceiptStatus, WebhookEvent
 from hub.fleet import MAX_FLEET_LIMIT
 from hub.history import ID_PATTERN
 from hub.protocol import EVENT_MAX_LEN, EVENT_RE, MAX_POST_FRAMES, ROOM_RE, TENANT_RE
@@ -25,6 +25,10 @@ MAX_BROADCAST_ROOMS = 100
 DEFAULT_HISTORY_LIMIT = 100
 MAX_HISTORY_LIMIT = 1000
 MAX_PRESENCE_LIMIT = 1000
+MAX_WEBHOOK_DELIVERIES = 100
+"""The most recent messages an endpoint's delivery log lists."""
+WEBHOOK_URL_MAX_LEN = 2048
+WEBHOOK_DESCRIPTION_MAX_LEN = 256
 IDEMPOTENCY_KEY_MAX_LEN = 128
 IDEMPOTENCY_KEY_RE = re.compile(rf"[A-Za-z0-9_.:-]{{1,{IDEMPOTENCY_KEY_MAX_LEN}}}")
 CURSOR_MAX_LEN = 600
@@ -75,6 +79,9 @@ Online = Literal["true", "false"]
 HistoryLimit = Annotated[int, Field(ge=1, le=MAX_HISTORY_LIMIT, default=DEFAULT_HISTORY_LIMIT)]
 PresenceLimit = Annotated[int, Field(ge=1, le=MAX_PRESENCE_LIMIT, default=MAX_PRESENCE_LIMIT)]
 FleetLimit = Annotated[int, Field(ge=1, le=MAX_FLEET_LIMIT, default=MAX_FLEET_LIMIT)]
+WebhookDeliveriesLimit = Annotated[
+    int, Field(ge=1, le=MAX_WEBHOOK_DELIVERIES, default=MAX_WEBHOOK_DELIVERIES)
+]
 RetryAfter = Annotated[int, Field(ge=1)]
 StreamSession = Annotated[str, StringConstraints(pattern="^[A-Za-z0-9_-]{22}$")]
 """An event stream's session: 128 random bits in base64url."""
@@ -347,3 +354,81 @@ class Handshake(TypedDict):
 
     accepted: Literal[True]
     node: str
+
+
+WebhookId = Annotated[str, StringConstraints(pattern="^[A-Za-z0-9_-]{1,64}$")]
+"""An endpoint's id, or a message's (`webhook-id`)."""
+WebhookUrl = Annotated[
+    str,
+    StringConstraints(pattern="^[Hh][Tt][Tt][Pp][Ss]?://", max_length=WEBHOOK_URL_MAX_LEN),
+]
+WebhookEvents = Annotated[
+    list[WebhookEvent], Field(min_length=1, max_length=3, json_schema_extra={"uniqueItems": True})
+]
+
+
+class WebhookRegistration(TypedDict):
+    """An endpoint to register; `tenant` for admins only."""
+
+    url: Annotated[
+        WebhookUrl,
+        Field(
+            description="http:// or https://; one resolving to a loopback, private or "
+            "link-local address is refused unless HUB_WEBHOOK_ALLOW_PRIVATE"
+        ),
+    ]
+    events: Annotated[WebhookEvents, Field(description="The status events to send it, no repeat")]
+    description: NotRequired[
+        Annotated[str | None, StringConstraints(max_length=WEBHOOK_DESCRIPTION_MAX_LEN)]
+    ]
+    tenant: NotRequired[Tenant | None]
+
+
+class Webhook(TypedDict):
+    """A registered endpoint, without its secret."""
+
+    id: WebhookId
+    url: WebhookUrl
+    events: WebhookEvents
+    description: str | None
+    created: Annotated[int, Field(description="When it was registered, ms since the epoch")]
+
+
+class WebhookCreated(Webhook):
+    """A registered endpoint, with the secret its messages are signed with: shown only now."""
+
+    secret: Annotated[
+        str,
+        StringConstraints(pattern="^whsec_[A-Za-z0-9+/=]{32,}$"),
+        Field(description="Standard Webhooks secret: whsec_ and base64 of the key"),
+    ]
+
+
+class Webhooks(TypedDict):
+    webhooks: list[Webhook]
+
+
+class WebhookDelivery(TypedDict):
+    """One message to an endpoint, as it stands."""
+
+    id: Annotated[WebhookId, Field(description="The message's webhook-id, the same on retries")]
+    type: WebhookEvent
+    device: Annotated[str, Field(description="The device (or receipt's sub) it is about")]
+    time: Annotated[int, Field(description="When it happened, ms since the epoch")]
+    state: Literal["pending", "delivered", "failed"]
+    attempts: Annotated[int, Field(ge=0)]
+    status: Annotated[int | None, Field(description="The last attempt's HTTP status")]
+    error: Annotated[str | None, Field(description="Why the last attempt failed, if it did")]
+    next: Annotated[int | None, Field(description="The next attempt, ms since the epoch")]
+
+
+class WebhookDeliveries(TypedDict):
+    """An endpoint's recent messages, newest first."""
+
+    webhook: WebhookId
+    deliveries: Annotated[list[WebhookDelivery], Field(max_length=MAX_WEBHOOK_DELIVERIES)]
+
+
+class WebhookRetried(TypedDict):
+    id: WebhookId
+    state: Literal["pending"]

@@ -16,6 +16,13 @@ room that could not be recovered it is what the application starts again from. W
 `acknowledge_commands`, a device sends a `received` receipt for each `command` event
 before its handler runs, and `done` or `failed` (the handler raised) after.
 
+Events with an `apply_at` later than the hub's clock are held, then handed over at that
+moment of the hub's clock, in `apply_at` order, from a task of their own: their handler may
+run while another event's does (hub.apply). `client.clock` tells the hub's time from the
+welcome's and the pongs'. Held events outlive a reconnect; `stop` drops them, as the
+application is going away, and so does leaving their room. A command's `received` goes
+when it arrives, its `done` or `failed` after its handler ran at `apply_at`.
+
 A permanent refusal is never retried: a handshake answered with another 4xx (401 and 403
 above all) ends `run` with `HubRefused`. A room the hub will never serve (`forbidden`,
 `bad_request`, `too_large`) is dropped, the other rooms stay live, and the `RoomRefused` is
@@ -41,6 +48,7 @@ import orjson
 from websockets.exceptions import ConnectionClosed, InvalidURI
 from websockets.uri import parse_uri
 
+from hub.apply import HubClock, Schedule, wall_ms
 from hub.backoff import Backoff, Retries
 from hub.dial import CONNECTION_ERRORS, Answer, Connection, Dialer, cut
 from hub.history import parse_id
@@ -140,8 +148,11 @@ class _Subscriptions:
         on_lost: LostHandler | None,
         on_error: ErrorHandler | None,
         acknowledge: bool,
+        clock: HubClock,
     ) -> None:
         self._rooms: dict[str, _Subscription] = {room: _Subscription() for room in rooms}
+        self.schedule = Schedule(clock, self._hand_over)
+        """Events that wait for their `apply_at`."""
         self._request = request
         self._receipt = receipt
         self._on_event = on_event
@@ -155,6 +166,7 @@ class _Subscriptions:
 
     def forget(self, room: str) -> None:
         self._rooms.pop(room, None)
+        self.schedule.drop(room)
 
     def hold_all(self) -> None:
         """From a welcome on, hold every room's events until its subscribe's ack: the
@@ -243,13 +255,14 @@ class _Subscriptions:
             await _call(self._on_state, room, events)
         elif self._on_event is not None and not recovered:
             for event in events:
-                await _call(self._on_event, {**event, "state": True})
+                await self.schedule.hand({**event, "state": True})
         else:
             return set()
         return {event_id for event in events if (event_id := _id(event)) is not None}
 
     async def _deliver(self, subscription: _Subscription, event: Event) -> None:
-        """Hand an event on once: anything at or below the last id seen is a repeat."""
+        """Hand an event on once: anything at or below the last id seen is a repeat. A
+        command's `received` goes at once, though the event may wait for its `apply_at`."""
         event_id = _id(event)
         if event_id is not None:
             if subscription.last is not None and event_id <= subscription.last:
@@ -257,12 +270,34 @@ class _Subscriptions:
             subscription.last = event_id
         if self._on_event is None:
             return
-        if not self._acknowledge or event.get("event") != "command" or event_id is None:
-            await _call(self._on_event, event)
+        if self._acknowledged(event):
+            await self._receipt(event, "received")
+        await self.schedule.hand(event)
+
+    async def _hand_over(self, event: Event) -> None:
+        """Run the handler, on arrival or at `apply_at`; then a command's `done` or `failed`,
+        which is lost (and logged) when no connection is there to carry it."""
+        if self._on_event is None:
             return
-        await self._receipt(event, "received")
         ran = await _call(self._on_event, event)
-        await self._receipt(event, "done" if ran else "failed")
+        if not self._acknowledged(event):
+            return
+        status = "done" if ran else "failed"
+        try:
+            await self._receipt(event, status)
+        except CONNECTION_ERRORS as error:
+            log.warning(
+                "no %s receipt for %s: %s", status, _text(event.get("id")), _describe(error)
+            )
+
+    def _acknowledged(self, event: Event) -> bool:
+        """Whether `event` gets receipts: a command with an id, not a room's state."""
+        return (
+            self._acknowledge
+            and event.get("event") == "command"
+            and _id(event) is not None
+            and event.get("state") is not True
+        )
 
 
 class _Token:
@@ -338,12 +373,16 @@ class HubClient:
         on_state: StateHandler | None = None,
         acknowledge_commands: bool = False,
         websocket_retry: float = WEBSOCKET_RETRY,
+        clock: Callable[[], float] = wall_ms,
     ) -> None:
         self._urls = _checked_urls(urls)
         self._dialer = Dialer()
         self._websocket_retry = websocket_retry
         """Seconds on the event stream between two tries of a WebSocket."""
         self._token = _Token(token, self._request)
+        self.clock = HubClock(clock)
+        """The hub's clock as this client tells it from its own (`clock`, ms since the epoch):
+        `client.clock.now()`, the moment events with `apply_at` are handed over."""
         self._subscriptions = _Subscriptions(
             rooms,
             self._request,
@@ -353,6 +392,7 @@ class HubClient:
             on_lost=on_lost,
             on_error=on_error,
             acknowledge=acknowledge_commands,
+            clock=self.clock,
         )
         self._heartbeat = heartbeat
         self._retries = Retries(backoff or Backoff(base=0.5, cap=30.0))
@@ -385,6 +425,7 @@ class HubClient:
         self._stopping.set()
         if self._ws is not None:
             await self._ws.close()
+        self._subscriptions.schedule.drop()  # after the close: no event comes to be held again
 
     @property
     def transport(self) -> Transport:
@@ -479,7 +520,8 @@ class HubClient:
             self._subscriptions.keep(room)
         self._subscriptions.hold_all()
         reader = asyncio.create_task(self._read(ws))
-        beats = asyncio.create_task(self._beat(ws, welcome))
+        beats = asyncio.create_task(_beat(ws, welcome, self._heartbeat, self._send))
+        timing = asyncio.create_task(self._subscriptions.schedule.keep_time(welcome, self._request))
         switching = (
             asyncio.create_task(
                 self._dialer.websocket_again(ws, url, self._token.held, self._websocket_retry)
@@ -500,6 +542,7 @@ class HubClient:
             raise
         finally:
             beats.cancel()
+            timing.cancel()
             reader.cancel()
             if switching is not None:
                 switching.cancel()
@@ -544,19 +587,25 @@ class HubClient:
                 code, message = _text(frame.get("code")), _text(frame.get("message"))
                 log.warning("the hub refused a heartbeat or a receipt: %s: %s", code, message)
 
-    async def _beat(self, ws: Connection, welcome: Event) -> None:
-        """A device's heartbeats, on the welcome's interval, until the connection ends."""
-        if welcome["role"] != "device":
-            return
-        interval = max(MIN_HEARTBEAT_INTERVAL, welcome["heartbeat"]["interval"])
-        while True:
-            text = _heartbeat(self._heartbeat)
-            if text is not None:
-                try:
-                    await self._send(ws, text)
-                except ConnectionClosed:
-                    return
-            await asyncio.sleep(interval)
+
+async def _beat(
+    ws: Connection,
+    welcome: Event,
+    data: Callable[[], dict[str, Any]] | None,
+    send: Callable[[Connection, str], Awaitable[None]],
+) -> None:
+    """A device's heartbeats, on the welcome's interval, until the connection ends."""
+    if welcome["role"] != "device":
+        return
+    interval = max(MIN_HEARTBEAT_INTERVAL, welcome["heartbeat"]["interval"])
+    while True:
+        text = _heartbeat(data)
+        if text is not None:
+            try:
+                await send(ws, text)
+            except ConnectionClosed:
+                return
+        await asyncio.sleep(interval)
 
 
 def _heartbeat(data: Callable[[], dict[str, Any]] | None) -> str | None:

@@ -93,6 +93,10 @@ class DeliveryReceipt(_Data):
     data: dict[str, JsonValue] | None = None
 
 
+WebhookEvent = Literal["device.online", "device.offline", "delivery.receipt"]
+"""The status events a webhook endpoint may ask for: what a back office acts on."""
+WEBHOOK_EVENTS = frozenset(get_args(WebhookEvent))
+
 HUB_ONLY: dict[str, type[_Data]] = {
     "device.online": DeviceOnline,
     "device.offline": DeviceOffline,

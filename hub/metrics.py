@@ -29,6 +29,8 @@ from hub.stats import Figures
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+WEBHOOK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0)
+"""A webhook attempt: a receiver nearby answers in milliseconds; none gives up at 15 s."""
 
 _HELP = {
     "hub_tasks": "Tasks on the node's event loop (every socket has some)",
@@ -58,6 +60,16 @@ _HELP = {
         "Redis subscriber connections rebuilt because their canary went unheard"
     ),
     "hub_devices_reaped": "Devices of dead nodes this node reported offline (reason node_lost)",
+    "hub_webhook_pending": "Webhook messages this node holds pending, every endpoint together",
+    "hub_webhook_oldest_pending_seconds": (
+        "Age of the oldest webhook message this node holds pending; 0 when none"
+    ),
+    "hub_webhook_deliveries": (
+        "Webhook messages finished, by outcome: delivered, failed (retried for "
+        "HUB_WEBHOOK_RETRY_HOURS, or over the backlog), gone (410: endpoint removed)"
+    ),
+    "hub_webhook_retries": "Webhook attempts after a message's first",
+    "hub_webhook_attempt_seconds": "Duration of one webhook attempt, until the answer's head",
 }
 """The help text of every metric the node keeps itself (the live figures' are with `_Live`),
 so that the constructor reads as the list of what is kept."""
@@ -98,6 +110,22 @@ class Metrics:
         )
         self.deaf_subscribers = counter("hub_deaf_subscribers")
         self.devices_reaped = counter("hub_devices_reaped")
+        self.webhook_pending = Gauge(
+            "hub_webhook_pending", _HELP["hub_webhook_pending"], registry=registry
+        )
+        self.webhook_oldest_pending = Gauge(
+            "hub_webhook_oldest_pending_seconds",
+            _HELP["hub_webhook_oldest_pending_seconds"],
+            registry=registry,
+        )
+        self.webhook_deliveries = counter("hub_webhook_deliveries", "outcome")
+        self.webhook_retries = counter("hub_webhook_retries")
+        self.webhook_attempt_seconds = Histogram(
+            "hub_webhook_attempt_seconds",
+            _HELP["hub_webhook_attempt_seconds"],
+            buckets=WEBHOOK_BUCKETS,
+            registry=registry,
+        )
 
     def watch(self, figures: Callable[[], Figures]) -> None:
         """Export the node's live figures, read from `figures` at every scrape."""

@@ -82,12 +82,13 @@ def _read(
     shape: Any,
     what: str,
     description: str | None = None,
+    refusals: tuple[ErrorCode, ...] = READS,
 ) -> Json:
     """A GET of the API's data, and the refusals every such read may get."""
     read = {"operationId": operation, "summary": summary, "parameters": parameters}
     if description is not None:
         read["description"] = description
-    responses = {"200": _json(shape, what), **_errors(*READS), **_unavailable()}
+    responses = {"200": _json(shape, what), **_errors(*refusals), **_unavailable()}
     return {"get": {**read, "responses": responses}}
 
 
@@ -145,6 +146,69 @@ def _broadcast() -> Json:
                 **_unavailable(),
             },
         }
+    }
+
+
+def _webhooks() -> Json:
+    """A tenant's webhook endpoints and their delivery logs (operators; admins name one)."""
+    tenant = _query("tenant", bodies.Tenant, "Admins: the tenant whose webhooks they are")
+    endpoint = {"name": "id", "in": "path", "required": True, "schema": bodies.WebhookId}
+    message = {"name": "message", "in": "path", "required": True, "schema": bodies.WebhookId}
+    unknown = (*READS, ErrorCode.NOT_FOUND)
+    registered = {
+        "201": _json(bodies.WebhookCreated, "registered; its secret is never shown again"),
+        **_errors(*READS, ErrorCode.CONFLICT, ErrorCode.TOO_LARGE),
+        **_unavailable(),
+    }
+    return {
+        "/v1/webhooks": {
+            **_read(
+                "webhooks", "The tenant's webhook endpoints", [tenant], bodies.Webhooks, "them"
+            ),
+            "post": {
+                "operationId": "registerWebhook",
+                "summary": "Register an endpoint the tenant's status events are sent to",
+                "description": "Signed as Standard Webhooks with the secret answered; at "
+                "most HUB_WEBHOOK_MAX_ENDPOINTS per tenant (409 past it).",
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": bodies.WebhookRegistration}},
+                },
+                "responses": registered,
+            },
+        },
+        "/v1/webhooks/{id}": {
+            "delete": {
+                "operationId": "removeWebhook",
+                "summary": "Remove an endpoint, and what is pending for it",
+                "parameters": [endpoint, tenant],
+                "responses": {
+                    "204": {"description": "removed"},
+                    **_errors(*unknown),
+                    **_unavailable(),
+                },
+            }
+        },
+        "/v1/webhooks/{id}/deliveries": _read(
+            "webhookDeliveries",
+            "An endpoint's recent messages and their state, newest first",
+            [endpoint, tenant, _query("limit", bodies.WebhookDeliveriesLimit)],
+            bodies.WebhookDeliveries,
+            "the log",
+            refusals=unknown,
+        ),
+        "/v1/webhooks/{id}/deliveries/{message}/retry": {
+            "post": {
+                "operationId": "retryWebhookMessage",
+                "summary": "Send one message again now, whatever its state",
+                "parameters": [endpoint, message, tenant],
+                "responses": {
+                    "202": _json(bodies.WebhookRetried, "pending again"),
+                    **_errors(*unknown),
+                    **_unavailable(),
+                },
+            }
+        },
     }
 
 
@@ -375,7 +439,14 @@ def _schemas(*parts: Any) -> Json:
 def document() -> Json:
     """The typed events join the broadcast body's schema last: which model goes with which
     event name is a mapping (`hub.events.PUBLIC`), not a type."""
-    paths = {"/v1/broadcast": _broadcast(), **_reads(), **_node(), **_stream(), **_files()}
+    paths = {
+        "/v1/broadcast": _broadcast(),
+        **_reads(),
+        **_webhooks(),
+        **_node(),
+        **_stream(),
+        **_files(),
+    }
     events = _events()
     components = _schemas(paths, events)
     components["Broadcast"]["anyOf"] = events

@@ -43,7 +43,7 @@ KUBERNETES_FILES = sorted(p for p in KUBERNETES.glob("*.yaml") if p.name != "kus
 # Every metric of the hub's own, by the name Prometheus sees (histograms without a suffix).
 EXPOSED = metric_names()
 HUB_METRICS = {name for name in EXPOSED if name.startswith("hub_")}
-HISTOGRAMS = {"hub_delivery_latency_seconds"}
+HISTOGRAMS = {"hub_delivery_latency_seconds", "hub_webhook_attempt_seconds"}
 
 
 def _tool(name: str) -> str:
@@ -536,6 +536,7 @@ ALERTS = {
     "HubDeliveryLatencyHigh",
     "HubNodesFlapping",
     "HubDevicesGoingOffline",
+    "HubWebhookBacklogGrowing",
 }
 
 

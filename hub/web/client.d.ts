@@ -13,6 +13,10 @@ export interface HubEvent {
   ts: number;
   /** `<ms>-<seq>`; absent only in rooms without history */
   id?: string;
+  /** ms since the epoch, by the hub's clock: the moment `onEvent` gets the event */
+  apply_at?: number;
+  /** ms since the epoch: after it the event is not replayed, nor in history, nor state */
+  expires?: number;
   state?: true;
   [field: string]: unknown;
 }
@@ -33,6 +37,8 @@ export interface Welcome {
   /** frames per second the socket may send (0: no limit) and its burst; the client paces
    * itself within them */
   limits?: { rate: number; burst: number };
+  /** the hub's clock, ms since the epoch, for the client to tell its own clock's offset */
+  time?: number;
   state?: Record<string, HubEvent[]>;
   /** on an event stream only: its session, and where its frames are POSTed */
   stream?: { session: string; post: string };
@@ -63,7 +69,8 @@ export type TokenSource = string | (() => string | Promise<string>);
 export interface HubClientOptions {
   /** rooms to keep besides a device's own (those come with the welcome) */
   rooms?: Iterable<string>;
-  /** each event, once and in id order per room; handlers run one at a time */
+  /** each event, once and in id order per room (one with `apply_at` at that moment of the
+   * hub's clock, in `apply_at` order); handlers run one at a time */
   onEvent?: (event: HubEvent) => void | Promise<void>;
   /** a room's current state on every (re)subscribe, before its other events */
   onState?: (room: string, events: HubEvent[]) => void | Promise<void>;
@@ -136,13 +143,17 @@ export class HubClient extends EventTarget {
   readonly transport: "websocket" | "stream";
   /** the rooms the client keeps, a device's own included */
   readonly rooms: string[];
+  /** The hub's clock as the client tells it from its own (by the welcome's and pongs'
+   * `time`), ms since the epoch: the moment events with `apply_at` are handed over. */
+  hubTime(): number;
 
   /** Stay connected until `stop()`. Rejects with `HubRefused`, or `RoomRefused` when a
    * room is refused and no `onError` was given. */
   run(): Promise<void>;
   /** `run()` in the background; a refusal that ends it goes to `onError`. */
   start(): this;
-  /** Close and stop reconnecting; resolves once `run()` has ended. */
+  /** Close and stop reconnecting, dropping the events held for their `apply_at`; resolves
+   * once `run()` has ended. */
   stop(): Promise<void>;
   /** Resolves with the welcome once connected (at once if it is). */
   whenConnected(): Promise<Welcome>;

@@ -29,6 +29,14 @@
  * `refusals` such attempts in a row (3), with no welcome between, end `run()` with
  * `HubRefused` too.
  *
+ * An event with `apply_at` later than the hub's clock is held and handed to `onEvent` at
+ * that moment of the hub's clock, in `apply_at` order, in turn with the other handlers:
+ * the players of a video wall switch together however far apart the frames reached them
+ * and however wrong their own clocks are. The client tells the hub's clock (`hubTime()`)
+ * from its own by the `time` of each welcome and of each pong, pinging only while it holds
+ * events. Held events outlive a reconnect; `stop()`, or leaving their room, drops them. A
+ * command's `received` goes when it arrives, its `done` or `failed` after `onEvent` ran.
+ *
  *     import { HubClient, socketUrl } from "/client.js";
  *     const client = new HubClient([socketUrl()], token, { rooms: ["status"], onEvent: show });
  *     await client.run();
@@ -61,6 +69,14 @@ const POST_TIMEOUT = 30_000; // ms a POST's frames may take to be taken, retries
 // doubling while a lone node drained and restarted kept its clients away for half a minute.
 const RESTART_CAP = 5;
 const RESTART_WINDOW = 60_000;
+const MAX_SCHEDULED = 1000; // events held for their apply_at; past it, the soonest goes at once
+const CLOCK_SAMPLES = 8; // offset samples kept, the welcome's among them
+// Ms a sample counts as recent: clocks drift apart (a quartz by up to 50 ppm, 30 ms in ten
+// minutes), so an old short round trip loses to a fresh long one.
+const CLOCK_WINDOW = 600_000;
+const CLOCK_PINGS = 3; // pings in a row of one round: one at least is seldom queued
+const CLOCK_PING_INTERVAL = 60_000; // ms between two rounds of pings, while events are held
+const MAX_TIMER = 2 ** 31 - 1; // the longest delay setTimeout keeps, ms
 /** What a log line must not carry: Unicode's "other" characters (controls, format,
  * surrogates, private use, unassigned). Engines older than Chromium 64 cannot write that
  * class: there, the controls, format characters, lone surrogates and private use it
@@ -152,6 +168,15 @@ export class HubClient extends EventTarget {
   #stopping = false;
   /** @type {Promise<void> | null} */ #running = null;
   /** @type {(() => void) | null} */ #wake = null;
+  #clock = new HubClock();
+  /** Events that wait for their `apply_at`. */
+  #schedule = new Schedule(
+    this.#clock,
+    (event) => this.#handOver(event),
+    (said) => this.#log.warn(`hub client: ${said}`),
+  );
+  /** Settles once the handlers called so far have returned. @type {Promise<unknown>} */
+  #turn = Promise.resolve();
   /** The last welcome frame, or null before the first. @type {Record<string, any> | null} */
   welcome = null;
 
@@ -196,6 +221,15 @@ export class HubClient extends EventTarget {
   }
 
   /**
+   * The hub's clock as the client tells it from its own, ms since the epoch: the moment
+   * events with `apply_at` are handed over. The local clock before the first welcome.
+   * @returns {number}
+   */
+  hubTime() {
+    return this.#clock.now();
+  }
+
+  /**
    * Stay connected until `stop()`; every connection resumes where the last one ended.
    * Rejects with `HubRefused` when the node keeps refusing the socket, and with
    * `RoomRefused` when a room is refused and no `onError` was given.
@@ -223,12 +257,14 @@ export class HubClient extends EventTarget {
     return this;
   }
 
-  /** Close the connection and stop reconnecting; resolves once `run()` has ended. */
+  /** Close the connection and stop reconnecting; resolves once `run()` has ended. The
+   * events held for their `apply_at` are dropped: the application is going away. */
   async stop() {
     this.#stopping = true;
     this.#wake?.();
     this.#link?.end("stopped");
     await this.#running?.catch(() => {});
+    this.#schedule.drop();
   }
 
   /** Resolves with the welcome once the client is connected (at once if it is); rejects
@@ -265,6 +301,7 @@ export class HubClient extends EventTarget {
   /** Leave `room` and stop resuming it. @param {string} room */
   async unsubscribe(room) {
     this.#rooms.delete(room);
+    this.#schedule.drop(room);
     return this.#request(this.#live(), { op: "unsubscribe", room });
   }
 
@@ -380,6 +417,7 @@ export class HubClient extends EventTarget {
     this.dispatchEvent(new CustomEvent("welcome", { detail: welcome }));
     for (const room of welcome.rooms) if (!this.#rooms.has(room)) this.#rooms.set(room, newRoom());
     this.#beat(link, welcome);
+    this.#keepTime(link, welcome);
     if (this.#transport === "stream") this.#tryWebSockets(link, url);
     await Promise.all(this.rooms.map((room) => this.#keep(link, room)));
     this.#backoff.reset();
@@ -487,14 +525,15 @@ export class HubClient extends EventTarget {
     if (onState) {
       await this.#call(onState, name, events);
     } else if (onEvent && !recovered) {
-      for (const event of events) await this.#call(onEvent, { ...event, state: true });
+      for (const event of events) await this.#schedule.hand({ ...event, state: true });
     } else {
       return new Set();
     }
     return new Set(events.map((event) => event.id).filter((id) => parseId(id) !== null));
   }
 
-  /** Hand an event on once: anything at or below the last id seen is a repeat. */
+  /** Hand an event on once: anything at or below the last id seen is a repeat. A
+   * command's `received` goes at once, though the event may wait for its `apply_at`. */
   async #deliver(room, event) {
     const id = parseId(event.id);
     if (id !== null) {
@@ -502,15 +541,30 @@ export class HubClient extends EventTarget {
       room.last = id;
       if (room.handed.has(event.id)) return; // already handed over as the room's state
     }
-    const { onEvent, acknowledgeCommands } = this.#options;
-    if (!onEvent) return;
-    if (!acknowledgeCommands || event.event !== "command" || id === null) {
-      await this.#call(onEvent, event);
-      return;
-    }
-    this.#tryReceipt(event, "received");
-    const ran = await this.#call(onEvent, event);
-    this.#tryReceipt(event, ran ? "done" : "failed");
+    if (!this.#options.onEvent) return;
+    if (this.#acknowledged(event)) this.#tryReceipt(event, "received");
+    await this.#schedule.hand(event);
+  }
+
+  /** Run `onEvent`, on arrival or at `apply_at`, in turn with the other handlers; then a
+   * command's `done` or `failed`. */
+  #handOver(event) {
+    return this.#inTurn(async () => {
+      const { onEvent } = this.#options;
+      if (!onEvent) return;
+      const ran = await this.#invoke(onEvent, event);
+      if (this.#acknowledged(event)) this.#tryReceipt(event, ran ? "done" : "failed");
+    });
+  }
+
+  /** Whether `event` gets receipts: a command with an id, not a room's state. */
+  #acknowledged(event) {
+    return (
+      this.#options.acknowledgeCommands === true &&
+      event.event === "command" &&
+      parseId(event.id) !== null &&
+      event.state !== true
+    );
   }
 
   #tryReceipt(event, status) {
@@ -597,6 +651,35 @@ export class HubClient extends EventTarget {
     }
   }
 
+  /**
+   * The welcome's clock sample; then, while events wait for their `apply_at`, rounds of
+   * pings over this connection: one as soon as an event is held, then one every
+   * CLOCK_PING_INTERVAL, each moving the wake-up to the new estimate.
+   */
+  #keepTime(link, welcome) {
+    this.#clock.welcomed(welcome);
+    let pinged = false;
+    const round = async () => {
+      if (this.#schedule.size === 0 || link.endedWith !== null) return;
+      pinged = true;
+      try {
+        for (let n = 0; n < CLOCK_PINGS; n++) {
+          const sent = Date.now();
+          const pong = await this.#request(link, { op: "ping" });
+          if (pong.type === "pong") this.#clock.answered(pong.time, sent, Date.now());
+        }
+      } catch {
+        return; // the connection ended: the next one pings again
+      }
+      this.#schedule.arm();
+    };
+    this.#schedule.onHold = () => {
+      if (!pinged) void round();
+    };
+    link.every(CLOCK_PING_INTERVAL, () => void round());
+    void round();
+  }
+
   /** A device's heartbeats, on the welcome's interval, until the connection ends. */
   #beat(link, welcome) {
     if (welcome.role !== "device") return;
@@ -614,9 +697,25 @@ export class HubClient extends EventTarget {
     link.every(Math.max(MIN_HEARTBEAT_INTERVAL, welcome.heartbeat.interval * 1000), beat);
   }
 
-  /** Run a user handler; its failure is logged (and returned as false), never the end of
-   * the connection. */
-  async #call(handler, ...args) {
+  /** Run a user handler in its turn; its failure is logged (and returned as false), never
+   * the end of the connection. */
+  #call(handler, ...args) {
+    return this.#inTurn(() => this.#invoke(handler, ...args));
+  }
+
+  /**
+   * Run `work` once the handlers called before it have returned: never two at a time, even
+   * when a held event comes due while a frame is handled. `work` must not throw.
+   * @template T @param {() => Promise<T>} work @returns {Promise<T>}
+   */
+  #inTurn(work) {
+    const turn = this.#turn.then(work);
+    this.#turn = turn;
+    return turn;
+  }
+
+  /** @returns {Promise<boolean>} whether the handler returned without throwing */
+  async #invoke(handler, ...args) {
     try {
       await handler(...args);
       return true;
@@ -639,7 +738,8 @@ class Link {
   /** @type {Record<string, any>[]} */ #inbox = [];
   #head = 0;
   /** @type {Promise<void> | null} */ #draining = null;
-  #timers = { welcome: 0, beats: 0, pace: 0 };
+  #timers = { welcome: 0, pace: 0 };
+  /** @type {ReturnType<typeof setInterval>[]} */ #intervals = [];
   /** @type {{text: string, ref: number | null}[]} frames waiting for their turn at the
    * welcome's pace, each with the request it makes */ #outbox = [];
   /** @type {Pace | null} */ #pace = null;
@@ -710,8 +810,9 @@ class Link {
     }, REQUEST_TIMEOUT);
   }
 
+  /** Call `callback` every `ms` until the connection ends. */
   every(ms, callback) {
-    if (this.endedWith === null) this.#timers.beats = setInterval(callback, ms);
+    if (this.endedWith === null) this.#intervals.push(setInterval(callback, ms));
   }
 
   /**
@@ -748,7 +849,7 @@ class Link {
     if (this.endedWith !== null) return;
     this.endedWith = reason;
     clearTimeout(this.#timers.welcome);
-    clearInterval(this.#timers.beats);
+    for (const interval of this.#intervals) clearInterval(interval);
     clearTimeout(this.#timers.pace);
     this.#outbox = [];
     for (const waiter of this.#waiting.values()) {
@@ -983,6 +1084,129 @@ class Backoff {
 }
 
 /**
+ * The hub's clock as the client tells it: the local clock plus the offset of the best
+ * recent sample. Each welcome and each pong carries the hub's `time`; a pong's counts from
+ * halfway through its round trip, so its error is at most half of it, and of the recent
+ * samples the one with the shortest round trip wins (a welcome's is unknown: it loses to
+ * any pong's). With none recent, the newest; with none at all, the local clock as it is.
+ */
+class HubClock {
+  /** @type {{offset: number, roundTrip: number, taken: number}[]} */ #samples = [];
+
+  now() {
+    return Date.now() + this.offset;
+  }
+
+  /** Ms to add to the local clock to read the hub's. */
+  get offset() {
+    const samples = this.#samples;
+    if (samples.length === 0) return 0;
+    const now = Date.now();
+    const recent = samples.filter((sample) => now - sample.taken <= CLOCK_WINDOW);
+    if (recent.length === 0) return samples[samples.length - 1].offset;
+    // The newest of equals: welcomes' round trips are all unknown.
+    return recent.reduce((best, sample) => (sample.roundTrip <= best.roundTrip ? sample : best))
+      .offset;
+  }
+
+  /** @param {Record<string, any>} welcome */
+  welcomed(welcome) {
+    const received = Date.now();
+    if (isTime(welcome.time)) this.#add(welcome.time - received, Infinity, received);
+  }
+
+  /** A pong's `time`, for a ping sent and answered at those local times: the hub read its
+   * clock somewhere in between, best guessed halfway. */
+  answered(time, sent, received) {
+    if (isTime(time) && received >= sent) {
+      this.#add(time - (sent + received) / 2, received - sent, received);
+    }
+  }
+
+  #add(offset, roundTrip, taken) {
+    this.#samples.push({ offset, roundTrip, taken });
+    if (this.#samples.length > CLOCK_SAMPLES) this.#samples.shift();
+  }
+}
+
+/**
+ * Events held until their `apply_at` by the hub's clock, then handed over in that order.
+ * One without `apply_at`, or with one already past, is handed over at once. Past
+ * MAX_SCHEDULED held events, the one due soonest is handed over at once rather than lost.
+ * Each new clock sample moves the wake-up (`arm`) to the new estimate.
+ */
+class Schedule {
+  /** Sorted by `at`, then arrival. @type {{at: number, event: Record<string, any>}[]} */
+  #held = [];
+  /** @type {ReturnType<typeof setTimeout> | undefined} */ #timer = undefined;
+  #handing = false;
+  /** Told each time an event is held: the connection pings for the hub's clock. */
+  onHold = () => {};
+
+  /**
+   * @param {HubClock} clock
+   * @param {(event: Record<string, any>) => Promise<void>} deliver must not throw
+   * @param {(said: string) => void} warn
+   */
+  constructor(clock, deliver, warn) {
+    this.clock = clock;
+    this.deliver = deliver;
+    this.warn = warn;
+  }
+
+  get size() {
+    return this.#held.length;
+  }
+
+  /** Hand `event` over now, or hold it until its `apply_at`. @param {Record<string, any>} event */
+  async hand(event) {
+    const at = isTime(event.apply_at) ? event.apply_at : null;
+    if (at === null || at <= this.clock.now()) return this.deliver(event);
+    let place = this.#held.length;
+    while (place > 0 && this.#held[place - 1].at > at) place--;
+    this.#held.splice(place, 0, { at, event });
+    const soonest = this.#held.length > MAX_SCHEDULED ? this.#held.shift() : undefined;
+    this.arm();
+    this.onHold();
+    if (soonest !== undefined) {
+      this.warn(`more than ${MAX_SCHEDULED} events wait for their apply_at: one goes early`);
+      await this.deliver(soonest.event);
+    }
+  }
+
+  /** Forget the held events (of `room` only, when given). @param {string} [room] */
+  drop(room) {
+    this.#held = room === undefined ? [] : this.#held.filter(({ event }) => event.room !== room);
+    this.arm();
+  }
+
+  /** Wake up when the soonest held event is due, by the current estimate. */
+  arm() {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#held.length === 0) return;
+    const delay = Math.min(MAX_TIMER, Math.max(0, this.#held[0].at - this.clock.now()));
+    this.#timer = setTimeout(() => void this.#handDue(), delay);
+  }
+
+  /** Hand over every held event now due, in `apply_at` order, then wait for the next. */
+  async #handDue() {
+    this.#timer = undefined;
+    if (this.#handing) return; // the one handing over sees it, and arms again
+    this.#handing = true;
+    try {
+      while (this.#held.length > 0 && this.#held[0].at <= this.clock.now()) {
+        const { event } = /** @type {{event: Record<string, any>}} */ (this.#held.shift());
+        await this.deliver(event);
+      }
+    } finally {
+      this.#handing = false;
+    }
+    this.arm();
+  }
+}
+
+/**
  * @typedef {object} HubClientOptions
  * @property {Iterable<string>} [rooms] rooms to keep besides a device's own (the welcome's)
  * @property {(event: HubEvent) => void | Promise<void>} [onEvent] each event, once, in id order
@@ -1133,6 +1357,11 @@ function welcomeProblem(frame) {
     return "malformed welcome: limits needs a rate of 0 or more and a positive burst";
   }
   return null;
+}
+
+/** A time in ms, as the hub writes one. */
+function isTime(value) {
+  return typeof value === "number" && Number.isFinite(value);
 }
 
 function isObject(value) {

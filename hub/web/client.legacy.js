@@ -229,6 +229,12 @@ var Hub = (() => {
   var POST_TIMEOUT = 3e4;
   var RESTART_CAP = 5;
   var RESTART_WINDOW = 6e4;
+  var MAX_SCHEDULED = 1e3;
+  var CLOCK_SAMPLES = 8;
+  var CLOCK_WINDOW = 6e5;
+  var CLOCK_PINGS = 3;
+  var CLOCK_PING_INTERVAL = 6e4;
+  var MAX_TIMER = __pow(2, 31) - 1;
   var CONTROLS = (() => {
     try {
       return new RegExp("[\\p{C}]", "gu");
@@ -279,7 +285,7 @@ var Hub = (() => {
     url.hash = "";
     return url.href;
   }
-  var _urls, _token, _rooms, _options, _log, _backoff, _soon, _restarted, _refusalLimit, _transport, _websocketRetry, _refs, _refusals, _link, _connected, _stopping, _running, _wake, _HubClient_instances, loop_fn, attempt_fn, tryWebSockets_fn, session_fn, refusal_fn, keep_fn, resume_fn, subscribed_fn, handState_fn, deliver_fn, tryReceipt_fn, process_fn, request_fn, live_fn, currentToken_fn, refresh_fn, beat_fn, call_fn;
+  var _urls, _token, _rooms, _options, _log, _backoff, _soon, _restarted, _refusalLimit, _transport, _websocketRetry, _refs, _refusals, _link, _connected, _stopping, _running, _wake, _clock, _schedule, _turn, _HubClient_instances, loop_fn, attempt_fn, tryWebSockets_fn, session_fn, refusal_fn, keep_fn, resume_fn, subscribed_fn, handState_fn, deliver_fn, handOver_fn, acknowledged_fn, tryReceipt_fn, process_fn, request_fn, live_fn, currentToken_fn, refresh_fn, keepTime_fn, beat_fn, call_fn, inTurn_fn, invoke_fn;
   var HubClient = class extends eventTarget {
     /**
      * @param {string | string[]} urls the nodes' `ws://` or `wss://` URLs, tried in turn
@@ -318,6 +324,15 @@ var Hub = (() => {
       __privateAdd(this, _running, null);
       /** @type {(() => void) | null} */
       __privateAdd(this, _wake, null);
+      __privateAdd(this, _clock, new HubClock());
+      /** Events that wait for their `apply_at`. */
+      __privateAdd(this, _schedule, new Schedule(
+        __privateGet(this, _clock),
+        (event) => __privateMethod(this, _HubClient_instances, handOver_fn).call(this, event),
+        (said) => __privateGet(this, _log).warn(`hub client: ${said}`)
+      ));
+      /** Settles once the handlers called so far have returned. @type {Promise<unknown>} */
+      __privateAdd(this, _turn, Promise.resolve());
       /** The last welcome frame, or null before the first. @type {Record<string, any> | null} */
       __publicField(this, "welcome", null);
       __privateSet(this, _urls, checkedUrls(urls));
@@ -353,6 +368,14 @@ var Hub = (() => {
       return [...__privateGet(this, _rooms).keys()];
     }
     /**
+     * The hub's clock as the client tells it from its own, ms since the epoch: the moment
+     * events with `apply_at` are handed over. The local clock before the first welcome.
+     * @returns {number}
+     */
+    hubTime() {
+      return __privateGet(this, _clock).now();
+    }
+    /**
      * Stay connected until `stop()`; every connection resumes where the last one ended.
      * Rejects with `HubRefused` when the node keeps refusing the socket, and with
      * `RoomRefused` when a room is refused and no `onError` was given.
@@ -378,7 +401,8 @@ var Hub = (() => {
       });
       return this;
     }
-    /** Close the connection and stop reconnecting; resolves once `run()` has ended. */
+    /** Close the connection and stop reconnecting; resolves once `run()` has ended. The
+     * events held for their `apply_at` are dropped: the application is going away. */
     stop() {
       return __async(this, null, function* () {
         var _a, _b, _c;
@@ -387,6 +411,7 @@ var Hub = (() => {
         (_b = __privateGet(this, _link)) == null ? void 0 : _b.end("stopped");
         yield (_c = __privateGet(this, _running)) == null ? void 0 : _c.catch(() => {
         });
+        __privateGet(this, _schedule).drop();
       });
     }
     /** Resolves with the welcome once the client is connected (at once if it is); rejects
@@ -425,6 +450,7 @@ var Hub = (() => {
     unsubscribe(room) {
       return __async(this, null, function* () {
         __privateGet(this, _rooms).delete(room);
+        __privateGet(this, _schedule).drop(room);
         return __privateMethod(this, _HubClient_instances, request_fn).call(this, __privateMethod(this, _HubClient_instances, live_fn).call(this), { op: "unsubscribe", room });
       });
     }
@@ -469,6 +495,9 @@ var Hub = (() => {
   _stopping = new WeakMap();
   _running = new WeakMap();
   _wake = new WeakMap();
+  _clock = new WeakMap();
+  _schedule = new WeakMap();
+  _turn = new WeakMap();
   _HubClient_instances = new WeakSet();
   loop_fn = function() {
     return __async(this, null, function* () {
@@ -555,6 +584,7 @@ var Hub = (() => {
       this.dispatchEvent(new CustomEvent("welcome", { detail: welcome }));
       for (const room of welcome.rooms) if (!__privateGet(this, _rooms).has(room)) __privateGet(this, _rooms).set(room, newRoom());
       __privateMethod(this, _HubClient_instances, beat_fn).call(this, link, welcome);
+      __privateMethod(this, _HubClient_instances, keepTime_fn).call(this, link, welcome);
       if (__privateGet(this, _transport) === "stream") __privateMethod(this, _HubClient_instances, tryWebSockets_fn).call(this, link, url);
       yield Promise.all(this.rooms.map((room) => __privateMethod(this, _HubClient_instances, keep_fn).call(this, link, room)));
       __privateGet(this, _backoff).reset();
@@ -655,7 +685,7 @@ var Hub = (() => {
       if (onState) {
         yield __privateMethod(this, _HubClient_instances, call_fn).call(this, onState, name, events);
       } else if (onEvent && !recovered) {
-        for (const event of events) yield __privateMethod(this, _HubClient_instances, call_fn).call(this, onEvent, __spreadProps(__spreadValues({}, event), { state: true }));
+        for (const event of events) yield __privateGet(this, _schedule).hand(__spreadProps(__spreadValues({}, event), { state: true }));
       } else {
         return /* @__PURE__ */ new Set();
       }
@@ -670,16 +700,24 @@ var Hub = (() => {
         room.last = id;
         if (room.handed.has(event.id)) return;
       }
-      const { onEvent, acknowledgeCommands } = __privateGet(this, _options);
-      if (!onEvent) return;
-      if (!acknowledgeCommands || event.event !== "command" || id === null) {
-        yield __privateMethod(this, _HubClient_instances, call_fn).call(this, onEvent, event);
-        return;
-      }
-      __privateMethod(this, _HubClient_instances, tryReceipt_fn).call(this, event, "received");
-      const ran = yield __privateMethod(this, _HubClient_instances, call_fn).call(this, onEvent, event);
-      __privateMethod(this, _HubClient_instances, tryReceipt_fn).call(this, event, ran ? "done" : "failed");
+      if (!__privateGet(this, _options).onEvent) return;
+      if (__privateMethod(this, _HubClient_instances, acknowledged_fn).call(this, event)) __privateMethod(this, _HubClient_instances, tryReceipt_fn).call(this, event, "received");
+      yield __privateGet(this, _schedule).hand(event);
     });
+  };
+  /** Run `onEvent`, on arrival or at `apply_at`, in turn with the other handlers; then a
+   * command's `done` or `failed`. */
+  handOver_fn = function(event) {
+    return __privateMethod(this, _HubClient_instances, inTurn_fn).call(this, () => __async(this, null, function* () {
+      const { onEvent } = __privateGet(this, _options);
+      if (!onEvent) return;
+      const ran = yield __privateMethod(this, _HubClient_instances, invoke_fn).call(this, onEvent, event);
+      if (__privateMethod(this, _HubClient_instances, acknowledged_fn).call(this, event)) __privateMethod(this, _HubClient_instances, tryReceipt_fn).call(this, event, ran ? "done" : "failed");
+    }));
+  };
+  /** Whether `event` gets receipts: a command with an id, not a room's state. */
+  acknowledged_fn = function(event) {
+    return __privateGet(this, _options).acknowledgeCommands === true && event.event === "command" && parseId(event.id) !== null && event.state !== true;
   };
   tryReceipt_fn = function(event, status) {
     try {
@@ -760,6 +798,34 @@ var Hub = (() => {
       }
     });
   };
+  /**
+   * The welcome's clock sample; then, while events wait for their `apply_at`, rounds of
+   * pings over this connection: one as soon as an event is held, then one every
+   * CLOCK_PING_INTERVAL, each moving the wake-up to the new estimate.
+   */
+  keepTime_fn = function(link, welcome) {
+    __privateGet(this, _clock).welcomed(welcome);
+    let pinged = false;
+    const round = () => __async(this, null, function* () {
+      if (__privateGet(this, _schedule).size === 0 || link.endedWith !== null) return;
+      pinged = true;
+      try {
+        for (let n = 0; n < CLOCK_PINGS; n++) {
+          const sent = Date.now();
+          const pong = yield __privateMethod(this, _HubClient_instances, request_fn).call(this, link, { op: "ping" });
+          if (pong.type === "pong") __privateGet(this, _clock).answered(pong.time, sent, Date.now());
+        }
+      } catch (e) {
+        return;
+      }
+      __privateGet(this, _schedule).arm();
+    });
+    __privateGet(this, _schedule).onHold = () => {
+      if (!pinged) void round();
+    };
+    link.every(CLOCK_PING_INTERVAL, () => void round());
+    void round();
+  };
   /** A device's heartbeats, on the welcome's interval, until the connection ends. */
   beat_fn = function(link, welcome) {
     if (welcome.role !== "device") return;
@@ -776,7 +842,22 @@ var Hub = (() => {
     void beat();
     link.every(Math.max(MIN_HEARTBEAT_INTERVAL, welcome.heartbeat.interval * 1e3), beat);
   };
+  /** Run a user handler in its turn; its failure is logged (and returned as false), never
+   * the end of the connection. */
   call_fn = function(handler, ...args) {
+    return __privateMethod(this, _HubClient_instances, inTurn_fn).call(this, () => __privateMethod(this, _HubClient_instances, invoke_fn).call(this, handler, ...args));
+  };
+  /**
+   * Run `work` once the handlers called before it have returned: never two at a time, even
+   * when a held event comes due while a frame is handled. `work` must not throw.
+   * @template T @param {() => Promise<T>} work @returns {Promise<T>}
+   */
+  inTurn_fn = function(work) {
+    const turn = __privateGet(this, _turn).then(work);
+    __privateSet(this, _turn, turn);
+    return turn;
+  };
+  invoke_fn = function(handler, ...args) {
     return __async(this, null, function* () {
       try {
         yield handler(...args);
@@ -787,7 +868,7 @@ var Hub = (() => {
       }
     });
   };
-  var _waiting, _inbox, _head, _draining, _timers, _outbox, _pace, _resolve, _Link_instances, flush_fn, arm_fn, receive_fn, drain_fn;
+  var _waiting, _inbox, _head, _draining, _timers, _intervals, _outbox, _pace, _resolve, _Link_instances, flush_fn, arm_fn, receive_fn, drain_fn;
   var Link = class {
     /**
      * @param {WebSocket | StreamSocket} socket
@@ -809,7 +890,9 @@ var Hub = (() => {
       __privateAdd(this, _head, 0);
       /** @type {Promise<void> | null} */
       __privateAdd(this, _draining, null);
-      __privateAdd(this, _timers, { welcome: 0, beats: 0, pace: 0 });
+      __privateAdd(this, _timers, { welcome: 0, pace: 0 });
+      /** @type {ReturnType<typeof setInterval>[]} */
+      __privateAdd(this, _intervals, []);
       /** @type {{text: string, ref: number | null}[]} frames waiting for their turn at the
        * welcome's pace, each with the request it makes */
       __privateAdd(this, _outbox, []);
@@ -847,8 +930,9 @@ var Hub = (() => {
       __privateGet(this, _outbox).push({ text: JSON.stringify(frame), ref });
       if (__privateGet(this, _timers).pace === 0) __privateMethod(this, _Link_instances, flush_fn).call(this);
     }
+    /** Call `callback` every `ms` until the connection ends. */
     every(ms, callback) {
-      if (this.endedWith === null) __privateGet(this, _timers).beats = setInterval(callback, ms);
+      if (this.endedWith === null) __privateGet(this, _intervals).push(setInterval(callback, ms));
     }
     /**
      * A promise of the answer to request `ref`, settled through `answer` when given; it
@@ -884,7 +968,7 @@ var Hub = (() => {
       if (this.endedWith !== null) return;
       this.endedWith = reason;
       clearTimeout(__privateGet(this, _timers).welcome);
-      clearInterval(__privateGet(this, _timers).beats);
+      for (const interval of __privateGet(this, _intervals)) clearInterval(interval);
       clearTimeout(__privateGet(this, _timers).pace);
       __privateSet(this, _outbox, []);
       for (const waiter of __privateGet(this, _waiting).values()) {
@@ -912,6 +996,7 @@ var Hub = (() => {
   _head = new WeakMap();
   _draining = new WeakMap();
   _timers = new WeakMap();
+  _intervals = new WeakMap();
   _outbox = new WeakMap();
   _pace = new WeakMap();
   _resolve = new WeakMap();
@@ -1147,6 +1232,122 @@ var Hub = (() => {
       this.attempt = 0;
     }
   };
+  var _samples, _HubClock_instances, add_fn;
+  var HubClock = class {
+    constructor() {
+      __privateAdd(this, _HubClock_instances);
+      /** @type {{offset: number, roundTrip: number, taken: number}[]} */
+      __privateAdd(this, _samples, []);
+    }
+    now() {
+      return Date.now() + this.offset;
+    }
+    /** Ms to add to the local clock to read the hub's. */
+    get offset() {
+      const samples = __privateGet(this, _samples);
+      if (samples.length === 0) return 0;
+      const now = Date.now();
+      const recent = samples.filter((sample) => now - sample.taken <= CLOCK_WINDOW);
+      if (recent.length === 0) return samples[samples.length - 1].offset;
+      return recent.reduce((best, sample) => sample.roundTrip <= best.roundTrip ? sample : best).offset;
+    }
+    /** @param {Record<string, any>} welcome */
+    welcomed(welcome) {
+      const received = Date.now();
+      if (isTime(welcome.time)) __privateMethod(this, _HubClock_instances, add_fn).call(this, welcome.time - received, Infinity, received);
+    }
+    /** A pong's `time`, for a ping sent and answered at those local times: the hub read its
+     * clock somewhere in between, best guessed halfway. */
+    answered(time, sent, received) {
+      if (isTime(time) && received >= sent) {
+        __privateMethod(this, _HubClock_instances, add_fn).call(this, time - (sent + received) / 2, received - sent, received);
+      }
+    }
+  };
+  _samples = new WeakMap();
+  _HubClock_instances = new WeakSet();
+  add_fn = function(offset, roundTrip, taken) {
+    __privateGet(this, _samples).push({ offset, roundTrip, taken });
+    if (__privateGet(this, _samples).length > CLOCK_SAMPLES) __privateGet(this, _samples).shift();
+  };
+  var _held, _timer, _handing, _Schedule_instances, handDue_fn;
+  var Schedule = class {
+    /**
+     * @param {HubClock} clock
+     * @param {(event: Record<string, any>) => Promise<void>} deliver must not throw
+     * @param {(said: string) => void} warn
+     */
+    constructor(clock, deliver, warn) {
+      __privateAdd(this, _Schedule_instances);
+      /** Sorted by `at`, then arrival. @type {{at: number, event: Record<string, any>}[]} */
+      __privateAdd(this, _held, []);
+      /** @type {ReturnType<typeof setTimeout> | undefined} */
+      __privateAdd(this, _timer);
+      __privateAdd(this, _handing, false);
+      /** Told each time an event is held: the connection pings for the hub's clock. */
+      __publicField(this, "onHold", () => {
+      });
+      this.clock = clock;
+      this.deliver = deliver;
+      this.warn = warn;
+    }
+    get size() {
+      return __privateGet(this, _held).length;
+    }
+    /** Hand `event` over now, or hold it until its `apply_at`. @param {Record<string, any>} event */
+    hand(event) {
+      return __async(this, null, function* () {
+        const at = isTime(event.apply_at) ? event.apply_at : null;
+        if (at === null || at <= this.clock.now()) return this.deliver(event);
+        let place = __privateGet(this, _held).length;
+        while (place > 0 && __privateGet(this, _held)[place - 1].at > at) place--;
+        __privateGet(this, _held).splice(place, 0, { at, event });
+        const soonest = __privateGet(this, _held).length > MAX_SCHEDULED ? __privateGet(this, _held).shift() : void 0;
+        this.arm();
+        this.onHold();
+        if (soonest !== void 0) {
+          this.warn(`more than ${MAX_SCHEDULED} events wait for their apply_at: one goes early`);
+          yield this.deliver(soonest.event);
+        }
+      });
+    }
+    /** Forget the held events (of `room` only, when given). @param {string} [room] */
+    drop(room) {
+      __privateSet(this, _held, room === void 0 ? [] : __privateGet(this, _held).filter(({ event }) => event.room !== room));
+      this.arm();
+    }
+    /** Wake up when the soonest held event is due, by the current estimate. */
+    arm() {
+      clearTimeout(__privateGet(this, _timer));
+      __privateSet(this, _timer, void 0);
+      if (__privateGet(this, _held).length === 0) return;
+      const delay = Math.min(MAX_TIMER, Math.max(0, __privateGet(this, _held)[0].at - this.clock.now()));
+      __privateSet(this, _timer, setTimeout(() => void __privateMethod(this, _Schedule_instances, handDue_fn).call(this), delay));
+    }
+  };
+  _held = new WeakMap();
+  _timer = new WeakMap();
+  _handing = new WeakMap();
+  _Schedule_instances = new WeakSet();
+  handDue_fn = function() {
+    return __async(this, null, function* () {
+      __privateSet(this, _timer, void 0);
+      if (__privateGet(this, _handing)) return;
+      __privateSet(this, _handing, true);
+      try {
+        while (__privateGet(this, _held).length > 0 && __privateGet(this, _held)[0].at <= this.clock.now()) {
+          const { event } = (
+            /** @type {{event: Record<string, any>}} */
+            __privateGet(this, _held).shift()
+          );
+          yield this.deliver(event);
+        }
+      } finally {
+        __privateSet(this, _handing, false);
+      }
+      this.arm();
+    });
+  };
   function newRoom() {
     return { last: null, epoch: null, pending: null, handed: /* @__PURE__ */ new Set() };
   }
@@ -1242,6 +1443,9 @@ var Hub = (() => {
       return "malformed welcome: limits needs a rate of 0 or more and a positive burst";
     }
     return null;
+  }
+  function isTime(value) {
+    return typeof value === "number" && Number.isFinite(value);
   }
   function isObject(value) {
     return typeof value === "object" && value !== null && !Array.isArray(value);

@@ -1,12 +1,13 @@
 /**
  * The broadcast form: one typed event (or an `x.*` one with any JSON data) to one or
  * several rooms, through `POST /v1/broadcast`. Each send carries an `Idempotency-Key`, so
- * a send whose answer was lost is retried without publishing twice; the answer (ids and
- * time, or the hub's refusal) is shown, and a `command`'s receipts are followed.
+ * a send whose answer was lost is retried without publishing twice; the answer (ids, time
+ * and each room's reach, or the hub's refusal) is shown, and a `command`'s receipts are
+ * followed.
  */
 
 import { ApiError, sleep } from "./api.js";
-import { clock } from "./format.js";
+import { clock, figure } from "./format.js";
 
 /** Tries of one send when the hub cannot be reached; the same key makes them one publish. */
 const TRIES = 3;
@@ -110,9 +111,10 @@ export class BroadcastForm {
    * @param {number} attempt
    */
   #accepted(body, answer, attempt) {
-    const { ids, ts } = answer.body;
+    const { ids, ts, reach } = answer.body;
     const replayed = answer.headers.get("Idempotent-Replayed") === "true";
-    const lines = Object.entries(ids).map(([room, id]) => `${room}: ${id}`);
+    // An older node answers without `reach`: the ids alone are shown then.
+    const lines = Object.entries(ids).map(([room, id]) => roomLine(room, String(id), reach?.[room]));
     const how = replayed ? " (a replay: the first try had been published)" : attempt > 1 ? ` (on try ${attempt})` : "";
     this.#show("ok", `${answer.status} accepted at ${clock(ts, true)}${how}`, lines);
     if (body.event === "command") {
@@ -125,19 +127,14 @@ export class BroadcastForm {
   /**
    * @param {"ok" | "error" | "pending"} kind
    * @param {string} text
-   * @param {string[]} [lines] each on its own line, as code
+   * @param {HTMLElement[]} [lines] each on its own line
    */
   #show(kind, text, lines = []) {
     const result = this.#elements.result;
     result.dataset.kind = kind;
     const head = document.createElement("p");
     head.textContent = text;
-    const items = lines.map((line) => {
-      const code = document.createElement("code");
-      code.textContent = line;
-      return code;
-    });
-    result.replaceChildren(head, ...items);
+    result.replaceChildren(head, ...lines);
   }
 
   stop() {
@@ -147,6 +144,31 @@ export class BroadcastForm {
     for (const field of this.#elements.form.elements) if (field instanceof HTMLFieldSetElement) field.disabled = false;
     this.#showFields();
   }
+}
+
+/**
+ * One room of an accepted broadcast: its event's id, and how many sockets it reached when
+ * the hub knows. Nobody in a room is worth saying: a mistyped room reaches no one.
+ * @param {string} room
+ * @param {string} id
+ * @param {unknown} reach
+ */
+function roomLine(room, id, reach) {
+  const line = document.createElement("div");
+  line.className = "room-line";
+  line.dataset.room = room;
+  const code = document.createElement("code");
+  code.textContent = `${room}: ${id}`;
+  line.append(code);
+  if (typeof reach === "number") {
+    const count = document.createElement("span");
+    count.className = "reach";
+    count.dataset.reach = String(reach);
+    count.title = "sockets subscribed to the room across the cluster when the hub accepted the broadcast";
+    count.textContent = reach === 0 ? "reach 0: nobody is subscribed to this room" : `reach ${figure(reach)}`;
+    line.append(count);
+  }
+  return line;
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
  * The operators' console: a token in, then the fleet, a room's events, a broadcast form
- * with its receipts, and the node's figures, all live. This module wires the panels to one
- * token; each panel is a module of its own.
+ * with its receipts, the node's figures and the tenant's webhooks, all live. This module
+ * wires the panels to one token; each panel is a module of its own.
  *
  * The token comes from the URL fragment (`/console#token=...`, which the browser never
  * sends to the server, and which is taken off the address at once) or from the form. It
@@ -18,6 +18,7 @@ import { Receipts } from "./receipts.js";
 import { RoomFeed } from "./room-feed.js";
 import { StatsPanel } from "./stats.js";
 import { claimsOf, mayOperate, takeFragmentToken, unusable } from "./token.js";
+import { WebhooksPanel } from "./webhooks.js";
 
 /** Milliseconds the listing waits for the `status` subscription before it goes ahead. */
 const LIVE_WAIT = 3000;
@@ -55,6 +56,12 @@ class Session {
       this.api,
       operate ? null : `The node's figures are for operators and admins: this token is a ${role}'s.`,
       refused,
+    );
+    this.webhooks = new WebhooksPanel(
+      this.api,
+      operate ? null : `Webhooks are for operators and admins: this token is a ${role}'s.`,
+      refused,
+      claims.role === "admin" ? claims.tenant ?? null : null,
     );
     this.#watchStatus();
     if (typeof claims.exp === "number") {
@@ -127,6 +134,7 @@ class Session {
     this.receipts.stop();
     this.broadcast.stop();
     this.stats.stop();
+    this.webhooks.stop();
     await this.live.stop();
     link("off", "");
   }

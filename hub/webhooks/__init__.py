@@ -1,0 +1,1 @@
+"""Webhooks: signed HTTP POSTs that tell a tenant's back office what its screens did."""
