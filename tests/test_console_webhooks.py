@@ -1,26 +1,22 @@
 """The console's webhooks panel and the broadcast form's reach, in a real Chromium against a
 real node: endpoints are listed with their deliveries as they are tried, fail and are sent
-again; one registered from the form shows its signing secret once; a broadcast says how
-many sockets each room reached, and that a room nobody is in reached no one."""
+again; one registered from the form shows its signing secret once; an admin works on the
+tenant its token names; a broadcast says how many sockets each room reached, and that a
+room nobody is in reached no one."""
 
 from __future__ import annotations
 
 import base64
-import json
 import re
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from playwright.async_api import Page, Request, Route, expect
-from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import NodeFactory
 from tests.support import Client, HubNode, eventually, token
 from tests.test_console import open_console
+from tests.webhook_receiver import Receiver
 
 RETRY_HOURS = 0.001
 """How long the node retries a message (3.6 s): a failing endpoint's delivery fails within
@@ -30,52 +26,9 @@ SLOW = 20_000
 and given up, and the panel has read it again."""
 
 
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-
-
-class Receiver:
-    """A back office's endpoint on this machine: it keeps what the hub posts, and answers
-    `status` (a test changes it)."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.received: list[Received] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                headers = {name.lower(): value for name, value in self.headers.items()}
-                receiver.received.append(Received(headers, body))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass  # the test says what matters
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks/hub"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def of_type(self, kind: str) -> list[Received]:
-        return [r for r in self.received if json.loads(r.body)["type"] == kind]
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     endpoint = Receiver()
-    endpoint.start()
     yield endpoint
     endpoint.stop()
 
@@ -180,10 +133,11 @@ async def test_an_endpoint_registered_from_the_form_shows_its_secret_once(
     # The secret shown is the one the hub signs with.
     device = await Client.connect(hooks, token("device", "desk-1", tenant))
     try:
-        await eventually(lambda: bool(receiver.of_type("device.online")), 10, "its webhook")
-        (online,) = receiver.of_type("device.online")
-        Webhook(secret).verify(online.body, online.headers)  # raises unless signed with it
-        await expect(endpoint.locator('tbody tr[data-state="delivered"]')).to_have_count(1, timeout=SLOW)
+        await eventually(lambda: bool(receiver.delivered("device.online")), 10, "its webhook")
+        (online,) = receiver.verified(secret)  # the reference verifier raises unless signed so
+        assert online["data"]["device"] == "desk-1"
+        delivered = endpoint.locator('tbody tr[data-state="delivered"]')
+        await expect(delivered).to_have_count(1, timeout=SLOW)
     finally:
         await device.close()
 
@@ -249,3 +203,22 @@ async def test_a_dashboards_console_leaves_webhooks_to_operators(
     await expect(page.locator("#webhooks-message")).to_contain_text("operators and admins")
     await expect(page.locator("#wh-register")).to_be_disabled()
     assert not [url for url in asked if "/v1/webhooks" in url]
+
+
+async def test_an_admins_console_manages_the_webhooks_of_the_tenant_it_names(
+    hooks: HubNode, receiver: Receiver, tenant: str, page: Page
+) -> None:
+    operator = token("operator", "ops", tenant)
+    answer = hooks.post(
+        "/v1/webhooks", {"url": receiver.url, "events": ["device.online"]}, operator
+    )
+    assert answer.status_code == 201, answer.text
+    await open_console(page, hooks, token("admin", "root", tenant))
+    await expect(page.locator(f'.endpoint[data-id="{answer.json()["id"]}"]')).to_be_visible()
+    await page.fill("#wh-url", receiver.url)
+    await page.click("#wh-register")
+    await expect(page.locator("#wh-secret")).to_contain_text("whsec_")
+    await expect(page.locator("#webhooks-list .endpoint")).to_have_count(2)
+    # The form's registration went to the tenant the admin's token names.
+    listed = hooks.get("/v1/webhooks", operator).json()["webhooks"]
+    assert sorted(len(hook["events"]) for hook in listed) == [1, 2]
