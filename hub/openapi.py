@@ -66,6 +66,10 @@ def _query(name: str, shape: Any, description: str | None = None) -> Json:
     return parameter if description is None else {**parameter, "description": description}
 
 
+def _path(name: str, shape: Any) -> Json:
+    return {"name": name, "in": "path", "required": True, "schema": shape}
+
+
 def _room(*extra: Json) -> list[Json]:
     """The parameters of a read of one room."""
     return [
@@ -152,8 +156,7 @@ def _broadcast() -> Json:
 def _webhooks() -> Json:
     """A tenant's webhook endpoints and their delivery logs (operators; admins name one)."""
     tenant = _query("tenant", bodies.Tenant, "Admins: the tenant whose webhooks they are")
-    endpoint = {"name": "id", "in": "path", "required": True, "schema": bodies.WebhookId}
-    message = {"name": "message", "in": "path", "required": True, "schema": bodies.WebhookId}
+    endpoint, message = _path("id", bodies.WebhookId), _path("message", bodies.WebhookId)
     unknown = (*READS, ErrorCode.NOT_FOUND)
     registered = {
         "201": _json(bodies.WebhookCreated, "registered; its secret is never shown again"),

@@ -59,12 +59,7 @@ def receive(port: int, cpu: int | None, pipe: Connection) -> None:
                 head = await reader.readuntil(b"\r\n\r\n")
             except (asyncio.IncompleteReadError, ConnectionError):
                 break
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            body = await reader.readexactly(length)
+            body = await reader.readexactly(_length(head))
             taken += 1
             if b'"device.offline"' in body:
                 offline[orjson.loads(body)["data"]["device"]] = time.time()
@@ -82,6 +77,15 @@ def receive(port: int, cpu: int | None, pipe: Connection) -> None:
                 pipe.send((taken, offline))
 
     asyncio.run(main())
+
+
+def _length(head: bytes) -> int:
+    """A request head's `Content-Length`, 0 without one."""
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
 
 
 class Receiver:

@@ -112,3 +112,15 @@ async def test_the_python_example_runs_as_pasted(hub_node: NodeFactory) -> None:
     finally:
         process.kill()
         await process.wait()
+
+
+def test_the_webhooks_demo_works_as_written() -> None:
+    """The back office of the demo hears the player's online, then its offline once the
+    grace has passed; the registration showed the secret."""
+    _free(8000, 9000)
+    output = _run(_block("The back office hears about its screens: webhooks", "sh"))
+    assert '"secret":"whsec_' in output, output
+    lines = [line for line in output.splitlines() if line.startswith("msg_")]
+    kinds = [line.split('"type":"', 1)[1].split('"', 1)[0] for line in lines]
+    assert kinds == ["device.online", "device.offline"], output
+    assert '"device":"player-1"' in lines[1]

@@ -418,7 +418,11 @@ class Received:
 @dataclass
 class Receiver:
     """An HTTP/1.1 server on 127.0.0.1 that answers by path, keeps connections alive, and
-    records what it was sent and which TLS server names it was asked for."""
+    records what it was sent and which TLS server names it was asked for.
+
+    Not tests/webhook_receiver.py's endpoint: these tests look at one POST on the wire, so
+    each answer is written byte for byte (a `Retry-After`, a redirect, an answer too long
+    to read, none at all), connections are counted, and TLS is served."""
 
     port: int = 0
     connections: int = 0

@@ -11,15 +11,11 @@ writes there (or published through the in-process broker, for a node alone).
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-import orjson
 import pytest
 
 from hub import envelope
@@ -33,13 +29,14 @@ from hub.metrics import Metrics
 from hub.presence.scripts import NODES
 from hub.redis.clients import Clients, clients
 from hub.rooms import RoomKey
-from hub.webhooks.model import OFFLINE, ONLINE, RECEIPT, message_id
+from hub.webhooks.model import OFFLINE, ONLINE, RECEIPT, State, message_id
 from hub.webhooks.redis import RedisStore
 from hub.webhooks.scripts import GROUP, base, status_stream
 from hub.webhooks.sender import Sender
 from hub.webhooks.service import Webhooks, memory_webhooks
 from tests.conftest import Redis
 from tests.support import SECRET, RedisCluster, eventually
+from tests.webhook_receiver import Answer, Receiver
 
 TENANT, OTHER = "acme", "globex"
 LEASE = 1.0
@@ -60,88 +57,44 @@ def settings(**values: Any) -> Settings:
     )
 
 
-@dataclass(frozen=True)
-class Received:
-    headers: dict[str, str]
-    raw: bytes
-
-    @property
-    def id(self) -> str:
-        return self.headers["webhook-id"]
-
-    @property
-    def body(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = orjson.loads(self.raw)
-        return parsed
-
-
-class Receiver:
-    """An HTTP endpoint on loopback that keeps what it is sent. Its first answers are
-    `answers` (a status, or an event to wait for before a 200); 200 after them."""
-
-    def __init__(self, *answers: int | asyncio.Event) -> None:
-        self.requests: list[Received] = []
-        self._answers = list(answers)
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}/hooks"
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-
-    def ids(self) -> list[str]:
-        return [request.id for request in self.requests]
-
-    def types(self) -> list[str]:
-        return [request.body["type"] for request in self.requests]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-                headers = {}
-                for line in head.split("\r\n")[1:]:
-                    name, _, value = line.partition(":")
-                    if name:
-                        headers[name.strip().lower()] = value.strip()
-                raw = await reader.readexactly(int(headers.get("content-length", "0")))
-                self.requests.append(Received(headers, raw))
-                answer = self._answers.pop(0) if self._answers else 200
-                if isinstance(answer, asyncio.Event):
-                    await answer.wait()
-                    answer = 200
-                writer.write(f"HTTP/1.1 {answer} X\r\ncontent-length: 0\r\n\r\n".encode())
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
-Make = Callable[..., Awaitable[Receiver]]
+Make = Callable[..., Receiver]
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Make]:
+def receiver() -> Iterator[Make]:
     made: list[Receiver] = []
 
-    async def make(*answers: int | asyncio.Event) -> Receiver:
-        started = Receiver(*answers)
-        await started.start()
-        made.append(started)
-        return started
+    def make(*answers: Answer) -> Receiver:
+        made.append(Receiver(*answers))
+        return made[-1]
 
     yield make
     for started in made:
-        await started.stop()
+        started.stop()
+
+
+def ids(hook: Receiver) -> list[str]:
+    """The webhook-id of each request the endpoint got, failed attempts too, in order."""
+    return [request.id for request in hook.received]
+
+
+def types(hook: Receiver) -> list[str]:
+    return [request.message["type"] for request in hook.received]
+
+
+def delivered(
+    engine: Webhooks, endpoint_id: str, attempts: int | None = None
+) -> Callable[[], Awaitable[bool]]:
+    """A condition: the endpoint's newest message is logged delivered (after `attempts`)."""
+
+    async def logged() -> bool:
+        found = await engine.deliveries(TENANT, endpoint_id, 1)
+        if not found:
+            return False
+        newest = found[0]
+        return newest.state is State.DELIVERED and attempts in (None, newest.attempts)
+
+    return logged
 
 
 class Cluster:
@@ -220,19 +173,10 @@ async def on_redis(redis_server: Redis) -> AsyncIterator[Callable[..., Awaitable
         await built.close()
 
 
-def verify(request: Received, secret: str) -> bool:
-    """Whether the request carries a Standard Webhooks signature made with `secret`."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    timestamp = request.headers["webhook-timestamp"]
-    content = f"{request.id}.{timestamp}.".encode() + request.raw
-    expected = base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
-    return f"v1,{expected}" in request.headers["webhook-signature"].split()
-
-
 async def test_a_message_is_delivered_once_across_two_nodes(
     cluster: Cluster, receiver: Make
 ) -> None:
-    hook = await receiver()
+    hook = receiver()
     a = await cluster.engine("node-a")
     b = await cluster.engine("node-b")
     endpoint, secret = await a.register(TENANT, hook.url, [ONLINE, RECEIPT], "back office")
@@ -241,24 +185,15 @@ async def test_a_message_is_delivered_once_across_two_nodes(
     assert "secret" not in endpoint.as_json()
     entry = await cluster.publish(TENANT, ONLINE, {"device": "d1", "node": "n1"}, ts=1234)
     await cluster.publish(TENANT, "device.heartbeat", {"device": "d1", "cpu": 3})
-    await eventually(lambda: bool(hook.requests), DEADLINE, "the message")
+    await eventually(lambda: bool(hook.received), DEADLINE, "the message")
     await asyncio.sleep(0.5)  # both nodes poll ten times meanwhile
-    assert len(hook.requests) == 1
-    request = hook.requests[0]
+    assert len(hook.received) == 1
+    request = hook.received[0]
     assert request.id == message_id(TENANT, entry)
-    assert verify(request, secret)
-    assert request.body == {
-        "type": ONLINE,
-        "tenant": TENANT,
-        "time": 1234,
-        "data": {"device": "d1", "node": "n1"},
-    }
-
-    async def logged() -> bool:
-        found = await b.deliveries(TENANT, endpoint.id, 10)
-        return found is not None and bool(found) and found[0].as_json()["state"] == "delivered"
-
-    await eventually(logged, DEADLINE, "the delivery logged")
+    assert hook.verified(secret) == [
+        {"type": ONLINE, "tenant": TENANT, "time": 1234, "data": {"device": "d1", "node": "n1"}}
+    ]
+    await eventually(delivered(b, endpoint.id), DEADLINE, "the delivery logged")
     found = await b.deliveries(TENANT, endpoint.id, 10)
     assert found is not None
     assert [delivery.as_json() for delivery in found] == [
@@ -280,19 +215,14 @@ async def test_a_failing_receiver_gets_the_same_id_until_it_takes_the_message(
     on_redis: Callable[..., Awaitable[Cluster]], receiver: Make
 ) -> None:
     cluster = await on_redis()
-    hook = await receiver(500, 503, 500)
+    hook = receiver(500, 503, 500)
     engine = await cluster.engine("node-a")
     endpoint, _ = await engine.register(TENANT, hook.url, [RECEIPT], None)
     receipt = {"sub": "d7", "role": "device", "room": "r", "id": "1-0", "status": "shown"}
     entry = await cluster.publish(TENANT, RECEIPT, receipt)
-    await eventually(lambda: len(hook.requests) >= 4, DEADLINE, "three retries")
-    assert hook.ids() == [message_id(TENANT, entry)] * 4
-
-    async def delivered() -> bool:
-        found = await engine.deliveries(TENANT, endpoint.id, 1)
-        return found is not None and bool(found) and found[0].state.value == "delivered"
-
-    await eventually(delivered, DEADLINE, "the message delivered")
+    await eventually(lambda: len(hook.received) >= 4, DEADLINE, "three retries")
+    assert ids(hook) == [message_id(TENANT, entry)] * 4
+    await eventually(delivered(engine, endpoint.id), DEADLINE, "the message delivered")
     found = await engine.deliveries(TENANT, endpoint.id, 1)
     assert found is not None
     assert (found[0].attempts, found[0].status, found[0].device) == (4, 200, "d7")
@@ -309,7 +239,7 @@ async def test_an_offline_undone_within_the_grace_sends_nothing_and_after_it_bot
     on_redis: Callable[..., Awaitable[Cluster]], receiver: Make
 ) -> None:
     cluster = await on_redis()
-    hook = await receiver()
+    hook = receiver()
     engine = await cluster.engine("node-a")
     await engine.register(TENANT, hook.url, [ONLINE, OFFLINE, RECEIPT], None)
     now = int(time.time() * 1000)
@@ -318,15 +248,15 @@ async def test_an_offline_undone_within_the_grace_sends_nothing_and_after_it_bot
     receipt = {"sub": "d1", "role": "device", "room": "r", "id": "1-0", "status": "shown"}
     await cluster.publish(TENANT, RECEIPT, receipt, ts=now + 300)
     # the receipt follows the device's earlier messages: it comes once they are settled
-    await eventually(lambda: bool(hook.requests), DEADLINE, "the receipt")
-    assert hook.types() == [RECEIPT]
+    await eventually(lambda: bool(hook.received), DEADLINE, "the receipt")
+    assert types(hook) == [RECEIPT]
 
     later = int(time.time() * 1000)
     await cluster.publish(TENANT, OFFLINE, {"device": "d1", "reason": "closed"}, ts=later)
     await asyncio.sleep(GRACE + 0.3)
     await cluster.publish(TENANT, ONLINE, {"device": "d1"})
-    await eventually(lambda: len(hook.requests) == 3, DEADLINE, "offline then online")
-    assert hook.types() == [RECEIPT, OFFLINE, ONLINE]
+    await eventually(lambda: len(hook.received) == 3, DEADLINE, "offline then online")
+    assert types(hook) == [RECEIPT, OFFLINE, ONLINE]
 
 
 async def test_a_node_that_dies_holding_messages_has_them_delivered_by_another(
@@ -335,12 +265,12 @@ async def test_a_node_that_dies_holding_messages_has_them_delivered_by_another(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cluster = await on_redis()
-    held = asyncio.Event()
-    hook = await receiver(held)
+    held = threading.Event()
+    hook = receiver(held)
     a = await cluster.engine("node-a")
     await a.register(TENANT, hook.url, [ONLINE], None)
     entry = await cluster.publish(TENANT, ONLINE, {"device": "d1"})
-    await eventually(lambda: bool(hook.requests), DEADLINE, "the first attempt")
+    await eventually(lambda: bool(hook.received), DEADLINE, "the first attempt")
     b = await cluster.engine("node-b")
 
     async def keeps_its_leases(tenants: list[str]) -> None:
@@ -349,8 +279,8 @@ async def test_a_node_that_dies_holding_messages_has_them_delivered_by_another(
     monkeypatch.setattr(cluster.stores[0], "release", keeps_its_leases)
     await a.stop()
     held.set()
-    await eventually(lambda: len(hook.requests) == 2, DEADLINE, "the other node's attempt")
-    assert hook.ids() == [message_id(TENANT, entry)] * 2
+    await eventually(lambda: len(hook.received) == 2, DEADLINE, "the other node's attempt")
+    assert ids(hook) == [message_id(TENANT, entry)] * 2
     assert b is cluster.engines[1]
 
 
@@ -358,7 +288,7 @@ async def test_entries_a_dead_reader_took_are_claimed_by_the_next(
     on_redis: Callable[..., Awaitable[Cluster]], receiver: Make
 ) -> None:
     cluster = await on_redis()
-    hook = await receiver()
+    hook = receiver()
     engine = await cluster.engine("node-a", start=False)
     await engine.register(TENANT, hook.url, [ONLINE], None)
     entry = await cluster.publish(TENANT, ONLINE, {"device": "d1"})
@@ -366,8 +296,8 @@ async def test_entries_a_dead_reader_took_are_claimed_by_the_next(
     taken: Any = await reader.xreadgroup(GROUP, "dead", {status_stream(TENANT): ">"}, count=10)
     assert len(taken[0][1]) == 1
     await engine.start()
-    await eventually(lambda: bool(hook.requests), DEADLINE, "the claimed message")
-    assert hook.ids() == [message_id(TENANT, entry)]
+    await eventually(lambda: bool(hook.received), DEADLINE, "the claimed message")
+    assert ids(hook) == [message_id(TENANT, entry)]
     assert await reader.xpending(status_stream(TENANT), GROUP) == {
         "pending": 0,
         "min": None,
@@ -380,28 +310,28 @@ async def test_a_slow_endpoint_of_one_tenant_does_not_hold_back_another(
     on_redis: Callable[..., Awaitable[Cluster]], receiver: Make
 ) -> None:
     cluster = await on_redis()
-    stuck = asyncio.Event()
-    slow = await receiver(*[stuck] * 20)
-    quick = await receiver()
+    stuck = threading.Event()
+    slow = receiver(*[stuck] * 20)
+    quick = receiver()
     engine = await cluster.engine("node-a")
     await engine.register(TENANT, slow.url, [ONLINE], None)
     await engine.register(OTHER, quick.url, [ONLINE], None)
     for device in range(8):
         await cluster.publish(TENANT, ONLINE, {"device": f"d{device}"})
-    await eventually(lambda: len(slow.requests) == 4, DEADLINE, "the slow endpoint full")
+    await eventually(lambda: len(slow.received) == 4, DEADLINE, "the slow endpoint full")
     await cluster.publish(OTHER, ONLINE, {"device": "x1"})
-    await eventually(lambda: bool(quick.requests), DEADLINE, "the other tenant's message")
-    assert len(slow.requests) == 4
+    await eventually(lambda: bool(quick.received), DEADLINE, "the other tenant's message")
+    assert len(slow.received) == 4
     assert not stuck.is_set()
     stuck.set()
-    await eventually(lambda: len(slow.requests) == 8, DEADLINE, "the slow endpoint caught up")
+    await eventually(lambda: len(slow.received) == 8, DEADLINE, "the slow endpoint caught up")
 
 
 async def test_a_receiver_answering_410_removes_its_endpoint(
     on_redis: Callable[..., Awaitable[Cluster]], receiver: Make
 ) -> None:
     cluster = await on_redis()
-    gone = await receiver(410)
+    gone = receiver(410)
     engine = await cluster.engine("node-a")
     endpoint, _ = await engine.register(TENANT, gone.url, [ONLINE], None)
     await cluster.publish(TENANT, ONLINE, {"device": "d1"})
@@ -411,15 +341,15 @@ async def test_a_receiver_answering_410_removes_its_endpoint(
 
     await eventually(removed, DEADLINE, "the endpoint removed")
     assert await engine.deliveries(TENANT, endpoint.id, 10) is None
-    assert len(gone.requests) == 1
+    assert len(gone.received) == 1
 
 
 async def test_past_the_pending_bound_the_oldest_messages_fail(
     on_redis: Callable[..., Awaitable[Cluster]], receiver: Make
 ) -> None:
     cluster = await on_redis(webhook_max_pending=10)
-    stuck = asyncio.Event()
-    hook = await receiver(stuck)
+    stuck = threading.Event()
+    hook = receiver(stuck)
     engine = await cluster.engine("node-a")
     endpoint, _ = await engine.register(TENANT, hook.url, [ONLINE], None)
     for _ in range(15):
@@ -442,41 +372,26 @@ async def test_a_retry_sends_a_message_again_with_its_id_and_attempts(
     on_redis: Callable[..., Awaitable[Cluster]], receiver: Make
 ) -> None:
     cluster = await on_redis()
-    hook = await receiver()
+    hook = receiver()
     a = await cluster.engine("node-a")
     b = await cluster.engine("node-b", start=False)
     endpoint, _ = await a.register(TENANT, hook.url, [ONLINE], None)
     await cluster.publish(TENANT, ONLINE, {"device": "d1"})
-    await eventually(lambda: bool(hook.requests), DEADLINE, "the message")
-    webhook_id = hook.ids()[0]
-
-    async def delivered() -> bool:
-        found = await b.deliveries(TENANT, endpoint.id, 1)
-        return found is not None and bool(found) and found[0].state.value == "delivered"
-
-    await eventually(delivered, DEADLINE, "the delivery logged")
+    await eventually(lambda: bool(hook.received), DEADLINE, "the message")
+    webhook_id = ids(hook)[0]
+    await eventually(delivered(b, endpoint.id), DEADLINE, "the delivery logged")
     assert await b.retry(TENANT, endpoint.id, webhook_id)
     assert not await b.retry(TENANT, endpoint.id, "msg_unknown")
-    await eventually(lambda: len(hook.requests) == 2, DEADLINE, "the message again")
-    assert hook.ids() == [webhook_id] * 2
-
-    async def twice() -> bool:
-        found = await b.deliveries(TENANT, endpoint.id, 1)
-        return (
-            found is not None
-            and bool(found)
-            and found[0].attempts == 2
-            and found[0].state.value == "delivered"
-        )
-
-    await eventually(twice, DEADLINE, "the second attempt logged")
+    await eventually(lambda: len(hook.received) == 2, DEADLINE, "the message again")
+    assert ids(hook) == [webhook_id] * 2
+    await eventually(delivered(b, endpoint.id, 2), DEADLINE, "the second attempt logged")
 
 
 async def test_registration_checks_what_it_is_given(
     on_redis: Callable[..., Awaitable[Cluster]], receiver: Make
 ) -> None:
     cluster = await on_redis(webhook_max_endpoints=1)
-    hook = await receiver()
+    hook = receiver()
     engine = await cluster.engine("node-a", start=False)
     refusals = [
         ("not a url", [ONLINE], None),
@@ -512,7 +427,7 @@ async def test_a_node_alone_delivers_from_memory(receiver: Make) -> None:
     engine = memory_webhooks(settings(), Metrics(), broker)
     await engine.start()
     try:
-        hook = await receiver(500)
+        hook = receiver(500)
         endpoint, secret = await engine.register(TENANT, hook.url, [ONLINE, OFFLINE], "office")
 
         def publish(name: str, data: dict[str, Any], ts: int) -> str:
@@ -527,18 +442,18 @@ async def test_a_node_alone_delivers_from_memory(receiver: Make) -> None:
         publish(ONLINE, {"device": "d1"}, now + 100)
         publish("device.heartbeat", {"device": "d1"}, now + 150)
         entry = publish(ONLINE, {"device": "d2"}, now + 200)
-        await eventually(lambda: len(hook.requests) == 2, DEADLINE, "d2 online, retried")
-        assert hook.ids() == [message_id(TENANT, entry)] * 2
-        assert hook.types() == [ONLINE, ONLINE]
-        assert verify(hook.requests[1], secret)
+        await eventually(lambda: len(hook.received) == 2, DEADLINE, "d2 online, retried")
+        assert ids(hook) == [message_id(TENANT, entry)] * 2
+        assert types(hook) == [ONLINE, ONLINE]
+        assert [message["data"] for message in hook.verified(secret)] == [{"device": "d2"}]
 
         async def logged() -> bool:
             found = await engine.deliveries(TENANT, endpoint.id, 10)
             return found is not None and [(d.device, d.attempts) for d in found] == [("d2", 2)]
 
         await eventually(logged, DEADLINE, "the delivery logged")
-        assert await engine.retry(TENANT, endpoint.id, hook.ids()[0])
-        await eventually(lambda: len(hook.requests) == 3, DEADLINE, "the retry")
+        assert await engine.retry(TENANT, endpoint.id, ids(hook)[0])
+        await eventually(lambda: len(hook.received) == 3, DEADLINE, "the retry")
         assert await engine.remove(TENANT, endpoint.id)
         assert await engine.endpoints(TENANT) == []
         assert not await engine.remove(TENANT, endpoint.id)
@@ -550,8 +465,8 @@ async def test_the_pending_gauges_count_what_this_node_holds(
     on_redis: Callable[..., Awaitable[Cluster]], receiver: Make
 ) -> None:
     cluster = await on_redis()
-    stuck = asyncio.Event()
-    hook = await receiver(stuck)
+    stuck = threading.Event()
+    hook = receiver(stuck)
     engine = await cluster.engine("node-a")
     await engine.register(TENANT, hook.url, [ONLINE], None)
     for _ in range(3):
@@ -570,7 +485,7 @@ async def test_nodes_share_the_tenants(
     cluster = await on_redis()
     writer = cluster.connections[0].writes
     await writer.zadd(NODES, {"node-a#1": time.time() * 1000 + 60_000, "node-b#1": 0})
-    hook = await receiver()
+    hook = receiver()
     a = await cluster.engine("node-a", start=False)
     tenants = [f"t{n}" for n in range(4)]
     for tenant in tenants:
@@ -581,8 +496,8 @@ async def test_nodes_share_the_tenants(
     await eventually(lambda: _held_by(writer, tenants, "node-b", 1), DEADLINE, "b's share")
     for tenant in tenants:
         await cluster.publish(tenant, ONLINE, {"device": "d1"})
-    await eventually(lambda: len(hook.requests) == 4, DEADLINE, "every tenant's message")
-    assert sorted(request.body["tenant"] for request in hook.requests) == tenants
+    await eventually(lambda: len(hook.received) == 4, DEADLINE, "every tenant's message")
+    assert sorted(request.message["tenant"] for request in hook.received) == tenants
 
 
 async def _held_by(writer: Any, tenants: list[str], run: str, count: int) -> bool:
@@ -595,12 +510,12 @@ async def test_a_status_stream_that_expired_is_read_again_from_its_start(
     on_redis: Callable[..., Awaitable[Cluster]], receiver: Make
 ) -> None:
     cluster = await on_redis()
-    hook = await receiver()
+    hook = receiver()
     engine = await cluster.engine("node-a")
     await engine.register(TENANT, hook.url, [ONLINE], None)
     await cluster.publish(TENANT, ONLINE, {"device": "d1"})
-    await eventually(lambda: len(hook.requests) == 1, DEADLINE, "the first message")
+    await eventually(lambda: len(hook.received) == 1, DEADLINE, "the first message")
     await cluster.connections[0].writes.delete(status_stream(TENANT))
     entry = await cluster.publish(TENANT, ONLINE, {"device": "d2"})
-    await eventually(lambda: len(hook.requests) == 2, DEADLINE, "the message of the new stream")
-    assert hook.ids()[1] == message_id(TENANT, entry)
+    await eventually(lambda: len(hook.received) == 2, DEADLINE, "the message of the new stream")
+    assert ids(hook)[1] == message_id(TENANT, entry)

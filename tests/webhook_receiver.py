@@ -1,6 +1,6 @@
 """A back office's webhook endpoint on this machine, for tests: it keeps what the hub posts
-and answers as the test says (fail the first requests, answer slowly, go away and come
-back on the same port)."""
+and answers as the test says (fail the first requests, hold them until the test lets them
+go, answer slowly, go away and come back on the same port)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class Received:
     at: float
     """When it arrived (monotonic)."""
     status: int
-    """What the receiver answered."""
+    """What the receiver answers it (a held request: once let go)."""
 
     @property
     def message(self) -> dict[str, Any]:
@@ -33,17 +33,25 @@ class Received:
         return self.headers["webhook-id"]
 
 
+STOP_WITHIN = 0.05
+"""Seconds `stop` may wait for the server's loop to see it: a test stops every receiver."""
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
 
-class Receiver:
-    """Answers `status`, or 500 to its first `failing` requests; after `delay` seconds."""
+Answer = int | threading.Event
+"""A status, or an event that holds the request until it is set, then answers 200."""
 
-    def __init__(self, port: int = 0) -> None:
+
+class Receiver:
+    """Answers its first requests with `answers`, then `status`; after `delay` seconds."""
+
+    def __init__(self, *answers: Answer, port: int = 0) -> None:
         self.status = 200
-        self.failing = 0
+        self.answers = list(answers)
         self.delay = 0.0
         self.received: list[Received] = []
         self.answered: list[float] = []
@@ -61,7 +69,9 @@ class Receiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                status = receiver._answer(self.headers, body)
+                status, held = receiver._answer(self.headers, body)
+                if held is not None:
+                    held.wait()
                 time.sleep(receiver.delay)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -73,16 +83,20 @@ class Receiver:
                 pass
 
         server = _Server(("127.0.0.1", port), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        serve = {"poll_interval": STOP_WITHIN}
+        threading.Thread(target=server.serve_forever, kwargs=serve, daemon=True).start()
         return server
 
-    def _answer(self, headers: Any, body: bytes) -> int:
+    def _answer(self, headers: Any, body: bytes) -> tuple[int, threading.Event | None]:
+        """Keep the request (held or not: a test counts what arrived), and say what it is
+        answered, and what it waits for first."""
         with self._lock:
-            status = 500 if self.failing > 0 else self.status
-            self.failing -= 1
+            answer = self.answers.pop(0) if self.answers else self.status
+            held = answer if isinstance(answer, threading.Event) else None
+            status = 200 if isinstance(answer, threading.Event) else answer
             kept = {name.lower(): value for name, value in headers.items()}
             self.received.append(Received(kept, body, time.monotonic(), status))
-            return status
+            return status, held
 
     def stop(self) -> None:
         self._server.shutdown()

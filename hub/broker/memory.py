@@ -112,6 +112,29 @@ class _Claims:
             self._ids -= len(oldest.answer.ids)
 
 
+class _Taps:
+    """Listeners to a room name of every tenant, told of each event as it is published: how
+    the webhooks of a node alone read the `status` rooms without a socket in them."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, Deliver] = {}
+
+    def set(self, room: str, listener: Deliver | None) -> None:
+        if listener is None:
+            self._listeners.pop(room, None)
+        else:
+            self._listeners[room] = listener
+
+    def tell(self, encoded: list[tuple[RoomKey, bytes]]) -> None:
+        """Hand each published event to the listener of its room's name, if any."""
+        if not self._listeners:
+            return
+        for key, payload in encoded:
+            listener = self._listeners.get(key.room)
+            if listener is not None:
+                listener(key, payload)
+
+
 class MemoryBroker(Broker):
     """Keeps history in this process and delivers each publish straight to its rooms."""
 
@@ -136,7 +159,7 @@ class MemoryBroker(Broker):
         self._sweep_at = time.time() + SWEEP_INTERVAL
         self._claims = _Claims()
         self._reach: Callable[[RoomKey], int] = _nobody
-        self._taps: dict[str, Deliver] = {}
+        self._taps = _Taps()
 
     def counting(self, reach: Callable[[RoomKey], int]) -> None:
         """Count each publish's reach with `reach` (presence's members of a room)."""
@@ -146,10 +169,7 @@ class MemoryBroker(Broker):
         """Hand `listener` too every event published to a room named `room`, of any
         tenant, as it is published (None stops it): the webhooks of a node alone read the
         `status` rooms so."""
-        if listener is None:
-            self._taps.pop(room, None)
-        else:
-            self._taps[room] = listener
+        self._taps.set(room, listener)
 
     async def connect(self, deliver: Deliver, lost: Lost) -> None:  # noqa: ARG002
         """Nothing is ever lost in the process."""
@@ -250,15 +270,8 @@ class MemoryBroker(Broker):
             for key, payload in encoded:
                 if key in self._keys:
                     deliver(key, envelope.traced(trace, payload) if trace else payload)
-        if self._taps:
-            self._tell_taps(encoded)
+        self._taps.tell(encoded)
         return ids
-
-    def _tell_taps(self, encoded: list[tuple[RoomKey, bytes]]) -> None:
-        for key, payload in encoded:
-            listener = self._taps.get(key.room)
-            if listener is not None:
-                listener(key, payload)
 
     def receipt_soon(self, receipt: OutgoingReceipt) -> asyncio.Future[bool]:
         stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()

@@ -6,16 +6,20 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 
-ONLINE = "device.online"
-OFFLINE = "device.offline"
-RECEIPT = "delivery.receipt"
-EVENTS = (ONLINE, OFFLINE, RECEIPT)
-"""The `status` events a webhook can carry, by the name the room gives them."""
-_SUBJECT = {ONLINE: "device", OFFLINE: "device", RECEIPT: "sub"}
+from hub.events import WebhookEvent
+
+EVENTS: tuple[WebhookEvent, ...] = get_args(WebhookEvent)
+"""The `status` events a webhook can carry, by the name the room gives them, in the order
+`WebhookEvent` lists them (the order error messages name them in)."""
+ONLINE: WebhookEvent = "device.online"
+OFFLINE: WebhookEvent = "device.offline"
+RECEIPT: WebhookEvent = "delivery.receipt"
+"""The events the delivery treats apart, each typed as one of `WebhookEvent`'s names."""
+_SUBJECT: dict[WebhookEvent, str] = {ONLINE: "device", OFFLINE: "device", RECEIPT: "sub"}
 """The field of each event's data that names the device it is about."""
 
 

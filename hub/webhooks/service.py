@@ -11,7 +11,8 @@ from hub.config import Settings
 from hub.errors import ErrorCode, HubError
 from hub.metrics import Metrics
 from hub.webhooks import guard, signing
-from hub.webhooks.dispatcher import POLL_INTERVAL, Dispatcher, Timing, now_ms
+from hub.webhooks.attempts import POLL_INTERVAL, Timing, now_ms
+from hub.webhooks.dispatcher import Dispatcher
 from hub.webhooks.model import EVENTS, Delivery, Endpoint
 from hub.webhooks.sealing import Sealer
 from hub.webhooks.sender import Sender
