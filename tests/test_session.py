@@ -43,7 +43,9 @@ async def test_a_device_is_welcomed_into_its_own_rooms_and_goes_online() -> None
 async def test_ping_is_answered_with_its_ref() -> None:
     async with running() as hub:
         socket = await hub.connect(DASHBOARD)
-        assert await socket.answer({"op": "ping", "ref": "p"}) == {"type": "pong", "ref": "p"}
+        pong = await socket.answer({"op": "ping", "ref": "p"})
+        assert pong == {"type": "pong", "ref": "p", "time": pong["time"]}
+        assert abs(pong["time"] - time.time() * 1000) < 60_000
 
 
 async def test_publish_is_acknowledged_and_reaches_the_room_once() -> None:

@@ -105,6 +105,18 @@ def test_a_sealed_secret_opens_with_the_same_key_and_owner() -> None:
     assert Sealer("k" * 32).open(sealed, "acme/ep_1") == secret
 
 
+def test_a_secret_sealed_under_a_rotated_secret_still_opens_but_new_ones_use_the_new() -> None:
+    """HUB_JWT_SECRET rotates, the old one in HUB_JWT_PREVIOUS_SECRETS: the endpoints
+    registered before keep working."""
+    secret = signing.new_secret()
+    old = Sealer("o" * 32).seal(secret, "acme/ep_1")
+    rotated = Sealer("n" * 32, [b"o" * 32])
+    assert rotated.open(old, "acme/ep_1") == secret
+    assert Sealer("n" * 32).open(rotated.seal(secret, "acme/ep_1"), "acme/ep_1") == secret
+    with pytest.raises(ValueError):
+        Sealer("o" * 32).open(rotated.seal(secret, "acme/ep_1"), "acme/ep_1")
+
+
 def test_a_sealed_secret_shows_nothing_of_the_secret() -> None:
     sealer = Sealer("k" * 32)
     secret = signing.new_secret()

@@ -14,9 +14,9 @@ import math
 import random
 import time
 
+from hub.backoff import Backoff
 from hub.logs import decision
 from hub.metrics import Metrics
-from hub.redis.failures import reconnect_backoff
 from hub.tasks import cancel
 from hub.webhooks.attempts import Attempts, Timing, now_ms
 from hub.webhooks.model import Endpoint
@@ -81,7 +81,7 @@ class Dispatcher:
         return 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
 
     async def _run(self) -> None:
-        backoff = reconnect_backoff()
+        backoff = Backoff(base=0.1, cap=5.0)  # a node alone never loads the Redis client
         while True:
             try:
                 await self._round()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -25,15 +26,15 @@ class Sealer:
 
     `aad` names what the secret belongs to ("<tenant>/<endpoint id>"): it is authenticated
     with the ciphertext, so a sealed secret copied onto another endpoint does not open.
+    `previous` materials only open what they sealed (HUB_JWT_PREVIOUS_SECRETS while
+    HUB_JWT_SECRET rotates), newest first.
     """
 
-    def __init__(self, material: str) -> None:
+    def __init__(self, material: str | bytes, previous: Sequence[str | bytes] = ()) -> None:
         if not material:
             raise ValueError("the key material of webhook secrets is empty")
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=KEY_INFO).derive(
-            material.encode()
-        )
-        self._aead = AESGCM(key)
+        self._aead = _aead(material)
+        self._openers = [self._aead, *(_aead(older) for older in previous if older)]
 
     def seal(self, secret: str, aad: str) -> str:
         """`secret` encrypted for storage, as ASCII; a random nonce makes every seal of the
@@ -54,8 +55,14 @@ class Sealer:
         if len(raw) < NONCE_BYTES + TAG_BYTES:
             raise ValueError("not a sealed webhook secret")
         nonce, ciphertext = raw[:NONCE_BYTES], raw[NONCE_BYTES:]
-        try:
-            plain = self._aead.decrypt(nonce, ciphertext, aad.encode())
-        except InvalidTag:
-            raise ValueError("the webhook secret does not open: another key, or changed") from None
-        return plain.decode()
+        for aead in self._openers:
+            try:
+                return aead.decrypt(nonce, ciphertext, aad.encode()).decode()
+            except InvalidTag:
+                continue
+        raise ValueError("the webhook secret does not open: another key, or changed")
+
+
+def _aead(material: str | bytes) -> AESGCM:
+    raw = material.encode() if isinstance(material, str) else material
+    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=KEY_INFO).derive(raw))

@@ -17,6 +17,7 @@ import email.utils
 import random
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ KEEPALIVE_EXPIRY = 5.0
 MAX_ANSWER_BYTES = 64 * 1024
 """Bytes of an answer's body read (and dropped): past them its connection is closed rather
 than drained."""
+MAX_ORIGINS = 1024
+"""Origins with a pool of their own at once; the pool of the one used longest ago goes."""
 MAX_ERROR_CHARS = 200
 MAX_DELAY = 3600.0
 """Seconds at most between two attempts, whatever the backoff or `Retry-After` say."""
@@ -77,14 +80,20 @@ class Sender:
     ) -> None:
         self._timeout = timeout
         self._timeouts = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpcore.default_ssl_context() if verify is None else verify,
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=KEEPALIVE_EXPIRY,
-            retries=0,  # the engine retries, later, with backoff
-            network_backend=_Checked(allow_private),
-        )
+        ssl_context = httpcore.default_ssl_context() if verify is None else verify
+        network = _Checked(allow_private)
+
+        def pool() -> httpcore.AsyncConnectionPool:
+            return httpcore.AsyncConnectionPool(
+                ssl_context=ssl_context,
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
+                retries=0,  # the engine retries, later, with backoff
+                network_backend=network,
+            )
+
+        self._pools = _Pools(pool)
 
     async def send(
         self, url: str, secret: str, msg_id: str, body: bytes, timestamp: int
@@ -109,7 +118,7 @@ class Sender:
             return _failed(f"{type(error).__name__}: {error}")
 
     async def close(self) -> None:
-        await self._pool.aclose()
+        await self._pools.close()
 
     async def _post(self, target: guard.Target, signed: dict[str, str], body: bytes) -> Outcome:
         url = httpcore.URL(
@@ -117,7 +126,8 @@ class Sender:
         )
         headers = [("Host", target.authority), ("User-Agent", USER_AGENT), *signed.items()]
         extensions = {"timeout": self._timeouts}
-        async with self._pool.stream(
+        pool = self._pools.of((target.scheme, target.host, target.port))
+        async with pool.stream(
             "POST", url, headers=headers, content=body, extensions=extensions
         ) as answer:
             received = 0
@@ -129,6 +139,39 @@ class Sender:
             (value for name, value in answer.headers if name.lower() == b"retry-after"), None
         )
         return Outcome(answer.status, parse_retry_after(wait), None)
+
+
+Origin = tuple[str, str, int]
+
+
+class _Pools:
+    """A connection pool per origin (scheme, host, port), the least recently used closed
+    past `MAX_ORIGINS`: a pool looks at every connection it holds (polling each socket)
+    for every request, so one pool for all endpoints made each post cost them all."""
+
+    def __init__(self, make: Callable[[], httpcore.AsyncConnectionPool]) -> None:
+        self._make = make
+        self._pools: OrderedDict[Origin, httpcore.AsyncConnectionPool] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def of(self, origin: Origin) -> httpcore.AsyncConnectionPool:
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = self._pools[origin] = self._make()
+            if len(self._pools) > MAX_ORIGINS:
+                _, oldest = self._pools.popitem(last=False)
+                closing = asyncio.create_task(oldest.aclose())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+        else:
+            self._pools.move_to_end(origin)
+        return pool
+
+    async def close(self) -> None:
+        pools, self._pools = list(self._pools.values()), OrderedDict()
+        for pool in pools:
+            await pool.aclose()
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 def parse_retry_after(value: bytes | str | None, now: float | None = None) -> float | None:

@@ -45,8 +45,7 @@ class Webhooks:
         self._sender = sender
         self._allow_private = settings.webhook_allow_private
         self._most = settings.webhook_max_endpoints
-        material = settings.webhook_key or settings.jwt_secret
-        self._sealer = Sealer(material) if material else None
+        self._sealer = _sealer(settings)
         timing = Timing(settings.webhook_retry_base, settings.webhook_retry_hours, poll)
         self._dispatcher = Dispatcher(store, sender, self._sealer, timing, metrics)
         metrics.webhook_pending.set_function(self._dispatcher.pending)
@@ -124,6 +123,16 @@ def _events(events: Any) -> tuple[str, ...]:
     if len(set(events)) != len(events):
         raise HubError(ErrorCode.BAD_REQUEST, "events lists an event twice")
     return tuple(events)
+
+
+def _sealer(settings: Settings) -> Sealer | None:
+    """The key of the secrets: HUB_WEBHOOK_KEY's, else HUB_JWT_SECRET's, whose previous
+    secrets still open what they sealed while it rotates."""
+    if settings.webhook_key:
+        return Sealer(settings.webhook_key)
+    if settings.jwt_secret:
+        return Sealer(settings.jwt_secret, settings.jwt_previous_secrets)
+    return None
 
 
 def memory_webhooks(settings: Settings, metrics: Metrics, broker: MemoryBroker) -> Webhooks:
