@@ -11,6 +11,7 @@ import pytest
 
 from hub.protocol import is_tenant
 from tests.support import HubNode, RedisCluster, RedisServer, SentinelSet, required
+from tests.webhook_receiver import Receiver
 
 pytest_plugins = ["tests.browser", "tests.collected", "pytester"]
 """The real browser's fixtures (`browser`, `browser_context`, `page`), the check that every
@@ -296,3 +297,11 @@ def start(request: pytest.FixtureRequest, hub_node: NodeFactory) -> Start:
         return hub_node("r", redis.url, broadcast_rate=0, **redis.settings, **settings)
 
     return started
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A back office's webhook endpoint on this machine (`tests.webhook_receiver`)."""
+    endpoint = Receiver()
+    yield endpoint
+    endpoint.stop()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator
 
 import pytest
 from playwright.async_api import Page, Request, Route, expect
@@ -24,13 +23,6 @@ a test, not after a day."""
 SLOW = 20_000
 """Milliseconds to wait for what the panel shows only after the hub has tried, retried
 and given up, and the panel has read it again."""
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    endpoint = Receiver()
-    yield endpoint
-    endpoint.stop()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ certificate's path and the nodes' addresses.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ipaddress
 import re
 import signal
@@ -23,11 +22,9 @@ import httpx
 import orjson
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from websockets.asyncio.client import connect
 
+from tests.certificates import self_signed
 from tests.conftest import NodeFactory
 from tests.support import (
     Client,
@@ -50,35 +47,8 @@ SERVER = re.compile(r"\s*server\s+\S+\s+\S+\s*$")
 def _certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1: the file clients trust, and the one HAProxy
     serves (the certificate followed by its key)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub test")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    address = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+    cert_pem, key_pem = self_signed("hub test", address)
     trusted, served = directory / "cert.pem", directory / "haproxy.pem"
     trusted.write_bytes(cert_pem)
     served.write_bytes(cert_pem + key_pem)

@@ -19,9 +19,6 @@ from typing import Any, ClassVar
 import orjson
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from hub.errors import ErrorCode, HubError
@@ -35,6 +32,7 @@ from hub.webhooks.sender import (
     parse_retry_after,
     retry_delay,
 )
+from tests.certificates import self_signed
 from tests.support import eventually
 
 BODY = orjson.dumps(
@@ -113,7 +111,7 @@ def test_a_secret_sealed_under_a_rotated_secret_still_opens_but_new_ones_use_the
     rotated = Sealer("n" * 32, [b"o" * 32])
     assert rotated.open(old, "acme/ep_1") == secret
     assert Sealer("n" * 32).open(rotated.seal(secret, "acme/ep_1"), "acme/ep_1") == secret
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="does not open"):
         Sealer("o" * 32).open(rotated.seal(secret, "acme/ep_1"), "acme/ep_1")
 
 
@@ -637,30 +635,7 @@ async def test_a_closed_port_is_a_failed_attempt(sender: Sender) -> None:
 def _tls(directory: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A server context with a self-signed certificate for `name` only, and a client
     context that trusts it (and nothing else)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    cert_pem, key_pem = self_signed(name, x509.DNSName(name))
     (directory / "cert.pem").write_bytes(cert_pem)
     (directory / "key.pem").write_bytes(key_pem)
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -8,7 +8,6 @@ import asyncio
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -28,13 +27,6 @@ HOOKS = {
 """Webhooks may reach this machine, a device is offline 1.5 s after it went, and retries
 come quickly."""
 ALL = ["device.online", "device.offline", "delivery.receipt"]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    endpoint = Receiver()
-    yield endpoint
-    endpoint.stop()
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +140,7 @@ async def test_a_receiver_away_for_a_while_gets_everything_in_order_per_device(
         for device in devices:
             await device.close()
         await asyncio.sleep(GRACE + 0.5)
-    await asyncio.sleep(20)
+    await asyncio.sleep(12)
     pending = deliveries(a, tenant, register_id := _only_endpoint(a, tenant))
     assert len(pending) == 12
     assert {d["state"] for d in pending} == {"pending"}
