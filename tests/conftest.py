@@ -22,6 +22,7 @@ LONGEST_FIRST = (
     "test_history.py",
     "test_openapi.py",
     "test_client.py",
+    "test_webhooks.py",
     "test_hostile.py",
     "test_closing.py",
     "test_idempotency.py",
@@ -35,8 +36,9 @@ LONGEST_FIRST = (
     "test_lifecycle.py",
     "test_cluster.py",
     "test_state.py",
-    "test_console.py",
     "test_readme.py",
+    "test_console_webhooks.py",
+    "test_console.py",
     "test_fleet.py",
 )
 """The files that take longest, longest first. Each file runs whole on one worker, in the
