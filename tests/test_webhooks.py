@@ -203,8 +203,9 @@ async def test_the_node_holding_undelivered_messages_dies_and_another_delivers_t
     hub_node: NodeFactory, redis_server: RedisServer, tenant: str, receiver: Receiver
 ) -> None:
     """SIGKILL of the node that holds the tenant's messages while its endpoint fails them:
-    another node takes the tenant over and delivers each, under the same webhook-id."""
-    nodes = {name: hub_node(name, redis_server.url, **HOOKS) for name in ("a", "b")}
+    another node takes the tenant over once its lease ran out (two thirds of the node TTL)
+    and delivers each, under the same webhook-id."""
+    nodes = {name: hub_node(name, redis_server.url, **HOOKS, node_ttl=3) for name in "ab"}
     receiver.status = 503
     register(nodes["a"], tenant, receiver.url, ["device.online"])
     devices = [await _cycle(nodes["b"], tenant, f"k{n}") for n in range(5)]

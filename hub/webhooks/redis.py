@@ -27,8 +27,9 @@ from hub.webhooks.store import READ_BATCH, Held, Polled, Store
 
 log = logging.getLogger("hub.webhooks")
 
-LEASE = 10.0
-"""Seconds a tenant's lease lasts unless renewed: how long a dead node's tenants wait."""
+LEASE_OF_NODE_TTL = 2 / 3
+"""A tenant's lease lasts this share of HUB_NODE_TTL unless renewed (10 s by default): a
+dead node's tenants wait about as long as its devices wait to be reported offline."""
 LOAD_CHUNK = 1000
 """Delivery records a load fetches per command."""
 
@@ -42,7 +43,7 @@ class RedisStore(Store):
         run: str,
         max_pending: int,
         grace: float,
-        lease: float = LEASE,
+        lease: float,
     ) -> None:
         self._redis = redis
         self._run = run

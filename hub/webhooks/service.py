@@ -154,14 +154,14 @@ def redis_webhooks(
 ) -> Webhooks:
     """The webhooks of a node of a cluster, kept in Redis (`connections.writes`); `run`
     names this node as the holder of tenants' leases."""
-    from hub.webhooks.redis import LEASE, RedisStore
+    from hub.webhooks.redis import LEASE_OF_NODE_TTL, RedisStore
 
     store = RedisStore(
         connections.writes,
         run,
         settings.webhook_max_pending,
         settings.webhook_offline_grace,
-        LEASE if lease is None else lease,
+        settings.node_ttl * LEASE_OF_NODE_TTL if lease is None else lease,
     )
     sender = Sender(settings.webhook_allow_private)
     return Webhooks(settings, store, sender, metrics, poll=poll)
