@@ -31,11 +31,16 @@ class Published:
 
     ids: dict[str, str | None]
     ts: int
-    reach: dict[str, int]
-    """How many sockets of the cluster were in each room as it was published."""
+    counts: Sequence[int]
+    """How many sockets of the cluster were in each room as it was published, in the order
+    of `ids`: a socket's publish never asks, so nothing more is built for it."""
     replayed: bool = False
     """Nothing was published now: this is the answer of the publish that claimed the
     same idempotency key first."""
+
+    @property
+    def reach(self) -> dict[str, int]:
+        return dict(zip(self.ids, self.counts, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +159,7 @@ class Publisher:
                 self.tally.messages_in += len(messages)
                 self.tally.tenants_in[tenant] += len(messages)
                 ids = dict(zip(rooms, accepted.ids, strict=True))
-                answer = Published(ids, ts, dict(zip(rooms, accepted.reach, strict=True)))
+                answer = Published(ids, ts, accepted.reach)
             if trace is not UNTRACED:
                 _tell(trace, answer)
             if published.cancelled():
@@ -209,8 +214,7 @@ class Publisher:
             return IdempotencyConflict()
         self.metrics.idempotent_replays.inc()
         ids = dict(zip(rooms, replay.ids, strict=True))
-        reach = dict(zip(rooms, replay.reach, strict=True))
-        return Published(ids, replay.ts, reach, replayed=True)
+        return Published(ids, replay.ts, replay.reach, replayed=True)
 
 
 def _tell(trace: PublishTrace, answer: Published | BaseException) -> None:
