@@ -145,8 +145,8 @@ def throughput(args: argparse.Namespace, run: str) -> dict[str, Any]:
     tenants = [f"{run}-t{n}" for n in range(args.tenants)]
     try:
         with Nodes(f"wh-{run}", args.redis_url, args.server_cpu, HOOKS, count=1) as nodes:
-            for tenant in tenants:
-                register(nodes.ports[0], tenant, receiver.url, ["delivery.receipt"])
+            for tenant in tenants:  # each its own back office's URL
+                register(nodes.ports[0], tenant, f"{receiver.url}/{tenant}", ["delivery.receipt"])
             before = receiver.seen()[0]
             cpu = nodes.cpu_seconds()
             started = time.monotonic()

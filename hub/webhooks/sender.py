@@ -36,8 +36,9 @@ KEEPALIVE_EXPIRY = 5.0
 MAX_ANSWER_BYTES = 64 * 1024
 """Bytes of an answer's body read (and dropped): past them its connection is closed rather
 than drained."""
-MAX_ORIGINS = 1024
-"""Origins with a pool of their own at once; the pool of the one used longest ago goes."""
+MAX_POOLS = 1024
+"""Endpoint URLs with a pool of their own at once; the pool of the one used longest ago
+goes."""
 MAX_ERROR_CHARS = 200
 MAX_DELAY = 3600.0
 """Seconds at most between two attempts, whatever the backoff or `Retry-After` say."""
@@ -126,7 +127,7 @@ class Sender:
         )
         headers = [("Host", target.authority), ("User-Agent", USER_AGENT), *signed.items()]
         extensions = {"timeout": self._timeouts}
-        pool = self._pools.of((target.scheme, target.host, target.port))
+        pool = self._pools.of(target.url)
         async with pool.stream(
             "POST", url, headers=headers, content=body, extensions=extensions
         ) as answer:
@@ -141,30 +142,28 @@ class Sender:
         return Outcome(answer.status, parse_retry_after(wait), None)
 
 
-Origin = tuple[str, str, int]
-
-
 class _Pools:
-    """A connection pool per origin (scheme, host, port), the least recently used closed
-    past `MAX_ORIGINS`: a pool looks at every connection it holds (polling each socket)
-    for every request, so one pool for all endpoints made each post cost them all."""
+    """A connection pool per endpoint URL, the least recently used closed past
+    `MAX_POOLS`: a pool looks at every connection it holds (polling each socket) for every
+    request, so one pool for all endpoints made each post cost them all, while an
+    endpoint's own holds the few its sends in flight use."""
 
     def __init__(self, make: Callable[[], httpcore.AsyncConnectionPool]) -> None:
         self._make = make
-        self._pools: OrderedDict[Origin, httpcore.AsyncConnectionPool] = OrderedDict()
+        self._pools: OrderedDict[str, httpcore.AsyncConnectionPool] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
 
-    def of(self, origin: Origin) -> httpcore.AsyncConnectionPool:
-        pool = self._pools.get(origin)
+    def of(self, url: str) -> httpcore.AsyncConnectionPool:
+        pool = self._pools.get(url)
         if pool is None:
-            pool = self._pools[origin] = self._make()
-            if len(self._pools) > MAX_ORIGINS:
+            pool = self._pools[url] = self._make()
+            if len(self._pools) > MAX_POOLS:
                 _, oldest = self._pools.popitem(last=False)
                 closing = asyncio.create_task(oldest.aclose())
                 self._closing.add(closing)
                 closing.add_done_callback(self._closing.discard)
         else:
-            self._pools.move_to_end(origin)
+            self._pools.move_to_end(url)
         return pool
 
     async def close(self) -> None:
