@@ -6,6 +6,7 @@
 
 import { ApiError } from "./api.js";
 import { clock, figure } from "./format.js";
+import { Refresher } from "./refresh.js";
 
 /** Milliseconds between two readings. */
 export const INTERVAL = 5000;
@@ -25,8 +26,8 @@ export class StatsPanel {
   #elements;
   /** @type {Reading | null} */
   #last = null;
-  /** @type {ReturnType<typeof setTimeout> | undefined} */
-  #timer;
+  /** @type {Refresher | undefined} */
+  #refresher;
   #abort = new AbortController();
   #refused;
 
@@ -50,27 +51,19 @@ export class StatsPanel {
       this.#say(refusal);
       return;
     }
-    document.addEventListener("visibilitychange", () => {
-      if (!document.hidden) this.#soon(0);
-    }, { signal: this.#abort.signal });
-    this.#soon(0);
-  }
-
-  /** @param {number} delay */
-  #soon(delay) {
-    clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#read().catch((error) => this.#say(`The figures could not be shown: ${error}`));
-    }, delay);
+    this.#refresher = new Refresher(
+      () => this.#read(),
+      (error) => this.#say(`The figures could not be shown: ${error}`),
+      this.#abort.signal,
+    );
   }
 
   async #read() {
-    if (document.hidden) return; // read again when the page is shown
     try {
       const stats = await this.#api.get("v1/stats", undefined, this.#abort.signal);
       const rated = this.#show(stats);
       // Rates need two readings: the second comes soon, so they show without a long wait.
-      this.#soon(rated ? INTERVAL : FIRST_RATE);
+      this.#refresher?.soon(rated ? INTERVAL : FIRST_RATE);
     } catch (error) {
       if (this.#abort.signal.aborted) return;
       if (!(error instanceof ApiError)) throw error;
@@ -80,7 +73,7 @@ export class StatsPanel {
         this.#say(`This token may not read the node's figures: ${error.message}.`);
       } else {
         this.#say(`The figures could not be read: ${error.describe()}; trying again.`);
-        this.#soon(INTERVAL);
+        this.#refresher?.soon(INTERVAL);
       }
     }
   }
@@ -162,7 +155,6 @@ export class StatsPanel {
 
   stop() {
     this.#abort.abort();
-    clearTimeout(this.#timer);
     this.#elements.table.hidden = true;
     this.#elements.body.replaceChildren();
     this.#elements.time.textContent = "";

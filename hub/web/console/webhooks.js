@@ -8,6 +8,7 @@
 
 import { ApiError } from "./api.js";
 import { age, clock, dateTime, figure } from "./format.js";
+import { Refresher } from "./refresh.js";
 
 /** Milliseconds between two readings. */
 export const INTERVAL = 5000;
@@ -161,8 +162,8 @@ export class WebhooksPanel {
   #elements;
   /** @type {Map<string, EndpointView>} by endpoint id, in the hub's order */
   #views = new Map();
-  /** @type {ReturnType<typeof setTimeout> | undefined} */
-  #timer;
+  /** @type {Refresher | undefined} */
+  #refresher;
   /** Readings started: only the latest one is shown. */
   #reads = 0;
   #abort = new AbortController();
@@ -207,22 +208,14 @@ export class WebhooksPanel {
       if (button instanceof HTMLButtonElement) this.#act(button);
     }, { signal });
     secretDone.addEventListener("click", () => this.#forgetSecret(), { signal });
-    document.addEventListener("visibilitychange", () => {
-      if (!document.hidden) this.#soon(0);
-    }, { signal });
-    this.#soon(0);
-  }
-
-  /** @param {number} delay */
-  #soon(delay) {
-    clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#read().catch((error) => this.#say(`The webhooks could not be shown: ${error}`));
-    }, delay);
+    this.#refresher = new Refresher(
+      () => this.#read(),
+      (error) => this.#say(`The webhooks could not be shown: ${error}`),
+      signal,
+    );
   }
 
   async #read() {
-    if (document.hidden) return; // read again when the page is shown
     const reading = ++this.#reads;
     const signal = this.#abort.signal;
     try {
@@ -231,7 +224,7 @@ export class WebhooksPanel {
       if (reading !== this.#reads) return; // a later reading shows instead
       this.#show(webhooks, answers);
       this.#say("");
-      this.#soon(INTERVAL);
+      this.#refresher?.soon(INTERVAL);
     } catch (error) {
       if (signal.aborted || reading !== this.#reads) return;
       if (!(error instanceof ApiError)) throw error;
@@ -243,7 +236,7 @@ export class WebhooksPanel {
         this.#say("This node has no webhooks: it runs an older version of the hub.");
       } else {
         this.#say(`The webhooks could not be read: ${error.describe()}; trying again.`);
-        this.#soon(INTERVAL);
+        this.#refresher?.soon(INTERVAL);
       }
     }
   }
@@ -336,7 +329,7 @@ export class WebhooksPanel {
       if (error.status === 401) this.#refused(error.message);
       return goneIsDone && error.status === 404 ? null : error.describe();
     } finally {
-      if (!this.#abort.signal.aborted) this.#soon(0);
+      if (!this.#abort.signal.aborted) this.#refresher?.soon(0);
     }
   }
 
@@ -358,7 +351,7 @@ export class WebhooksPanel {
       this.#result("ok", `${answer.status} registered ${answer.body.id}`);
       this.#showSecret(answer.body.url, answer.body.secret);
       form.reset();
-      this.#soon(0);
+      this.#refresher?.soon(0);
     } catch (error) {
       if (this.#abort.signal.aborted) return;
       if (!(error instanceof ApiError)) throw error;
@@ -407,7 +400,6 @@ export class WebhooksPanel {
 
   stop() {
     this.#abort.abort();
-    clearTimeout(this.#timer);
     this.#views.clear();
     this.#elements.list.replaceChildren();
     this.#elements.time.textContent = "";
