@@ -66,7 +66,12 @@ def live(events: list[bytes], now_ms: int) -> list[bytes]:
     """The events not expired at `now_ms` (the same list when none carries `expires`)."""
     if not any(EXPIRES_FIELD in event for event in events):
         return events
-    return [event for event in events if (expires_of(event) or now_ms + 1) > now_ms]
+    return [event for event in events if not _expired(event, now_ms)]
+
+
+def _expired(event: bytes, now_ms: int) -> bool:
+    expires = expires_of(event)
+    return expires is not None and expires <= now_ms
 
 
 OPEN = ord("{")

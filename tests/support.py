@@ -619,6 +619,19 @@ def metric(node: HubNode, sample: str) -> float:
     return 0.0
 
 
+def raw_broadcast(
+    node: HubNode, body: bytes, key: str | bytes | None = None, bearer: str | None = None
+) -> httpx.Response:
+    """`POST /v1/broadcast` of `body` as sent, bytes for bytes, with an `Idempotency-Key`
+    (any bytes) and a token when given."""
+    headers = [(b"Content-Type", b"application/json")]
+    if bearer is not None:
+        headers.append((b"Authorization", f"Bearer {bearer}".encode()))
+    if key is not None:
+        headers.append((b"Idempotency-Key", key if isinstance(key, bytes) else key.encode()))
+    return httpx.post(f"{node.url}/v1/broadcast", content=body, headers=headers, timeout=10)
+
+
 def history_ids(node: HubNode, room: str) -> list[str]:
     answer = node.get(f"/v1/rooms/{room}/history", token("operator", "reader"), limit="1000")
     assert answer.status_code == 200, answer.text

@@ -13,22 +13,28 @@ import pytest
 from hub.broker.base import Accepted, Claim, IdempotencyConflict
 from hub.broker.memory import _Claims
 from tests.conftest import NodeFactory, Redis, Start
-from tests.support import Client, HubNode, RedisServer, eventually, history_ids, metric, token
+from tests.support import (
+    Client,
+    HubNode,
+    RedisServer,
+    eventually,
+    history_ids,
+    metric,
+    raw_broadcast,
+    token,
+)
 
 OPERATOR = token("operator", "o1")
-REPLAYED = "idempotent-replayed"
-REBOOT = orjson.dumps({"room": "device:p1", "event": "command", "data": {"name": "reboot"}})
 
 
 def post(
     node: HubNode, body: bytes, key: str | bytes | None = None, bearer: str | None = OPERATOR
 ) -> httpx.Response:
-    headers = [(b"Content-Type", b"application/json")]
-    if bearer is not None:
-        headers.append((b"Authorization", f"Bearer {bearer}".encode()))
-    if key is not None:
-        headers.append((b"Idempotency-Key", key if isinstance(key, bytes) else key.encode()))
-    return httpx.post(f"{node.url}/v1/broadcast", content=body, headers=headers, timeout=10)
+    return raw_broadcast(node, body, key, bearer)
+
+
+REPLAYED = "idempotent-replayed"
+REBOOT = orjson.dumps({"room": "device:p1", "event": "command", "data": {"name": "reboot"}})
 
 
 def _error(answer: httpx.Response, status: int, code: str) -> None:

@@ -7,9 +7,10 @@ import asyncio
 import time
 
 import httpx
+import orjson
 
 from hub import envelope
-from tests.support import Client, HubNode, token
+from tests.support import Client, HubNode, eventually, raw_broadcast, token
 
 CONTENT = {"event": "content.update", "data": {"content_id": "c1"}}
 REBOOT = {"event": "command", "data": {"name": "reboot"}}
@@ -37,13 +38,11 @@ async def test_reach_counts_the_rooms_members_across_the_cluster(
         for n, node in enumerate((a, b))
     ]
     rooms = ["location:lobby", "lobby", "device:p0"]
-    deadline = time.monotonic() + 10
-    while True:  # presence is written in batches: wait until it counts both
-        answer = a.broadcast(operator, rooms=rooms, **CONTENT)
-        assert answer.status_code == 202, answer.text
-        if answer.json()["reach"]["location:lobby"] == 2 or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.1)
+    await eventually(
+        lambda: len(a.presence("location:lobby", operator)) == 2, 10, "both players in presence"
+    )
+    answer = a.broadcast(operator, rooms=rooms, **CONTENT)
+    assert answer.status_code == 202, answer.text
     assert answer.json()["reach"] == {"location:lobby": 2, "lobby": 0, "device:p0": 1}
     for player in players:
         await player.close()
@@ -54,21 +53,16 @@ async def test_an_idempotent_replay_answers_the_first_reach(
 ) -> None:
     operator = token("operator", "o1", tenant)
     player = await Client.connect(tenant_node, token("device", "p1", tenant))
-    key = {"Idempotency-Key": "reach-1"}
-    body = {"room": "device:p1", **REBOOT}
-    first = httpx.post(
-        f"{tenant_node.url}/v1/broadcast",
-        json=body,
-        headers={"Authorization": f"Bearer {operator}", **key},
-    )
+    body = orjson.dumps({"room": "device:p1", **REBOOT})
+    first = raw_broadcast(tenant_node, body, "reach-1", operator)
     await player.close()
-    again = httpx.post(
-        f"{tenant_node.url}/v1/broadcast",
-        json=body,
-        headers={"Authorization": f"Bearer {operator}", **key},
+    await eventually(
+        lambda: tenant_node.presence("device:p1", operator) == [], 10, "the player gone"
     )
+    again = raw_broadcast(tenant_node, body, "reach-1", operator)
     assert first.json()["reach"] == {"device:p1": 1}
-    assert again.content == first.content
+    assert again.content == first.content, "the first reach, not the room's now"
+    assert again.headers["Idempotent-Replayed"] == "true"
 
 
 async def test_an_expired_event_is_neither_replayed_nor_history_nor_state(
