@@ -76,3 +76,9 @@ class Retries:
         self._backoff.reset()
         self._soon.reset()
         self._restarted = None
+
+
+def reconnect_backoff() -> Backoff:
+    """The waits between a background task's tries at what failed it (Redis, a round of
+    webhook deliveries): up to 0.1 s, doubling to 5 s."""
+    return Backoff(base=0.1, cap=5.0)

@@ -30,6 +30,10 @@ def _json(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
+def _tenant_of(principal: Principal, named: object) -> str:
+    return principal.tenant_for(None if named is None else check_tenant(named))
+
+
 def _named(request: Request, field: str, what: str) -> str:
     value: str = request.path_params[field]
     if NAME_RE.fullmatch(value) is None:
@@ -45,14 +49,17 @@ class WebhookRoutes:
         self._reads = reads
         self._webhooks = webhooks
 
-    async def _tenant(self, request: Request, named: object = None) -> str:
-        """The tenant the caller may manage webhooks of, within its read rate."""
-        principal: Principal = await self._tokens.principal(bearer(request))
+    async def _principal(self, request: Request) -> Principal:
+        """Who asks, when they may manage webhooks, within their read rate: checked before
+        anything of the request is read."""
+        principal = await self._tokens.principal(bearer(request))
         principal.check_webhooks()
         await within_rate(self._reads, principal)
-        if named is None:
-            named = request.query_params.get("tenant")
-        return principal.tenant_for(None if named is None else check_tenant(named))
+        return principal
+
+    async def _tenant(self, request: Request) -> str:
+        """The tenant the caller may manage webhooks of: its own, or one an admin names."""
+        return _tenant_of(await self._principal(request), request.query_params.get("tenant"))
 
     async def collection(self, request: Request) -> Response:
         """`/v1/webhooks`: one route for both methods, so that a third is answered 405 with
@@ -62,8 +69,9 @@ class WebhookRoutes:
         return await self.listed(request)
 
     async def register(self, request: Request) -> Response:
+        principal = await self._principal(request)
         fields = load_object(await read_body(request, WEBHOOK_BODY_BYTES), "body")
-        tenant = await self._tenant(request, fields.get("tenant"))
+        tenant = _tenant_of(principal, fields.get("tenant"))
         endpoint, secret = await self._webhooks.register(
             tenant, fields.get("url"), fields.get("events"), fields.get("description")
         )

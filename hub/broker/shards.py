@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 
+from hub.backoff import reconnect_backoff
 from hub.broker import scripts
 from hub.broker.base import Deliver, Lost
 from hub.broker.subscriber import PLAIN, SHARDED, Subscriber
@@ -22,7 +23,7 @@ from hub.logs import decision
 from hub.metrics import Metrics
 from hub.outage import Outage
 from hub.redis.clients import Clients
-from hub.redis.failures import FAILURES, reconnect_backoff, unavailable
+from hub.redis.failures import FAILURES, unavailable
 from hub.rooms import RoomKey
 from hub.tasks import cancel
 

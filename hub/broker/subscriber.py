@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
-from hub.backoff import Backoff
+from hub.backoff import Backoff, reconnect_backoff
 from hub.broker.base import Deliver
 from hub.errors import BrokerUnavailable
 from hub.outage import Outage
-from hub.redis.failures import FAILURES, reconnect_backoff
+from hub.redis.failures import FAILURES
 from hub.rooms import RoomKey
 from hub.tasks import cancel
 

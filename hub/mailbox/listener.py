@@ -23,11 +23,12 @@ from collections.abc import Callable
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisClusterException
 
+from hub.backoff import reconnect_backoff
 from hub.broker.subscriber import Verbs
 from hub.mailbox.messages import CANARY
 from hub.outage import Outage
 from hub.redis.clients import COMMAND_TIMEOUT, Clients
-from hub.redis.failures import FAILURES, reconnect_backoff
+from hub.redis.failures import FAILURES
 from hub.tasks import cancel
 
 log = logging.getLogger("hub.mailbox")

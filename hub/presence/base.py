@@ -17,7 +17,6 @@ so that a listing never disagrees with the events.
 from __future__ import annotations
 
 import heapq
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from hub.disconnect import Gone
 from hub.errors import ErrorCode, HubError
 from hub.fleet import FleetPage, FleetQuery
 from hub.history import RetentionRules
+from hub.protocol import now_ms
 from hub.rooms import RoomKey
 from hub.stats import Tally
 
@@ -50,10 +50,6 @@ def first_members(
     if after is not None:
         members = (member for member in members if _PLACE(member) > after)
     return heapq.nsmallest(count, members, key=_PLACE)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(slots=True, eq=False)

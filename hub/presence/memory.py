@@ -12,7 +12,8 @@ from hub.config import Settings
 from hub.disconnect import Gone
 from hub.fleet import SCAN_BUDGET, Device, FleetPage, FleetQuery
 from hub.history import RetentionRules
-from hub.presence.base import MemberRecord, Place, Presence, Present, now_ms
+from hub.presence.base import MemberRecord, Place, Presence, Present
+from hub.protocol import now_ms
 from hub.rooms import RoomKey
 from hub.stats import Tally
 

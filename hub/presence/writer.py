@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from hub.backoff import reconnect_backoff
 from hub.history import Retention
 from hub.logs import decision
 from hub.metrics import Metrics
@@ -20,7 +21,7 @@ from hub.presence.queue import Write, WriteQueue, release
 from hub.presence.registry import Registry
 from hub.presence.scripts import REGISTRY, Scripts
 from hub.redis.clients import RedisClient
-from hub.redis.failures import FAILURES, reconnect_backoff
+from hub.redis.failures import FAILURES
 from hub.redis.scripts import new_epoch
 
 log = logging.getLogger("hub.presence")

@@ -1,6 +1,7 @@
 """What a failure of Redis is to the hub, and what follows from it: a request is refused
 with `BrokerUnavailable` (its client may retry), and a task that runs in the background
-reports the failure, or logs it, and tries again after a `reconnect_backoff()` wait."""
+reports the failure, or logs it, and tries again after a `hub.backoff.reconnect_backoff()`
+wait."""
 
 from __future__ import annotations
 
@@ -9,17 +10,11 @@ from contextlib import contextmanager
 
 from redis.exceptions import RedisError
 
-from hub.backoff import Backoff
 from hub.errors import BrokerUnavailable
 
 FAILURES: tuple[type[Exception], ...] = (RedisError, OSError)
 """What a command raises when Redis did not carry it out: the client's errors (a timeout,
 a lost connection, a refusal) and those of the socket under it."""
-
-
-def reconnect_backoff() -> Backoff:
-    """The waits between a background task's tries at Redis: up to 0.1 s, doubling to 5 s."""
-    return Backoff(base=0.1, cap=5.0)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from hub.logs import decision
 from hub.metrics import Metrics
+from hub.protocol import now_ms
 from hub.webhooks.model import Delivery, Endpoint, State
 from hub.webhooks.sender import Outcome, Sender, retry_delay
 from hub.webhooks.store import Store
@@ -27,10 +28,6 @@ STORE_AT_ONCE = 2
 write connections stay free for its publishes and presence."""
 POLL_INTERVAL = 0.15
 """Seconds between two reads of the held tenants' new `status` events."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,12 @@ import math
 import random
 import time
 
-from hub.backoff import Backoff
+from hub.backoff import reconnect_backoff
 from hub.logs import decision
 from hub.metrics import Metrics
+from hub.protocol import now_ms
 from hub.tasks import cancel
-from hub.webhooks.attempts import Attempts, Timing, now_ms
+from hub.webhooks.attempts import Attempts, Timing
 from hub.webhooks.model import Endpoint
 from hub.webhooks.sealing import Sealer
 from hub.webhooks.sender import Sender
@@ -81,7 +82,7 @@ class Dispatcher:
         return 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
 
     async def _run(self) -> None:
-        backoff = Backoff(base=0.1, cap=5.0)  # a node alone never loads the Redis client
+        backoff = reconnect_backoff()
         while True:
             try:
                 await self._round()

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 from hub.config import Settings
 from hub.errors import ErrorCode, HubError
 from hub.metrics import Metrics
+from hub.protocol import now_ms
 from hub.webhooks import guard, signing
-from hub.webhooks.attempts import POLL_INTERVAL, Timing, now_ms
+from hub.webhooks.attempts import POLL_INTERVAL, Timing
 from hub.webhooks.dispatcher import Dispatcher
 from hub.webhooks.model import EVENTS, Delivery, Endpoint
 from hub.webhooks.sealing import Sealer

@@ -15,7 +15,8 @@ import logging
 import sys
 from dataclasses import dataclass, field, replace
 
-from hub.webhooks.attempts import Attempts, now_ms
+from hub.protocol import now_ms
+from hub.webhooks.attempts import Attempts
 from hub.webhooks.model import Delivery, Endpoint, State
 from hub.webhooks.store import Polled
 
@@ -179,8 +180,8 @@ class Tenant:
             await self._attempts.gone(self.name, endpoint)
             return
         after = self._attempts.after(delivery, outcome)
+        await self._attempts.settle(self.name, endpoint.id, after)  # kept only once stored
         self._keep(endpoint.id, after)
-        await self._attempts.settle(self.name, endpoint.id, after)
 
     def _keep(self, endpoint_id: str, delivery: Delivery) -> None:
         """Take an attempt's result into the endpoint's queue: a pending message stays in
