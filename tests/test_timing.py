@@ -8,6 +8,7 @@ import time
 
 import httpx
 import orjson
+import pytest
 
 from hub import envelope
 from tests.support import Client, HubNode, eventually, raw_broadcast, token
@@ -161,3 +162,50 @@ async def test_a_publish_frame_may_carry_a_ttl_and_apply_at(shared_single: HubNo
     assert refused["type"] == "error"
     assert refused["code"] == "bad_request"
     await dashboard.close()
+
+
+HOSTILE = [
+    ('"ttl":1e400', "not valid JSON"),
+    ('"ttl":18446744073709551616', "ttl must be at most the history TTL"),
+    ('"ttl":5,"ttl":-1', "ttl must be a whole number"),
+    ('"ttl":0.5', "ttl must be a whole number"),
+    ('"ttl":"60"', "ttl must be a whole number"),
+    ('"apply_at":1e300', "apply_at must be at most 24 h ahead"),
+    ('"apply_at":-1', "apply_at must be a time in ms"),
+    ('"apply_at":null', "apply_at must be a time in ms"),
+]
+"""Timings as raw JSON that no client library writes, and what each is refused with."""
+
+
+@pytest.mark.parametrize(("fields", "words"), HOSTILE)
+async def test_a_hostile_timing_is_refused_raw_on_a_socket_and_over_rest_and_publishes_nothing(
+    shared_single: HubNode, fields: str, words: str
+) -> None:
+    tenant = "timing-hostile"
+    watcher = await Client.connect(shared_single, token("dashboard", "d1", tenant, publish=["x:*"]))
+    await watcher.subscribe("x:wall")
+    await watcher.ws.send(
+        '{"op":"publish","ref":1,"room":"x:wall","event":"x.cue","data":{},' + fields + "}"
+    )
+    refused = await watcher.recv()
+    assert (refused["type"], refused["code"]) == ("error", "bad_request"), refused
+    assert words in refused["message"]
+    body = '{"room":"x:wall","event":"x.cue","data":{},' + fields + "}"
+    _refused(
+        raw_broadcast(shared_single, body.encode(), bearer=token("operator", "o", tenant)), words
+    )
+    await watcher.no_event(0.3)
+    await watcher.close()
+
+
+async def test_an_apply_at_more_than_a_day_ahead_is_refused_in_a_publish_frame(
+    shared_single: HubNode,
+) -> None:
+    publisher = await Client.connect(
+        shared_single, token("dashboard", "d1", "timing-ahead", publish=["x:*"])
+    )
+    at = _now() + 25 * 3_600_000
+    answer = await publisher.request("publish", room="x:wall", event="x.cue", data={}, apply_at=at)
+    assert (answer["type"], answer["code"]) == ("error", "bad_request"), answer
+    assert "apply_at must be at most 24 h ahead" in answer["message"]
+    await publisher.close()

@@ -401,10 +401,8 @@ async def test_a_name_too_slow_to_resolve_is_refused(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(loop, "getaddrinfo", never)
     monkeypatch.setattr(guard, "RESOLVE_TIMEOUT", 0.1)
-    started = time.monotonic()
     with pytest.raises(Refused, match=r"did not resolve within 0\.1 s"):
         await resolve(check_url(f"https://{NAME}/"), allow_private=True)
-    assert time.monotonic() - started < 2
 
 
 # One POST
@@ -543,9 +541,7 @@ async def test_a_redirect_is_not_followed(sender: Sender, receiver: Receiver) ->
 
 
 async def test_a_receiver_that_never_answers_times_out(sender: Sender, receiver: Receiver) -> None:
-    started = time.monotonic()
     outcome = await _send(sender, f"http://127.0.0.1:{receiver.port}/silent")
-    assert time.monotonic() - started < 2
     assert outcome == Outcome(None, None, "no answer within 0.5 s")
     assert len(receiver.requests) == 1
 
