@@ -29,8 +29,6 @@ LEASE = 10.0
 """How often the dispatcher looks again at which tenants have endpoints."""
 MAX_FRESH = 10_000
 """Changes kept for the dispatcher between two polls; past them it loads the tenant again."""
-MAX_GONE = 1024
-"""Devices gone offline a tenant remembers before forgetting those past the grace."""
 
 
 @dataclass(slots=True)
@@ -198,12 +196,14 @@ class MemoryStore(Store):
             kept.fresh = Polled(reload=True)
 
     def _remember(self, kept: _Tenant, message: Message) -> None:
+        """Keep the device's offline for the grace, and forget those past it: `gone` is in
+        the order they went, so the past ones are at its front, each looked at once."""
         gone = kept.gone
+        gone.pop(message.device, None)
         gone[message.device] = (message.time, message.id)
-        if len(gone) > MAX_GONE:
-            oldest = message.time - self._grace_ms
-            for device in [device for device, (at, _) in gone.items() if at < oldest]:
-                del gone[device]
+        oldest = message.time - self._grace_ms
+        while (first := next(iter(gone))) != message.device and gone[first][0] < oldest:
+            del gone[first]
 
     def _told(self, kept: _Tenant, line: _Line, offline: str) -> bool:
         """Whether the endpoint was sent the offline `offline`; one still unsent is taken
