@@ -301,7 +301,7 @@ def test_registration_refuses_what_it_cannot_use(shared_single: HubNode, tenant:
         (b'{"url": "http://1.1.1.1:0/", "events": ["device.online"]}', "port"),
         (b'{"url": "http://1.1.1.1:99999/", "events": ["device.online"]}', "malformed"),
         (b'{"url": "http://[fe80::1%25eth0]/", "events": ["device.online"]}', "IPv6"),
-        (b'{"url": "http://b\u00fccher.example/", "events": ["device.online"]}', "xn--"),
+        (b'{"url": "http://b\\u00fccher.example/", "events": ["device.online"]}', "xn--"),
         (b'{"url": "http://1.1.1.1/", "events": ["device.online"]', "not valid JSON"),
         (b"\xff\xfe{}", "not valid JSON"),
     ):
